@@ -1,0 +1,82 @@
+//! Streaming speech recognition.
+//!
+//! Owns: the [`StreamingRecognizer`] trait every engine implements (Whisper with LocalAgreement-2,
+//! the Moonshine streaming sliding-window encoder), the model code for those engines and for
+//! Silero VAD (`models/`), the log-mel front end, and checkpoint loaders (CTranslate2, safetensors).
+//!
+//! Must not touch: audio devices, rings, threads, async runtimes or the network. Engines are plain
+//! synchronous code driven by `push(samples)`; whoever owns the audio thread decides when to call
+//! it. Input is always 16 kHz mono f32 ([`vr_core::SampleRate::PIPELINE`]); resampling lives in
+//! `capture`.
+#![deny(unsafe_code)]
+
+pub mod models;
+
+use vr_core::{SampleIndex, SampleRate};
+
+/// A word with its position on the input's sample clock (16 kHz), where the engine knows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Word {
+    pub text: String,
+    pub start: SampleIndex,
+    pub end: SampleIndex,
+}
+
+/// What a recogniser reports as audio arrives. "Nothing new yet" is an empty `Vec`, never an error.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AsrEvent {
+    /// The VAD decided speech began at this sample.
+    SpeechStarted { at: SampleIndex },
+    /// The VAD decided speech ended at this sample (after its hangover).
+    SpeechEnded { at: SampleIndex },
+    /// The current hypothesis for the utterance in progress. The first `stable_prefix_len` bytes of
+    /// `text` are committed and will not change; the rest may still be revised.
+    Partial {
+        text: String,
+        stable_prefix_len: usize,
+    },
+    /// The final text of one utterance.
+    Final {
+        text: String,
+        start: SampleIndex,
+        end: SampleIndex,
+        words: Vec<Word>,
+    },
+}
+
+/// One streaming engine. Samples are 16 kHz mono; the sample clock starts at 0 on creation and on
+/// [`StreamingRecognizer::reset`].
+pub trait StreamingRecognizer: Send {
+    /// The rate `push` expects (always 16 kHz for the engines here).
+    fn sample_rate(&self) -> SampleRate {
+        SampleRate::PIPELINE
+    }
+    /// Feed the next samples (any length, including zero) and collect what became known.
+    fn push(&mut self, samples: &[f32]) -> Result<Vec<AsrEvent>, AsrError>;
+    /// End of stream: finalise whatever is pending (emits a `Final` if there was speech).
+    fn finish(&mut self) -> Result<Vec<AsrEvent>, AsrError>;
+    /// Forget the stream and start again at sample 0; model weights stay loaded.
+    fn reset(&mut self);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsrError {
+    #[error(transparent)]
+    Model(#[from] vr_core::ModelError),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

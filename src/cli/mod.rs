@@ -1,0 +1,4 @@
+//! One module per subcommand; each has an `Args` (clap) and a `run`.
+
+pub mod config_cmd;
+pub mod models;

@@ -1,0 +1,54 @@
+//! `voicerelay`: the binary edge. Parses the command line, loads and validates the config, sets up
+//! logging and the metrics registry, and hands over to one subcommand. Everything interesting lives
+//! in the stage crates; `anyhow` is used here and only here.
+
+mod cli;
+mod config;
+mod telemetry;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "voicerelay",
+    version,
+    about = "Real-time streaming speech pipeline"
+)]
+struct Cli {
+    /// Config file merged over the built-in configs/default.toml.
+    #[arg(long, global = true, env = "VOICERELAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, verify or locate the model files in the local cache.
+    Models(cli::models::Args),
+    /// Check a config (defaults + file + environment) and print the merged result.
+    Config(cli::config_cmd::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = config::Config::load(cli.config.as_deref())?;
+    telemetry::init(&cfg.log)?;
+    match cli.command {
+        Command::Models(args) => cli::models::run(&cfg, args),
+        Command::Config(args) => cli::config_cmd::run(&cfg, args),
+    }
+}
