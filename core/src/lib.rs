@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod models;
+pub mod paths;
 pub mod units;
 
 pub use config::{check_range, ConfigError};
