@@ -11,6 +11,9 @@ use rand::{Rng, SeedableRng};
 use voicerelay_asr::models::moonshine_streaming::MoonshineStreaming;
 use voicerelay_asr::moonshine::StreamingEncoder;
 
+/// Label and a generator of successive chunk sizes.
+type ChunkSizes = Box<dyn FnMut() -> usize>;
+
 fn load(model: &str) -> MoonshineStreaming {
     MoonshineStreaming::load(&fixture_dir(model)).expect("fixture model loads")
 }
@@ -133,7 +136,7 @@ fn streaming_encoder_equals_offline_for_any_chunking() {
             let offline = m.encode(&c.audio).expect("encode");
             let reference = &g.tensors[&format!("{}.encoder", c.id)];
             let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-            let chunkings: Vec<(&str, Box<dyn FnMut() -> usize>)> = vec![
+            let chunkings: Vec<(&str, ChunkSizes)> = vec![
                 ("80 (1 frame)", Box::new(|| 80)),
                 ("320 (20 ms)", Box::new(|| 320)),
                 ("1280 (80 ms)", Box::new(|| 1280)),

@@ -92,7 +92,7 @@ fn partials_commit_a_prefix_the_final_keeps() {
         MoonshineRecognizer::new(model(), RecognizerOptions::default()).expect("recognizer");
     let mut events = Vec::new();
     let mut input = audio.clone();
-    input.extend(std::iter::repeat(0.0).take(16_000));
+    input.extend(std::iter::repeat_n(0.0, 16_000));
     for chunk in input.chunks(320) {
         events.extend(r.push(chunk).expect("push"));
     }
