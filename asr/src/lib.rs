@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod models;
+pub mod moonshine;
 
 use vr_core::{SampleIndex, SampleRate};
 
