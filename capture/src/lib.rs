@@ -20,9 +20,9 @@
 //!   them into the `metrics` recorder from a non-real-time thread.
 //!
 //! ```no_run
-//! use vr_capture::{ring::audio_ring, file::{FileSource, Pacing}, resample::StreamResampler};
+//! use voicerelay_capture::{ring::audio_ring, file::{FileSource, Pacing}, resample::StreamResampler};
 //! use vr_core::SampleRate;
-//! # fn main() -> Result<(), vr_capture::CaptureError> {
+//! # fn main() -> Result<(), voicerelay_capture::CaptureError> {
 //! let src = FileSource::open("speech.wav".as_ref(), Pacing::RealTime)?;
 //! let (producer, mut consumer) = audio_ring("mic", src.format(), 48_000)?;
 //! let running = src.start(producer)?;
