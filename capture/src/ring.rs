@@ -1,0 +1,570 @@
+//! The audio ring: a single-producer single-consumer lock-free ring of interleaved f32 PCM whose
+//! consumer always knows the stream position ([`SampleIndex`], in frames) of what it holds.
+//!
+//! Overrun policy: when the ring is full the producer drops the *newest* frames (the ones that do
+//! not fit), counts them, and publishes a gap marker before the next frames it manages to store.
+//! Dropping the newest rather than the oldest keeps the producer's side a plain `push_slice` (the
+//! producer may not move the consumer's read index), and makes the count exact and deterministic:
+//! `dropped = offered - stored`, and the consumer's timestamps jump by exactly the dropped amount.
+//!
+//! Gap markers travel in a second small SPSC ring. The producer pushes a marker *before* the
+//! samples that follow the gap, so a consumer that sees those samples also sees the marker (the
+//! sample ring's release/acquire on its write index orders the two). If the marker ring itself is
+//! full the producer keeps dropping until it can publish: timestamps never lie.
+//!
+//! Real-time use: [`AudioProducer::push`] never allocates, locks or blocks; it may issue one
+//! `unpark` (a futex wake, non-blocking) when a consumer is parked in
+//! [`AudioConsumer::wait_for_data`].
+
+use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::{HeapCons, HeapProd, HeapRb};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+use vr_core::{SampleIndex, SampleRate};
+
+use crate::CaptureError;
+
+/// Gap markers the consumer may lag behind by before the producer drops whole pushes; one marker
+/// per overrun episode, so this only fills when the consumer is stalled through many episodes.
+const GAP_SLOTS: usize = 256;
+
+/// Frames missing from the stream just before ring position `at` (frames stored before the gap).
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    at: u64,
+    missing: u64,
+}
+
+/// Rate and interleaved channel count of a PCM stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    pub rate: SampleRate,
+    pub channels: u16,
+}
+
+impl AudioFormat {
+    pub const PIPELINE: AudioFormat = AudioFormat {
+        rate: SampleRate::PIPELINE,
+        channels: 1,
+    };
+}
+
+/// Counters shared by both ends; all in frames (one sample per channel).
+#[derive(Debug, Default)]
+struct Counters {
+    stored: AtomicU64,
+    overrun_frames: AtomicU64,
+    overrun_events: AtomicU64,
+    underrun_frames: AtomicU64,
+    underrun_events: AtomicU64,
+}
+
+/// A snapshot of a ring's counters (frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingStats {
+    /// Frames that entered the ring.
+    pub stored: u64,
+    /// Frames the producer dropped because the ring was full.
+    pub overrun_frames: u64,
+    /// Pushes that dropped at least one frame.
+    pub overrun_events: u64,
+    /// Frames a consumer had to invent (silence) because the ring was empty.
+    pub underrun_frames: u64,
+    /// Reads that came up short.
+    pub underrun_events: u64,
+    /// Frames in the ring when the snapshot was taken.
+    pub fill: u64,
+}
+
+struct Shared {
+    name: String,
+    format: AudioFormat,
+    capacity_frames: usize,
+    counters: Counters,
+    consumer_parked: AtomicBool,
+    consumer_thread: OnceLock<Thread>,
+    producer_parked: AtomicBool,
+    producer_thread: OnceLock<Thread>,
+    /// Frames currently stored; kept separately so a monitor can read the fill without an end.
+    fill: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Read-only view of a ring's counters for any thread; also publishes them through `metrics`.
+#[derive(Clone)]
+pub struct RingMonitor {
+    shared: Arc<Shared>,
+}
+
+impl RingMonitor {
+    pub fn stats(&self) -> RingStats {
+        let c = &self.shared.counters;
+        RingStats {
+            stored: c.stored.load(Ordering::Relaxed),
+            overrun_frames: c.overrun_frames.load(Ordering::Relaxed),
+            overrun_events: c.overrun_events.load(Ordering::Relaxed),
+            underrun_frames: c.underrun_frames.load(Ordering::Relaxed),
+            underrun_events: c.underrun_events.load(Ordering::Relaxed),
+            fill: self.shared.fill.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn format(&self) -> AudioFormat {
+        self.shared.format
+    }
+
+    pub fn capacity_frames(&self) -> usize {
+        self.shared.capacity_frames
+    }
+
+    /// Copies the counters into the global `metrics` recorder (labels: `ring`). Called from a
+    /// housekeeping thread, never from a callback: a recorder may lock or allocate.
+    pub fn publish_metrics(&self) {
+        let s = self.stats();
+        let ring = self.shared.name.clone();
+        metrics::counter!("capture_ring_stored_frames_total", "ring" => ring.clone())
+            .absolute(s.stored);
+        metrics::counter!("capture_ring_overrun_frames_total", "ring" => ring.clone())
+            .absolute(s.overrun_frames);
+        metrics::counter!("capture_ring_overrun_events_total", "ring" => ring.clone())
+            .absolute(s.overrun_events);
+        metrics::counter!("capture_ring_underrun_frames_total", "ring" => ring.clone())
+            .absolute(s.underrun_frames);
+        metrics::counter!("capture_ring_underrun_events_total", "ring" => ring.clone())
+            .absolute(s.underrun_events);
+        metrics::gauge!("capture_ring_fill_frames", "ring" => ring).set(s.fill as f64);
+    }
+}
+
+/// Describes the ring metrics once so exporters show units and help text.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "capture_ring_stored_frames_total",
+        metrics::Unit::Count,
+        "frames that entered an audio ring"
+    );
+    metrics::describe_counter!(
+        "capture_ring_overrun_frames_total",
+        metrics::Unit::Count,
+        "frames dropped by an audio ring's producer because the ring was full"
+    );
+    metrics::describe_counter!(
+        "capture_ring_overrun_events_total",
+        metrics::Unit::Count,
+        "pushes into an audio ring that dropped frames"
+    );
+    metrics::describe_counter!(
+        "capture_ring_underrun_frames_total",
+        metrics::Unit::Count,
+        "frames replaced by silence because an audio ring was empty"
+    );
+    metrics::describe_counter!(
+        "capture_ring_underrun_events_total",
+        metrics::Unit::Count,
+        "reads from an audio ring that came up short"
+    );
+    metrics::describe_gauge!(
+        "capture_ring_fill_frames",
+        metrics::Unit::Count,
+        "frames waiting in an audio ring"
+    );
+}
+
+/// Creates a ring holding `capacity_frames` frames of `format`, returning its two ends.
+pub fn audio_ring(
+    name: &str,
+    format: AudioFormat,
+    capacity_frames: usize,
+) -> Result<(AudioProducer, AudioConsumer), CaptureError> {
+    if capacity_frames == 0 || format.channels == 0 {
+        return Err(CaptureError::InvalidArgument {
+            what: "audio ring",
+            reason: format!(
+                "capacity ({capacity_frames} frames) and channel count ({}) must be positive",
+                format.channels
+            ),
+        });
+    }
+    let channels = usize::from(format.channels);
+    // Whole frames only: with capacity a multiple of the channel count every wrap point and every
+    // contiguous slice falls on a frame boundary.
+    let (rb_p, rb_c) = HeapRb::<f32>::new(capacity_frames * channels).split();
+    let (gap_p, gap_c) = HeapRb::<Gap>::new(GAP_SLOTS).split();
+    let shared = Arc::new(Shared {
+        name: name.to_string(),
+        format,
+        capacity_frames,
+        counters: Counters::default(),
+        consumer_parked: AtomicBool::new(false),
+        consumer_thread: OnceLock::new(),
+        producer_parked: AtomicBool::new(false),
+        producer_thread: OnceLock::new(),
+        fill: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+    });
+    Ok((
+        AudioProducer {
+            rb: rb_p,
+            gaps: gap_p,
+            channels,
+            stored: 0,
+            next: SampleIndex::ZERO,
+            pending_gap: 0,
+            shared: shared.clone(),
+        },
+        AudioConsumer {
+            rb: rb_c,
+            gaps: gap_c,
+            channels,
+            read: 0,
+            next: SampleIndex::ZERO,
+            shared,
+        },
+    ))
+}
+
+/// The writing end; owned by exactly one thread (typically an audio callback).
+pub struct AudioProducer {
+    rb: HeapProd<f32>,
+    gaps: HeapProd<Gap>,
+    channels: usize,
+    /// Frames stored so far (ring position).
+    stored: u64,
+    /// Stream position of the next frame offered (stored or dropped).
+    next: SampleIndex,
+    /// Frames dropped whose marker is not yet published.
+    pending_gap: u64,
+    shared: Arc<Shared>,
+}
+
+impl AudioProducer {
+    /// Offers interleaved frames; stores what fits and drops (and counts) the rest. Returns the
+    /// number of frames stored. A trailing partial frame (never produced by a device) is ignored.
+    /// Real-time safe: no allocation, no lock, no blocking.
+    pub fn push(&mut self, samples: &[f32]) -> usize {
+        let frames = samples.len() / self.channels;
+        if frames == 0 {
+            return 0;
+        }
+        let vacant = self.rb.vacant_len() / self.channels;
+        let n = frames.min(vacant);
+        // A marker is published only when frames follow it, so one overrun episode (however many
+        // pushes it spans) costs one marker.
+        if n == 0 || (self.pending_gap > 0 && !self.publish_gap()) {
+            self.drop_frames(frames);
+            return 0;
+        }
+        {
+            let pushed = self.rb.push_slice(&samples[..n * self.channels]);
+            debug_assert_eq!(pushed, n * self.channels);
+            self.stored += n as u64;
+            self.next = self.next.advance(n as u64);
+            self.shared
+                .counters
+                .stored
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.shared.fill.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if n < frames {
+            self.drop_frames(frames - n);
+        }
+        if n > 0 && self.shared.consumer_parked.load(Ordering::Acquire) {
+            if let Some(t) = self.shared.consumer_thread.get() {
+                t.unpark();
+            }
+        }
+        n
+    }
+
+    /// Like [`AudioProducer::push`] but waits for room instead of dropping; for producers that
+    /// are not real-time (file readers running as fast as possible). Gives up after `timeout`
+    /// without progress and returns the frames stored; stops early if the consumer is gone.
+    pub fn push_blocking(&mut self, samples: &[f32], timeout: Duration) -> usize {
+        let mut done = 0usize;
+        let total = samples.len() / self.channels;
+        let mut deadline = Instant::now() + timeout;
+        let _ = self.shared.producer_thread.set(std::thread::current());
+        while done < total && !self.shared.closed.load(Ordering::Acquire) {
+            let vacant = self.rb.vacant_len() / self.channels;
+            if vacant > 0 {
+                let n = vacant.min(total - done);
+                done += self.push(&samples[done * self.channels..(done + n) * self.channels]);
+                deadline = Instant::now() + timeout;
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.shared.producer_parked.store(true, Ordering::Release);
+            // Re-check after announcing, so a consumer that read in between is not missed.
+            if self.rb.vacant_len() < self.channels {
+                std::thread::park_timeout((deadline - now).min(Duration::from_millis(100)));
+            }
+            self.shared.producer_parked.store(false, Ordering::Release);
+        }
+        done
+    }
+
+    /// Stream position of the next frame this producer will be offered.
+    pub fn position(&self) -> SampleIndex {
+        self.next
+    }
+
+    pub fn format(&self) -> AudioFormat {
+        self.shared.format
+    }
+
+    pub fn monitor(&self) -> RingMonitor {
+        RingMonitor {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// True once the consumer has been dropped.
+    pub fn is_abandoned(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    fn drop_frames(&mut self, frames: usize) {
+        self.pending_gap += frames as u64;
+        self.next = self.next.advance(frames as u64);
+        let c = &self.shared.counters;
+        c.overrun_frames.fetch_add(frames as u64, Ordering::Relaxed);
+        c.overrun_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn publish_gap(&mut self) -> bool {
+        let gap = Gap {
+            at: self.stored,
+            missing: self.pending_gap,
+        };
+        if self.gaps.try_push(gap).is_ok() {
+            self.pending_gap = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for AudioProducer {
+    fn drop(&mut self) {
+        if self.pending_gap > 0 {
+            // The consumer's final position then accounts for frames dropped at the very end.
+            let _ = self.publish_gap();
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        if let Some(t) = self.shared.consumer_thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A contiguous run of frames in the ring, borrowed without copying.
+#[derive(Debug)]
+pub struct AudioChunk<'a> {
+    /// Stream position of the first frame.
+    pub start: SampleIndex,
+    /// Interleaved samples, a whole number of frames, contiguous in time (no gap inside).
+    pub samples: &'a [f32],
+}
+
+/// The reading end; owned by exactly one thread.
+pub struct AudioConsumer {
+    rb: HeapCons<f32>,
+    gaps: HeapCons<Gap>,
+    channels: usize,
+    /// Frames consumed so far (ring position).
+    read: u64,
+    /// Stream position of the next frame to be read.
+    next: SampleIndex,
+    shared: Arc<Shared>,
+}
+
+impl AudioConsumer {
+    /// Stream position of the next frame [`AudioConsumer::peek`] will return. Gaps that lie
+    /// before data already in the ring are applied first.
+    pub fn position(&mut self) -> SampleIndex {
+        if self.rb.occupied_len() > 0 {
+            self.apply_gaps();
+        }
+        self.next
+    }
+
+    /// Position after everything the producer ever offered, once it has been dropped; at that
+    /// point trailing drops (a gap with no frames after it) are accounted for too.
+    pub fn end_position(&mut self) -> Option<SampleIndex> {
+        if !self.shared.closed.load(Ordering::Acquire) || self.rb.occupied_len() > 0 {
+            return None;
+        }
+        self.apply_gaps();
+        Some(self.next)
+    }
+
+    /// The oldest contiguous run of frames in the ring (no copy), or `None` when empty. The run
+    /// ends at the ring's wrap point or at the next gap, whichever comes first; release it with
+    /// [`AudioConsumer::consume`].
+    pub fn peek(&mut self) -> Option<AudioChunk<'_>> {
+        let frames = self.contiguous_frames();
+        if frames == 0 {
+            return None;
+        }
+        let (a, _) = self.rb.as_slices();
+        Some(AudioChunk {
+            start: self.next,
+            samples: &a[..frames * self.channels],
+        })
+    }
+
+    /// Releases the first `frames` frames (at most the length of the last [`peek`]).
+    ///
+    /// [`peek`]: AudioConsumer::peek
+    pub fn consume(&mut self, frames: usize) {
+        let frames = frames.min(self.contiguous_frames());
+        if frames == 0 {
+            return;
+        }
+        self.rb.skip(frames * self.channels);
+        self.read += frames as u64;
+        self.next = self.next.advance(frames as u64);
+        self.shared.fill.fetch_sub(frames as u64, Ordering::Relaxed);
+        if self.shared.producer_parked.load(Ordering::Acquire) {
+            if let Some(t) = self.shared.producer_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Copies up to `out.len()` samples (whole frames) that are contiguous in time into `out`.
+    /// Returns the stream position of the first and the number of frames copied; stops at a gap,
+    /// so one call never mixes frames from both sides of a drop.
+    pub fn pop_into(&mut self, out: &mut [f32]) -> Option<(SampleIndex, usize)> {
+        let want = out.len() / self.channels;
+        let mut start = None;
+        let mut done = 0usize;
+        while done < want {
+            let ch = self.channels;
+            let Some(chunk) = self.peek() else { break };
+            if let Some(s) = start {
+                if chunk.start != SampleIndex(s + done as u64) {
+                    break;
+                }
+            } else {
+                start = Some(chunk.start.0);
+            }
+            let n = (chunk.samples.len() / ch).min(want - done);
+            out[done * ch..(done + n) * ch].copy_from_slice(&chunk.samples[..n * ch]);
+            self.consume(n);
+            done += n;
+        }
+        start.map(|s| (SampleIndex(s), done))
+    }
+
+    /// Fills `out` completely for playback: ring contents first (across gaps; playback does not
+    /// care about capture timestamps), then silence. Silence is counted as underrun. Real-time
+    /// safe. Returns the frames that came from the ring.
+    pub fn fill_or_silence(&mut self, out: &mut [f32]) -> usize {
+        let ch = self.channels;
+        let want = out.len() / ch;
+        let mut done = 0usize;
+        while done < want {
+            let Some(chunk) = self.peek() else { break };
+            let n = (chunk.samples.len() / ch).min(want - done);
+            out[done * ch..(done + n) * ch].copy_from_slice(&chunk.samples[..n * ch]);
+            self.consume(n);
+            done += n;
+        }
+        out[done * ch..].fill(0.0);
+        if done < want {
+            let c = &self.shared.counters;
+            c.underrun_frames
+                .fetch_add((want - done) as u64, Ordering::Relaxed);
+            c.underrun_events.fetch_add(1, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// Parks until data is available, the producer is gone, or `timeout` passes. Returns true
+    /// when data is available.
+    pub fn wait_for_data(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let _ = self.shared.consumer_thread.set(std::thread::current());
+        loop {
+            if self.rb.occupied_len() > 0 {
+                return true;
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                return self.rb.occupied_len() > 0;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.shared.consumer_parked.store(true, Ordering::Release);
+            if self.rb.occupied_len() == 0 && !self.shared.closed.load(Ordering::Acquire) {
+                std::thread::park_timeout(deadline - now);
+            }
+            self.shared.consumer_parked.store(false, Ordering::Release);
+        }
+    }
+
+    /// Frames available to read now.
+    pub fn available(&self) -> usize {
+        self.rb.occupied_len() / self.channels
+    }
+
+    /// True once the producer has been dropped (remaining frames can still be read).
+    pub fn is_producer_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    pub fn format(&self) -> AudioFormat {
+        self.shared.format
+    }
+
+    pub fn monitor(&self) -> RingMonitor {
+        RingMonitor {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Frames readable before the wrap point or the next gap.
+    fn contiguous_frames(&mut self) -> usize {
+        let first = self.rb.as_slices().0.len() / self.channels;
+        if first == 0 {
+            return 0;
+        }
+        // Frames are visible, so every marker before them is too (published before the frames).
+        self.apply_gaps();
+        match self.gaps.try_peek() {
+            Some(g) => first.min((g.at - self.read) as usize),
+            None => first,
+        }
+    }
+
+    fn apply_gaps(&mut self) {
+        while let Some(g) = self.gaps.try_peek() {
+            if g.at != self.read {
+                break;
+            }
+            self.next = self.next.advance(g.missing);
+            self.gaps.skip(1);
+        }
+    }
+}
+
+impl Drop for AudioConsumer {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Some(t) = self.shared.producer_thread.get() {
+            t.unpark();
+        }
+    }
+}
