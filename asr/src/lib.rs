@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod models;
+pub mod vad;
 
 use vr_core::{SampleIndex, SampleRate};
 

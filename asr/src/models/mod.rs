@@ -1,1 +1,2 @@
 //! One file per model architecture, config read from the checkpoint's own files.
+pub mod silero;
