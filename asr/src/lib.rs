@@ -12,6 +12,7 @@
 
 pub mod models;
 pub mod moonshine;
+pub mod vad;
 
 use vr_core::{SampleIndex, SampleRate};
 

@@ -1,2 +1,3 @@
 //! One file per model architecture, config read from the checkpoint's own files.
 pub mod moonshine_streaming;
+pub mod silero;
