@@ -1,8 +1,195 @@
 //! Streaming text-to-speech.
 //!
-//! Owns: the `Synthesizer` trait (text in incrementally, audio chunks out, `cancel()`), the Piper
-//! VITS backend on ONNX Runtime with espeak-ng phonemes, the flite/espeak fallback voices, and the
-//! clause chunker with number/unit verbalisation.
+//! Owns: the [`Synthesizer`] trait (text in incrementally, audio chunks out, `cancel()`), the Piper
+//! VITS backend on ONNX Runtime with espeak-ng phonemes ([`piper`]), the flite/espeak fallback
+//! voices ([`flite`], [`espeak`]), and the clause chunker ([`chunker`]) with number/unit
+//! verbalisation ([`verbalize`]).
 //!
 //! Must not touch: audio devices, rings or the network: it hands out audio chunks with their
-//! sample rate and the caller decides where they go.
+//! sample rate and the caller decides where they go. No async runtime: the API is plain
+//! synchronous calls, usable from a tokio task through `spawn_blocking` or from any thread.
+//!
+//! # Design
+//! [`StreamingSynthesizer`] owns one worker thread that owns the voice. `push_text` sends text
+//! fragments (LLM tokens) to it; the worker cuts them into clauses with the [`ClauseChunker`],
+//! verbalises each clause, synthesises it and cuts the audio into chunks of `chunk_ms`, which wait
+//! in a queue for [`Synthesizer::recv_timeout`]. `cancel()` bumps an epoch counter *under the
+//! queue lock* and clears the queue; the worker checks the epoch under that same lock before each
+//! chunk goes into the queue, so once `cancel()` returns no chunk of the cancelled speech can ever
+//! be received. An in-flight ONNX Runtime run is also terminated so the worker is free at once.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use voicerelay_tts::{StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent};
+//! let store = vr_core::ModelStore::from_env()?;
+//! let tts = StreamingSynthesizer::from_config(&TtsConfig::default(), &store)?;
+//! for token in ["Hello", " there", ".", " How", " are", " you", "?"] {
+//!     tts.push_text(token)?;
+//! }
+//! tts.finish()?;
+//! while let Some(ev) = tts.recv_timeout(Duration::from_secs(10))? {
+//!     match ev {
+//!         TtsEvent::Audio(chunk) => { /* play chunk.samples at chunk.rate */ }
+//!         TtsEvent::Done { .. } => break,
+//!         TtsEvent::Failed { reason, .. } => eprintln!("{reason}"),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod chunker;
+pub mod config;
+pub mod espeak;
+pub mod flite;
+pub mod piper;
+mod stream;
+pub mod verbalize;
+mod voices;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vr_core::{SampleIndex, SampleRate};
+
+pub use chunker::ClauseChunker;
+pub use config::TtsConfig;
+pub use stream::StreamingSynthesizer;
+pub use voices::{open_voice, EspeakVoice, FliteEngine, OpenedVoice};
+
+/// Held around every call into flite or espeak-ng: both draw noise from libc `rand()`, and
+/// flite's output is only reproducible if nobody else advances that generator mid-synthesis.
+pub(crate) static LIBC_RAND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Which voice is speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoiceKind {
+    /// Piper VITS `en_US-joe-medium` (22.05 kHz).
+    Piper,
+    /// flite `cmu_us_slt` (16 kHz).
+    Flite,
+    /// espeak-ng `en-us` (22.05 kHz).
+    Espeak,
+}
+
+impl VoiceKind {
+    pub fn parse(s: &str) -> Option<VoiceKind> {
+        match s {
+            "piper" => Some(VoiceKind::Piper),
+            "flite" => Some(VoiceKind::Flite),
+            "espeak" => Some(VoiceKind::Espeak),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VoiceKind::Piper => "piper",
+            VoiceKind::Flite => "flite",
+            VoiceKind::Espeak => "espeak",
+        }
+    }
+}
+
+impl std::fmt::Display for VoiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Aborts a voice's in-flight synthesis from another thread (best effort).
+pub type Interrupter = Arc<dyn Fn() + Send + Sync>;
+
+/// One voice: turns one clause of already-verbalised text into mono samples. Synchronous and
+/// owned by one thread at a time.
+pub trait VoiceEngine: Send {
+    fn kind(&self) -> VoiceKind;
+    fn sample_rate(&self) -> SampleRate;
+    /// Mono samples in [-1, 1] at [`VoiceEngine::sample_rate`]; empty text gives no samples.
+    fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError>;
+    /// A handle that makes a running `synthesize` return early with [`TtsError::Interrupted`].
+    fn interrupter(&self) -> Option<Interrupter> {
+        None
+    }
+}
+
+/// A piece of synthesised speech.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChunk {
+    /// Mono samples in [-1, 1].
+    pub samples: Vec<f32>,
+    pub rate: SampleRate,
+    /// Which utterance (one answer, ended by `finish` or `cancel`) this belongs to.
+    pub utterance: u64,
+    /// Position of the first sample within its utterance.
+    pub start: SampleIndex,
+    /// The clause this audio speaks, as chunked (before verbalisation).
+    pub clause: Arc<str>,
+}
+
+impl AudioChunk {
+    pub fn duration(&self) -> Duration {
+        self.rate.duration_of(self.samples.len() as u64)
+    }
+}
+
+/// What a synthesizer hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TtsEvent {
+    Audio(AudioChunk),
+    /// Every chunk of `utterance` has been handed out (after `finish`).
+    Done { utterance: u64 },
+    /// One clause could not be synthesised; the rest of the utterance continues.
+    Failed {
+        utterance: u64,
+        clause: String,
+        reason: String,
+    },
+}
+
+/// Streaming speech synthesis: text in as it is generated, audio out as soon as a clause is
+/// ready. All methods take `&self` so one thread can push tokens while another drains audio and a
+/// third cancels on barge-in.
+pub trait Synthesizer: Send + Sync {
+    fn voice(&self) -> VoiceKind;
+    fn sample_rate(&self) -> SampleRate;
+    /// Append a fragment of the current utterance (any size: a token, a word, a paragraph).
+    fn push_text(&self, fragment: &str) -> Result<(), TtsError>;
+    /// The current utterance is complete: synthesise what is left, then emit [`TtsEvent::Done`].
+    /// Text pushed afterwards starts a new utterance.
+    fn finish(&self) -> Result<(), TtsError>;
+    /// The next event, waiting up to `timeout`; `Ok(None)` when nothing arrived in time.
+    fn recv_timeout(&self, timeout: Duration) -> Result<Option<TtsEvent>, TtsError>;
+    /// The next event if one is ready.
+    fn try_recv(&self) -> Option<TtsEvent>;
+    /// Stop speaking now: pending text and queued audio are dropped, and no audio of the
+    /// cancelled utterance is received after this returns. Text pushed afterwards is a new
+    /// utterance.
+    fn cancel(&self);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TtsError {
+    #[error(transparent)]
+    Model(#[from] vr_core::ModelError),
+    #[error(transparent)]
+    Config(#[from] vr_core::ConfigError),
+    #[error("ONNX Runtime library {} cannot be loaded: {reason}", path.display())]
+    OnnxRuntimeMissing { path: PathBuf, reason: String },
+    #[error("ONNX Runtime: {0}")]
+    Onnx(String),
+    #[error("voice config {}: {reason}", path.display())]
+    VoiceConfig { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+    #[error("espeak-ng: {0}")]
+    Espeak(String),
+    #[error("flite: {0}")]
+    Flite(String),
+    #[error("synthesis was interrupted")]
+    Interrupted,
+    #[error("the synthesis worker has stopped")]
+    WorkerGone,
+}

@@ -1,0 +1,78 @@
+//! `voicerelay say "text" [-o out.wav] [--voice piper|flite|espeak]`: speak text with the
+//! streaming synthesizer, into a WAV file or to the speaker.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vr_core::SampleRate;
+use vr_tts::{StreamingSynthesizer, Synthesizer, TtsConfig};
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The text to speak ("-" reads standard input).
+    text: String,
+    /// Write a 16-bit mono WAV here instead of playing it.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Voice, overriding `tts.voice`.
+    #[arg(long, value_parser = ["piper", "flite", "espeak"])]
+    voice: Option<String>,
+}
+
+pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
+    let text = if args.text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading text from standard input")?
+    } else {
+        args.text
+    };
+    if text.trim().is_empty() {
+        bail!("nothing to say: the text is empty");
+    }
+    let tts_cfg = TtsConfig {
+        voice: args.voice.unwrap_or_else(|| cfg.tts.voice.clone()),
+        ..cfg.tts.clone()
+    };
+    let store = crate::cli::models::store(cfg)?;
+    let tts = StreamingSynthesizer::from_config(&tts_cfg, &store)?;
+    let rate = tts.sample_rate();
+    // Generous: the slowest voice needs well under a second per clause.
+    let samples = tts.speak_all(&text, Duration::from_secs(60))?;
+    tracing::info!(
+        voice = %tts.voice(),
+        seconds = rate.duration_of(samples.len() as u64).as_secs_f32(),
+        "synthesised"
+    );
+    match args.output {
+        Some(path) => write_wav(&path, &samples, rate)?,
+        None => play(&samples, rate)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_wav(path: &Path, samples: &[f32], rate: SampleRate) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate.hz(),
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    for &s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    w.finalize()
+        .with_context(|| format!("finishing {}", path.display()))?;
+    Ok(())
+}
+
+/// Speaker output. The capture crate's speaker sink (ring buffer + cpal output stream with
+/// resampling) replaces this once it lands; until then `say` only writes files.
+fn play(_samples: &[f32], _rate: SampleRate) -> Result<()> {
+    bail!("no audio output device; use -o FILE")
+}
