@@ -18,6 +18,8 @@ pub const ENV_PREFIX: &str = "VOICERELAY__";
 pub struct Config {
     pub log: LogConfig,
     pub models: ModelsConfig,
+    pub dialog: vr_dialog::DialogConfig,
+    pub llm: vr_dialog::LlmConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +81,7 @@ impl Config {
             });
         }
         check_range("log.filter length", self.log.filter.len(), 1..=4096)?;
+        vr_dialog::config::validate_together(&self.dialog, &self.llm)?;
         Ok(())
     }
 }
