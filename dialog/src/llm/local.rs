@@ -163,6 +163,11 @@ impl LocalLlm {
         &self.label
     }
 
+    /// The model's tokenizer (clone it for a [`crate::memory::ConversationMemory`] counter).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     pub fn template(&self) -> &ChatTemplate {
         &self.template
     }
@@ -378,6 +383,15 @@ impl Detokenizer {
 enum Job {
     Prepare(Vec<ChatMessage>),
     Generate { req: Box<GenerateRequest>, tx: GenerationSender, cancel: CancelToken },
+    /// Answered once every job queued before it is done.
+    Barrier(mpsc::Sender<()>),
+}
+
+impl Job {
+    /// Work that a queued speculative prefill should give way to.
+    fn is_work(&self) -> bool {
+        !matches!(self, Job::Barrier(_))
+    }
 }
 
 /// A [`LocalLlm`] on its own worker thread, usable from sync or async code.
@@ -398,8 +412,13 @@ impl LocalEngine {
             .name("llm-local".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    pending_w.fetch_sub(1, Ordering::SeqCst);
+                    if job.is_work() {
+                        pending_w.fetch_sub(1, Ordering::SeqCst);
+                    }
                     match job {
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
+                        }
                         Job::Prepare(messages) => {
                             // A newer job makes this prefill moot: the cache keeps whatever
                             // prefix it already computed.
@@ -413,7 +432,7 @@ impl LocalEngine {
                             }
                         }
                         Job::Generate { req, tx, cancel } => {
-                            let mut emit = |ev| tx.blocking_send(Ok(ev));
+                            let mut emit = |ev: LlmEvent| tx.blocking_send(Ok(ev));
                             if let Err(e) = llm.generate(&req, &cancel, &mut emit) {
                                 tx.blocking_send(Err(e));
                             }
@@ -427,11 +446,24 @@ impl LocalEngine {
 
     fn submit(&self, job: Job) -> Result<(), DialogError> {
         let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        let work = job.is_work();
+        if work {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+        }
         jobs.send(job).map_err(|_| {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+            if work {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+            }
             DialogError::EngineStopped
         })
+    }
+
+    /// Blocks until every job submitted before this call has finished (a speculative prefill
+    /// included). For tests and benchmarks; the loop never needs to wait.
+    pub fn wait_idle(&self) -> Result<(), DialogError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(Job::Barrier(tx))?;
+        rx.recv().map_err(|_| DialogError::EngineStopped)
     }
 }
 

@@ -468,8 +468,9 @@ mod tests {
     #[test]
     fn sse_parse_is_independent_of_chunking() {
         let whole = SseParser::default().push(STREAM.as_bytes());
-        assert_eq!(whole.len(), 5);
-        assert_eq!(whole[4], "[DONE]");
+        // The comment block carries no data and yields no event.
+        assert_eq!(whole.len(), 4);
+        assert_eq!(whole[3], "[DONE]");
         for size in [1, 2, 3, 7, 64] {
             let mut p = SseParser::default();
             let got: Vec<String> = STREAM.as_bytes().chunks(size).flat_map(|c| p.push(c)).collect();
@@ -480,7 +481,7 @@ mod tests {
     #[test]
     fn chunk_tokens_and_features() {
         let events = SseParser::default().push(STREAM.as_bytes());
-        let c: StreamChunk = serde_json::from_str(&events[2]).unwrap();
+        let c: StreamChunk = serde_json::from_str(&events[1]).unwrap();
         let ch = c.choices.into_iter().next().unwrap();
         let toks = tokens_of(ch.delta.content.unwrap(), ch.logprobs);
         assert_eq!(toks.len(), 1);
@@ -489,7 +490,7 @@ mod tests {
         assert_eq!(f.logprob, -0.25);
         assert_eq!(f.margin, Some(1.75));
         assert_eq!(f.entropy, None);
-        let c: StreamChunk = serde_json::from_str(&events[3]).unwrap();
+        let c: StreamChunk = serde_json::from_str(&events[2]).unwrap();
         let ch = c.choices.into_iter().next().unwrap();
         assert_eq!(ch.finish_reason.as_deref(), Some("stop"));
         let toks = tokens_of(ch.delta.content.unwrap(), ch.logprobs);
