@@ -19,6 +19,8 @@ pub struct Config {
     pub log: LogConfig,
     pub models: ModelsConfig,
     pub tts: vr_tts::TtsConfig,
+    pub dialog: vr_dialog::DialogConfig,
+    pub llm: vr_dialog::LlmConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +83,7 @@ impl Config {
         }
         check_range("log.filter length", self.log.filter.len(), 1..=4096)?;
         self.tts.validate()?;
+        vr_dialog::config::validate_together(&self.dialog, &self.llm)?;
         Ok(())
     }
 }

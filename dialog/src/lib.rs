@@ -1,7 +1,76 @@
 //! Dialog: turn detection, LLM engines and the conversation loop with barge-in.
 //!
-//! Owns: deciding when the user's turn ends, producing the assistant's answer (fast and slow
-//! paths, verifier) and the Listening → UserSpeaking → Thinking → Speaking state machine.
+//! Owns: deciding when the user's turn ends ([`turn`]), producing the assistant's answer
+//! ([`llm`]: the engine trait, the local candle GGUF engine with KV-cache reuse and speculative
+//! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
+//! the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
+//! ([`config`]). The Listening → UserSpeaking → Thinking → Speaking loop with barge-in builds on
+//! these.
 //!
-//! Must not touch: devices or the network directly; it consumes recogniser events and drives a
-//! synthesizer, and its caller wires audio in and out.
+//! Must not touch: audio devices directly; it consumes recogniser events and drives a
+//! synthesizer, and its caller wires audio in and out. The only network access is the
+//! OpenAI-compatible client talking to a configured LLM server.
+//!
+//! Threads: the local engine runs on one worker thread of its own (model compute never blocks an
+//! async runtime); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
+//! creates. Turn detection is a pure state machine on the sample clock.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod llm;
+pub mod memory;
+pub mod models;
+pub mod turn;
+
+pub use config::{DialogConfig, LlmBackend, LlmConfig};
+pub use llm::{
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine, LlmEvent, Role,
+    Sampling, Token, TokenFeatures,
+};
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialogError {
+    #[error(transparent)]
+    Model(#[from] vr_core::ModelError),
+    #[error(transparent)]
+    Config(#[from] vr_core::ConfigError),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("GGUF {path}: {reason}")]
+    Gguf { path: String, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("unsupported model architecture `{arch}` (supported: qwen2, gemma3)")]
+    UnsupportedArchitecture { arch: String },
+    #[error("unknown chat template family (neither ChatML nor Gemma turns); template starts: {excerpt:?}")]
+    UnknownChatTemplate { excerpt: String },
+    #[error("the model has no tokenizer.chat_template and its vocabulary defines no known chat control tokens")]
+    NoChatTemplate,
+    #[error("prompt needs {needed} positions but the context holds {capacity}; lower [dialog] max_memory_tokens")]
+    ContextOverflow { needed: usize, capacity: usize },
+    #[error("bad request: {reason}")]
+    BadRequest { reason: String },
+    #[error("the LLM engine's worker has stopped")]
+    EngineStopped,
+    #[error("cannot connect to the language model at {url} after {attempts} attempt(s): {reason}")]
+    Connect { url: String, attempts: u32, reason: String },
+    #[error("language model at {url}: no {phase} within {after:?}")]
+    Timeout { url: String, phase: &'static str, after: Duration },
+    #[error("language model at {url} answered HTTP {status}: {message}")]
+    HttpStatus { url: String, status: u16, message: String },
+    #[error("language model stream from {url} is malformed: {reason}")]
+    Protocol { url: String, reason: String },
+    #[error("async runtime: {0}")]
+    Runtime(String),
+}
+
+impl DialogError {
+    /// True when the language model could not be reached at all (the loop then says so and keeps
+    /// listening, rather than treating it as a bad answer).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DialogError::Connect { .. } | DialogError::Timeout { .. } | DialogError::EngineStopped)
+    }
+}

@@ -1,0 +1,208 @@
+//! The `[dialog]` and `[llm]` config sections (documented key by key in `configs/default.toml`).
+
+use crate::llm::local::{LocalEngine, LocalLlm, LocalOptions};
+use crate::llm::openai::{OpenAiEngine, OpenAiOptions};
+use crate::llm::{ChatMessage, LlmEngine, Sampling};
+use crate::turn::TurnConfig;
+use crate::DialogError;
+use serde::Deserialize;
+use std::time::Duration;
+use vr_core::{check_range, ConfigError, SampleRate};
+
+/// `[dialog]`: turn taking, persona and memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialogConfig {
+    /// Who the assistant is; first part of the system message.
+    pub persona: String,
+    /// How it answers; second part of the system message.
+    pub system_prompt: String,
+    /// Conversation memory budget in tokens (system message included); oldest turns go first.
+    pub max_memory_tokens: usize,
+    /// Upper bound on one answer, in tokens.
+    pub max_answer_tokens: usize,
+    pub silence_timeout_ms: u64,
+    pub grace_ms: u64,
+    pub backchannel_min_ms: u64,
+    pub half_duplex: bool,
+    /// Prefill the LLM on partial transcripts before the turn ends (local engine).
+    pub speculative_prefill: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    Local,
+    Openai,
+}
+
+/// `[llm]`: which engine answers and how.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub backend: LlmBackend,
+    /// Local: model-store entry (`qwen2.5-0.5b`, `gemma3-270m`). OpenAI: the `model` sent.
+    pub model: String,
+    /// OpenAI-compatible server root.
+    pub url: String,
+    /// Name of the environment variable holding the API key ("" = none); never the key itself.
+    pub api_key_env: String,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub connect_retries: u32,
+    pub retry_backoff_ms: u64,
+    pub request_logprobs: bool,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    /// Local KV-cache capacity (prompt + answer) in tokens.
+    pub max_context_tokens: usize,
+    /// Local prefill tokens per forward pass.
+    pub prefill_chunk: usize,
+}
+
+impl DialogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("dialog.persona length", self.persona.len(), 0..=4096)?;
+        check_range("dialog.system_prompt length", self.system_prompt.len(), 0..=16384)?;
+        check_range("dialog.max_memory_tokens", self.max_memory_tokens, 64..=131072)?;
+        check_range("dialog.max_answer_tokens", self.max_answer_tokens, 1..=8192)?;
+        check_range("dialog.silence_timeout_ms", self.silence_timeout_ms, 50..=10_000)?;
+        check_range("dialog.grace_ms", self.grace_ms, 0..=5_000)?;
+        check_range("dialog.backchannel_min_ms", self.backchannel_min_ms, 0..=5_000)?;
+        Ok(())
+    }
+
+    /// The system message: persona, a blank line, then the instructions.
+    pub fn system_message(&self) -> ChatMessage {
+        let text = [self.persona.trim(), self.system_prompt.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        ChatMessage::system(text)
+    }
+
+    pub fn turn_config(&self) -> TurnConfig {
+        TurnConfig {
+            sample_rate: SampleRate::PIPELINE,
+            silence_timeout: Duration::from_millis(self.silence_timeout_ms),
+            grace: Duration::from_millis(self.grace_ms),
+            backchannel_min: Duration::from_millis(self.backchannel_min_ms),
+            half_duplex: self.half_duplex,
+        }
+    }
+}
+
+impl LlmConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.model.trim().is_empty() {
+            return Err(ConfigError::Invalid { key: "llm.model".into(), value: self.model.clone(), reason: "must not be empty".into() });
+        }
+        if self.backend == LlmBackend::Openai && !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                key: "llm.url".into(),
+                value: self.url.clone(),
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        check_range("llm.connect_timeout_ms", self.connect_timeout_ms, 10..=60_000)?;
+        check_range("llm.read_timeout_ms", self.read_timeout_ms, 100..=600_000)?;
+        check_range("llm.connect_retries", self.connect_retries, 0..=10)?;
+        check_range("llm.retry_backoff_ms", self.retry_backoff_ms, 1..=10_000)?;
+        check_range("llm.temperature", self.temperature, 0.0..=2.0)?;
+        check_range("llm.top_p", self.top_p, 0.01..=1.0)?;
+        check_range("llm.max_context_tokens", self.max_context_tokens, 256..=131072)?;
+        check_range("llm.prefill_chunk", self.prefill_chunk, 1..=2048)?;
+        Ok(())
+    }
+
+    pub fn sampling(&self) -> Sampling {
+        Sampling { temperature: self.temperature, top_p: self.top_p, seed: self.seed }
+    }
+
+    pub fn local_options(&self) -> LocalOptions {
+        LocalOptions { max_context: self.max_context_tokens, prefill_chunk: self.prefill_chunk }
+    }
+
+    pub fn openai_options(&self) -> OpenAiOptions {
+        OpenAiOptions {
+            base_url: self.url.clone(),
+            model: self.model.clone(),
+            api_key: (!self.api_key_env.is_empty())
+                .then(|| std::env::var(&self.api_key_env).ok())
+                .flatten(),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            read_timeout: Duration::from_millis(self.read_timeout_ms),
+            connect_retries: self.connect_retries,
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            request_logprobs: self.request_logprobs,
+        }
+    }
+
+    /// Builds the configured engine (loading the local model from `store`).
+    pub fn build_engine(&self, store: &vr_core::ModelStore) -> Result<Box<dyn LlmEngine>, DialogError> {
+        Ok(match self.backend {
+            LlmBackend::Local => {
+                Box::new(LocalEngine::new(LocalLlm::from_store(store, &self.model, &self.local_options())?)?)
+            }
+            LlmBackend::Openai => Box::new(OpenAiEngine::new(self.openai_options())?),
+        })
+    }
+}
+
+/// Checks that span both sections: the memory and the answer must fit in the local context.
+pub fn validate_together(dialog: &DialogConfig, llm: &LlmConfig) -> Result<(), ConfigError> {
+    dialog.validate()?;
+    llm.validate()?;
+    if llm.backend == LlmBackend::Local && dialog.max_memory_tokens + dialog.max_answer_tokens > llm.max_context_tokens {
+        return Err(ConfigError::Invalid {
+            key: "dialog.max_memory_tokens".into(),
+            value: dialog.max_memory_tokens.to_string(),
+            reason: format!(
+                "plus dialog.max_answer_tokens ({}) exceeds llm.max_context_tokens ({})",
+                dialog.max_answer_tokens, llm.max_context_tokens
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sections exactly as shipped in configs/default.toml.
+    fn defaults() -> (DialogConfig, LlmConfig) {
+        let t: toml::Table = include_str!("../../configs/default.toml").parse().unwrap();
+        let d: DialogConfig = t["dialog"].clone().try_into().unwrap();
+        let l: LlmConfig = t["llm"].clone().try_into().unwrap();
+        (d, l)
+    }
+
+    #[test]
+    fn shipped_defaults_validate() {
+        let (d, l) = defaults();
+        validate_together(&d, &l).unwrap();
+        assert_eq!(l.backend, LlmBackend::Local);
+        assert_eq!(l.model, "qwen2.5-0.5b");
+        let sys = d.system_message();
+        assert!(sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim()));
+        assert_eq!(d.turn_config().silence_timeout, Duration::from_millis(d.silence_timeout_ms));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let (d, l) = defaults();
+        let e = DialogConfig { grace_ms: 99_999, ..d.clone() }.validate().unwrap_err();
+        assert!(e.to_string().contains("dialog.grace_ms"), "{e}");
+        let e = LlmConfig { backend: LlmBackend::Openai, url: "localhost:8080".into(), ..l.clone() }.validate().unwrap_err();
+        assert!(e.to_string().contains("llm.url"), "{e}");
+        let e = LlmConfig { temperature: 3.0, ..l.clone() }.validate().unwrap_err();
+        assert!(e.to_string().contains("llm.temperature"), "{e}");
+        let e = validate_together(&DialogConfig { max_memory_tokens: 4000, ..d }, &LlmConfig { max_context_tokens: 4096, ..l }).unwrap_err();
+        assert!(e.to_string().contains("max_context_tokens"), "{e}");
+        let bad: Result<DialogConfig, _> = toml::from_str("persona = \"x\"\nunknown_key = 1\n");
+        assert!(bad.unwrap_err().to_string().contains("unknown_key"));
+    }
+}
