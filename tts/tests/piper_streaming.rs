@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use voicerelay_tts::verbalize::verbalize;
 use voicerelay_tts::{StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent, VoiceKind};
 
-/// 40 words, 3 sentences, with a number, a time and money to exercise verbalisation.
+/// 40 words, 3 sentences, with numbers, a time and money to exercise verbalisation.
 const ANSWER: [&str; 3] = [
-    "Sure, the next train to Boston leaves at 3:45 pm from platform 9.",
-    "The trip takes about 2.5 hours, and a ticket costs $35 if you book it online today.",
-    "Would you like me to reserve two seats for you and your sister?",
+    "Sure, the next train to Boston leaves from platform 9 at 3:45 this afternoon.",
+    "The trip takes about 2.5 hours, and a ticket costs $35 if you book online.",
+    "Would you like me to reserve two seats for your sister?",
 ];
 
 #[test]
@@ -40,10 +40,21 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
     assert!(common::rms(&one_shot) > 0.01, "one-shot audio is silent");
 
     let tts = StreamingSynthesizer::new(opened.engine, &cfg).expect("start");
-    let tokens: Vec<Vec<String>> = ANSWER.iter().map(|s| common::llm_tokens(s)).collect();
+    // Sentences after the first start with a space-carrying token, as an LLM would send them.
+    let tokens: Vec<Vec<String>> = ANSWER
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let mut t = common::llm_tokens(s);
+            if k > 0 {
+                t[0].insert(0, ' ');
+            }
+            t
+        })
+        .collect();
 
     // The instrumented text source: it feeds sentence 1 token by token, then holds sentence 2
-    // back until the consumer reports the first audio chunk (or 60 s pass), and records when.
+    // back until the consumer reports the first audio chunk (or 30 s pass), and records when.
     let (first_audio_tx, first_audio_rx) = mpsc::channel::<Instant>();
     let t0 = Instant::now();
     let (tts, tokens) = (&tts, &tokens);
@@ -53,7 +64,7 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
             let mut by_audio = false;
             for (k, sentence) in tokens.iter().enumerate() {
                 if k == 1 {
-                    by_audio = first_audio_rx.recv_timeout(Duration::from_secs(60)).is_ok();
+                    by_audio = first_audio_rx.recv_timeout(Duration::from_secs(30)).is_ok();
                     released = Some(Instant::now());
                 }
                 for tok in sentence {
