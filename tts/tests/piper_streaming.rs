@@ -34,7 +34,10 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
 
     // One-shot reference on the same engine before it moves into the worker.
     let t = Instant::now();
-    let one_shot = opened.engine.synthesize(&verbalize(&full)).expect("one-shot");
+    let one_shot = opened
+        .engine
+        .synthesize(&verbalize(&full))
+        .expect("one-shot");
     let one_shot_time = t.elapsed();
     let one_shot_dur = rate.duration_of(one_shot.len() as u64);
     assert!(common::rms(&one_shot) > 0.01, "one-shot audio is silent");
@@ -88,7 +91,11 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
                         let _ = first_audio_tx.send(Instant::now());
                     }
                     assert_eq!(c.rate, rate);
-                    assert_eq!(c.start.0, streamed.len() as u64, "chunk positions are contiguous");
+                    assert_eq!(
+                        c.start.0,
+                        streamed.len() as u64,
+                        "chunk positions are contiguous"
+                    );
                     assert!(c.samples.len() <= 2205, "chunks are at most 100 ms");
                     chunks += 1;
                     streamed.extend_from_slice(&c.samples);
@@ -141,7 +148,8 @@ fn cancel_is_final_for_piper() {
 #[test]
 fn cancel_is_final_for_flite() {
     let cfg = TtsConfig::default();
-    let engine = voicerelay_tts::FliteEngine::new(voicerelay_tts::flite::FliteVoice::Slt).expect("flite");
+    let engine =
+        voicerelay_tts::FliteEngine::new(voicerelay_tts::flite::FliteVoice::Slt).expect("flite");
     let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).expect("start");
     cancel_check(&tts);
 }
@@ -150,7 +158,7 @@ fn cancel_is_final_for_flite() {
 /// synthesising, and checks that not one chunk of it arrives afterwards; then the synthesizer
 /// speaks a new utterance from sample 0.
 fn cancel_check(tts: &StreamingSynthesizer) {
-    let long = "This is the first sentence of a long answer. ".repeat(1)
+    let long = "This is the first sentence of a long answer. ".to_string()
         + &"It goes on, and on, with many more clauses to speak, so that synthesis is still running. ".repeat(8);
     tts.push_text(&long).expect("push");
     tts.finish().expect("finish");
@@ -165,14 +173,19 @@ fn cancel_check(tts: &StreamingSynthesizer) {
     // Long enough for several more clauses had the worker kept going.
     let deadline = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < deadline {
-        if let Some(ev) = tts.recv_timeout(Duration::from_millis(100)).expect("worker") {
+        if let Some(ev) = tts
+            .recv_timeout(Duration::from_millis(100))
+            .expect("worker")
+        {
             panic!("event after cancel() returned: {ev:?}");
         }
     }
     println!("{}: cancel() returned in {cancel_took:?}", tts.voice());
 
     // The synthesizer is usable again: a new utterance starting at sample 0.
-    let samples = tts.speak_all("Okay, stopping.", Duration::from_secs(60)).expect("speak");
+    let samples = tts
+        .speak_all("Okay, stopping.", Duration::from_secs(60))
+        .expect("speak");
     assert!(common::rms(&samples) > 0.01);
     tts.push_text("Second try.").expect("push");
     tts.finish().expect("finish");
