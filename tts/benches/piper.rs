@@ -10,11 +10,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voicerelay_tts::verbalize::verbalize;
-use voicerelay_tts::{open_voice, StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent, VoiceKind};
+use voicerelay_tts::{
+    open_voice, StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent, VoiceKind,
+};
 
-const ANSWER: &str = "Sure, the next train to Boston leaves at 3:45 pm from platform 9. \
-The trip takes about 2.5 hours, and a ticket costs $35 if you book it online today. \
-Would you like me to reserve two seats for you and your sister?";
+const ANSWER: &str =
+    "Sure, the next train to Boston leaves from platform 9 at 3:45 this afternoon. \
+The trip takes about 2.5 hours, and a ticket costs $35 if you book online. \
+Would you like me to reserve two seats for your sister?";
 
 /// (time to first audio chunk, time to Done, audio duration) for one streamed answer.
 fn streamed(tts: &StreamingSynthesizer) -> (Duration, Duration, Duration) {
@@ -35,7 +38,11 @@ fn streamed(tts: &StreamingSynthesizer) -> (Duration, Duration, Duration) {
         }
     }
     let whole = t0.elapsed();
-    (first.unwrap_or(whole), whole, tts.sample_rate().duration_of(samples))
+    (
+        first.unwrap_or(whole),
+        whole,
+        tts.sample_rate().duration_of(samples),
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -78,7 +78,7 @@ impl ClauseChunker {
                 if len_chars > 1 {
                     last_space = Some(i);
                 }
-                if c == '\n' && next == Some('\n') && b[..i].trim().len() > 0 {
+                if c == '\n' && next == Some('\n') && !b[..i].trim().is_empty() {
                     return Some(after);
                 }
             }
@@ -88,7 +88,8 @@ impl ClauseChunker {
                     let mut end = after;
                     let mut j = k + 1;
                     while let Some(&(ji, jc)) = chars.get(j) {
-                        if matches!(jc, '.' | '!' | '?' | '"' | '\'' | ')' | '”' | '’' | '…') {
+                        if matches!(jc, '.' | '!' | '?' | '"' | '\'' | ')' | '”' | '’' | '…')
+                        {
                             end = ji + jc.len_utf8();
                             j += 1;
                         } else {
@@ -96,18 +97,13 @@ impl ClauseChunker {
                         }
                     }
                     let following = chars.get(j).map(|&(_, n)| n);
-                    match following {
-                        Some(n) if n.is_whitespace() => {
-                            if c != '.' || !self.period_is_not_an_end(i) {
-                                return Some(end);
-                            }
-                        }
-                        None => {
-                            if self.end_is_certain(i, c) {
-                                return Some(end);
-                            }
-                        }
-                        _ => {}
+                    let cut = match following {
+                        Some(n) if n.is_whitespace() => c != '.' || !self.period_is_not_an_end(i),
+                        None => self.end_is_certain(i, c),
+                        _ => false,
+                    };
+                    if cut {
+                        return Some(end);
                     }
                 }
                 ',' | ';' | ':' | '—' | '–' => {
@@ -172,7 +168,10 @@ impl ClauseChunker {
         }
         // A bare domain ("example." then "com") is cut here: rarer in speech than a sentence end,
         // and waiting would hold every first sentence back until the next token.
-        if ABBREVIATIONS.iter().any(|(a, _)| a.starts_with(body) && a.len() > body.len() + 1) {
+        if ABBREVIATIONS
+            .iter()
+            .any(|(a, _)| a.starts_with(body) && a.len() > body.len() + 1)
+        {
             return false;
         }
         true

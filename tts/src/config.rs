@@ -67,7 +67,11 @@ impl TtsConfig {
             });
         }
         check_range("tts.chunk_ms", self.chunk_ms, 10..=1000)?;
-        check_range("tts.sentence_silence_ms", self.sentence_silence_ms, 0..=2000)?;
+        check_range(
+            "tts.sentence_silence_ms",
+            self.sentence_silence_ms,
+            0..=2000,
+        )?;
         check_range("tts.threads", self.threads, 1..=16)?;
         Ok(())
     }
@@ -99,12 +103,19 @@ mod tests {
             ..TtsConfig::default()
         };
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("tts.voice") && e.contains("festival") && e.contains("piper"), "{e}");
+        assert!(
+            e.contains("tts.voice") && e.contains("festival") && e.contains("piper"),
+            "{e}"
+        );
         let c = TtsConfig {
             min_chunk_chars: 100,
             max_chunk_chars: 50,
             ..TtsConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("max_chunk_chars"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_chunk_chars"));
     }
 }

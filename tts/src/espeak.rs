@@ -91,7 +91,9 @@ fn with_engine<T>(
             )
         };
         if rate <= 0 {
-            return Err(format!("espeak_Initialize failed (returned {rate}); is espeak-ng-data installed?"));
+            return Err(format!(
+                "espeak_Initialize failed (returned {rate}); is espeak-ng-data installed?"
+            ));
         }
         // SAFETY: `collect_samples` matches `t_espeak_callback`; set under the engine lock.
         unsafe { espeak_SetSynthCallback(collect_samples) };
@@ -105,11 +107,14 @@ fn with_engine<T>(
         Err(msg) => return Err(TtsError::Espeak(msg.clone())),
     };
     if engine.voice.as_deref().and_then(|v| v.to_str().ok()) != Some(voice) {
-        let name = CString::new(voice).map_err(|_| TtsError::Espeak(format!("bad voice name {voice:?}")))?;
+        let name = CString::new(voice)
+            .map_err(|_| TtsError::Espeak(format!("bad voice name {voice:?}")))?;
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call; lock held.
         let rc = unsafe { espeak_SetVoiceByName(name.as_ptr()) };
         if rc != EE_OK {
-            return Err(TtsError::Espeak(format!("espeak-ng has no voice {voice:?} (error {rc})")));
+            return Err(TtsError::Espeak(format!(
+                "espeak-ng has no voice {voice:?} (error {rc})"
+            )));
         }
         engine.voice = Some(name);
     }
@@ -143,7 +148,11 @@ pub fn phonemize_ipa(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
 }
 
 /// espeak-ng's own synthesis of `text` at its native rate (22.05 kHz). `rate_wpm` is words per minute.
-pub fn synthesize(text: &str, voice: &str, rate_wpm: u32) -> Result<(Vec<f32>, SampleRate), TtsError> {
+pub fn synthesize(
+    text: &str,
+    voice: &str,
+    rate_wpm: u32,
+) -> Result<(Vec<f32>, SampleRate), TtsError> {
     let ctext = CString::new(text.replace('\0', " "))
         .map_err(|_| TtsError::Espeak("text contains NUL".into()))?;
     with_engine(voice, |engine| {
@@ -167,14 +176,23 @@ pub fn synthesize(text: &str, voice: &str, rate_wpm: u32) -> Result<(Vec<f32>, S
             )
         };
         if rc != EE_OK {
-            return Err(TtsError::Espeak(format!("espeak_Synth failed (error {rc})")));
+            return Err(TtsError::Espeak(format!(
+                "espeak_Synth failed (error {rc})"
+            )));
         }
-        Ok((buf.iter().map(|&s| f32::from(s) / 32768.0).collect(), engine.rate))
+        Ok((
+            buf.iter().map(|&s| f32::from(s) / 32768.0).collect(),
+            engine.rate,
+        ))
     })
 }
 
 /// Appends each block of samples to the `Vec<i16>` passed as user data.
-unsafe extern "C" fn collect_samples(wav: *mut c_short, n: c_int, events: *mut EspeakEvent) -> c_int {
+unsafe extern "C" fn collect_samples(
+    wav: *mut c_short,
+    n: c_int,
+    events: *mut EspeakEvent,
+) -> c_int {
     if wav.is_null() || n <= 0 || events.is_null() {
         return 0;
     }

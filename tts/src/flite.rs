@@ -79,7 +79,9 @@ pub fn synthesize(text: &str, voice: FliteVoice) -> Result<(Vec<f32>, SampleRate
         FliteVoice::Kal => voices.kal,
     };
     if v.is_null() {
-        return Err(TtsError::Flite(format!("flite voice {voice:?} failed to register")));
+        return Err(TtsError::Flite(format!(
+            "flite voice {voice:?} failed to register"
+        )));
     }
     // SAFETY: srand only sets libc's PRNG state. `ctext` is NUL-terminated and alive; `v` is a
     // registered voice; FLITE and LIBC_RAND locks held, so the noise sequence flite sees is fixed.
@@ -89,7 +91,9 @@ pub fn synthesize(text: &str, voice: FliteVoice) -> Result<(Vec<f32>, SampleRate
         flite_text_to_wave(ctext.as_ptr(), v)
     };
     if wave.is_null() {
-        return Err(TtsError::Flite("flite_text_to_wave returned no audio".into()));
+        return Err(TtsError::Flite(
+            "flite_text_to_wave returned no audio".into(),
+        ));
     }
     // SAFETY: `wave` is a valid cst_wave owned by us until delete_wave; `samples` holds
     // num_samples * num_channels shorts (or is null when empty).
@@ -103,13 +107,19 @@ pub fn synthesize(text: &str, voice: FliteVoice) -> Result<(Vec<f32>, SampleRate
             std::slice::from_raw_parts(w.samples, n)
         };
         // flite voices are mono; take channel 0 if that ever changes.
-        let s: Vec<f32> = data.iter().step_by(channels).map(|&x| f32::from(x) / 32768.0).collect();
+        let s: Vec<f32> = data
+            .iter()
+            .step_by(channels)
+            .map(|&x| f32::from(x) / 32768.0)
+            .collect();
         let rate = w.sample_rate;
         delete_wave(wave);
         (s, rate)
     };
     if rate <= 0 {
-        return Err(TtsError::Flite(format!("flite reported sample rate {rate}")));
+        return Err(TtsError::Flite(format!(
+            "flite reported sample rate {rate}"
+        )));
     }
     Ok((samples, SampleRate(rate as u32)))
 }

@@ -139,7 +139,9 @@ impl AudioChunk {
 pub enum TtsEvent {
     Audio(AudioChunk),
     /// Every chunk of `utterance` has been handed out (after `finish`).
-    Done { utterance: u64 },
+    Done {
+        utterance: u64,
+    },
     /// One clause could not be synthesised; the rest of the utterance continues.
     Failed {
         utterance: u64,

@@ -57,10 +57,11 @@ impl PiperVoiceConfig {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let cfg: PiperVoiceConfig = serde_json::from_str(&text).map_err(|e| TtsError::VoiceConfig {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let cfg: PiperVoiceConfig =
+            serde_json::from_str(&text).map_err(|e| TtsError::VoiceConfig {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         for sym in ["^", "$", "_"] {
             if !cfg.phoneme_id_map.contains_key(sym) {
                 return Err(TtsError::VoiceConfig {
@@ -161,7 +162,8 @@ impl PiperVoice {
             });
         }
         let env = environment(&paths.onnxruntime)?;
-        let onnx = |e: ort::Error<ort::session::builder::SessionBuilder>| TtsError::Onnx(e.to_string());
+        let onnx =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| TtsError::Onnx(e.to_string());
         let session = Session::builder(&env)
             .map_err(|e| TtsError::Onnx(e.to_string()))?
             .with_intra_threads(threads.max(1))
@@ -172,7 +174,11 @@ impl PiperVoice {
             .map_err(|e| TtsError::Onnx(format!("{}: {e}", paths.model.display())))?;
         let has_sid = session.inputs().iter().any(|i| i.name() == "sid");
         let inf = cfg.inference;
-        let scales = [inf.noise_scale, inf.length_scale / speed.max(0.1), inf.noise_w];
+        let scales = [
+            inf.noise_scale,
+            inf.length_scale / speed.max(0.1),
+            inf.noise_w,
+        ];
         let sentence_silence =
             (u64::from(cfg.audio.sample_rate) * u64::from(sentence_silence_ms) / 1000) as usize;
         let run_options = Arc::new(RunOptions::new().map_err(|e| TtsError::Onnx(e.to_string()))?);
@@ -322,8 +328,13 @@ pub fn split_clauses(text: &str) -> Vec<(&str, Option<char>)> {
         }
         let raw = text[start..i].trim();
         // "?!" or "..." are one terminator: the first mark of the run.
-        let piece = raw.trim_end_matches(['.', '?', '!', ',', ';', ':']).trim_end();
-        let term = raw[piece.len()..].chars().find(|c| !c.is_whitespace()).unwrap_or(c);
+        let piece = raw
+            .trim_end_matches(['.', '?', '!', ',', ';', ':'])
+            .trim_end();
+        let term = raw[piece.len()..]
+            .chars()
+            .find(|c| !c.is_whitespace())
+            .unwrap_or(c);
         if !piece.is_empty() {
             out.push((piece, Some(term)));
         } else if let Some(last) = out.last_mut() {
@@ -388,7 +399,9 @@ mod tests {
         }
         let cfg = PiperVoiceConfig {
             audio: AudioSection { sample_rate: 22050 },
-            espeak: EspeakSection { voice: "en-us".into() },
+            espeak: EspeakSection {
+                voice: "en-us".into(),
+            },
             inference: InferenceSection {
                 noise_scale: 0.667,
                 length_scale: 1.0,

@@ -17,8 +17,15 @@ use crate::{
 };
 
 enum Command {
-    Text { epoch: u64, utterance: u64, text: String },
-    Finish { epoch: u64, utterance: u64 },
+    Text {
+        epoch: u64,
+        utterance: u64,
+        text: String,
+    },
+    Finish {
+        epoch: u64,
+        utterance: u64,
+    },
     Shutdown,
 }
 

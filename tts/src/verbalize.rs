@@ -314,7 +314,10 @@ fn split_punct(tok: &str) -> (&str, &str, &str) {
     let rest = &tok[start..];
     let mut end = rest.len();
     for (i, c) in rest.char_indices().rev() {
-        if matches!(c, ',' | ';' | ':' | '!' | '?' | ')' | '"' | '\'' | ']' | '”' | '’' | '.') {
+        if matches!(
+            c,
+            ',' | ';' | ':' | '!' | '?' | ')' | '"' | '\'' | ']' | '”' | '’' | '.'
+        ) {
             end = i;
         } else {
             break;
@@ -413,7 +416,9 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
         if let Some(rest) = tok.strip_prefix(abbr) {
             if rest.chars().all(|c| c.is_ascii_punctuation()) {
                 // "No." is only "number" before a number.
-                if *abbr == "No." && !next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())) {
+                if *abbr == "No."
+                    && !next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                {
                     break;
                 }
                 // A sentence-final "etc." keeps its period so the clause still ends.
@@ -434,7 +439,13 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
         return (1, format!("{lead}{w}{trail}"));
     }
     if core.contains('@') && core.contains('.') {
-        return (1, format!("{lead}{}{trail}", core.replace('.', " dot ").replace('@', " at ")));
+        return (
+            1,
+            format!(
+                "{lead}{}{trail}",
+                core.replace('.', " dot ").replace('@', " at ")
+            ),
+        );
     }
     if !core.chars().any(|c| c.is_ascii_digit()) {
         return (1, tok.replace('&', "and"));
@@ -453,10 +464,19 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
             _ => ("pound", "pounds", "penny", "pence"),
         };
         if let Some(n) = parse_num(amount) {
-            if let Some(scale) = next_core.filter(|w| matches!(*w, "thousand" | "million" | "billion" | "trillion")) {
-                return (2, format!("{lead}{} {scale} {unitn}{next_trail}", n.words()));
+            if let Some(scale) =
+                next_core.filter(|w| matches!(*w, "thousand" | "million" | "billion" | "trillion"))
+            {
+                return (
+                    2,
+                    format!("{lead}{} {scale} {unitn}{next_trail}", n.words()),
+                );
             }
-            let cents = n.frac.as_deref().filter(|f| f.len() == 2).and_then(|f| f.parse::<u64>().ok());
+            let cents = n
+                .frac
+                .as_deref()
+                .filter(|f| f.len() == 2)
+                .and_then(|f| f.parse::<u64>().ok());
             let words = match cents {
                 Some(c) if c > 0 && n.int > 0 => format!(
                     "{} {} and {} {}",
@@ -466,7 +486,11 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
                     if c == 1 { sub1 } else { subn }
                 ),
                 Some(c) if c > 0 => format!("{} {}", cardinal(c), if c == 1 { sub1 } else { subn }),
-                Some(_) => format!("{} {}", cardinal(n.int), if n.int == 1 { unit1 } else { unitn }),
+                Some(_) => format!(
+                    "{} {}",
+                    cardinal(n.int),
+                    if n.int == 1 { unit1 } else { unitn }
+                ),
                 None => format!("{} {}", n.words(), if n.is_one() { unit1 } else { unitn }),
             };
             return (1, format!("{lead}{words}{trail}"));
@@ -477,8 +501,14 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
     }
     if let Some(w) = time_words(core) {
         // "3:45 pm" / "3:45pm"
-        if let Some(ap) = next_core.filter(|w| matches!(w.to_ascii_lowercase().as_str(), "am" | "pm" | "a.m" | "p.m")) {
-            let ap = if ap.starts_with(['a', 'A']) { "A M" } else { "P M" };
+        if let Some(ap) = next_core
+            .filter(|w| matches!(w.to_ascii_lowercase().as_str(), "am" | "pm" | "a.m" | "p.m"))
+        {
+            let ap = if ap.starts_with(['a', 'A']) {
+                "A M"
+            } else {
+                "P M"
+            };
             return (2, format!("{lead}{w} {ap}{next_trail}"));
         }
         return (1, format!("{lead}{w}{trail}"));
@@ -486,10 +516,17 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
     for ap in ["am", "pm", "AM", "PM"] {
         if let Some(t) = core.strip_suffix(ap) {
             let spoken = time_words(t).or_else(|| {
-                t.parse::<u64>().ok().filter(|h| (1..=12).contains(h)).map(cardinal)
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|h| (1..=12).contains(h))
+                    .map(cardinal)
             });
             if let Some(w) = spoken {
-                let ap = if ap.eq_ignore_ascii_case("am") { "A M" } else { "P M" };
+                let ap = if ap.eq_ignore_ascii_case("am") {
+                    "A M"
+                } else {
+                    "P M"
+                };
                 return (1, format!("{lead}{w} {ap}{trail}"));
             }
         }
@@ -508,17 +545,28 @@ fn verbalize_token(tok: &str, prev: Option<&str>, next: Option<&str>) -> (usize,
         // Years: after a month name ("March 3, 2024" handled via the day) or "in/since/by 1999".
         let year_context = prev.is_some_and(|p| {
             month_index(p).is_some()
-                || p.ends_with(',') && p.trim_end_matches(',').parse::<u64>().is_ok_and(|d| d <= 31)
+                || p.ends_with(',')
+                    && p.trim_end_matches(',')
+                        .parse::<u64>()
+                        .is_ok_and(|d| d <= 31)
                 || matches!(
                     p.to_ascii_lowercase().as_str(),
                     "in" | "since" | "by" | "until" | "from" | "year" | "of" | "before" | "after"
                 )
         });
-        if year_context && n.frac.is_none() && !n.negative && n.int_text.len() == 4 && !core.contains(',') {
+        if year_context
+            && n.frac.is_none()
+            && !n.negative
+            && n.int_text.len() == 4
+            && !core.contains(',')
+        {
             return (1, format!("{lead}{}{trail}", year(n.int)));
         }
         // Day after a month: "March 15" → "March fifteenth".
-        if prev.is_some_and(|p| month_index(p).is_some()) && n.frac.is_none() && (1..=31).contains(&n.int) {
+        if prev.is_some_and(|p| month_index(p).is_some())
+            && n.frac.is_none()
+            && (1..=31).contains(&n.int)
+        {
             return (1, format!("{lead}{}{trail}", ordinal(n.int)));
         }
         return with_unit(lead, &n.words(), trail, n.is_one(), next_core, next_trail);
@@ -609,16 +657,25 @@ mod tests {
     #[test]
     fn decimals_units_and_the_issue_example() {
         assert_eq!(verbalize("3.5 kg"), "three point five kilograms");
-        assert_eq!(verbalize("It weighs 3.5kg."), "It weighs three point five kilograms.");
+        assert_eq!(
+            verbalize("It weighs 3.5kg."),
+            "It weighs three point five kilograms."
+        );
         assert_eq!(verbalize("1 km"), "one kilometer");
         assert_eq!(verbalize("0.25 l"), "zero point two five liters");
         assert_eq!(verbalize("20°C today"), "twenty degrees Celsius today");
-        assert_eq!(verbalize("120 km/h"), "one hundred twenty kilometers per hour");
+        assert_eq!(
+            verbalize("120 km/h"),
+            "one hundred twenty kilometers per hour"
+        );
         assert_eq!(verbalize("5% off"), "five percent off");
         assert_eq!(verbalize("-4 degrees"), "minus four degrees");
         assert_eq!(verbalize("1,000,000 people"), "one million people");
         assert_eq!(verbalize("pages 10-20,"), "pages ten to twenty,");
-        assert_eq!(verbalize("I have 5 m of rope"), "I have five meters of rope");
+        assert_eq!(
+            verbalize("I have 5 m of rope"),
+            "I have five meters of rope"
+        );
     }
 
     #[test]
@@ -631,7 +688,10 @@ mod tests {
         assert_eq!(verbalize("at 7pm"), "at seven P M");
         assert_eq!(verbalize("at 9:05"), "at nine oh five");
         assert_eq!(verbalize("at 10:00,"), "at ten o'clock,");
-        assert_eq!(verbalize("on 2024-03-15."), "on March fifteenth, twenty twenty-four.");
+        assert_eq!(
+            verbalize("on 2024-03-15."),
+            "on March fifteenth, twenty twenty-four."
+        );
         assert_eq!(
             verbalize("on March 3, 2021 we"),
             "on March third, twenty twenty-one we"
@@ -643,7 +703,10 @@ mod tests {
 
     #[test]
     fn abbreviations_urls_and_plain_text() {
-        assert_eq!(verbalize("Dr. Smith met Mr. Jones"), "Doctor Smith met Mister Jones");
+        assert_eq!(
+            verbalize("Dr. Smith met Mr. Jones"),
+            "Doctor Smith met Mister Jones"
+        );
         assert_eq!(verbalize("fruit, e.g. apples"), "fruit, for example apples");
         assert_eq!(verbalize("apples, pears etc."), "apples, pears et cetera.");
         assert_eq!(verbalize("No. 5"), "number five");
@@ -652,7 +715,10 @@ mod tests {
             verbalize("see https://example.com/docs."),
             "see example dot com slash docs."
         );
-        assert_eq!(verbalize("www.rust-lang.org"), "www dot rust dash lang dot org");
+        assert_eq!(
+            verbalize("www.rust-lang.org"),
+            "www dot rust dash lang dot org"
+        );
         assert_eq!(verbalize("Tom & Jerry"), "Tom and Jerry");
         assert_eq!(verbalize("Hello,   world!"), "Hello, world!");
         assert_eq!(verbalize("COVID-19 and mp3"), "COVID nineteen and mp three");

@@ -39,7 +39,10 @@ impl VoiceEngine for FliteEngine {
         }
         let (s, rate) = flite::synthesize(text, self.voice)?;
         if rate != self.rate {
-            return Err(TtsError::Flite(format!("rate changed from {} to {rate}", self.rate)));
+            return Err(TtsError::Flite(format!(
+                "rate changed from {} to {rate}",
+                self.rate
+            )));
         }
         Ok(s)
     }
@@ -86,7 +89,11 @@ pub struct OpenedVoice {
     pub fallback_reason: Option<String>,
 }
 
-fn open_kind(kind: VoiceKind, cfg: &TtsConfig, store: &ModelStore) -> Result<Box<dyn VoiceEngine>, TtsError> {
+fn open_kind(
+    kind: VoiceKind,
+    cfg: &TtsConfig,
+    store: &ModelStore,
+) -> Result<Box<dyn VoiceEngine>, TtsError> {
     Ok(match kind {
         VoiceKind::Piper => {
             let dir = store.dir(PIPER_MODEL)?;
@@ -95,7 +102,12 @@ fn open_kind(kind: VoiceKind, cfg: &TtsConfig, store: &ModelStore) -> Result<Box
                 config: dir.join(PIPER_JSON),
                 onnxruntime: store.file(ORT_MODEL, ORT_LIB)?,
             };
-            Box::new(PiperVoice::load(&paths, cfg.threads, cfg.speed, cfg.sentence_silence_ms)?)
+            Box::new(PiperVoice::load(
+                &paths,
+                cfg.threads,
+                cfg.speed,
+                cfg.sentence_silence_ms,
+            )?)
         }
         VoiceKind::Flite => Box::new(FliteEngine::new(FliteVoice::Slt)?),
         VoiceKind::Espeak => Box::new(EspeakVoice::new("en-us", cfg.speed)?),

@@ -50,12 +50,17 @@ fn missing_piper_files_fall_back_to_flite_with_a_warning() {
     assert_eq!(tts.voice(), VoiceKind::Flite);
     assert_eq!(tts.sample_rate().hz(), 16_000);
     let reason = tts.fallback_reason().expect("reason");
-    assert!(reason.contains("piper") && reason.contains("missing"), "{reason}");
+    assert!(
+        reason.contains("piper") && reason.contains("missing"),
+        "{reason}"
+    );
     assert!(
         log.contains("WARN") && log.contains("TTS fallback voice in use: flite"),
         "log was: {log}"
     );
-    let audio = tts.speak_all("The fallback voice still works.", Duration::from_secs(30)).unwrap();
+    let audio = tts
+        .speak_all("The fallback voice still works.", Duration::from_secs(30))
+        .unwrap();
     assert!(audio.len() > 16_000, "{} samples", audio.len());
     assert!(common::rms(&audio) > 0.01);
 }
@@ -74,7 +79,11 @@ fn corrupted_onnx_runtime_falls_back_to_espeak_when_configured() {
         }
     }
     std::fs::create_dir_all(dir.path().join("onnxruntime")).unwrap();
-    std::fs::write(dir.path().join("onnxruntime/libonnxruntime.so"), b"not a library").unwrap();
+    std::fs::write(
+        dir.path().join("onnxruntime/libonnxruntime.so"),
+        b"not a library",
+    )
+    .unwrap();
     let store = ModelStore::open(dir.path()).unwrap();
     let cfg = TtsConfig {
         fallback: "espeak".into(),
@@ -89,7 +98,9 @@ fn corrupted_onnx_runtime_falls_back_to_espeak_when_configured() {
         reason.contains("onnxruntime") || reason.contains("piper-joe"),
         "{reason}"
     );
-    let audio = tts.speak_all("Hello from espeak.", Duration::from_secs(30)).unwrap();
+    let audio = tts
+        .speak_all("Hello from espeak.", Duration::from_secs(30))
+        .unwrap();
     assert!(common::rms(&audio) > 0.01);
 }
 
@@ -104,7 +115,10 @@ fn explicit_flite_voice_is_used_without_a_fallback_warning() {
     let tts = tts.unwrap();
     assert_eq!(tts.voice(), VoiceKind::Flite);
     assert!(tts.fallback_reason().is_none());
-    assert!(!log.contains("WARN") && log.contains("TTS voice in use: flite"), "{log}");
+    assert!(
+        !log.contains("WARN") && log.contains("TTS voice in use: flite"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -136,7 +150,11 @@ fn flite_streamed_token_by_token_equals_clause_by_clause_synthesis() {
     let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
     let mut expected = Vec::new();
     for c in &clauses {
-        expected.extend(engine.synthesize(&voicerelay_tts::verbalize::verbalize(c)).unwrap());
+        expected.extend(
+            engine
+                .synthesize(&voicerelay_tts::verbalize::verbalize(c))
+                .unwrap(),
+        );
     }
 
     let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).unwrap();
@@ -160,7 +178,10 @@ fn flite_streamed_token_by_token_equals_clause_by_clause_synthesis() {
     assert!(chunks > 20);
     assert_eq!(got.len(), expected.len());
     let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
-    assert_eq!(differing, 0, "streamed samples differ from clause-by-clause synthesis");
+    assert_eq!(
+        differing, 0,
+        "streamed samples differ from clause-by-clause synthesis"
+    );
 }
 
 #[test]
@@ -186,6 +207,8 @@ fn bad_voice_name_is_an_error_not_a_panic() {
         ..TtsConfig::default()
     };
     let store = ModelStore::open(tempfile::tempdir().unwrap().path()).unwrap();
-    let e = StreamingSynthesizer::from_config(&cfg, &store).err().expect("error");
+    let e = StreamingSynthesizer::from_config(&cfg, &store)
+        .err()
+        .expect("error");
     assert!(e.to_string().contains("tts.voice"), "{e}");
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use voicerelay_tts::verbalize::verbalize;
 use voicerelay_tts::{StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent, VoiceKind};
 
-/// 40 words, 3 sentences, with a number, a time and money to exercise verbalisation.
+/// 40 words, 3 sentences, with numbers, a time and money to exercise verbalisation.
 const ANSWER: [&str; 3] = [
-    "Sure, the next train to Boston leaves at 3:45 pm from platform 9.",
-    "The trip takes about 2.5 hours, and a ticket costs $35 if you book it online today.",
-    "Would you like me to reserve two seats for you and your sister?",
+    "Sure, the next train to Boston leaves from platform 9 at 3:45 this afternoon.",
+    "The trip takes about 2.5 hours, and a ticket costs $35 if you book online.",
+    "Would you like me to reserve two seats for your sister?",
 ];
 
 #[test]
@@ -34,16 +34,30 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
 
     // One-shot reference on the same engine before it moves into the worker.
     let t = Instant::now();
-    let one_shot = opened.engine.synthesize(&verbalize(&full)).expect("one-shot");
+    let one_shot = opened
+        .engine
+        .synthesize(&verbalize(&full))
+        .expect("one-shot");
     let one_shot_time = t.elapsed();
     let one_shot_dur = rate.duration_of(one_shot.len() as u64);
     assert!(common::rms(&one_shot) > 0.01, "one-shot audio is silent");
 
     let tts = StreamingSynthesizer::new(opened.engine, &cfg).expect("start");
-    let tokens: Vec<Vec<String>> = ANSWER.iter().map(|s| common::llm_tokens(s)).collect();
+    // Sentences after the first start with a space-carrying token, as an LLM would send them.
+    let tokens: Vec<Vec<String>> = ANSWER
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let mut t = common::llm_tokens(s);
+            if k > 0 {
+                t[0].insert(0, ' ');
+            }
+            t
+        })
+        .collect();
 
     // The instrumented text source: it feeds sentence 1 token by token, then holds sentence 2
-    // back until the consumer reports the first audio chunk (or 60 s pass), and records when.
+    // back until the consumer reports the first audio chunk (or 30 s pass), and records when.
     let (first_audio_tx, first_audio_rx) = mpsc::channel::<Instant>();
     let t0 = Instant::now();
     let (tts, tokens) = (&tts, &tokens);
@@ -53,7 +67,7 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
             let mut by_audio = false;
             for (k, sentence) in tokens.iter().enumerate() {
                 if k == 1 {
-                    by_audio = first_audio_rx.recv_timeout(Duration::from_secs(60)).is_ok();
+                    by_audio = first_audio_rx.recv_timeout(Duration::from_secs(30)).is_ok();
                     released = Some(Instant::now());
                 }
                 for tok in sentence {
@@ -77,7 +91,11 @@ fn first_audio_before_second_sentence_arrives_and_duration_matches_one_shot() {
                         let _ = first_audio_tx.send(Instant::now());
                     }
                     assert_eq!(c.rate, rate);
-                    assert_eq!(c.start.0, streamed.len() as u64, "chunk positions are contiguous");
+                    assert_eq!(
+                        c.start.0,
+                        streamed.len() as u64,
+                        "chunk positions are contiguous"
+                    );
                     assert!(c.samples.len() <= 2205, "chunks are at most 100 ms");
                     chunks += 1;
                     streamed.extend_from_slice(&c.samples);
@@ -130,7 +148,8 @@ fn cancel_is_final_for_piper() {
 #[test]
 fn cancel_is_final_for_flite() {
     let cfg = TtsConfig::default();
-    let engine = voicerelay_tts::FliteEngine::new(voicerelay_tts::flite::FliteVoice::Slt).expect("flite");
+    let engine =
+        voicerelay_tts::FliteEngine::new(voicerelay_tts::flite::FliteVoice::Slt).expect("flite");
     let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).expect("start");
     cancel_check(&tts);
 }
@@ -139,7 +158,7 @@ fn cancel_is_final_for_flite() {
 /// synthesising, and checks that not one chunk of it arrives afterwards; then the synthesizer
 /// speaks a new utterance from sample 0.
 fn cancel_check(tts: &StreamingSynthesizer) {
-    let long = "This is the first sentence of a long answer. ".repeat(1)
+    let long = "This is the first sentence of a long answer. ".to_string()
         + &"It goes on, and on, with many more clauses to speak, so that synthesis is still running. ".repeat(8);
     tts.push_text(&long).expect("push");
     tts.finish().expect("finish");
@@ -154,14 +173,19 @@ fn cancel_check(tts: &StreamingSynthesizer) {
     // Long enough for several more clauses had the worker kept going.
     let deadline = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < deadline {
-        if let Some(ev) = tts.recv_timeout(Duration::from_millis(100)).expect("worker") {
+        if let Some(ev) = tts
+            .recv_timeout(Duration::from_millis(100))
+            .expect("worker")
+        {
             panic!("event after cancel() returned: {ev:?}");
         }
     }
     println!("{}: cancel() returned in {cancel_took:?}", tts.voice());
 
     // The synthesizer is usable again: a new utterance starting at sample 0.
-    let samples = tts.speak_all("Okay, stopping.", Duration::from_secs(60)).expect("speak");
+    let samples = tts
+        .speak_all("Okay, stopping.", Duration::from_secs(60))
+        .expect("speak");
     assert!(common::rms(&samples) > 0.01);
     tts.push_text("Second try.").expect("push");
     tts.finish().expect("finish");

@@ -55,9 +55,6 @@ pub fn rms(x: &[f32]) -> f32 {
     (x.iter().map(|s| s * s).sum::<f32>() / x.len() as f32).sqrt()
 }
 
-pub fn wait_event(
-    s: &dyn voicerelay_tts::Synthesizer,
-    timeout: Duration,
-) -> Option<TtsEvent> {
+pub fn wait_event(s: &dyn voicerelay_tts::Synthesizer, timeout: Duration) -> Option<TtsEvent> {
     s.recv_timeout(timeout).expect("worker alive")
 }
