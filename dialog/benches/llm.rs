@@ -19,7 +19,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let store = vr_core::ModelStore::from_env().expect("model store");
-    let mut llm = LocalLlm::from_store(&store, "qwen2.5-0.5b", &LocalOptions::default()).expect("load qwen2.5-0.5b");
+    let mut llm = LocalLlm::from_store(&store, "qwen2.5-0.5b", &LocalOptions::default())
+        .expect("load qwen2.5-0.5b");
     let mut conv = vec![
         ChatMessage::system(
             "You are Relay, a friendly voice assistant. Answer in one or two short spoken sentences. \
@@ -39,22 +40,34 @@ fn setup() -> Setup {
     .expect("turn 1");
     let turn1 = llm.cached_tokens().to_vec();
     conv.push(ChatMessage::assistant(answer));
-    conv.push(ChatMessage::user("Great. And which neighbourhood would you recommend staying in?"));
+    conv.push(ChatMessage::user(
+        "Great. And which neighbourhood would you recommend staying in?",
+    ));
     let mut turn2 = GenerateRequest::new(conv);
     turn2.max_tokens = 1;
     Setup { llm, turn1, turn2 }
 }
 
 fn first_token(llm: &mut LocalLlm, req: &GenerateRequest) {
-    llm.generate(req, &CancelToken::new(), &mut |_| true).expect("generate");
+    llm.generate(req, &CancelToken::new(), &mut |_| true)
+        .expect("generate");
 }
 
 fn benches(c: &mut Criterion) {
     let mut s = setup();
-    let prompt2 = s.llm.prompt_tokens(&s.turn2.messages, PromptEnd::Assistant { prefix: "" }).unwrap();
-    println!("turn-2 prompt: {} tokens, {} cached from turn 1", prompt2.len(), s.turn1.len());
+    let prompt2 = s
+        .llm
+        .prompt_tokens(&s.turn2.messages, PromptEnd::Assistant { prefix: "" })
+        .unwrap();
+    println!(
+        "turn-2 prompt: {} tokens, {} cached from turn 1",
+        prompt2.len(),
+        s.turn1.len()
+    );
     let mut g = c.benchmark_group("ttft_turn2");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(2));
     // Setup (emptying the cache, or restoring turn 1 in it) is excluded from the timing.
     g.bench_function("fresh_prefill", |b| {
         b.iter_custom(|iters| {
@@ -84,12 +97,22 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("decode");
     const N: usize = 32;
-    g.throughput(Throughput::Elements(N as u64)).sample_size(10).measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(N as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
     let mut req = s.turn2.clone();
     req.max_tokens = N;
     // A prompt that does not end the answer early: the continuation of a story.
     req.assistant_prefix = "Here is a long story. Once upon a time".into();
-    let prompt_n = s.llm.prompt_tokens(&req.messages, PromptEnd::Assistant { prefix: &req.assistant_prefix }).unwrap();
+    let prompt_n = s
+        .llm
+        .prompt_tokens(
+            &req.messages,
+            PromptEnd::Assistant {
+                prefix: &req.assistant_prefix,
+            },
+        )
+        .unwrap();
     g.bench_function("tokens_32", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -104,7 +127,10 @@ fn benches(c: &mut Criterion) {
                     })
                     .unwrap();
                 total += t.elapsed();
-                assert_eq!(n, N, "the story ended early; throughput would be overstated");
+                assert_eq!(
+                    n, N,
+                    "the story ended early; throughput would be overstated"
+                );
             }
             total
         })
@@ -137,5 +163,7 @@ criterion_group!(llm, benches);
 
 fn main() {
     llm();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
 }
