@@ -3,6 +3,9 @@
 //! (the baseline is measured in the same run, so the ratio holds on a noisy machine).
 //!
 //! `cargo bench -p voicerelay-dialog --bench llm` (needs the model store: scripts/bootstrap).
+//! On a shared machine, `cargo bench --profile dev -p voicerelay-dialog --bench llm -- summary`
+//! reuses the debug build (dependencies are optimised there too) and runs only the interleaved
+//! ratio summary (the criterion groups are filtered out by name).
 
 use criterion::{criterion_group, Criterion, Throughput};
 use std::time::{Duration, Instant};
@@ -137,9 +140,10 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    // Ratio summary from interleaved runs (same conditions for both arms).
+    // Ratio summary from interleaved runs (same conditions for both arms), medians.
+    const ROUNDS: usize = 5;
     let (mut fresh, mut reuse) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
+    for _ in 0..ROUNDS {
         s.llm.reset().unwrap();
         let t = Instant::now();
         first_token(&mut s.llm, &s.turn2);
@@ -151,11 +155,19 @@ fn benches(c: &mut Criterion) {
     }
     fresh.sort();
     reuse.sort();
-    let (f, r) = (fresh[3], reuse[3]);
+    let (f, r) = (fresh[ROUNDS / 2], reuse[ROUNDS / 2]);
     println!(
         "SUMMARY ttft turn 2: fresh prefill {f:?}, KV reuse {r:?}, ratio reuse/fresh {:.3} (saved {:?} per turn)",
         r.as_secs_f64() / f.as_secs_f64(),
         f.saturating_sub(r)
+    );
+    s.llm.sync_prompt(&prompt_n, &|| false).unwrap();
+    let fin = s.llm.generate(&req, &CancelToken::new(), &mut |_| true).unwrap();
+    let decode = fin.stats.total.saturating_sub(fin.stats.time_to_first_token);
+    println!(
+        "SUMMARY decode: {} tokens, {:.2} tokens/s after the first",
+        fin.stats.generated_tokens,
+        (fin.stats.generated_tokens.saturating_sub(1)) as f64 / decode.as_secs_f64().max(1e-9)
     );
 }
 
