@@ -3,6 +3,9 @@
 //! (the baseline is measured in the same run, so the ratio holds on a noisy machine).
 //!
 //! `cargo bench -p voicerelay-dialog --bench llm` (needs the model store: scripts/bootstrap).
+//! On a shared machine, `cargo bench --profile dev -p voicerelay-dialog --bench llm -- summary`
+//! reuses the debug build (dependencies are optimised there too) and runs only the interleaved
+//! ratio summary (the criterion groups are filtered out by name).
 
 use criterion::{criterion_group, Criterion, Throughput};
 use std::time::{Duration, Instant};
@@ -19,7 +22,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let store = vr_core::ModelStore::from_env().expect("model store");
-    let mut llm = LocalLlm::from_store(&store, "qwen2.5-0.5b", &LocalOptions::default()).expect("load qwen2.5-0.5b");
+    let mut llm = LocalLlm::from_store(&store, "qwen2.5-0.5b", &LocalOptions::default())
+        .expect("load qwen2.5-0.5b");
     let mut conv = vec![
         ChatMessage::system(
             "You are Relay, a friendly voice assistant. Answer in one or two short spoken sentences. \
@@ -39,22 +43,34 @@ fn setup() -> Setup {
     .expect("turn 1");
     let turn1 = llm.cached_tokens().to_vec();
     conv.push(ChatMessage::assistant(answer));
-    conv.push(ChatMessage::user("Great. And which neighbourhood would you recommend staying in?"));
+    conv.push(ChatMessage::user(
+        "Great. And which neighbourhood would you recommend staying in?",
+    ));
     let mut turn2 = GenerateRequest::new(conv);
     turn2.max_tokens = 1;
     Setup { llm, turn1, turn2 }
 }
 
 fn first_token(llm: &mut LocalLlm, req: &GenerateRequest) {
-    llm.generate(req, &CancelToken::new(), &mut |_| true).expect("generate");
+    llm.generate(req, &CancelToken::new(), &mut |_| true)
+        .expect("generate");
 }
 
 fn benches(c: &mut Criterion) {
     let mut s = setup();
-    let prompt2 = s.llm.prompt_tokens(&s.turn2.messages, PromptEnd::Assistant { prefix: "" }).unwrap();
-    println!("turn-2 prompt: {} tokens, {} cached from turn 1", prompt2.len(), s.turn1.len());
+    let prompt2 = s
+        .llm
+        .prompt_tokens(&s.turn2.messages, PromptEnd::Assistant { prefix: "" })
+        .unwrap();
+    println!(
+        "turn-2 prompt: {} tokens, {} cached from turn 1",
+        prompt2.len(),
+        s.turn1.len()
+    );
     let mut g = c.benchmark_group("ttft_turn2");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(2));
     // Setup (emptying the cache, or restoring turn 1 in it) is excluded from the timing.
     g.bench_function("fresh_prefill", |b| {
         b.iter_custom(|iters| {
@@ -84,12 +100,22 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("decode");
     const N: usize = 32;
-    g.throughput(Throughput::Elements(N as u64)).sample_size(10).measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(N as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
     let mut req = s.turn2.clone();
     req.max_tokens = N;
     // A prompt that does not end the answer early: the continuation of a story.
     req.assistant_prefix = "Here is a long story. Once upon a time".into();
-    let prompt_n = s.llm.prompt_tokens(&req.messages, PromptEnd::Assistant { prefix: &req.assistant_prefix }).unwrap();
+    let prompt_n = s
+        .llm
+        .prompt_tokens(
+            &req.messages,
+            PromptEnd::Assistant {
+                prefix: &req.assistant_prefix,
+            },
+        )
+        .unwrap();
     g.bench_function("tokens_32", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -104,16 +130,20 @@ fn benches(c: &mut Criterion) {
                     })
                     .unwrap();
                 total += t.elapsed();
-                assert_eq!(n, N, "the story ended early; throughput would be overstated");
+                assert_eq!(
+                    n, N,
+                    "the story ended early; throughput would be overstated"
+                );
             }
             total
         })
     });
     g.finish();
 
-    // Ratio summary from interleaved runs (same conditions for both arms).
+    // Ratio summary from interleaved runs (same conditions for both arms), medians.
+    const ROUNDS: usize = 5;
     let (mut fresh, mut reuse) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
+    for _ in 0..ROUNDS {
         s.llm.reset().unwrap();
         let t = Instant::now();
         first_token(&mut s.llm, &s.turn2);
@@ -125,11 +155,19 @@ fn benches(c: &mut Criterion) {
     }
     fresh.sort();
     reuse.sort();
-    let (f, r) = (fresh[3], reuse[3]);
+    let (f, r) = (fresh[ROUNDS / 2], reuse[ROUNDS / 2]);
     println!(
         "SUMMARY ttft turn 2: fresh prefill {f:?}, KV reuse {r:?}, ratio reuse/fresh {:.3} (saved {:?} per turn)",
         r.as_secs_f64() / f.as_secs_f64(),
         f.saturating_sub(r)
+    );
+    s.llm.sync_prompt(&prompt_n, &|| false).unwrap();
+    let fin = s.llm.generate(&req, &CancelToken::new(), &mut |_| true).unwrap();
+    let decode = fin.stats.total.saturating_sub(fin.stats.time_to_first_token);
+    println!(
+        "SUMMARY decode: {} tokens, {:.2} tokens/s after the first",
+        fin.stats.generated_tokens,
+        (fin.stats.generated_tokens.saturating_sub(1)) as f64 / decode.as_secs_f64().max(1e-9)
     );
 }
 
@@ -137,5 +175,7 @@ criterion_group!(llm, benches);
 
 fn main() {
     llm();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
 }

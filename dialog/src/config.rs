@@ -64,12 +64,28 @@ pub struct LlmConfig {
 impl DialogConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_range("dialog.persona length", self.persona.len(), 0..=4096)?;
-        check_range("dialog.system_prompt length", self.system_prompt.len(), 0..=16384)?;
-        check_range("dialog.max_memory_tokens", self.max_memory_tokens, 64..=131072)?;
+        check_range(
+            "dialog.system_prompt length",
+            self.system_prompt.len(),
+            0..=16384,
+        )?;
+        check_range(
+            "dialog.max_memory_tokens",
+            self.max_memory_tokens,
+            64..=131072,
+        )?;
         check_range("dialog.max_answer_tokens", self.max_answer_tokens, 1..=8192)?;
-        check_range("dialog.silence_timeout_ms", self.silence_timeout_ms, 50..=10_000)?;
+        check_range(
+            "dialog.silence_timeout_ms",
+            self.silence_timeout_ms,
+            50..=10_000,
+        )?;
         check_range("dialog.grace_ms", self.grace_ms, 0..=5_000)?;
-        check_range("dialog.backchannel_min_ms", self.backchannel_min_ms, 0..=5_000)?;
+        check_range(
+            "dialog.backchannel_min_ms",
+            self.backchannel_min_ms,
+            0..=5_000,
+        )?;
         Ok(())
     }
 
@@ -97,32 +113,53 @@ impl DialogConfig {
 impl LlmConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.model.trim().is_empty() {
-            return Err(ConfigError::Invalid { key: "llm.model".into(), value: self.model.clone(), reason: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "llm.model".into(),
+                value: self.model.clone(),
+                reason: "must not be empty".into(),
+            });
         }
-        if self.backend == LlmBackend::Openai && !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        if self.backend == LlmBackend::Openai
+            && !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+        {
             return Err(ConfigError::Invalid {
                 key: "llm.url".into(),
                 value: self.url.clone(),
                 reason: "must start with http:// or https://".into(),
             });
         }
-        check_range("llm.connect_timeout_ms", self.connect_timeout_ms, 10..=60_000)?;
+        check_range(
+            "llm.connect_timeout_ms",
+            self.connect_timeout_ms,
+            10..=60_000,
+        )?;
         check_range("llm.read_timeout_ms", self.read_timeout_ms, 100..=600_000)?;
         check_range("llm.connect_retries", self.connect_retries, 0..=10)?;
         check_range("llm.retry_backoff_ms", self.retry_backoff_ms, 1..=10_000)?;
         check_range("llm.temperature", self.temperature, 0.0..=2.0)?;
         check_range("llm.top_p", self.top_p, 0.01..=1.0)?;
-        check_range("llm.max_context_tokens", self.max_context_tokens, 256..=131072)?;
+        check_range(
+            "llm.max_context_tokens",
+            self.max_context_tokens,
+            256..=131072,
+        )?;
         check_range("llm.prefill_chunk", self.prefill_chunk, 1..=2048)?;
         Ok(())
     }
 
     pub fn sampling(&self) -> Sampling {
-        Sampling { temperature: self.temperature, top_p: self.top_p, seed: self.seed }
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
     }
 
     pub fn local_options(&self) -> LocalOptions {
-        LocalOptions { max_context: self.max_context_tokens, prefill_chunk: self.prefill_chunk }
+        LocalOptions {
+            max_context: self.max_context_tokens,
+            prefill_chunk: self.prefill_chunk,
+        }
     }
 
     pub fn openai_options(&self) -> OpenAiOptions {
@@ -141,11 +178,16 @@ impl LlmConfig {
     }
 
     /// Builds the configured engine (loading the local model from `store`).
-    pub fn build_engine(&self, store: &vr_core::ModelStore) -> Result<Box<dyn LlmEngine>, DialogError> {
+    pub fn build_engine(
+        &self,
+        store: &vr_core::ModelStore,
+    ) -> Result<Box<dyn LlmEngine>, DialogError> {
         Ok(match self.backend {
-            LlmBackend::Local => {
-                Box::new(LocalEngine::new(LocalLlm::from_store(store, &self.model, &self.local_options())?)?)
-            }
+            LlmBackend::Local => Box::new(LocalEngine::new(LocalLlm::from_store(
+                store,
+                &self.model,
+                &self.local_options(),
+            )?)?),
             LlmBackend::Openai => Box::new(OpenAiEngine::new(self.openai_options())?),
         })
     }
@@ -155,7 +197,9 @@ impl LlmConfig {
 pub fn validate_together(dialog: &DialogConfig, llm: &LlmConfig) -> Result<(), ConfigError> {
     dialog.validate()?;
     llm.validate()?;
-    if llm.backend == LlmBackend::Local && dialog.max_memory_tokens + dialog.max_answer_tokens > llm.max_context_tokens {
+    if llm.backend == LlmBackend::Local
+        && dialog.max_memory_tokens + dialog.max_answer_tokens > llm.max_context_tokens
+    {
         return Err(ConfigError::Invalid {
             key: "dialog.max_memory_tokens".into(),
             value: dialog.max_memory_tokens.to_string(),
@@ -187,20 +231,51 @@ mod tests {
         assert_eq!(l.backend, LlmBackend::Local);
         assert_eq!(l.model, "qwen2.5-0.5b");
         let sys = d.system_message();
-        assert!(sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim()));
-        assert_eq!(d.turn_config().silence_timeout, Duration::from_millis(d.silence_timeout_ms));
+        assert!(
+            sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim())
+        );
+        assert_eq!(
+            d.turn_config().silence_timeout,
+            Duration::from_millis(d.silence_timeout_ms)
+        );
     }
 
     #[test]
     fn bad_values_are_named() {
         let (d, l) = defaults();
-        let e = DialogConfig { grace_ms: 99_999, ..d.clone() }.validate().unwrap_err();
+        let e = DialogConfig {
+            grace_ms: 99_999,
+            ..d.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("dialog.grace_ms"), "{e}");
-        let e = LlmConfig { backend: LlmBackend::Openai, url: "localhost:8080".into(), ..l.clone() }.validate().unwrap_err();
+        let e = LlmConfig {
+            backend: LlmBackend::Openai,
+            url: "localhost:8080".into(),
+            ..l.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("llm.url"), "{e}");
-        let e = LlmConfig { temperature: 3.0, ..l.clone() }.validate().unwrap_err();
+        let e = LlmConfig {
+            temperature: 3.0,
+            ..l.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("llm.temperature"), "{e}");
-        let e = validate_together(&DialogConfig { max_memory_tokens: 4000, ..d }, &LlmConfig { max_context_tokens: 4096, ..l }).unwrap_err();
+        let e = validate_together(
+            &DialogConfig {
+                max_memory_tokens: 4000,
+                ..d
+            },
+            &LlmConfig {
+                max_context_tokens: 4096,
+                ..l
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("max_context_tokens"), "{e}");
         let bad: Result<DialogConfig, _> = toml::from_str("persona = \"x\"\nunknown_key = 1\n");
         assert!(bad.unwrap_err().to_string().contains("unknown_key"));

@@ -24,8 +24,8 @@ pub mod turn;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig};
 pub use llm::{
-    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine, LlmEvent, Role,
-    Sampling, Token, TokenFeatures,
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine,
+    LlmEvent, Role, Sampling, Token, TokenFeatures,
 };
 
 use std::time::Duration;
@@ -56,11 +56,23 @@ pub enum DialogError {
     #[error("the LLM engine's worker has stopped")]
     EngineStopped,
     #[error("cannot connect to the language model at {url} after {attempts} attempt(s): {reason}")]
-    Connect { url: String, attempts: u32, reason: String },
+    Connect {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
     #[error("language model at {url}: no {phase} within {after:?}")]
-    Timeout { url: String, phase: &'static str, after: Duration },
+    Timeout {
+        url: String,
+        phase: &'static str,
+        after: Duration,
+    },
     #[error("language model at {url} answered HTTP {status}: {message}")]
-    HttpStatus { url: String, status: u16, message: String },
+    HttpStatus {
+        url: String,
+        status: u16,
+        message: String,
+    },
     #[error("language model stream from {url} is malformed: {reason}")]
     Protocol { url: String, reason: String },
     #[error("async runtime: {0}")]
@@ -71,6 +83,9 @@ impl DialogError {
     /// True when the language model could not be reached at all (the loop then says so and keeps
     /// listening, rather than treating it as a bad answer).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, DialogError::Connect { .. } | DialogError::Timeout { .. } | DialogError::EngineStopped)
+        matches!(
+            self,
+            DialogError::Connect { .. } | DialogError::Timeout { .. } | DialogError::EngineStopped
+        )
     }
 }

@@ -13,7 +13,9 @@ pub trait TokenCounter {
 impl TokenCounter for tokenizers::Tokenizer {
     fn count(&self, text: &str) -> usize {
         // An unencodable text counts by bytes: over-estimating only forgets sooner.
-        self.encode(text, false).map(|e| e.len()).unwrap_or(text.len())
+        self.encode(text, false)
+            .map(|e| e.len())
+            .unwrap_or(text.len())
     }
 }
 
@@ -27,8 +29,8 @@ impl TokenCounter for ByteEstimate {
     }
 }
 
-/// Template tokens around each message (`<|im_start|>role\n … <|im_end|>\n`).
-pub const PER_MESSAGE_OVERHEAD: usize = 4;
+/// Template tokens around each message: `<|im_start|>`, role, `\n`, …, `<|im_end|>`, `\n`.
+pub const PER_MESSAGE_OVERHEAD: usize = 5;
 
 pub struct ConversationMemory<C: TokenCounter> {
     system: ChatMessage,
@@ -42,7 +44,14 @@ pub struct ConversationMemory<C: TokenCounter> {
 impl<C: TokenCounter> ConversationMemory<C> {
     pub fn new(system: ChatMessage, max_tokens: usize, counter: C) -> Self {
         let system_tokens = counter.count(&system.content) + PER_MESSAGE_OVERHEAD;
-        Self { system, turns: VecDeque::new(), max_tokens, counter, system_tokens, turn_tokens: 0 }
+        Self {
+            system,
+            turns: VecDeque::new(),
+            max_tokens,
+            counter,
+            system_tokens,
+            turn_tokens: 0,
+        }
     }
 
     pub fn push(&mut self, message: ChatMessage) {
@@ -67,7 +76,9 @@ impl<C: TokenCounter> ConversationMemory<C> {
 
     /// The system message then the remembered turns, oldest first: a request's `messages`.
     pub fn messages(&self) -> Vec<ChatMessage> {
-        std::iter::once(self.system.clone()).chain(self.turns.iter().map(|(m, _)| m.clone())).collect()
+        std::iter::once(self.system.clone())
+            .chain(self.turns.iter().map(|(m, _)| m.clone()))
+            .collect()
     }
 
     /// `messages()` plus a user message not yet remembered (a partial transcript to prefill).
@@ -83,7 +94,11 @@ impl<C: TokenCounter> ConversationMemory<C> {
             // the remembered conversation still starts with a user turn.
             let mut dropped_user = false;
             while self.turns.len() > 1 {
-                let is_user = self.turns.front().map(|(m, _)| m.role == Role::User).unwrap_or(false);
+                let is_user = self
+                    .turns
+                    .front()
+                    .map(|(m, _)| m.role == Role::User)
+                    .unwrap_or(false);
                 if is_user && dropped_user {
                     break;
                 }
@@ -102,9 +117,10 @@ mod tests {
 
     #[test]
     fn oldest_exchanges_go_first_and_system_stays() {
-        // ByteEstimate: "aaaa…" of 40 bytes = 10 tokens + 4 overhead = 14 per message.
-        let msg = |c: char| c.to_string().repeat(40);
-        let mut m = ConversationMemory::new(ChatMessage::system("s".repeat(40)), 14 * 5, ByteEstimate);
+        // ByteEstimate: "aaaa…" of 36 bytes = 9 tokens + 5 overhead = 14 per message.
+        let msg = |c: char| c.to_string().repeat(36);
+        let mut m =
+            ConversationMemory::new(ChatMessage::system("s".repeat(36)), 14 * 5, ByteEstimate);
         m.push_user(msg('a'));
         m.push_assistant(msg('b'));
         m.push_user(msg('c'));
@@ -112,8 +128,20 @@ mod tests {
         assert_eq!(m.tokens(), 70);
         assert_eq!(m.messages().len(), 5);
         m.push_user(msg('e')); // 84 > 70: the a/b exchange goes
-        let got: Vec<(Role, char)> = m.messages().iter().map(|x| (x.role, x.content.chars().next().unwrap())).collect();
-        assert_eq!(got, [(Role::System, 's'), (Role::User, 'c'), (Role::Assistant, 'd'), (Role::User, 'e')]);
+        let got: Vec<(Role, char)> = m
+            .messages()
+            .iter()
+            .map(|x| (x.role, x.content.chars().next().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Role::System, 's'),
+                (Role::User, 'c'),
+                (Role::Assistant, 'd'),
+                (Role::User, 'e')
+            ]
+        );
         assert_eq!(m.tokens(), 56);
         // A huge last message is kept alone with the system message.
         m.push_assistant("x".repeat(4000));

@@ -66,18 +66,32 @@ pub enum TurnReason {
     VadSpeechStart,
     VadSpeechEnd,
     /// Speech came back `pause` after the VAD end, before the silence timeout.
-    ResumedBeforeTimeout { pause: Duration },
+    ResumedBeforeTimeout {
+        pause: Duration,
+    },
     /// Speech came back `after_end` after the turn ended, within the grace period.
-    ResumedWithinGrace { after_end: Duration },
+    ResumedWithinGrace {
+        after_end: Duration,
+    },
     /// `silence` of silence since the VAD end reached the configured timeout.
-    SilenceTimeout { silence: Duration },
-    GraceExpired { grace: Duration },
+    SilenceTimeout {
+        silence: Duration,
+    },
+    GraceExpired {
+        grace: Duration,
+    },
     /// The overlap has lasted `speech` ≥ `min`.
-    OverlapLongEnough { speech: Duration, min: Duration },
+    OverlapLongEnough {
+        speech: Duration,
+        min: Duration,
+    },
     /// Backchannel classification disabled (`backchannel_min = 0`): any speech interrupts.
     BackchannelDisabled,
     /// The overlap lasted only `speech` < `min`.
-    TooShort { speech: Duration, min: Duration },
+    TooShort {
+        speech: Duration,
+        min: Duration,
+    },
     HalfDuplex,
 }
 
@@ -94,10 +108,20 @@ pub struct TurnEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
-    Speaking { turn_start: SampleIndex },
-    Paused { turn_start: SampleIndex, speech_end: SampleIndex },
-    Grace { turn_start: SampleIndex, ended_at: SampleIndex },
-    Overlap { start: SampleIndex },
+    Speaking {
+        turn_start: SampleIndex,
+    },
+    Paused {
+        turn_start: SampleIndex,
+        speech_end: SampleIndex,
+    },
+    Grace {
+        turn_start: SampleIndex,
+        ended_at: SampleIndex,
+    },
+    Overlap {
+        start: SampleIndex,
+    },
     /// Inside speech that half-duplex ignores; its end is ignored too.
     Ignoring,
 }
@@ -111,7 +135,11 @@ pub struct TurnDetector {
 
 impl TurnDetector {
     pub fn new(cfg: TurnConfig) -> Self {
-        Self { cfg, state: State::Idle, assistant_speaking: false }
+        Self {
+            cfg,
+            state: State::Idle,
+            assistant_speaking: false,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -141,7 +169,9 @@ impl TurnDetector {
     /// sleep until then instead of polling).
     pub fn next_deadline(&self) -> Option<SampleIndex> {
         match self.state {
-            State::Paused { speech_end, .. } => Some(speech_end.advance(self.samples(self.cfg.silence_timeout))),
+            State::Paused { speech_end, .. } => {
+                Some(speech_end.advance(self.samples(self.cfg.silence_timeout)))
+            }
             State::Grace { ended_at, .. } => Some(ended_at.advance(self.samples(self.cfg.grace))),
             State::Overlap { start } => Some(start.advance(self.samples(self.cfg.backchannel_min))),
             _ => None,
@@ -153,12 +183,20 @@ impl TurnDetector {
         let mut out = Vec::new();
         while let Some(deadline) = self.next_deadline().filter(|d| *d <= now) {
             let ev = match self.state {
-                State::Paused { turn_start, speech_end } => {
-                    self.state = State::Grace { turn_start, ended_at: deadline };
+                State::Paused {
+                    turn_start,
+                    speech_end,
+                } => {
+                    self.state = State::Grace {
+                        turn_start,
+                        ended_at: deadline,
+                    };
                     TurnEvent {
                         at: deadline,
                         kind: TurnEventKind::TurnEnded,
-                        reason: TurnReason::SilenceTimeout { silence: self.dur(speech_end, deadline) },
+                        reason: TurnReason::SilenceTimeout {
+                            silence: self.dur(speech_end, deadline),
+                        },
                         turn_start,
                     }
                 }
@@ -167,7 +205,9 @@ impl TurnDetector {
                     TurnEvent {
                         at: deadline,
                         kind: TurnEventKind::TurnCommitted,
-                        reason: TurnReason::GraceExpired { grace: self.cfg.grace },
+                        reason: TurnReason::GraceExpired {
+                            grace: self.cfg.grace,
+                        },
                         turn_start,
                     }
                 }
@@ -201,21 +241,36 @@ impl TurnDetector {
 
     pub fn speech_started(&mut self, at: SampleIndex) -> Vec<TurnEvent> {
         let mut out = self.tick(at);
-        let ev = |kind, reason, turn_start| TurnEvent { at, kind, reason, turn_start };
+        let ev = |kind, reason, turn_start| TurnEvent {
+            at,
+            kind,
+            reason,
+            turn_start,
+        };
         match self.state {
-            State::Paused { turn_start, speech_end } => {
+            State::Paused {
+                turn_start,
+                speech_end,
+            } => {
                 self.state = State::Speaking { turn_start };
                 out.push(ev(
                     TurnEventKind::Resumed,
-                    TurnReason::ResumedBeforeTimeout { pause: self.dur(speech_end, at) },
+                    TurnReason::ResumedBeforeTimeout {
+                        pause: self.dur(speech_end, at),
+                    },
                     turn_start,
                 ));
             }
-            State::Grace { turn_start, ended_at } => {
+            State::Grace {
+                turn_start,
+                ended_at,
+            } => {
                 self.state = State::Speaking { turn_start };
                 out.push(ev(
                     TurnEventKind::Resumed,
-                    TurnReason::ResumedWithinGrace { after_end: self.dur(ended_at, at) },
+                    TurnReason::ResumedWithinGrace {
+                        after_end: self.dur(ended_at, at),
+                    },
                     turn_start,
                 ));
             }
@@ -225,7 +280,11 @@ impl TurnDetector {
             }
             State::Idle if self.assistant_speaking && self.cfg.backchannel_min.is_zero() => {
                 self.state = State::Speaking { turn_start: at };
-                out.push(ev(TurnEventKind::BargeIn, TurnReason::BackchannelDisabled, at));
+                out.push(ev(
+                    TurnEventKind::BargeIn,
+                    TurnReason::BackchannelDisabled,
+                    at,
+                ));
             }
             State::Idle if self.assistant_speaking => {
                 self.state = State::Overlap { start: at };
@@ -233,7 +292,11 @@ impl TurnDetector {
             }
             State::Idle => {
                 self.state = State::Speaking { turn_start: at };
-                out.push(ev(TurnEventKind::TurnStarted, TurnReason::VadSpeechStart, at));
+                out.push(ev(
+                    TurnEventKind::TurnStarted,
+                    TurnReason::VadSpeechStart,
+                    at,
+                ));
             }
             // A repeated start (VAD glitch) changes nothing.
             State::Speaking { .. } | State::Overlap { .. } | State::Ignoring => {}
@@ -245,8 +308,16 @@ impl TurnDetector {
         let mut out = self.tick(at);
         match self.state {
             State::Speaking { turn_start } => {
-                self.state = State::Paused { turn_start, speech_end: at };
-                out.push(TurnEvent { at, kind: TurnEventKind::Paused, reason: TurnReason::VadSpeechEnd, turn_start });
+                self.state = State::Paused {
+                    turn_start,
+                    speech_end: at,
+                };
+                out.push(TurnEvent {
+                    at,
+                    kind: TurnEventKind::Paused,
+                    reason: TurnReason::VadSpeechEnd,
+                    turn_start,
+                });
             }
             State::Overlap { start } => {
                 // Shorter than backchannel_min, or `tick` above would have made it a barge-in.
@@ -254,7 +325,10 @@ impl TurnDetector {
                 out.push(TurnEvent {
                     at,
                     kind: TurnEventKind::Backchannel,
-                    reason: TurnReason::TooShort { speech: self.dur(start, at), min: self.cfg.backchannel_min },
+                    reason: TurnReason::TooShort {
+                        speech: self.dur(start, at),
+                        min: self.cfg.backchannel_min,
+                    },
                     turn_start: start,
                 });
             }
@@ -304,12 +378,22 @@ mod tests {
         assert_eq!(kinds(&e), [TurnEnded]);
         assert_eq!(e[0].at, t(1700));
         assert_eq!(e[0].turn_start, t(100));
-        assert_eq!(e[0].reason, TurnReason::SilenceTimeout { silence: Duration::from_millis(600) });
+        assert_eq!(
+            e[0].reason,
+            TurnReason::SilenceTimeout {
+                silence: Duration::from_millis(600)
+            }
+        );
         assert!(!d.user_turn_open());
         assert!(d.tick(t(2099)).is_empty());
         let e = d.tick(t(2100));
         assert_eq!(kinds(&e), [TurnCommitted]);
-        assert_eq!(e[0].reason, TurnReason::GraceExpired { grace: Duration::from_millis(400) });
+        assert_eq!(
+            e[0].reason,
+            TurnReason::GraceExpired {
+                grace: Duration::from_millis(400)
+            }
+        );
         assert_eq!(d.next_deadline(), None);
         // The next speech is a new turn.
         assert_eq!(kinds(&d.speech_started(t(3000))), [TurnStarted]);
@@ -323,7 +407,12 @@ mod tests {
         assert!(d.tick(t(1300)).is_empty());
         let e = d.speech_started(t(1350));
         assert_eq!(kinds(&e), [Resumed]);
-        assert_eq!(e[0].reason, TurnReason::ResumedBeforeTimeout { pause: Duration::from_millis(550) });
+        assert_eq!(
+            e[0].reason,
+            TurnReason::ResumedBeforeTimeout {
+                pause: Duration::from_millis(550)
+            }
+        );
         assert_eq!(e[0].turn_start, t(0));
         // The old timer is gone: no end while speaking.
         assert!(d.tick(t(5000)).is_empty());
@@ -341,7 +430,12 @@ mod tests {
         d.set_assistant_speaking(true); // the answer may already be playing: still not a barge-in
         let e = d.speech_started(t(1900));
         assert_eq!(kinds(&e), [Resumed]);
-        assert_eq!(e[0].reason, TurnReason::ResumedWithinGrace { after_end: Duration::from_millis(300) });
+        assert_eq!(
+            e[0].reason,
+            TurnReason::ResumedWithinGrace {
+                after_end: Duration::from_millis(300)
+            }
+        );
         assert_eq!(e[0].turn_start, t(0));
         assert!(d.user_turn_open());
     }
@@ -374,7 +468,10 @@ mod tests {
         assert_eq!(kinds(&e), [Backchannel]);
         assert_eq!(
             e[0].reason,
-            TurnReason::TooShort { speech: Duration::from_millis(300), min: Duration::from_millis(500) }
+            TurnReason::TooShort {
+                speech: Duration::from_millis(300),
+                min: Duration::from_millis(500)
+            }
         );
         assert!(!d.user_turn_open());
         assert_eq!(d.next_deadline(), None);
@@ -391,7 +488,10 @@ mod tests {
         assert_eq!(e[0].turn_start, t(1000));
         assert_eq!(
             e[0].reason,
-            TurnReason::OverlapLongEnough { speech: Duration::from_millis(500), min: Duration::from_millis(500) }
+            TurnReason::OverlapLongEnough {
+                speech: Duration::from_millis(500),
+                min: Duration::from_millis(500)
+            }
         );
         d.set_assistant_speaking(false);
         // The interruption is a user turn that ends normally.
@@ -407,19 +507,31 @@ mod tests {
 
     #[test]
     fn zero_backchannel_min_interrupts_immediately() {
-        let mut d = TurnDetector::new(TurnConfig { backchannel_min: Duration::ZERO, ..cfg() });
+        let mut d = TurnDetector::new(TurnConfig {
+            backchannel_min: Duration::ZERO,
+            ..cfg()
+        });
         d.set_assistant_speaking(true);
         let e = d.speech_started(t(42));
         assert_eq!(kinds(&e), [BargeIn]);
-        assert_eq!((e[0].at, e[0].reason), (t(42), TurnReason::BackchannelDisabled));
+        assert_eq!(
+            (e[0].at, e[0].reason),
+            (t(42), TurnReason::BackchannelDisabled)
+        );
     }
 
     #[test]
     fn half_duplex_ignores_speech_while_assistant_speaks() {
-        let mut d = TurnDetector::new(TurnConfig { half_duplex: true, ..cfg() });
+        let mut d = TurnDetector::new(TurnConfig {
+            half_duplex: true,
+            ..cfg()
+        });
         d.set_assistant_speaking(true);
         let e = d.speech_started(t(100));
-        assert_eq!((kinds(&e), e[0].reason), (vec![Ignored], TurnReason::HalfDuplex));
+        assert_eq!(
+            (kinds(&e), e[0].reason),
+            (vec![Ignored], TurnReason::HalfDuplex)
+        );
         assert!(d.tick(t(5000)).is_empty());
         assert!(d.speech_ended(t(5000)).is_empty());
         d.set_assistant_speaking(false);
@@ -429,16 +541,38 @@ mod tests {
     #[test]
     fn asr_events_drive_it_and_vad_glitches_are_harmless() {
         let mut d = TurnDetector::new(cfg());
-        assert_eq!(kinds(&d.on_asr_event(&AsrEvent::SpeechStarted { at: t(10) })), [TurnStarted]);
-        assert!(d.on_asr_event(&AsrEvent::SpeechStarted { at: t(20) }).is_empty());
+        assert_eq!(
+            kinds(&d.on_asr_event(&AsrEvent::SpeechStarted { at: t(10) })),
+            [TurnStarted]
+        );
         assert!(d
-            .on_asr_event(&AsrEvent::Partial { text: "hi".into(), stable_prefix_len: 0 })
+            .on_asr_event(&AsrEvent::SpeechStarted { at: t(20) })
             .is_empty());
-        assert_eq!(kinds(&d.on_asr_event(&AsrEvent::SpeechEnded { at: t(500) })), [Paused]);
-        assert!(d.on_asr_event(&AsrEvent::SpeechEnded { at: t(510) }).is_empty());
+        assert!(d
+            .on_asr_event(&AsrEvent::Partial {
+                text: "hi".into(),
+                stable_prefix_len: 0
+            })
+            .is_empty());
+        assert_eq!(
+            kinds(&d.on_asr_event(&AsrEvent::SpeechEnded { at: t(500) })),
+            [Paused]
+        );
+        assert!(d
+            .on_asr_event(&AsrEvent::SpeechEnded { at: t(510) })
+            .is_empty());
         // The duplicate end does not restart the timer.
         assert_eq!(kinds(&d.tick(t(1100))), [TurnEnded]);
-        let e: Vec<String> = d.tick(t(1500)).iter().map(|e| serde_json::to_string(e).unwrap()).collect();
-        assert_eq!(e, [r#"{"at":24000,"kind":"turn_committed","reason":{"reason":"grace_expired","grace":{"secs":0,"nanos":400000000}},"turn_start":160}"#]);
+        let e: Vec<String> = d
+            .tick(t(1500))
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(
+            e,
+            [
+                r#"{"at":24000,"kind":"turn_committed","reason":{"reason":"grace_expired","grace":{"secs":0,"nanos":400000000}},"turn_start":160}"#
+            ]
+        );
     }
 }

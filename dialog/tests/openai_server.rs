@@ -9,10 +9,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use voicerelay_dialog::llm::openai::{OpenAiEngine, OpenAiOptions};
-use voicerelay_dialog::{ChatMessage, DialogError, FinishReason, GenerateRequest, LlmEngine, LlmEvent};
+use voicerelay_dialog::{
+    ChatMessage, DialogError, FinishReason, GenerateRequest, LlmEngine, LlmEvent,
+};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn question() -> GenerateRequest {
@@ -46,11 +52,20 @@ fn dead_endpoint_fails_fast_with_a_connect_error() {
     };
     let took = t0.elapsed();
     println!("dead endpoint: {err} after {took:?}");
-    assert!(matches!(err, DialogError::Connect { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, DialogError::Connect { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert!(err.is_unreachable());
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     // 20 ms + 40 ms of backoff plus three refused connects.
-    assert!(took >= Duration::from_millis(60) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(60) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     assert!(gen.blocking_next().is_none());
 }
 
@@ -87,10 +102,17 @@ fn client_error_reports_status_and_server_message() {
         write!(s, "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{msg}", msg.len()).unwrap();
     });
     let engine = OpenAiEngine::new(opts(port)).unwrap();
-    let err = engine.generate(question()).unwrap().blocking_next().unwrap().unwrap_err();
+    let err = engine
+        .generate(question())
+        .unwrap()
+        .blocking_next()
+        .unwrap()
+        .unwrap_err();
     println!("4xx: {err}");
     match &err {
-        DialogError::HttpStatus { status, message, .. } => {
+        DialogError::HttpStatus {
+            status, message, ..
+        } => {
             assert_eq!(*status, 404);
             assert_eq!(message, "The model `nope` does not exist.");
         }
@@ -99,7 +121,8 @@ fn client_error_reports_status_and_server_message() {
     assert!(!err.is_unreachable());
 }
 
-const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+const SSE_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 
 fn chunk(s: &mut TcpStream, data: &str) {
     write!(s, "{:x}\r\n{data}\r\n", data.len()).unwrap();
@@ -111,7 +134,10 @@ fn stalled_stream_times_out_and_cancel_drops_the_connection() {
     // Stall after one token: the read timeout ends the stream with a clear error.
     let port = one_shot_server(|mut s, _| {
         s.write_all(SSE_HEAD.as_bytes()).unwrap();
-        chunk(&mut s, "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n");
+        chunk(
+            &mut s,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        );
         std::thread::sleep(Duration::from_secs(3));
     });
     let engine = OpenAiEngine::new(opts(port)).unwrap();
@@ -120,7 +146,16 @@ fn stalled_stream_times_out_and_cancel_drops_the_connection() {
     let t0 = Instant::now();
     let err = gen.blocking_next().unwrap().unwrap_err();
     println!("stall: {err} after {:?}", t0.elapsed());
-    assert!(matches!(err, DialogError::Timeout { phase: "stream chunk", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            DialogError::Timeout {
+                phase: "stream chunk",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(2));
 
     // Cancel while the server is stalled: the stream ends at once and the server sees the
@@ -128,14 +163,21 @@ fn stalled_stream_times_out_and_cancel_drops_the_connection() {
     let (closed_tx, closed_rx) = std::sync::mpsc::channel();
     let port = one_shot_server(move |mut s, _| {
         s.write_all(SSE_HEAD.as_bytes()).unwrap();
-        chunk(&mut s, "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n");
+        chunk(
+            &mut s,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        );
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
         let t0 = Instant::now();
         let closed = matches!(s.read(&mut buf), Ok(0));
         closed_tx.send((closed, t0.elapsed())).unwrap();
     });
-    let engine = OpenAiEngine::new(OpenAiOptions { read_timeout: Duration::from_secs(10), ..opts(port) }).unwrap();
+    let engine = OpenAiEngine::new(OpenAiOptions {
+        read_timeout: Duration::from_secs(10),
+        ..opts(port)
+    })
+    .unwrap();
     let mut gen = engine.generate(question()).unwrap();
     assert!(matches!(gen.blocking_next(), Some(Ok(LlmEvent::Token(_)))));
     gen.cancel();
@@ -146,9 +188,12 @@ fn stalled_stream_times_out_and_cancel_drops_the_connection() {
 }
 
 fn llama_venv() -> PathBuf {
-    std::env::var_os("VOICERELAY_LLAMA_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/voicerelay/venvs/llama-server")
-    })
+    std::env::var_os("VOICERELAY_LLAMA_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/voicerelay/venvs/llama-server")
+        })
 }
 
 /// Kills the server however the test ends.
@@ -165,7 +210,13 @@ impl Drop for ServerGuard {
 fn streams_from_a_real_llama_cpp_server() {
     let python = llama_venv().join("bin/python");
     let ready_marker = std::fs::read_dir(llama_venv()).ok().and_then(|mut d| {
-        d.find(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".voicerelay-ok")))
+        d.find(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".voicerelay-ok")
+            })
+        })
     });
     if !python.exists() || ready_marker.is_none() {
         println!(
@@ -181,7 +232,16 @@ fn streams_from_a_real_llama_cpp_server() {
     let child = Command::new(&python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&gguf)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2"])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -191,30 +251,55 @@ fn streams_from_a_real_llama_cpp_server() {
     let t0 = Instant::now();
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("llama_cpp.server exited with {status}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            panic!(
+                "llama_cpp.server exited with {status}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = write!(s, "GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+            );
             let mut head = [0u8; 12];
             if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") {
                 break;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "server not ready in 120 s; log: {}", log.display());
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "server not ready in 120 s; log: {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     println!("llama_cpp.server ready on :{port} after {:?}", t0.elapsed());
 
-    let engine = OpenAiEngine::new(OpenAiOptions { read_timeout: Duration::from_secs(60), ..opts(port) }).unwrap();
-    let (text, tokens, fin) = engine.generate(question()).unwrap().blocking_collect().unwrap();
+    let engine = OpenAiEngine::new(OpenAiOptions {
+        read_timeout: Duration::from_secs(60),
+        ..opts(port)
+    })
+    .unwrap();
+    let (text, tokens, fin) = engine
+        .generate(question())
+        .unwrap()
+        .blocking_collect()
+        .unwrap();
     let fin = fin.expect("finished");
     let with_features = tokens.iter().filter(|t| t.features.is_some()).count();
-    println!("llama.cpp answer {text:?}: {} tokens ({with_features} with logprobs), {:?}", tokens.len(), fin);
+    println!(
+        "llama.cpp answer {text:?}: {} tokens ({with_features} with logprobs), {:?}",
+        tokens.len(),
+        fin
+    );
     assert!(!text.trim().is_empty());
     assert!(!tokens.is_empty() && tokens.len() <= 12);
     assert_eq!(fin.stats.generated_tokens, tokens.len());
-    assert!(matches!(fin.reason, FinishReason::Stop | FinishReason::Length));
+    assert!(matches!(
+        fin.reason,
+        FinishReason::Stop | FinishReason::Length
+    ));
     assert!(text.contains("Paris"), "{text:?}");
     for f in tokens.iter().filter_map(|t| t.features.as_ref()) {
         assert!(f.logprob <= 0.0 && f.margin.unwrap_or(0.0) >= 0.0, "{f:?}");

@@ -15,8 +15,8 @@
 use super::sampling::{features, Sampler};
 use super::template::{ChatTemplate, PromptEnd};
 use super::{
-    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, GenerationSender, GenerationStats,
-    LlmEngine, LlmEvent, Token, TokenFeatures,
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation,
+    GenerationSender, GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
 };
 use crate::models::{gemma3, qwen2};
 use crate::DialogError;
@@ -41,7 +41,10 @@ pub struct LocalOptions {
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        Self { max_context: 4096, prefill_chunk: 64 }
+        Self {
+            max_context: 4096,
+            prefill_chunk: 64,
+        }
     }
 }
 
@@ -111,17 +114,35 @@ pub struct LocalLlm {
 
 impl LocalLlm {
     /// Loads `model` (a directory with `model.gguf` and `tokenizer.json`) from the verified store.
-    pub fn from_store(store: &vr_core::ModelStore, model: &str, opts: &LocalOptions) -> Result<Self, DialogError> {
+    pub fn from_store(
+        store: &vr_core::ModelStore,
+        model: &str,
+        opts: &LocalOptions,
+    ) -> Result<Self, DialogError> {
         let dir = store.dir(model)?;
         Self::from_files(&dir.join("model.gguf"), &dir.join("tokenizer.json"), opts)
     }
 
-    pub fn from_files(gguf: &Path, tokenizer: &Path, opts: &LocalOptions) -> Result<Self, DialogError> {
-        let gguf_err = |reason: String| DialogError::Gguf { path: gguf.display().to_string(), reason };
+    pub fn from_files(
+        gguf: &Path,
+        tokenizer: &Path,
+        opts: &LocalOptions,
+    ) -> Result<Self, DialogError> {
+        let gguf_err = |reason: String| DialogError::Gguf {
+            path: gguf.display().to_string(),
+            reason,
+        };
         let mut file = std::fs::File::open(gguf).map_err(|e| gguf_err(e.to_string()))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| gguf_err(e.to_string()))?;
-        let meta_str = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
-        let arch_name = meta_str("general.architecture").ok_or_else(|| gguf_err("no general.architecture".into()))?;
+        let meta_str = |k: &str| {
+            content
+                .metadata
+                .get(k)
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+        };
+        let arch_name = meta_str("general.architecture")
+            .ok_or_else(|| gguf_err("no general.architecture".into()))?;
         let tokenizer = Tokenizer::from_file(tokenizer)
             .map_err(|e| DialogError::Tokenizer(format!("{}: {e}", tokenizer.display())))?;
         let template = ChatTemplate::detect(meta_str("tokenizer.chat_template").as_deref(), |t| {
@@ -130,21 +151,52 @@ impl LocalLlm {
         let device = Device::Cpu;
         let max_context = opts.max_context.max(16);
         let arch = match arch_name.as_str() {
-            "qwen2" => Arch::Qwen2(qwen2::ModelWeights::from_gguf(&content, &mut file, &device, max_context)?),
-            "gemma3" => Arch::Gemma3(gemma3::ModelWeights::from_gguf(&content, &mut file, &device, max_context)?),
-            other => return Err(DialogError::UnsupportedArchitecture { arch: other.to_string() }),
+            "qwen2" => Arch::Qwen2(qwen2::ModelWeights::from_gguf(
+                &content,
+                &mut file,
+                &device,
+                max_context,
+            )?),
+            "gemma3" => Arch::Gemma3(gemma3::ModelWeights::from_gguf(
+                &content,
+                &mut file,
+                &device,
+                max_context,
+            )?),
+            other => {
+                return Err(DialogError::UnsupportedArchitecture {
+                    arch: other.to_string(),
+                })
+            }
         };
-        let mut stop_ids: Vec<u32> = template.stop_tokens().iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
-        if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+        let mut stop_ids: Vec<u32> = template
+            .stop_tokens()
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Some(eos) = content
+            .metadata
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.to_u32().ok())
+        {
             if !stop_ids.contains(&eos) {
                 stop_ids.push(eos);
             }
         }
         if stop_ids.is_empty() {
-            return Err(DialogError::Tokenizer(format!("no end-of-turn token for {}", template.name())));
+            return Err(DialogError::Tokenizer(format!(
+                "no end-of-turn token for {}",
+                template.name()
+            )));
         }
         let name = meta_str("general.name").unwrap_or_else(|| arch_name.clone());
-        let label = format!("local {} ({}, {} template from {})", name, arch.name(), template.name(), template.source);
+        let label = format!(
+            "local {} ({}, {} template from {})",
+            name,
+            arch.name(),
+            template.name(),
+            template.source
+        );
         tracing::info!(model = %label, max_context = arch.max_positions(), "loaded local LLM");
         Ok(Self {
             arch,
@@ -190,12 +242,19 @@ impl LocalLlm {
     }
 
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, DialogError> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| DialogError::Tokenizer(e.to_string()))?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| DialogError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Tokens of the prompt for `messages` ending as `end`.
-    pub fn prompt_tokens(&self, messages: &[ChatMessage], end: PromptEnd<'_>) -> Result<Vec<u32>, DialogError> {
+    pub fn prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        end: PromptEnd<'_>,
+    ) -> Result<Vec<u32>, DialogError> {
         self.tokenize(&self.template.render(messages, end)?)
     }
 
@@ -207,16 +266,35 @@ impl LocalLlm {
     /// Brings the cache to exactly `tokens`, computing only what differs from its current
     /// contents. `interrupt` is polled between chunks; when it returns true the work done so far
     /// stays cached (still a valid prefix) and `complete` is false.
-    pub fn sync_prompt(&mut self, tokens: &[u32], interrupt: &dyn Fn() -> bool) -> Result<PrefillStats, DialogError> {
+    pub fn sync_prompt(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
         if tokens.is_empty() {
-            return Err(DialogError::BadRequest { reason: "empty prompt".into() });
+            return Err(DialogError::BadRequest {
+                reason: "empty prompt".into(),
+            });
         }
         if tokens.len() > self.capacity() {
-            return Err(DialogError::ContextOverflow { needed: tokens.len(), capacity: self.capacity() });
+            return Err(DialogError::ContextOverflow {
+                needed: tokens.len(),
+                capacity: self.capacity(),
+            });
         }
-        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         if common == tokens.len() && self.cached.len() == tokens.len() && self.head.is_some() {
-            return Ok(PrefillStats { prompt_tokens: tokens.len(), reused: common, computed: 0, complete: true });
+            return Ok(PrefillStats {
+                prompt_tokens: tokens.len(),
+                reused: common,
+                computed: 0,
+                complete: true,
+            });
         }
         // The next token is chosen from the output at the prompt's last position, so that position
         // is recomputed when the cache holds the whole prompt but not its output.
@@ -226,7 +304,12 @@ impl LocalLlm {
             self.cached.truncate(keep);
             self.head = None;
         }
-        let mut stats = PrefillStats { prompt_tokens: tokens.len(), reused: keep, computed: 0, complete: false };
+        let mut stats = PrefillStats {
+            prompt_tokens: tokens.len(),
+            reused: keep,
+            computed: 0,
+            complete: false,
+        };
         for chunk in tokens[keep..].chunks(self.prefill_chunk) {
             if interrupt() {
                 return Ok(stats);
@@ -241,7 +324,10 @@ impl LocalLlm {
     fn feed(&mut self, chunk: &[u32]) -> Result<(), DialogError> {
         let pos = self.cached.len();
         if pos + chunk.len() > self.capacity() {
-            return Err(DialogError::ContextOverflow { needed: pos + chunk.len(), capacity: self.capacity() });
+            return Err(DialogError::ContextOverflow {
+                needed: pos + chunk.len(),
+                capacity: self.capacity(),
+            });
         }
         let x = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
         let (logits, hidden) = match self.arch.forward(&x, pos) {
@@ -254,8 +340,14 @@ impl LocalLlm {
         };
         self.cached.extend_from_slice(chunk);
         self.head = Some(Head {
-            logits: logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?,
-            hidden: hidden.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+            logits: logits
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?,
+            hidden: hidden
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?,
         });
         Ok(())
     }
@@ -267,7 +359,11 @@ impl LocalLlm {
 
     /// Speculative prefill: caches the prompt up to the user's unfinished turn (`messages` ends
     /// with the partial user message).
-    pub fn prefill_open_turn(&mut self, messages: &[ChatMessage], interrupt: &dyn Fn() -> bool) -> Result<PrefillStats, DialogError> {
+    pub fn prefill_open_turn(
+        &mut self,
+        messages: &[ChatMessage],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
         let tokens = self.prompt_tokens(messages, PromptEnd::OpenUserTurn)?;
         self.sync_prompt(&tokens, interrupt)
     }
@@ -281,7 +377,12 @@ impl LocalLlm {
         emit: &mut dyn FnMut(LlmEvent) -> bool,
     ) -> Result<Finished, DialogError> {
         let started = Instant::now();
-        let prompt = self.prompt_tokens(&req.messages, PromptEnd::Assistant { prefix: &req.assistant_prefix })?;
+        let prompt = self.prompt_tokens(
+            &req.messages,
+            PromptEnd::Assistant {
+                prefix: &req.assistant_prefix,
+            },
+        )?;
         let prefill = self.sync_prompt(&prompt, &|| cancel.is_cancelled())?;
         let mut stats = GenerationStats {
             prompt_tokens: prompt.len(),
@@ -306,7 +407,9 @@ impl LocalLlm {
                 emit(LlmEvent::Finished(f.clone()));
                 return Ok(f);
             }
-            let head = self.head.as_ref().ok_or_else(|| DialogError::BadRequest { reason: "no logits after prefill".into() })?;
+            let head = self.head.as_ref().ok_or_else(|| DialogError::BadRequest {
+                reason: "no logits after prefill".into(),
+            })?;
             let id = sampler.sample(&head.logits);
             if self.stop_ids.contains(&(id as u32)) {
                 let f = finish(FinishReason::Stop, stats);
@@ -362,12 +465,19 @@ const DETOK_CONTEXT: usize = 4;
 impl Detokenizer {
     fn new(prompt: &[u32]) -> Self {
         let ctx = &prompt[prompt.len().saturating_sub(DETOK_CONTEXT)..];
-        Self { ids: ctx.to_vec(), start: 0, emitted: ctx.len() }
+        Self {
+            ids: ctx.to_vec(),
+            start: 0,
+            emitted: ctx.len(),
+        }
     }
 
     fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, DialogError> {
         self.ids.push(id);
-        let dec = |ids: &[u32]| tok.decode(ids, false).map_err(|e| DialogError::Tokenizer(e.to_string()));
+        let dec = |ids: &[u32]| {
+            tok.decode(ids, false)
+                .map_err(|e| DialogError::Tokenizer(e.to_string()))
+        };
         let before = dec(&self.ids[self.start..self.emitted])?;
         let after = dec(&self.ids[self.start..])?;
         if after.ends_with('\u{FFFD}') || !after.starts_with(&before) {
@@ -382,7 +492,11 @@ impl Detokenizer {
 
 enum Job {
     Prepare(Vec<ChatMessage>),
-    Generate { req: Box<GenerateRequest>, tx: GenerationSender, cancel: CancelToken },
+    Generate {
+        req: Box<GenerateRequest>,
+        tx: GenerationSender,
+        cancel: CancelToken,
+    },
     /// Answered once every job queued before it is done.
     Barrier(mpsc::Sender<()>),
 }
@@ -427,7 +541,12 @@ impl LocalEngine {
                                 continue;
                             }
                             match llm.prefill_open_turn(&messages, &newer) {
-                                Ok(s) => tracing::debug!(reused = s.reused, computed = s.computed, complete = s.complete, "speculative prefill"),
+                                Ok(s) => tracing::debug!(
+                                    reused = s.reused,
+                                    computed = s.computed,
+                                    complete = s.complete,
+                                    "speculative prefill"
+                                ),
                                 Err(e) => tracing::warn!(error = %e, "speculative prefill failed"),
                             }
                         }
@@ -441,7 +560,12 @@ impl LocalEngine {
                 }
             })
             .map_err(|e| DialogError::Runtime(format!("cannot start LLM worker thread: {e}")))?;
-        Ok(Self { jobs: Some(jobs), pending, label, worker: Some(worker) })
+        Ok(Self {
+            jobs: Some(jobs),
+            pending,
+            label,
+            worker: Some(worker),
+        })
     }
 
     fn submit(&self, job: Job) -> Result<(), DialogError> {
@@ -474,11 +598,17 @@ impl LlmEngine for LocalEngine {
 
     fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
         if req.messages.is_empty() {
-            return Err(DialogError::BadRequest { reason: "no messages".into() });
+            return Err(DialogError::BadRequest {
+                reason: "no messages".into(),
+            });
         }
         let cancel = CancelToken::new();
         let (tx, generation) = Generation::channel(cancel.clone());
-        self.submit(Job::Generate { req: Box::new(req), tx, cancel })?;
+        self.submit(Job::Generate {
+            req: Box::new(req),
+            tx,
+            cancel,
+        })?;
         Ok(generation)
     }
 

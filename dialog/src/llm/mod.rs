@@ -59,13 +59,22 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: Role::System, content: content.into() }
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: Role::User, content: content.into() }
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
     }
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self { role: Role::Assistant, content: content.into() }
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
     }
 }
 
@@ -79,7 +88,11 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+    };
 }
 
 impl Default for Sampling {
@@ -227,8 +240,15 @@ impl Generation {
     pub(crate) fn channel(cancel: CancelToken) -> (GenerationSender, Generation) {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         (
-            GenerationSender { tx, cancel: cancel.clone() },
-            Generation { rx, cancel, done: false },
+            GenerationSender {
+                tx,
+                cancel: cancel.clone(),
+            },
+            Generation {
+                rx,
+                cancel,
+                done: false,
+            },
         )
     }
 
@@ -241,7 +261,10 @@ impl Generation {
         self.cancel.cancel();
     }
 
-    fn accept(&mut self, ev: Option<Result<LlmEvent, DialogError>>) -> Option<Result<LlmEvent, DialogError>> {
+    fn accept(
+        &mut self,
+        ev: Option<Result<LlmEvent, DialogError>>,
+    ) -> Option<Result<LlmEvent, DialogError>> {
         if self.done || self.cancel.is_cancelled() {
             self.done = true;
             return None;
@@ -275,7 +298,9 @@ impl Generation {
     }
 
     /// Drains the stream into the answer text and the finish record (tests, evals, batch use).
-    pub fn blocking_collect(mut self) -> Result<(String, Vec<Token>, Option<Finished>), DialogError> {
+    pub fn blocking_collect(
+        mut self,
+    ) -> Result<(String, Vec<Token>, Option<Finished>), DialogError> {
         let mut text = String::new();
         let mut tokens = Vec::new();
         let mut finished = None;

@@ -16,8 +16,8 @@
 //! `continue_final_message` flag; servers without that extension may not continue it.
 
 use super::{
-    CancelToken, FinishReason, Finished, GenerateRequest, Generation, GenerationSender, GenerationStats, LlmEngine,
-    LlmEvent, Token, TokenFeatures,
+    CancelToken, FinishReason, Finished, GenerateRequest, Generation, GenerationSender,
+    GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
 };
 use crate::DialogError;
 use serde::Deserialize;
@@ -118,12 +118,17 @@ impl Drop for OpenAiEngine {
 
 impl LlmEngine for OpenAiEngine {
     fn describe(&self) -> String {
-        format!("openai-compatible {} (model {})", self.opts.base_url, self.opts.model)
+        format!(
+            "openai-compatible {} (model {})",
+            self.opts.base_url, self.opts.model
+        )
     }
 
     fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
         if req.messages.is_empty() {
-            return Err(DialogError::BadRequest { reason: "no messages".into() });
+            return Err(DialogError::BadRequest {
+                reason: "no messages".into(),
+            });
         }
         let cancel = CancelToken::new();
         let (tx, generation) = Generation::channel(cancel.clone());
@@ -204,10 +209,18 @@ async fn connect(
                 tokio::time::sleep(wait).await;
             }
             Ok(Err(e)) if e.is_timeout() => {
-                return Err(DialogError::Timeout { url: url.to_string(), phase: "response", after: opts.read_timeout })
+                return Err(DialogError::Timeout {
+                    url: url.to_string(),
+                    phase: "response",
+                    after: opts.read_timeout,
+                })
             }
             Ok(Err(e)) => {
-                return Err(DialogError::Connect { url: url.to_string(), attempts: attempt, reason: error_chain(&e) })
+                return Err(DialogError::Connect {
+                    url: url.to_string(),
+                    attempts: attempt,
+                    reason: error_chain(&e),
+                })
             }
             Err(_) => {
                 return Err(DialogError::Timeout {
@@ -234,14 +247,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The human part of an error body: `{"error": {"message": …}}`, `{"error": "…"}`,
 /// `{"detail": …}` (FastAPI), else the text itself, shortened.
 pub(crate) fn server_message(body: &str) -> String {
-    let from_json = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| {
-        let pick = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => other.get("message").and_then(|m| m.as_str()).map(str::to_string).or_else(|| Some(other.to_string())),
-        };
-        v.get("error").and_then(pick).or_else(|| v.get("detail").and_then(pick))
-    });
+    let from_json = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let pick = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => other
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .or_else(|| Some(other.to_string())),
+            };
+            v.get("error")
+                .and_then(pick)
+                .or_else(|| v.get("detail").and_then(pick))
+        });
     let msg = from_json.unwrap_or_else(|| body.trim().to_string());
     let mut short: String = msg.chars().take(500).collect();
     if short.len() < msg.len() {
@@ -262,24 +283,49 @@ async fn stream(
     started: Instant,
 ) -> Result<(), DialogError> {
     let url = opts.completions_url();
-    let body = serde_json::to_vec(&request_body(opts, req))
-        .map_err(|e| DialogError::BadRequest { reason: e.to_string() })?;
+    let body =
+        serde_json::to_vec(&request_body(opts, req)).map_err(|e| DialogError::BadRequest {
+            reason: e.to_string(),
+        })?;
     let mut resp = connect(client, opts, &url, body).await?;
     let status = resp.status();
     if !status.is_success() {
-        let text = tokio::time::timeout(opts.read_timeout, resp.text()).await.ok().and_then(Result::ok).unwrap_or_default();
-        return Err(DialogError::HttpStatus { url, status: status.as_u16(), message: server_message(&text) });
+        let text = tokio::time::timeout(opts.read_timeout, resp.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        return Err(DialogError::HttpStatus {
+            url,
+            status: status.as_u16(),
+            message: server_message(&text),
+        });
     }
     let mut parser = SseParser::default();
     let mut stats = GenerationStats::default();
     let mut finish: Option<FinishReason> = None;
     loop {
         let chunk = match tokio::time::timeout(opts.read_timeout, resp.chunk()).await {
-            Err(_) => return Err(DialogError::Timeout { url, phase: "stream chunk", after: opts.read_timeout }),
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(DialogError::Timeout { url, phase: "stream chunk", after: opts.read_timeout })
+            Err(_) => {
+                return Err(DialogError::Timeout {
+                    url,
+                    phase: "stream chunk",
+                    after: opts.read_timeout,
+                })
             }
-            Ok(Err(e)) => return Err(DialogError::Protocol { url, reason: error_chain(&e) }),
+            Ok(Err(e)) if e.is_timeout() => {
+                return Err(DialogError::Timeout {
+                    url,
+                    phase: "stream chunk",
+                    after: opts.read_timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(DialogError::Protocol {
+                    url,
+                    reason: error_chain(&e),
+                })
+            }
             Ok(Ok(c)) => c,
         };
         let Some(bytes) = chunk else {
@@ -288,30 +334,46 @@ async fn stream(
             return match finish {
                 Some(reason) => {
                     stats.total = started.elapsed();
-                    tx.send(Ok(LlmEvent::Finished(Finished { reason, stats }))).await;
+                    tx.send(Ok(LlmEvent::Finished(Finished { reason, stats })))
+                        .await;
                     Ok(())
                 }
-                None => Err(DialogError::Protocol { url, reason: "stream ended before [DONE]".into() }),
+                None => Err(DialogError::Protocol {
+                    url,
+                    reason: "stream ended before [DONE]".into(),
+                }),
             };
         };
         for data in parser.push(&bytes) {
             if data.trim() == "[DONE]" {
                 stats.total = started.elapsed();
                 let reason = finish.unwrap_or(FinishReason::Stop);
-                tx.send(Ok(LlmEvent::Finished(Finished { reason, stats }))).await;
+                tx.send(Ok(LlmEvent::Finished(Finished { reason, stats })))
+                    .await;
                 return Ok(());
             }
-            let chunk: StreamChunk = serde_json::from_str(&data)
-                .map_err(|e| DialogError::Protocol { url: url.clone(), reason: format!("bad chunk {data:?}: {e}") })?;
+            let chunk: StreamChunk =
+                serde_json::from_str(&data).map_err(|e| DialogError::Protocol {
+                    url: url.clone(),
+                    reason: format!("bad chunk {data:?}: {e}"),
+                })?;
             if let Some(err) = chunk.error {
-                return Err(DialogError::HttpStatus { url, status: status.as_u16(), message: server_message(&format!("{{\"error\": {err}}}")) });
+                return Err(DialogError::HttpStatus {
+                    url,
+                    status: status.as_u16(),
+                    message: server_message(&format!("{{\"error\": {err}}}")),
+                });
             }
             if let Some(usage) = &chunk.usage {
                 stats.prompt_tokens = usage.prompt_tokens.unwrap_or(stats.prompt_tokens);
             }
             for choice in chunk.choices {
                 if let Some(r) = choice.finish_reason.as_deref() {
-                    finish = Some(if r == "length" { FinishReason::Length } else { FinishReason::Stop });
+                    finish = Some(if r == "length" {
+                        FinishReason::Length
+                    } else {
+                        FinishReason::Stop
+                    });
                 }
                 for token in tokens_of(choice.delta.content.unwrap_or_default(), choice.logprobs) {
                     stats.generated_tokens += 1;
@@ -335,7 +397,11 @@ fn tokens_of(content: String, logprobs: Option<ChoiceLogprobs>) -> Vec<Token> {
         if content.is_empty() {
             return Vec::new();
         }
-        return vec![Token { text: content, id: None, features: None }];
+        return vec![Token {
+            text: content,
+            id: None,
+            features: None,
+        }];
     }
     let joined: String = entries.iter().map(|e| e.token.as_str()).collect();
     let split_texts = joined == content;
@@ -356,7 +422,12 @@ fn tokens_of(content: String, logprobs: Option<ChoiceLogprobs>) -> Vec<Token> {
             Token {
                 text,
                 id: None,
-                features: Some(TokenFeatures { logprob: e.logprob.min(0.0), entropy: None, margin, hidden: None }),
+                features: Some(TokenFeatures {
+                    logprob: e.logprob.min(0.0),
+                    entropy: None,
+                    margin,
+                    hidden: None,
+                }),
             }
         })
         .collect()
@@ -473,7 +544,11 @@ mod tests {
         assert_eq!(whole[3], "[DONE]");
         for size in [1, 2, 3, 7, 64] {
             let mut p = SseParser::default();
-            let got: Vec<String> = STREAM.as_bytes().chunks(size).flat_map(|c| p.push(c)).collect();
+            let got: Vec<String> = STREAM
+                .as_bytes()
+                .chunks(size)
+                .flat_map(|c| p.push(c))
+                .collect();
             assert_eq!(got, whole, "chunk size {size}");
         }
     }
@@ -494,12 +569,22 @@ mod tests {
         let ch = c.choices.into_iter().next().unwrap();
         assert_eq!(ch.finish_reason.as_deref(), Some("stop"));
         let toks = tokens_of(ch.delta.content.unwrap(), ch.logprobs);
-        assert_eq!((toks.len(), toks[0].text.as_str(), toks[0].features.is_none()), (1, "ris é", true));
+        assert_eq!(
+            (
+                toks.len(),
+                toks[0].text.as_str(),
+                toks[0].features.is_none()
+            ),
+            (1, "ris é", true)
+        );
     }
 
     #[test]
     fn server_messages_are_extracted() {
-        assert_eq!(server_message(r#"{"error":{"message":"model not found","type":"x"}}"#), "model not found");
+        assert_eq!(
+            server_message(r#"{"error":{"message":"model not found","type":"x"}}"#),
+            "model not found"
+        );
         assert_eq!(server_message(r#"{"detail":"Not Found"}"#), "Not Found");
         assert_eq!(server_message("  plain text\n"), "plain text");
         assert_eq!(server_message(""), "(empty body)");
@@ -514,7 +599,13 @@ mod tests {
         assert_eq!(b["top_logprobs"], 2);
         assert_eq!(b["messages"][1]["content"], "Well,");
         assert_eq!(b["continue_final_message"], true);
-        assert_eq!(OpenAiOptions::new("http://h:1/v1/").completions_url(), "http://h:1/v1/chat/completions");
-        assert_eq!(OpenAiOptions::new("http://h:1").completions_url(), "http://h:1/v1/chat/completions");
+        assert_eq!(
+            OpenAiOptions::new("http://h:1/v1/").completions_url(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            OpenAiOptions::new("http://h:1").completions_url(),
+            "http://h:1/v1/chat/completions"
+        );
     }
 }

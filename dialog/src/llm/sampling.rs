@@ -30,7 +30,9 @@ pub fn features(logits: &[f32], chosen: usize) -> (f32, f32, f32) {
     let log_z = z.ln();
     // H = -Σ p ln p with ln p = d - ln Z  ⇒  H = ln Z - Σ e·d / Z.
     let entropy = (log_z - weighted / z).max(0.0);
-    let logprob = (f64::from(logits.get(chosen).copied().unwrap_or(f32::NEG_INFINITY)) - max - log_z).min(0.0);
+    let logprob =
+        (f64::from(logits.get(chosen).copied().unwrap_or(f32::NEG_INFINITY)) - max - log_z)
+            .min(0.0);
     let margin = if top2.is_finite() { top1 - top2 } else { 0.0 };
     (logprob as f32, entropy as f32, margin.max(0.0))
 }
@@ -70,8 +72,12 @@ impl Sampler {
         let t = self.params.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         self.scratch.clear();
-        self.scratch
-            .extend(logits.iter().enumerate().map(|(i, &l)| (i, ((l - max) / t).exp())));
+        self.scratch.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i, ((l - max) / t).exp())),
+        );
         let total: f32 = self.scratch.iter().map(|(_, p)| p).sum();
         // Nucleus: the smallest set of most likely tokens whose mass reaches top_p.
         self.scratch.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
@@ -116,9 +122,19 @@ mod tests {
     #[test]
     fn sampling_is_seeded_and_respects_top_p() {
         let logits = [2.0, 1.9, -5.0, -6.0, 0.5];
-        let p = Sampling { temperature: 1.0, top_p: 0.9, seed: 7 };
-        let a: Vec<usize> = { let mut s = Sampler::new(p); (0..50).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<usize> = { let mut s = Sampler::new(p); (0..50).map(|_| s.sample(&logits)).collect() };
+        let p = Sampling {
+            temperature: 1.0,
+            top_p: 0.9,
+            seed: 7,
+        };
+        let a: Vec<usize> = {
+            let mut s = Sampler::new(p);
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<usize> = {
+            let mut s = Sampler::new(p);
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
         // Tokens 2 and 3 carry < 0.1% of the mass: outside the 0.9 nucleus, never drawn.
         assert!(a.iter().all(|&i| i != 2 && i != 3), "{a:?}");
@@ -126,7 +142,11 @@ mod tests {
         // Greedy ignores the seed.
         assert_eq!(Sampler::new(Sampling::GREEDY).sample(&logits), 0);
         // A tiny top_p keeps only the most likely token.
-        let mut s = Sampler::new(Sampling { temperature: 1.0, top_p: 0.01, seed: 1 });
+        let mut s = Sampler::new(Sampling {
+            temperature: 1.0,
+            top_p: 0.01,
+            seed: 1,
+        });
         assert!((0..20).all(|_| s.sample(&logits) == 0));
     }
 }

@@ -14,7 +14,9 @@ use crate::DialogError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateFamily {
     /// `default_system` is what the template inserts when the conversation has no system message.
-    ChatMl { default_system: Option<String> },
+    ChatMl {
+        default_system: Option<String>,
+    },
     Gemma,
 }
 
@@ -43,10 +45,15 @@ const GEMMA_END: &str = "<end_of_turn>";
 impl ChatTemplate {
     /// `template`: the metadata string if present; `has_token`: whether the vocabulary defines a
     /// control token (consulted only when there is no template).
-    pub fn detect(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> Result<Self, DialogError> {
+    pub fn detect(
+        template: Option<&str>,
+        has_token: impl Fn(&str) -> bool,
+    ) -> Result<Self, DialogError> {
         match template {
             Some(t) if t.contains(CHATML_START) => Ok(Self {
-                family: TemplateFamily::ChatMl { default_system: chatml_default_system(t) },
+                family: TemplateFamily::ChatMl {
+                    default_system: chatml_default_system(t),
+                },
                 source: "tokenizer.chat_template",
             }),
             Some(t) if t.contains(GEMMA_START) => Ok(Self {
@@ -58,12 +65,17 @@ impl ChatTemplate {
             }),
             None if has_token(GEMMA_START) => {
                 tracing::warn!("GGUF has no tokenizer.chat_template; using Gemma turns (the vocabulary defines <start_of_turn>); a base model may not follow them");
-                Ok(Self { family: TemplateFamily::Gemma, source: "vocabulary (no template)" })
+                Ok(Self {
+                    family: TemplateFamily::Gemma,
+                    source: "vocabulary (no template)",
+                })
             }
             None if has_token(CHATML_START) => {
                 tracing::warn!("GGUF has no tokenizer.chat_template; using ChatML (the vocabulary defines <|im_start|>)");
                 Ok(Self {
-                    family: TemplateFamily::ChatMl { default_system: None },
+                    family: TemplateFamily::ChatMl {
+                        default_system: None,
+                    },
                     source: "vocabulary (no template)",
                 })
             }
@@ -87,8 +99,14 @@ impl ChatTemplate {
     }
 
     /// The prompt text, control tokens included as text (the tokenizer maps them to their ids).
-    pub fn render(&self, messages: &[ChatMessage], end: PromptEnd<'_>) -> Result<String, DialogError> {
-        if matches!(end, PromptEnd::OpenUserTurn) && messages.last().map(|m| m.role) != Some(Role::User) {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        end: PromptEnd<'_>,
+    ) -> Result<String, DialogError> {
+        if matches!(end, PromptEnd::OpenUserTurn)
+            && messages.last().map(|m| m.role) != Some(Role::User)
+        {
             return Err(DialogError::BadRequest {
                 reason: "an open user turn needs a user message last".into(),
             });
@@ -166,7 +184,11 @@ fn chatml_default_system(template: &str) -> Option<String> {
         let after = &rest[at + marker.len()..];
         if let Some(end) = after.find(CHATML_END) {
             let body = &after[..end];
-            if !body.is_empty() && !body.contains('\'') && !body.contains('"') && !body.contains("{{") {
+            if !body.is_empty()
+                && !body.contains('\'')
+                && !body.contains('"')
+                && !body.contains("{{")
+            {
                 return Some(body.to_string());
             }
         }
@@ -201,22 +223,30 @@ mod tests {
         assert_eq!(
             t.family,
             TemplateFamily::ChatMl {
-                default_system: Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into())
+                default_system: Some(
+                    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into()
+                )
             }
         );
-        let p = t.render(&convo(), PromptEnd::Assistant { prefix: "" }).unwrap();
+        let p = t
+            .render(&convo(), PromptEnd::Assistant { prefix: "" })
+            .unwrap();
         assert_eq!(
             p,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n"
         );
-        let p = t.render(&convo()[1..2], PromptEnd::Assistant { prefix: "Well," }).unwrap();
+        let p = t
+            .render(&convo()[1..2], PromptEnd::Assistant { prefix: "Well," })
+            .unwrap();
         assert_eq!(
             p,
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nWell,"
         );
         // The open user turn is a prefix of the finished prompt with the same text.
         let open = t.render(&convo(), PromptEnd::OpenUserTurn).unwrap();
-        let full = t.render(&convo(), PromptEnd::Assistant { prefix: "" }).unwrap();
+        let full = t
+            .render(&convo(), PromptEnd::Assistant { prefix: "" })
+            .unwrap();
         assert!(full.starts_with(&open) && open.ends_with("Capital of France?"));
     }
 
@@ -224,7 +254,9 @@ mod tests {
     fn gemma_folds_system_into_first_user_turn() {
         let t = ChatTemplate::detect(Some("{{ '<start_of_turn>' + role }}"), |_| false).unwrap();
         assert_eq!(t.family, TemplateFamily::Gemma);
-        let p = t.render(&convo(), PromptEnd::Assistant { prefix: "" }).unwrap();
+        let p = t
+            .render(&convo(), PromptEnd::Assistant { prefix: "" })
+            .unwrap();
         assert_eq!(
             p,
             "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nCapital of France?<end_of_turn>\n<start_of_turn>model\n"
@@ -240,7 +272,9 @@ mod tests {
         // No template, but a vocabulary with Gemma's control tokens (the base 270M model).
         let t = ChatTemplate::detect(None, |tok| tok == "<start_of_turn>").unwrap();
         assert_eq!(t.family, TemplateFamily::Gemma);
-        let e = t.render(&convo()[..3], PromptEnd::OpenUserTurn).unwrap_err();
+        let e = t
+            .render(&convo()[..3], PromptEnd::OpenUserTurn)
+            .unwrap_err();
         assert!(matches!(e, DialogError::BadRequest { .. }));
     }
 }

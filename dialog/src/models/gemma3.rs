@@ -101,7 +101,12 @@ fn masked(i: usize, j: usize, window: Option<usize>) -> bool {
     j > i || window.is_some_and(|w| i - j >= w)
 }
 
-fn build_mask(seq_len: usize, index_pos: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+fn build_mask(
+    seq_len: usize,
+    index_pos: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     let kv_len = index_pos + seq_len;
     let any = (0..seq_len).any(|r| (0..kv_len).any(|j| masked(index_pos + r, j, window)));
     if !any {
@@ -152,12 +157,15 @@ impl Layer {
         let mut att = (q.matmul(&k.transpose(2, 3)?)? * scale)?;
         if let Some(mask) = build_mask(seq_len, index_pos, self.sliding_window, x.device())? {
             let mask = mask.broadcast_as(att.shape())?;
-            let neg_inf = Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
+            let neg_inf =
+                Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
             att = mask.where_cond(&neg_inf, &att)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v.contiguous()?)?;
-        let y = y.transpose(1, 2)?.reshape((b_sz, seq_len, self.n_head * self.head_dim))?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b_sz, seq_len, self.n_head * self.head_dim))?;
         self.wo.forward(&y)
     }
 }
@@ -182,7 +190,10 @@ impl ModelWeights {
     ) -> Result<Self> {
         let prefix = ["gemma3", "gemma2", "gemma"]
             .iter()
-            .find(|p| ct.metadata.contains_key(&format!("{p}.attention.head_count")))
+            .find(|p| {
+                ct.metadata
+                    .contains_key(&format!("{p}.attention.head_count"))
+            })
             .copied()
             .unwrap_or("gemma3");
         let md_get = |s: &str| {
@@ -211,8 +222,13 @@ impl ModelWeights {
             .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING);
         let max_positions = max_positions.min(context_length);
 
-        let tok_embeddings = ct.tensor(reader, "token_embd.weight", device)?.dequantize(device)?;
-        let norm = RmsNorm::from_qtensor(ct.tensor(reader, "output_norm.weight", device)?, rms_norm_eps)?;
+        let tok_embeddings = ct
+            .tensor(reader, "token_embd.weight", device)?
+            .dequantize(device)?;
+        let norm = RmsNorm::from_qtensor(
+            ct.tensor(reader, "output_norm.weight", device)?,
+            rms_norm_eps,
+        )?;
         let output = match ct.tensor(reader, "output.weight", device) {
             Ok(t) => t,
             Err(_) => ct.tensor(reader, "token_embd.weight", device)?,
@@ -235,7 +251,10 @@ impl ModelWeights {
                 q_norm: RmsNorm::from_qtensor(t("attn_q_norm.weight")?, rms_norm_eps)?,
                 k_norm: RmsNorm::from_qtensor(t("attn_k_norm.weight")?, rms_norm_eps)?,
                 attention_norm: RmsNorm::from_qtensor(t("attn_norm.weight")?, rms_norm_eps)?,
-                post_attention_norm: RmsNorm::from_qtensor(t("post_attention_norm.weight")?, rms_norm_eps)?,
+                post_attention_norm: RmsNorm::from_qtensor(
+                    t("post_attention_norm.weight")?,
+                    rms_norm_eps,
+                )?,
                 ffn_norm: RmsNorm::from_qtensor(t("ffn_norm.weight")?, rms_norm_eps)?,
                 post_ffn_norm: RmsNorm::from_qtensor(t("post_ffw_norm.weight")?, rms_norm_eps)?,
                 mlp: Mlp {
@@ -277,7 +296,10 @@ impl ModelWeights {
                 layer.kv_cache = None;
             } else if let Some((k, v)) = &layer.kv_cache {
                 if len < k.dim(2)? {
-                    layer.kv_cache = Some((k.narrow(2, 0, len)?.contiguous()?, v.narrow(2, 0, len)?.contiguous()?));
+                    layer.kv_cache = Some((
+                        k.narrow(2, 0, len)?.contiguous()?,
+                        v.narrow(2, 0, len)?.contiguous()?,
+                    ));
                 }
             }
         }

@@ -94,7 +94,8 @@ impl Layer {
             None => att,
             Some(mask) => {
                 let mask = mask.broadcast_as(att.shape())?;
-                let neg_inf = Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
+                let neg_inf =
+                    Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
                 mask.where_cond(&neg_inf, &att)?
             }
         };
@@ -116,7 +117,12 @@ pub struct ModelWeights {
     hidden_size: usize,
 }
 
-fn rope_tables(head_dim: usize, freq_base: f32, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    head_dim: usize,
+    freq_base: f32,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let theta: Vec<f32> = (0..head_dim)
         .step_by(2)
         .map(|i| 1f32 / freq_base.powf(i as f32 / head_dim as f32))
@@ -153,8 +159,13 @@ impl ModelWeights {
         let head_dim = embedding_length / head_count;
         let max_positions = max_positions.min(context_length);
 
-        let tok_embeddings = ct.tensor(reader, "token_embd.weight", device)?.dequantize(device)?;
-        let norm = RmsNorm::from_qtensor(ct.tensor(reader, "output_norm.weight", device)?, rms_norm_eps)?;
+        let tok_embeddings = ct
+            .tensor(reader, "token_embd.weight", device)?
+            .dequantize(device)?;
+        let norm = RmsNorm::from_qtensor(
+            ct.tensor(reader, "output_norm.weight", device)?,
+            rms_norm_eps,
+        )?;
         let output = match ct.tensor(reader, "output.weight", device) {
             Ok(v) => QMatMul::from_qtensor(v)?,
             // Tied embeddings (the 0.5B model has no separate output matrix).
@@ -218,7 +229,10 @@ impl ModelWeights {
                 let have = k.dim(2)?;
                 if len < have {
                     // `contiguous` copies, so the dropped tail is really freed.
-                    layer.kv_cache = Some((k.narrow(2, 0, len)?.contiguous()?, v.narrow(2, 0, len)?.contiguous()?));
+                    layer.kv_cache = Some((
+                        k.narrow(2, 0, len)?.contiguous()?,
+                        v.narrow(2, 0, len)?.contiguous()?,
+                    ));
                 }
             }
         }
@@ -240,7 +254,11 @@ impl ModelWeights {
         let mask = if seq_len == 1 {
             None
         } else {
-            Some(candle_transformers::utils::build_causal_mask(seq_len, index_pos, x.device())?)
+            Some(candle_transformers::utils::build_causal_mask(
+                seq_len,
+                index_pos,
+                x.device(),
+            )?)
         };
         let mut h = self.tok_embeddings.forward(x)?;
         for layer in &mut self.layers {
