@@ -31,6 +31,8 @@ enum Command {
     Models(cli::models::Args),
     /// Check a config (defaults + file + environment) and print the merged result.
     Config(cli::config_cmd::Args),
+    /// List audio input/output devices (cpal: PulseAudio if a server runs, else ALSA).
+    Devices(cli::devices::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +52,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Models(args) => cli::models::run(&cfg, args),
         Command::Config(args) => cli::config_cmd::run(&cfg, args),
+        Command::Devices(args) => cli::devices::run(&cfg, args),
     }
 }

@@ -28,7 +28,12 @@ fn sixty_test_pattern_frames_reach_the_ring_in_order() {
         assert_eq!((f.width, f.height, f.format), (320, 240, PixelFormat::Rgbx));
         assert_eq!(f.data.len(), 320 * 240 * 4);
         if let Some(p) = last_pts {
-            assert!(f.pts > p, "timestamps must increase: {:?} after {:?}", f.pts, p);
+            assert!(
+                f.pts > p,
+                "timestamps must increase: {:?} after {:?}",
+                f.pts,
+                p
+            );
         }
         if let Some(s) = last_seq {
             assert!(f.seq > s);
@@ -38,14 +43,24 @@ fn sixty_test_pattern_frames_reach_the_ring_in_order() {
         last_seq = Some(f.seq);
         seen += 1;
     }
-    assert!(running.wait_for_end(Duration::from_secs(5)).unwrap(), "EOS after 60 frames");
+    assert!(
+        running.wait_for_end(Duration::from_secs(5)).unwrap(),
+        "EOS after 60 frames"
+    );
     let s = consumer.stats();
     assert_eq!(s.published, 60);
-    assert_eq!(seen + s.replaced, 60, "each frame was either seen or counted as replaced");
+    assert_eq!(
+        seen + s.replaced,
+        60,
+        "each frame was either seen or counted as replaced"
+    );
     // Live pacing at 30 fps: consecutive sequence numbers are 33.3 ms apart on the pipeline clock.
     let (fp, fs) = (first.unwrap().0, first.unwrap().1);
     let per_frame = (last_pts.unwrap() - fp).as_secs_f64() / (last_seq.unwrap() - fs) as f64;
-    assert!((per_frame - 1.0 / 30.0).abs() < 0.003, "{per_frame} s per frame");
+    assert!(
+        (per_frame - 1.0 / 30.0).abs() < 0.003,
+        "{per_frame} s per frame"
+    );
     eprintln!("videotestsrc: {seen} frames seen, {} replaced", s.replaced);
 }
 
@@ -61,6 +76,13 @@ fn missing_file_is_a_clear_error_not_a_hang() {
     };
     eprintln!("{err}");
     assert!(err.contains("/nonexistent/dir/clip.mp4"), "{err}");
-    assert!(err.to_lowercase().contains("not found") || err.contains("No such file"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        err.to_lowercase().contains("not found") || err.contains("No such file"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }

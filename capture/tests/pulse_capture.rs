@@ -41,7 +41,11 @@ fn corpus_wav_played_into_null_sink_is_captured_in_real_time() {
         return;
     }
     let (file_fmt, file_samples) = read_audio_file(&wav).unwrap();
-    assert_eq!(file_fmt, AudioFormat::PIPELINE, "corpus audio is 16 kHz mono");
+    assert_eq!(
+        file_fmt,
+        AudioFormat::PIPELINE,
+        "corpus audio is 16 kHz mono"
+    );
     let file_rms = rms(&file_samples);
 
     let mic = Microphone::open("", 0).expect("default input (the null sink's monitor)");
@@ -66,7 +70,8 @@ fn corpus_wav_played_into_null_sink_is_captured_in_real_time() {
         if consumer.wait_for_data(Duration::from_millis(100)) {
             while let Some(chunk) = consumer.peek() {
                 let n = chunk.samples.len() / usize::from(fmt.channels);
-                rs.push(chunk.samples, |s| captured16k.extend_from_slice(s)).unwrap();
+                rs.push(chunk.samples, |s| captured16k.extend_from_slice(s))
+                    .unwrap();
                 consumer.consume(n);
                 frames += n as u64;
             }
@@ -82,6 +87,8 @@ fn corpus_wav_played_into_null_sink_is_captured_in_real_time() {
         }
         assert!(started.elapsed() < limit, "paplay did not finish");
     }
+    // Already exited (try_wait saw it); reaps it for the lint and for early-exit paths.
+    let _ = player.wait();
     let elapsed = started.elapsed().as_secs_f64();
     let stats = running.monitor().stats();
     running.stop().unwrap();
@@ -93,13 +100,19 @@ fn corpus_wav_played_into_null_sink_is_captured_in_real_time() {
         "file {:.2} s rms {file_rms:.4}; captured {frames} frames in {elapsed:.2} s ({rate:.0} frames/s), rms {got:.4}, {stats:?}",
         file_secs
     );
-    assert!(elapsed >= file_secs, "playback cannot finish before the file's duration");
+    assert!(
+        elapsed >= file_secs,
+        "playback cannot finish before the file's duration"
+    );
     assert!(
         (rate / f64::from(fmt.rate.hz()) - 1.0).abs() < 0.1,
         "capture rate {rate} vs device rate {}",
         fmt.rate
     );
-    assert!((got / file_rms - 1.0).abs() < 0.10, "captured rms {got} vs file {file_rms}");
+    assert!(
+        (got / file_rms - 1.0).abs() < 0.10,
+        "captured rms {got} vs file {file_rms}"
+    );
     // Overruns (a burst from the server while this debug-built consumer was busy) are allowed;
     // they are counted, and the counted frames plus the stored ones are all the device delivered.
     assert_eq!(stats.stored, frames);

@@ -1,4 +1,5 @@
 //! One module per subcommand; each has an `Args` (clap) and a `run`.
 
 pub mod config_cmd;
+pub mod devices;
 pub mod models;
