@@ -22,6 +22,7 @@ pub struct Config {
     pub dialog: vr_dialog::DialogConfig,
     pub llm: vr_dialog::LlmConfig,
     pub vad: vr_asr::vad::VadConfig,
+    pub capture: vr_capture::CaptureConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +87,7 @@ impl Config {
         self.tts.validate()?;
         vr_dialog::config::validate_together(&self.dialog, &self.llm)?;
         self.vad.validate()?;
+        self.capture.validate()?;
         Ok(())
     }
 }

@@ -51,13 +51,33 @@ impl Default for CaptureConfig {
 
 impl CaptureConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_range("capture.input_device length", self.input_device.len(), 0..=256)?;
-        check_range("capture.output_device length", self.output_device.len(), 0..=256)?;
+        check_range(
+            "capture.input_device length",
+            self.input_device.len(),
+            0..=256,
+        )?;
+        check_range(
+            "capture.output_device length",
+            self.output_device.len(),
+            0..=256,
+        )?;
         check_range("capture.ring_ms", self.ring_ms, 20..=60_000)?;
-        check_range("capture.playback_ring_ms", self.playback_ring_ms, 20..=60_000)?;
-        check_range("capture.device_buffer_frames", self.device_buffer_frames, 0..=65_536)?;
+        check_range(
+            "capture.playback_ring_ms",
+            self.playback_ring_ms,
+            20..=60_000,
+        )?;
+        check_range(
+            "capture.device_buffer_frames",
+            self.device_buffer_frames,
+            0..=65_536,
+        )?;
         check_range("capture.file_chunk_ms", self.file_chunk_ms, 1..=1000)?;
-        check_range("capture.video_start_timeout_ms", self.video_start_timeout_ms, 100..=120_000)?;
+        check_range(
+            "capture.video_start_timeout_ms",
+            self.video_start_timeout_ms,
+            100..=120_000,
+        )?;
         Ok(())
     }
 
@@ -79,7 +99,10 @@ mod tests {
             ..CaptureConfig::default()
         };
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("capture.ring_ms") && e.contains("20 ..= 60000"), "{e}");
+        assert!(
+            e.contains("capture.ring_ms") && e.contains("20 ..= 60000"),
+            "{e}"
+        );
         assert_eq!(
             CaptureConfig::default().ring_frames(vr_core::SampleRate(48_000)),
             96_000

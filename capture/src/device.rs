@@ -145,7 +145,10 @@ pub fn find_device(dir: Direction, name: &str) -> Result<cpal::Device, CaptureEr
     };
     let wanted = name.to_lowercase();
     let names: Vec<String> = devices.iter().map(device_name).collect();
-    match names.iter().position(|n| n.to_lowercase().contains(&wanted)) {
+    match names
+        .iter()
+        .position(|n| n.to_lowercase().contains(&wanted))
+    {
         Some(i) => Ok(devices[i].clone()),
         None if devices.is_empty() => Err(CaptureError::NoDevice {
             direction: dir.as_str(),
@@ -216,7 +219,7 @@ impl Microphone {
             cpal::SampleFormat::F32 => self
                 .device
                 .build_input_stream::<f32, _, _>(
-                    self.config.clone(),
+                    self.config,
                     move |data: &[f32], _| {
                         producer.push(data);
                     },
@@ -228,7 +231,7 @@ impl Microphone {
                 let mut scratch = vec![0f32; SCRATCH];
                 self.device
                     .build_input_stream::<i16, _, _>(
-                        self.config.clone(),
+                        self.config,
                         move |data: &[i16], _| push_converted(&mut producer, &mut scratch, data),
                         err_cb,
                         None,
@@ -239,7 +242,7 @@ impl Microphone {
                 let mut scratch = vec![0f32; SCRATCH];
                 self.device
                     .build_input_stream::<i32, _, _>(
-                        self.config.clone(),
+                        self.config,
                         move |data: &[i32], _| push_converted(&mut producer, &mut scratch, data),
                         err_cb,
                         None,
@@ -292,7 +295,11 @@ fn push_converted<T: ToF32>(producer: &mut AudioProducer, scratch: &mut [f32], d
     }
 }
 
-fn check_format(what: &'static str, ring: AudioFormat, device: AudioFormat) -> Result<(), CaptureError> {
+fn check_format(
+    what: &'static str,
+    ring: AudioFormat,
+    device: AudioFormat,
+) -> Result<(), CaptureError> {
     if ring == device {
         Ok(())
     } else {
@@ -313,7 +320,11 @@ pub struct Speaker {
 impl Speaker {
     /// Opens the output device `name` (see [`find_device`]) in f32 at `rate` (the device's
     /// default rate if `None`) with its default channel count.
-    pub fn open(name: &str, rate: Option<SampleRate>, buffer_frames: u32) -> Result<Self, CaptureError> {
+    pub fn open(
+        name: &str,
+        rate: Option<SampleRate>,
+        buffer_frames: u32,
+    ) -> Result<Self, CaptureError> {
         let device = find_device(Direction::Output, name)?;
         let name = device_name(&device);
         let supported = device
@@ -354,7 +365,7 @@ impl Speaker {
         let stream = self
             .device
             .build_output_stream::<f32, _, _>(
-                self.config.clone(),
+                self.config,
                 move |out: &mut [f32], _| {
                     consumer.fill_or_silence(out);
                 },

@@ -74,7 +74,11 @@ impl FileSource {
             path: path.to_path_buf(),
             reason,
         };
-        let open = || File::open(path).map(BufReader::new).map_err(|e| file_err(e.to_string()));
+        let open = || {
+            File::open(path)
+                .map(BufReader::new)
+                .map_err(|e| file_err(e.to_string()))
+        };
         let (decoder, format, frames) = match &magic {
             b"RIFF" => {
                 let reader =
@@ -186,7 +190,11 @@ impl FileSource {
         Ok((self.format, out))
     }
 
-    fn run(&mut self, producer: &mut AudioProducer, stop: &AtomicBool) -> Result<u64, CaptureError> {
+    fn run(
+        &mut self,
+        producer: &mut AudioProducer,
+        stop: &AtomicBool,
+    ) -> Result<u64, CaptureError> {
         let rate = self.format.rate;
         let ch = usize::from(self.format.channels);
         let chunk_frames = match self.pacing {
@@ -334,10 +342,12 @@ impl WavSink {
     pub fn write(&mut self, samples: &[f32]) -> Result<(), CaptureError> {
         for &s in samples {
             let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-            self.writer.write_sample(v).map_err(|e| CaptureError::Write {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
+            self.writer
+                .write_sample(v)
+                .map_err(|e| CaptureError::Write {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
         }
         self.frames += (samples.len() / usize::from(self.format.channels.max(1))) as u64;
         Ok(())
@@ -353,10 +363,12 @@ impl WavSink {
             let samples: &[f32] = chunk.samples;
             for &s in samples {
                 let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-                self.writer.write_sample(v).map_err(|e| CaptureError::Write {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                })?;
+                self.writer
+                    .write_sample(v)
+                    .map_err(|e| CaptureError::Write {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    })?;
             }
             consumer.consume(frames);
             n += frames as u64;

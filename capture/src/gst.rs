@@ -56,7 +56,9 @@ fn init() -> Result<(), CaptureError> {
 
 fn make(factory: &str) -> Result<gst::Element, CaptureError> {
     gst::ElementFactory::make(factory).build().map_err(|e| {
-        CaptureError::Gstreamer(format!("element `{factory}` unavailable (plugin missing?): {e}"))
+        CaptureError::Gstreamer(format!(
+            "element `{factory}` unavailable (plugin missing?): {e}"
+        ))
     })
 }
 
@@ -305,7 +307,14 @@ fn app_sink(caps: &gst::Caps, sync: bool, mut producer: VideoProducer) -> gst_ap
 }
 
 /// RGBx rows without padding; the slot's buffer keeps its capacity, so same-sized frames reuse it.
-fn copy_packed(f: &mut VideoFrame, data: &[u8], stride: usize, width: u32, height: u32, pts: Duration) {
+fn copy_packed(
+    f: &mut VideoFrame,
+    data: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    pts: Duration,
+) {
     let row = width as usize * 4;
     f.width = width;
     f.height = height;

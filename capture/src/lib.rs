@@ -47,7 +47,9 @@ pub mod ring;
 pub mod video;
 
 pub use config::{CaptureConfig, FileReadMode};
-pub use ring::{audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, RingMonitor, RingStats};
+pub use ring::{
+    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, RingMonitor, RingStats,
+};
 pub use video::{video_ring, PixelFormat, VideoConsumer, VideoFrame, VideoProducer, VideoStats};
 
 use std::path::PathBuf;

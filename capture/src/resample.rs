@@ -57,9 +57,9 @@ impl StreamResampler {
                 .map_err(|e| CaptureError::Resample(e.to_string()))?,
             )
         };
-        let (out_max, delay) = inner
-            .as_ref()
-            .map_or((CHUNK_FRAMES, 0), |r| (r.output_frames_max(), r.output_delay()));
+        let (out_max, delay) = inner.as_ref().map_or((CHUNK_FRAMES, 0), |r| {
+            (r.output_frames_max(), r.output_delay())
+        });
         Ok(Self {
             input,
             output_rate,
@@ -145,7 +145,11 @@ impl StreamResampler {
     }
 
     /// Convenience: push and append the output to `out` (allocates if `out` must grow).
-    pub fn push_into(&mut self, interleaved: &[f32], out: &mut Vec<f32>) -> Result<(), CaptureError> {
+    pub fn push_into(
+        &mut self,
+        interleaved: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), CaptureError> {
         self.push(interleaved, |s| out.extend_from_slice(s))
     }
 

@@ -111,7 +111,10 @@ impl VideoProducer {
         let frame = unsafe { &mut *self.shared.slots[usize::from(self.write)].get() };
         fill(frame);
         frame.seq = seq;
-        let prev = self.shared.middle.swap(self.write | FRESH, Ordering::AcqRel);
+        let prev = self
+            .shared
+            .middle
+            .swap(self.write | FRESH, Ordering::AcqRel);
         self.write = prev & INDEX_MASK;
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         if prev & FRESH != 0 {
@@ -171,7 +174,10 @@ mod tests {
             });
         }
         let f = c.latest().unwrap();
-        assert_eq!((f.seq, f.data[0], f.pts), (4, 4, Duration::from_millis(160)));
+        assert_eq!(
+            (f.seq, f.data[0], f.pts),
+            (4, 4, Duration::from_millis(160))
+        );
         assert!(c.latest().is_none(), "a frame is delivered once");
         assert_eq!(
             c.stats(),
@@ -217,6 +223,10 @@ mod tests {
         let s = c.stats();
         assert_eq!(last, Some(n - 1), "the very last frame is always delivered");
         assert_eq!(s.published, n);
-        assert_eq!(s.replaced + seen, n, "every frame is either seen or counted");
+        assert_eq!(
+            s.replaced + seen,
+            n,
+            "every frame is either seen or counted"
+        );
     }
 }

@@ -7,6 +7,7 @@ use vr_core::SampleRate;
 
 /// Least-squares fit of `a·sin(2πft) + b·cos(2πft) + c` at a fixed `f`; returns amplitude and
 /// residual power.
+#[allow(clippy::needless_range_loop)]
 fn fit_at(x: &[f32], rate: f64, f: f64) -> (f64, f64) {
     // Normal equations for the three regressors.
     let mut m = [[0f64; 3]; 3];
@@ -29,9 +30,13 @@ fn fit_at(x: &[f32], rate: f64, f: f64) -> (f64, f64) {
             coef[0] * (2.0 * PI * f * t).sin() + coef[1] * (2.0 * PI * f * t).cos() + coef[2];
         resid += (f64::from(y) - model).powi(2);
     }
-    ((coef[0].powi(2) + coef[1].powi(2)).sqrt(), resid / x.len() as f64)
+    (
+        (coef[0].powi(2) + coef[1].powi(2)).sqrt(),
+        resid / x.len() as f64,
+    )
 }
 
+#[allow(clippy::needless_range_loop)] // index form mirrors the matrix algebra
 fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> [f64; 3] {
     for col in 0..3 {
         let piv = (col..3)
@@ -94,14 +99,20 @@ fn one_khz_stereo_at_44_1_and_48_khz_comes_out_clean_at_16_khz_mono() {
             channels: 2,
         };
         let out = resample_to_mono(&input, fmt, SampleRate::PIPELINE).unwrap();
-        assert_eq!(out.len(), 16_000, "{rate} Hz: one second in, one second out");
+        assert_eq!(
+            out.len(),
+            16_000,
+            "{rate} Hz: one second in, one second out"
+        );
         // Judge the steady state: skip 50 ms at each end, where the FFT filter sees the edges.
         let mid = &out[800..out.len() - 800];
         let f = estimate_frequency(mid, 16_000.0, 1000.0);
         let (a, resid) = fit_at(mid, 16_000.0, f);
         let gain_db = 20.0 * (a / amp).log10();
         let snr_db = 10.0 * ((a * a / 2.0) / resid).log10();
-        eprintln!("{rate} Hz -> 16 kHz: f = {f:.4} Hz, gain = {gain_db:+.4} dB, SNR = {snr_db:.1} dB");
+        eprintln!(
+            "{rate} Hz -> 16 kHz: f = {f:.4} Hz, gain = {gain_db:+.4} dB, SNR = {snr_db:.1} dB"
+        );
         assert!((f - 1000.0).abs() < 1.0, "{rate}: frequency {f}");
         assert!(gain_db.abs() < 0.5, "{rate}: gain {gain_db} dB");
         assert!(snr_db > 60.0, "{rate}: SNR {snr_db} dB");
@@ -111,10 +122,34 @@ fn one_khz_stereo_at_44_1_and_48_khz_comes_out_clean_at_16_khz_mono() {
 #[test]
 fn streaming_equals_whole_buffer_for_any_chunking() {
     let cases = [
-        (AudioFormat { rate: SampleRate(48_000), channels: 2 }, SampleRate::PIPELINE),
-        (AudioFormat { rate: SampleRate(44_100), channels: 1 }, SampleRate::PIPELINE),
-        (AudioFormat { rate: SampleRate(22_050), channels: 1 }, SampleRate::OPUS),
-        (AudioFormat { rate: SampleRate(16_000), channels: 2 }, SampleRate::PIPELINE),
+        (
+            AudioFormat {
+                rate: SampleRate(48_000),
+                channels: 2,
+            },
+            SampleRate::PIPELINE,
+        ),
+        (
+            AudioFormat {
+                rate: SampleRate(44_100),
+                channels: 1,
+            },
+            SampleRate::PIPELINE,
+        ),
+        (
+            AudioFormat {
+                rate: SampleRate(22_050),
+                channels: 1,
+            },
+            SampleRate::OPUS,
+        ),
+        (
+            AudioFormat {
+                rate: SampleRate(16_000),
+                channels: 2,
+            },
+            SampleRate::PIPELINE,
+        ),
     ];
     for (fmt, to) in cases {
         let ch = usize::from(fmt.channels);
@@ -142,7 +177,10 @@ fn streaming_equals_whole_buffer_for_any_chunking() {
                 .zip(&whole)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(max_diff < 1e-6, "{fmt:?}->{to} chunk {chunk_frames}: max diff {max_diff}");
+            assert!(
+                max_diff < 1e-6,
+                "{fmt:?}->{to} chunk {chunk_frames}: max diff {max_diff}"
+            );
         }
     }
 }

@@ -3,9 +3,9 @@
 //! deliberately slow consumer.
 
 use rand::rngs::StdRng;
-use voicerelay_capture as vr_capture;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
+use voicerelay_capture as vr_capture;
 use vr_capture::{audio_ring, AudioFormat, RingStats};
 use vr_core::{SampleIndex, SampleRate};
 
@@ -55,11 +55,20 @@ fn hundred_million_samples_arrive_exactly_once_in_order() {
     let mut next = 0u64;
     while c.wait_for_data(Duration::from_secs(30)) {
         while let Some(chunk) = c.peek() {
-            assert_eq!(chunk.start, SampleIndex(next), "timestamp of the next chunk");
+            assert_eq!(
+                chunk.start,
+                SampleIndex(next),
+                "timestamp of the next chunk"
+            );
             // Take a random part of what is offered, so reads and writes interleave at odd sizes.
             let take = rng.gen_range(1..=chunk.samples.len());
             if let Some(k) = first_mismatch(&chunk.samples[..take], next) {
-                panic!("sample {} is {} not {}", next + k as u64, chunk.samples[k], value(next + k as u64));
+                panic!(
+                    "sample {} is {} not {}",
+                    next + k as u64,
+                    chunk.samples[k],
+                    value(next + k as u64)
+                );
             }
             c.consume(take);
             next += take as u64;
@@ -121,18 +130,33 @@ fn slow_consumer_sees_gaps_that_match_the_overrun_count_exactly() {
         }
     }
     let (stored, monitor) = producer.join().unwrap();
-    let end = c.end_position().expect("producer is gone and the ring is drained");
+    let end = c
+        .end_position()
+        .expect("producer is gone and the ring is drained");
     // Frames dropped after the last stored frame show up only in the final position.
     gap_total += end.0 - next;
     let s: RingStats = monitor.stats();
     assert_eq!(end, SampleIndex(TOTAL));
     assert_eq!(received, stored);
     assert_eq!(s.stored, stored);
-    assert!(s.overrun_frames > 0, "the slow consumer must cause overruns: {s:?}");
-    assert_eq!(s.overrun_frames, TOTAL - received, "every dropped frame is counted");
-    assert_eq!(s.overrun_frames, gap_total, "timestamps reveal exactly the dropped frames");
+    assert!(
+        s.overrun_frames > 0,
+        "the slow consumer must cause overruns: {s:?}"
+    );
+    assert_eq!(
+        s.overrun_frames,
+        TOTAL - received,
+        "every dropped frame is counted"
+    );
+    assert_eq!(
+        s.overrun_frames, gap_total,
+        "timestamps reveal exactly the dropped frames"
+    );
     assert!(gaps >= 1 && gaps <= s.overrun_events, "{gaps} gaps, {s:?}");
-    eprintln!("slow consumer: {received} received, {} dropped in {} events, {gaps} gaps", s.overrun_frames, s.overrun_events);
+    eprintln!(
+        "slow consumer: {received} received, {} dropped in {} events, {gaps} gaps",
+        s.overrun_frames, s.overrun_events
+    );
 }
 
 #[test]
@@ -149,7 +173,10 @@ fn lockstep_overrun_counts_are_exact() {
     let stored: Vec<usize> = (0..5).map(|_| push(&mut p)).collect();
     assert_eq!(stored, [300, 300, 300, 100, 0]);
     let s = p.monitor().stats();
-    assert_eq!((s.stored, s.overrun_frames, s.overrun_events, s.fill), (1000, 500, 2, 1000));
+    assert_eq!(
+        (s.stored, s.overrun_frames, s.overrun_events, s.fill),
+        (1000, 500, 2, 1000)
+    );
     // Drain: 1000 contiguous frames from 0 (the wrap point may split them).
     let mut out = vec![0f32; 1000];
     let (start, n) = c.pop_into(&mut out).unwrap();
@@ -167,7 +194,10 @@ fn lockstep_overrun_counts_are_exact() {
     assert!(play.iter().all(|&x| x == 0.0));
     let s = c.monitor().stats();
     assert_eq!((s.underrun_frames, s.underrun_events), (64, 1));
-    assert_eq!((s.stored, s.overrun_frames, s.overrun_events), (1300, 500, 2));
+    assert_eq!(
+        (s.stored, s.overrun_frames, s.overrun_events),
+        (1300, 500, 2)
+    );
 }
 
 #[test]
@@ -185,7 +215,10 @@ fn stereo_frames_stay_whole_and_timestamps_count_frames() {
     c.consume(3);
     assert_eq!(p.push(&[5.0, -5.0]), 1);
     let chunk = c.peek().unwrap();
-    assert_eq!((chunk.start, chunk.samples), (SampleIndex(4), &[5.0f32, -5.0][..]),
-        "frame 3 was dropped, so the next stored frame is 4");
+    assert_eq!(
+        (chunk.start, chunk.samples),
+        (SampleIndex(4), &[5.0f32, -5.0][..]),
+        "frame 3 was dropped, so the next stored frame is 4"
+    );
     assert!(audio_ring("bad", fmt, 0).is_err());
 }
