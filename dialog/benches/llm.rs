@@ -162,8 +162,14 @@ fn benches(c: &mut Criterion) {
         f.saturating_sub(r)
     );
     s.llm.sync_prompt(&prompt_n, &|| false).unwrap();
-    let fin = s.llm.generate(&req, &CancelToken::new(), &mut |_| true).unwrap();
-    let decode = fin.stats.total.saturating_sub(fin.stats.time_to_first_token);
+    let fin = s
+        .llm
+        .generate(&req, &CancelToken::new(), &mut |_| true)
+        .unwrap();
+    let decode = fin
+        .stats
+        .total
+        .saturating_sub(fin.stats.time_to_first_token);
     println!(
         "SUMMARY decode: {} tokens, {:.2} tokens/s after the first",
         fin.stats.generated_tokens,
