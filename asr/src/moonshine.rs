@@ -17,7 +17,13 @@
 //! place the finalisation policy lives; an energy detector now, Silero VAD later), runs the
 //! streaming encoder only inside utterances, decodes greedily over the frames so far for partials
 //! (LocalAgreement-2 over consecutive hypotheses decides the committed prefix, which later decodes
-//! are forced to keep) and decodes once more after the encoder flush for the final.
+//! are forced to keep) and decodes once more after the encoder flush for the final. `Final.words`
+//! stays empty: the model has no word timing.
+//!
+//! Cost: a streaming push runs small matrices (a few rows); candle's multi-threaded CPU matmul
+//! costs more than it saves at that size on a busy machine, so deployments that run several
+//! engines should pin `RAYON_NUM_THREADS` low (measured ~6x faster pushes with 1 thread on the
+//! fixture model while other jobs used the 2 cores).
 
 use std::collections::VecDeque;
 use std::path::Path;
