@@ -18,6 +18,7 @@ pub const ENV_PREFIX: &str = "VOICERELAY__";
 pub struct Config {
     pub log: LogConfig,
     pub models: ModelsConfig,
+    pub asr: vr_asr::config::AsrConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +80,7 @@ impl Config {
             });
         }
         check_range("log.filter length", self.log.filter.len(), 1..=4096)?;
+        self.asr.validate()?;
         Ok(())
     }
 }

@@ -31,6 +31,8 @@ enum Command {
     Models(cli::models::Args),
     /// Check a config (defaults + file + environment) and print the merged result.
     Config(cli::config_cmd::Args),
+    /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
+    Transcribe(cli::transcribe::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +52,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Models(args) => cli::models::run(&cfg, args),
         Command::Config(args) => cli::config_cmd::run(&cfg, args),
+        Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
     }
 }

@@ -2,3 +2,4 @@
 
 pub mod config_cmd;
 pub mod models;
+pub mod transcribe;
