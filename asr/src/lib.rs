@@ -15,6 +15,7 @@ pub mod ct2;
 pub mod mel;
 pub mod models;
 pub mod stream;
+pub mod vad;
 
 use vr_core::{SampleIndex, SampleRate};
 
