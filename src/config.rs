@@ -19,6 +19,8 @@ pub struct Config {
     pub log: LogConfig,
     pub models: ModelsConfig,
     pub tts: vr_tts::TtsConfig,
+    pub asr: vr_asr::config::AsrConfig,
+    pub vad: vr_asr::vad::VadConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +83,8 @@ impl Config {
         }
         check_range("log.filter length", self.log.filter.len(), 1..=4096)?;
         self.tts.validate()?;
+        self.asr.validate()?;
+        self.vad.validate()?;
         Ok(())
     }
 }
@@ -144,6 +148,18 @@ mod tests {
     fn default_config_loads_and_validates() {
         let c = Config::load_with_env(None, &[]).unwrap();
         assert_eq!(c.log.format, "text");
+        // The documented file and the code's defaults must not drift apart.
+        assert_eq!(c.vad, vr_asr::vad::VadConfig::default());
+    }
+
+    #[test]
+    fn vad_section_is_validated() {
+        let e = load_str("[vad]\nend_threshold = 0.8\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("vad.end_threshold"), "{e:#}");
+        let e = load_str("[vad]\nhangover_ms = 100\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("hangover_ms"), "{e:#}");
+        let c = load_str("", &[("VOICERELAY__VAD__MIN_SILENCE_MS", "450")]).unwrap();
+        assert_eq!(c.vad.min_silence_ms, 450);
     }
 
     #[test]

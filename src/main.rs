@@ -33,6 +33,8 @@ enum Command {
     Config(cli::config_cmd::Args),
     /// Speak text with the TTS voice into a WAV file (-o) or to the speaker.
     Say(cli::say::Args),
+    /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
+    Transcribe(cli::transcribe::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +55,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Models(args) => cli::models::run(&cfg, args),
         Command::Config(args) => cli::config_cmd::run(&cfg, args),
         Command::Say(args) => cli::say::run(&cfg, args),
+        Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
     }
 }

@@ -3,3 +3,4 @@
 pub mod config_cmd;
 pub mod models;
 pub mod say;
+pub mod transcribe;
