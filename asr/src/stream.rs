@@ -106,20 +106,20 @@ impl WhisperStream {
             model,
             cfg,
             s: StreamState {
-            mel,
-            total: 0,
-            window_start: 0,
-            last_decode_end: 0,
-            committed: Vec::new(),
-            history: Vec::new(),
-            done_text: String::new(),
-            done_words: Vec::new(),
-            utt_start: None,
-            last_partial: String::new(),
-            last_no_speech: 0.0,
-            last_logprob: 0.0,
-            last_stats: UpdateStats::default(),
-            vad_active: false,
+                mel,
+                total: 0,
+                window_start: 0,
+                last_decode_end: 0,
+                committed: Vec::new(),
+                history: Vec::new(),
+                done_text: String::new(),
+                done_words: Vec::new(),
+                utt_start: None,
+                last_partial: String::new(),
+                last_no_speech: 0.0,
+                last_logprob: 0.0,
+                last_stats: UpdateStats::default(),
+                vad_active: false,
             },
         })
     }
@@ -166,7 +166,9 @@ impl WhisperStream {
         let (mel, n) = normalize(&padded, n_mels);
         let enc = self.model.encode(&mel, n)?;
         let max_new = 16 + n_audio / 10;
-        let d = self.model.decode(&enc, &self.s.committed, true, n_audio, max_new)?;
+        let d = self
+            .model
+            .decode(&enc, &self.s.committed, true, n_audio, max_new)?;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -314,9 +316,9 @@ impl WhisperStream {
         }
         let tb = self.model.special.timestamp_begin;
         // A closing timestamp: a timestamp that follows a text token.
-        let cut = (1..self.s.committed.len())
-            .rev()
-            .find(|&i| self.s.committed[i] >= tb && self.s.committed[i - 1] < tb && self.s.committed[i] > tb);
+        let cut = (1..self.s.committed.len()).rev().find(|&i| {
+            self.s.committed[i] >= tb && self.s.committed[i - 1] < tb && self.s.committed[i] > tb
+        });
         match cut {
             Some(i) => {
                 let ts = self.s.committed[i] - tb;
@@ -374,29 +376,30 @@ impl WhisperStream {
         let mut seg_start: Option<u64> = None;
         let mut seg: Vec<u32> = Vec::new();
         let mut text = String::new();
-        let mut flush = |seg: &mut Vec<u32>, s: u64, e: u64, words: &mut Vec<Word>| -> Result<(), AsrError> {
-            if seg.is_empty() {
-                return Ok(());
-            }
-            let t = self.text_of(seg)?;
-            text = Self::join(&text, &t);
-            let ws: Vec<&str> = t.split_whitespace().collect();
-            let total: usize = ws.iter().map(|w| w.len()).sum::<usize>().max(1);
-            let mut acc = 0usize;
-            let span = e.saturating_sub(s);
-            for w in ws {
-                let ws_ = s + span * acc as u64 / total as u64;
-                acc += w.len();
-                let we = s + span * acc as u64 / total as u64;
-                words.push(Word {
-                    text: w.to_string(),
-                    start: SampleIndex(ws_),
-                    end: SampleIndex(we),
-                });
-            }
-            seg.clear();
-            Ok(())
-        };
+        let mut flush =
+            |seg: &mut Vec<u32>, s: u64, e: u64, words: &mut Vec<Word>| -> Result<(), AsrError> {
+                if seg.is_empty() {
+                    return Ok(());
+                }
+                let t = self.text_of(seg)?;
+                text = Self::join(&text, &t);
+                let ws: Vec<&str> = t.split_whitespace().collect();
+                let total: usize = ws.iter().map(|w| w.len()).sum::<usize>().max(1);
+                let mut acc = 0usize;
+                let span = e.saturating_sub(s);
+                for w in ws {
+                    let ws_ = s + span * acc as u64 / total as u64;
+                    acc += w.len();
+                    let we = s + span * acc as u64 / total as u64;
+                    words.push(Word {
+                        text: w.to_string(),
+                        start: SampleIndex(ws_),
+                        end: SampleIndex(we),
+                    });
+                }
+                seg.clear();
+                Ok(())
+            };
         let end_now = self.s.mel.end_frame() as u64 * HOP as u64;
         for &t in toks {
             if t >= tb {
@@ -420,7 +423,8 @@ impl WhisperStream {
         let Some(start) = self.s.utt_start.take() else {
             return Ok(());
         };
-        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty() {
+        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty()
+        {
             self.s.history.last().cloned().unwrap_or_default()
         } else {
             self.decode_window()?.unwrap_or_default()
@@ -471,7 +475,8 @@ impl StreamingRecognizer for WhisperStream {
         let due = if self.s.last_decode_end <= self.s.window_start {
             since_start >= Self::ms_to_frames(self.cfg.first_update_ms)
         } else {
-            end.saturating_sub(self.s.last_decode_end) >= Self::ms_to_frames(self.cfg.update_interval_ms)
+            end.saturating_sub(self.s.last_decode_end)
+                >= Self::ms_to_frames(self.cfg.update_interval_ms)
         };
         if due {
             self.update(&mut out)?;

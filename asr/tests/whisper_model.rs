@@ -55,13 +55,25 @@ fn ct2_checkpoint_decodes_real_speech_and_round_trips_through_safetensors() {
     let (w, _) = load_weights(&dir, &candle_core::Device::Cpu).unwrap();
     let c = &w.config;
     assert_eq!(
-        (c.d_model, c.encoder_layers, c.decoder_layers, c.encoder_attention_heads),
+        (
+            c.d_model,
+            c.encoder_layers,
+            c.decoder_layers,
+            c.encoder_attention_heads
+        ),
         (384, 4, 4, 6)
     );
-    assert_eq!((c.vocab_size, c.max_target_positions, c.max_source_positions), (51864, 448, 1500));
+    assert_eq!(
+        (c.vocab_size, c.max_target_positions, c.max_source_positions),
+        (51864, 448, 1500)
+    );
     let tmp = tempfile::tempdir().unwrap();
     save_hf(&w, tmp.path()).unwrap();
-    std::fs::copy(dir.join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
 
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
     let mut hf = WhisperModel::load(tmp.path(), &mel).unwrap();
@@ -69,7 +81,10 @@ fn ct2_checkpoint_decodes_real_speech_and_round_trips_through_safetensors() {
         return;
     };
     let (text, d) = m.transcribe(&audio).unwrap();
-    println!("ct2: {text:?} no_speech={} logprob={}", d.no_speech_prob, d.avg_logprob);
+    println!(
+        "ct2: {text:?} no_speech={} logprob={}",
+        d.no_speech_prob, d.avg_logprob
+    );
     assert_eq!(
         words(&text),
         "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
