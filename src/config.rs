@@ -23,6 +23,8 @@ pub struct Config {
     pub llm: vr_dialog::LlmConfig,
     pub vad: vr_asr::vad::VadConfig,
     pub capture: vr_capture::CaptureConfig,
+    pub asr: vr_asr::config::AsrConfig,
+    pub vad: vr_asr::vad::VadConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +90,8 @@ impl Config {
         vr_dialog::config::validate_together(&self.dialog, &self.llm)?;
         self.vad.validate()?;
         self.capture.validate()?;
+        self.asr.validate()?;
+        self.vad.validate()?;
         Ok(())
     }
 }

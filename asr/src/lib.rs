@@ -10,8 +10,12 @@
 //! `capture`.
 #![deny(unsafe_code)]
 
+pub mod config;
+pub mod ct2;
+pub mod mel;
 pub mod models;
 pub mod moonshine;
+pub mod stream;
 pub mod vad;
 
 use vr_core::{SampleIndex, SampleRate};

@@ -4,3 +4,4 @@ pub mod config_cmd;
 pub mod devices;
 pub mod models;
 pub mod say;
+pub mod transcribe;

@@ -83,9 +83,9 @@ pub fn synthesize(text: &str, voice: FliteVoice) -> Result<(Vec<f32>, SampleRate
             "flite voice {voice:?} failed to register"
         )));
     }
+    let _rand = crate::LIBC_RAND.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: srand only sets libc's PRNG state. `ctext` is NUL-terminated and alive; `v` is a
     // registered voice; FLITE and LIBC_RAND locks held, so the noise sequence flite sees is fixed.
-    let _rand = crate::LIBC_RAND.lock().unwrap_or_else(|p| p.into_inner());
     let wave = unsafe {
         srand(NOISE_SEED);
         flite_text_to_wave(ctext.as_ptr(), v)

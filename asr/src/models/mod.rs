@@ -1,3 +1,5 @@
 //! One file per model architecture, config read from the checkpoint's own files.
 pub mod moonshine_streaming;
+
 pub mod silero;
+pub mod whisper;

@@ -1,0 +1,123 @@
+//! Per-update cost of streaming Whisper tiny.en after 2 s and after 20 s of ongoing speech.
+//!
+//! The stream is fed real corpus speech up to the mark (outside the timing), its state is
+//! snapshotted, and each iteration restores the snapshot and pushes the next 300 ms (one update:
+//! encode the window, decode with the committed prefix forced). Because the window is bounded,
+//! the 20 s cost should stay close to the 2 s cost; the ratio is printed at the end (target
+//! ≤ 1.3×), both measured in the same run.
+
+extern crate voicerelay_asr as vr_asr;
+
+use criterion::{BatchSize, Criterion};
+use std::time::{Duration, Instant};
+use vr_asr::config::AsrConfig;
+use vr_asr::models::whisper::load_configured;
+use vr_asr::stream::WhisperStream;
+use vr_asr::StreamingRecognizer;
+
+fn speech(min_samples: usize) -> Option<Vec<f32>> {
+    let dir = vr_core::paths::corpus_dir();
+    let manifest = std::fs::read_to_string(dir.join("manifest.jsonl")).ok()?;
+    let mut out = Vec::new();
+    for line in manifest.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let wav = dir.join(v["wav"].as_str()?);
+        let mut r = hound::WavReader::open(&wav).ok()?;
+        if r.spec().sample_rate != 16000 || r.spec().channels != 1 {
+            continue;
+        }
+        out.extend(
+            r.samples::<i16>()
+                .filter_map(Result::ok)
+                .map(|s| s as f32 / 32768.0),
+        );
+        if out.len() >= min_samples {
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn main() {
+    let step = 4800; // 300 ms: exactly one update at the default interval
+    let Some(audio) = speech(20 * 16000 + step) else {
+        eprintln!(
+            "SKIP: corpus not found at {}",
+            vr_core::paths::corpus_dir().display()
+        );
+        return;
+    };
+    let cfg = AsrConfig {
+        vad_gate: false,
+        ..Default::default()
+    };
+    let store = match vr_core::ModelStore::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let model = match load_configured(&cfg, &store) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let mut rec = match WhisperStream::new(model, cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return;
+        }
+    };
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8))
+        .configure_from_args();
+    let mut medians = Vec::new();
+    for secs in [2usize, 20] {
+        rec.reset();
+        let mark = secs * 16000;
+        for chunk in audio[..mark].chunks(1600) {
+            let _ = rec.push(chunk);
+        }
+        let snap = rec.state().clone();
+        let next = &audio[mark..mark + step];
+        c.bench_function(&format!("whisper_tiny_en_update_after_{secs}s"), |b| {
+            b.iter_batched(
+                || snap.clone(),
+                |st| {
+                    rec.set_state(st);
+                    rec.push(next)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        // Same measurement by hand for the ratio (criterion does not compare two functions).
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            rec.set_state(snap.clone());
+            let t = Instant::now();
+            let _ = rec.push(next);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let st = rec.last_stats();
+        println!(
+            "after {secs:>2} s: median update {:.1} ms (window {} frames, {} forced + {} new tokens)",
+            times[3] * 1e3,
+            st.window_frames,
+            st.forced_tokens,
+            st.new_tokens
+        );
+        medians.push(times[3]);
+    }
+    println!(
+        "per-update cost ratio 20 s / 2 s = {:.2}x (target <= 1.3x)",
+        medians[1] / medians[0]
+    );
+    c.final_summary();
+}

@@ -1,0 +1,156 @@
+//! Whisper on the real tiny.en CTranslate2 weights: loading, a Hugging Face round trip, corrupted
+//! checkpoints, offline decoding of a corpus clip and the streaming recogniser.
+
+extern crate voicerelay_asr as vr_asr;
+
+use std::path::PathBuf;
+use vr_asr::config::AsrConfig;
+use vr_asr::ct2::Ct2Model;
+use vr_asr::models::whisper::{load_weights, save_hf, WhisperModel};
+use vr_asr::stream::WhisperStream;
+use vr_asr::{AsrError, AsrEvent, StreamingRecognizer};
+
+fn model_dirs() -> (PathBuf, PathBuf) {
+    let store = vr_core::ModelStore::from_env().expect("model store");
+    let dir = store
+        .dir("whisper-tiny.en")
+        .expect("whisper-tiny.en in the model cache (run scripts/bootstrap)");
+    let mel = store
+        .file("whisper-mel", "melfilters.bytes")
+        .expect("whisper-mel in the model cache");
+    (dir, mel)
+}
+
+fn read_wav(path: &std::path::Path) -> Vec<f32> {
+    let mut r = hound::WavReader::open(path).expect("corpus wav");
+    assert_eq!(r.spec().sample_rate, 16000);
+    r.samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect()
+}
+
+fn corpus_clip(id: &str) -> Option<Vec<f32>> {
+    let dir = vr_core::paths::corpus_dir();
+    let p = dir.join("wav").join(format!("{id}.wav"));
+    if !p.exists() {
+        eprintln!("SKIP: corpus clip {} not found", p.display());
+        return None;
+    }
+    Some(read_wav(&p))
+}
+
+fn words(s: &str) -> String {
+    s.to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn ct2_checkpoint_decodes_real_speech_and_round_trips_through_safetensors() {
+    let (dir, mel) = model_dirs();
+    let (w, _) = load_weights(&dir, &candle_core::Device::Cpu).unwrap();
+    let c = &w.config;
+    assert_eq!(
+        (
+            c.d_model,
+            c.encoder_layers,
+            c.decoder_layers,
+            c.encoder_attention_heads
+        ),
+        (384, 4, 4, 6)
+    );
+    assert_eq!(
+        (c.vocab_size, c.max_target_positions, c.max_source_positions),
+        (51864, 448, 1500)
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    save_hf(&w, tmp.path()).unwrap();
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+
+    let mut m = WhisperModel::load(&dir, &mel).unwrap();
+    let mut hf = WhisperModel::load(tmp.path(), &mel).unwrap();
+    let Some(audio) = corpus_clip("jfk_inaugural") else {
+        return;
+    };
+    let (text, d) = m.transcribe(&audio).unwrap();
+    println!(
+        "ct2: {text:?} no_speech={} logprob={}",
+        d.no_speech_prob, d.avg_logprob
+    );
+    assert_eq!(
+        words(&text),
+        "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    );
+    let (text2, d2) = hf.transcribe(&audio).unwrap();
+    assert_eq!(text, text2);
+    assert_eq!(d.tokens, d2.tokens);
+    assert!((d.avg_logprob - d2.avg_logprob).abs() < 1e-5);
+}
+
+#[test]
+fn corrupted_model_bin_is_a_clear_error() {
+    let (dir, _) = model_dirs();
+    let bytes = std::fs::read(dir.join("model.bin")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("model.bin");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    match Ct2Model::read(&p) {
+        Err(AsrError::Checkpoint { path, reason }) => {
+            assert!(path.ends_with("model.bin"));
+            assert!(reason.contains("truncated"), "{reason}");
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+    std::fs::write(&p, b"<html>not a model</html>").unwrap();
+    let e = Ct2Model::read(&p).unwrap_err().to_string();
+    assert!(e.contains("unsupported CTranslate2 binary version"), "{e}");
+}
+
+#[test]
+fn streaming_recogniser_transcribes_and_stays_silent_on_silence() {
+    let (dir, mel) = model_dirs();
+    let m = WhisperModel::load(&dir, &mel).unwrap();
+    let cfg = AsrConfig {
+        vad_gate: false,
+        ..Default::default()
+    };
+    let mut s = WhisperStream::new(m, cfg).unwrap();
+    let Some(audio) = corpus_clip("jfk_inaugural") else {
+        return;
+    };
+    let mut events = Vec::new();
+    for c in audio.chunks(1600) {
+        events.extend(s.push(c).unwrap());
+    }
+    events.extend(s.finish().unwrap());
+    let finals: Vec<&AsrEvent> = events
+        .iter()
+        .filter(|e| matches!(e, AsrEvent::Final { .. }))
+        .collect();
+    let partials = events
+        .iter()
+        .filter(|e| matches!(e, AsrEvent::Partial { .. }))
+        .count();
+    println!("{} partials, finals: {finals:?}", partials);
+    assert!(partials >= 5);
+    let text: String = finals
+        .iter()
+        .map(|e| match e {
+            AsrEvent::Final { text, .. } => text.clone(),
+            _ => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        words(&text),
+        "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    );
+}
