@@ -24,7 +24,6 @@ pub struct Config {
     pub vad: vr_asr::vad::VadConfig,
     pub capture: vr_capture::CaptureConfig,
     pub asr: vr_asr::config::AsrConfig,
-    pub vad: vr_asr::vad::VadConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,7 +90,6 @@ impl Config {
         self.vad.validate()?;
         self.capture.validate()?;
         self.asr.validate()?;
-        self.vad.validate()?;
         Ok(())
     }
 }
