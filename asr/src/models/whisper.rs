@@ -267,6 +267,8 @@ pub struct SpecialTokens {
     pub timestamp_begin: u32,
     /// `[sot]` for English-only models, `[sot, <|en|>, <|transcribe|>]` for multilingual ones.
     pub sot_sequence: Vec<u32>,
+    /// `<|startofprev|>`, which introduces previous text as context.
+    pub start_of_prev: Option<u32>,
 }
 
 /// One greedy decode of one audio window.
@@ -342,6 +344,7 @@ impl WhisperModel {
             no_speech,
             timestamp_begin: no_timestamps + 1,
             sot_sequence,
+            start_of_prev: tokenizer.token_to_id("<|startofprev|>"),
         };
         let bytes = std::fs::read(mel_filters).map_err(|source| AsrError::Io {
             path: mel_filters.display().to_string(),
@@ -436,13 +439,24 @@ impl WhisperModel {
     pub fn decode(
         &mut self,
         enc: &Tensor,
+        prompt: &[u32],
         forced: &[u32],
         timestamps: bool,
         audio_frames: usize,
         max_new_tokens: usize,
     ) -> Result<Decoded, AsrError> {
         let sp = self.special.clone();
-        let mut tokens = sp.sot_sequence.clone();
+        // Previous text as context (`<|startofprev|> text`), as OpenAI's `initial_prompt` /
+        // `condition_on_previous_text`; limited to the last 64 text tokens.
+        let mut tokens = Vec::new();
+        if !prompt.is_empty() {
+            if let Some(prev) = sp.start_of_prev {
+                tokens.push(prev);
+                tokens.extend_from_slice(&prompt[prompt.len().saturating_sub(64)..]);
+            }
+        }
+        let sot_at = tokens.len() + sp.sot_sequence.len() - 1;
+        tokens.extend_from_slice(&sp.sot_sequence);
         if !timestamps {
             tokens.push(sp.no_timestamps);
         }
@@ -466,7 +480,7 @@ impl WhisperModel {
                 let at = self
                     .model
                     .decoder
-                    .final_linear(&ys.i((.., sp.sot_sequence.len() - 1..sp.sot_sequence.len()))?)?
+                    .final_linear(&ys.i((.., sot_at..sot_at + 1))?)?
                     .i(0)?
                     .i(0)?;
                 let p = candle_nn::ops::softmax(&at, D::Minus1)?;
@@ -579,7 +593,7 @@ impl WhisperModel {
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<(String, Decoded), AsrError> {
         let (mel, n) = self.mel.log_mel_padded(samples)?;
         let enc = self.encode(&mel, n)?;
-        let d = self.decode(&enc, &[], true, n, 224)?;
+        let d = self.decode(&enc, &[], &[], true, n, 224)?;
         Ok((self.text(&d.tokens)?, d))
     }
 }
