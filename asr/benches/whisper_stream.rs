@@ -26,7 +26,11 @@ fn speech(min_samples: usize) -> Option<Vec<f32>> {
         if r.spec().sample_rate != 16000 || r.spec().channels != 1 {
             continue;
         }
-        out.extend(r.samples::<i16>().filter_map(Result::ok).map(|s| s as f32 / 32768.0));
+        out.extend(
+            r.samples::<i16>()
+                .filter_map(Result::ok)
+                .map(|s| s as f32 / 32768.0),
+        );
         if out.len() >= min_samples {
             return Some(out);
         }
@@ -37,7 +41,10 @@ fn speech(min_samples: usize) -> Option<Vec<f32>> {
 fn main() {
     let step = 4800; // 300 ms: exactly one update at the default interval
     let Some(audio) = speech(20 * 16000 + step) else {
-        eprintln!("SKIP: corpus not found at {}", vr_core::paths::corpus_dir().display());
+        eprintln!(
+            "SKIP: corpus not found at {}",
+            vr_core::paths::corpus_dir().display()
+        );
         return;
     };
     let cfg = AsrConfig {

@@ -33,10 +33,20 @@ fn main() -> ExitCode {
             let ev = rec.push(c)?;
             let dt = t.elapsed().as_secs_f64();
             if dt > 0.05 {
-                println!("{:6.2}s (+{:4.0} ms) {:?}", pos as f64 / 16000.0, dt * 1e3, rec.last_stats());
+                println!(
+                    "{:6.2}s (+{:4.0} ms) {:?}",
+                    pos as f64 / 16000.0,
+                    dt * 1e3,
+                    rec.last_stats()
+                );
             }
             for e in ev {
-                println!("{:6.2}s (+{:4.0} ms) {:?} {e:?}", pos as f64 / 16000.0, dt * 1e3, rec.last_stats());
+                println!(
+                    "{:6.2}s (+{:4.0} ms) {:?} {e:?}",
+                    pos as f64 / 16000.0,
+                    dt * 1e3,
+                    rec.last_stats()
+                );
             }
         }
         for e in rec.finish()? {

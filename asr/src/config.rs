@@ -76,7 +76,11 @@ impl AsrConfig {
         check_range("asr.first_update_ms", self.first_update_ms, 50..=5000)?;
         check_range("asr.max_window_ms", self.max_window_ms, 2000..=28_000)?;
         check_range("asr.agreement", self.agreement, 1..=4)?;
-        check_range("asr.no_speech_threshold", self.no_speech_threshold, 0.0..=1.0)?;
+        check_range(
+            "asr.no_speech_threshold",
+            self.no_speech_threshold,
+            0.0..=1.0,
+        )?;
         check_range("asr.logprob_threshold", self.logprob_threshold, -10.0..=0.0)?;
         check_range("asr.pre_roll_ms", self.pre_roll_ms, 0..=1000)?;
         check_range("asr.pad_ms", self.pad_ms, 0..=20_000)?;
@@ -100,7 +104,11 @@ mod tests {
             max_window_ms: 40_000,
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("asr.max_window_ms"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("asr.max_window_ms"));
         let c = AsrConfig {
             model: "large".into(),
             ..Default::default()

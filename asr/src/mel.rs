@@ -32,7 +32,10 @@ impl MelFrontEnd {
     /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`).
     pub fn new(filters: &[f32]) -> Result<Self, candle_core::Error> {
         if filters.is_empty() || filters.len() % N_FREQ != 0 {
-            candle_core::bail!("filter bank of {} values is not n_mels x {N_FREQ}", filters.len());
+            candle_core::bail!(
+                "filter bank of {} values is not n_mels x {N_FREQ}",
+                filters.len()
+            );
         }
         let n_mels = filters.len() / N_FREQ;
         let hann = (0..N_FFT)
@@ -184,7 +187,8 @@ impl MelStream {
     /// Forget frames before `frame`.
     pub fn drain_front(&mut self, frame: usize) {
         let frame = frame.clamp(self.first_frame, self.end_frame());
-        self.frames.drain(..(frame - self.first_frame) * self.fe.n_mels);
+        self.frames
+            .drain(..(frame - self.first_frame) * self.fe.n_mels);
         self.first_frame = frame;
     }
 
@@ -277,10 +281,10 @@ mod tests {
             .collect();
         let raw = MelFrontEnd::new(&f).unwrap().log_mel_frames(&s).unwrap();
         let fr = &raw[5 * 80..6 * 80];
-        let best = fr
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+        let best = fr.iter().enumerate().fold(
+            (0, f32::MIN),
+            |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
+        );
         assert_eq!(best.0, 20);
     }
 

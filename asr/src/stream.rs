@@ -24,7 +24,6 @@ use crate::vad::{SileroVad, VadEvent};
 use crate::{AsrError, AsrEvent, StreamingRecognizer, Word};
 use vr_core::SampleIndex;
 
-
 /// Texts Whisper is known to produce on silence or noise (normalised: lower case, no punctuation).
 pub const HALLUCINATIONS: &[&str] = &[
     "thank you",
@@ -108,21 +107,21 @@ impl WhisperStream {
             model,
             cfg,
             s: StreamState {
-            mel,
-            total: 0,
-            window_start: 0,
-            last_decode_end: 0,
-            committed: Vec::new(),
-            history: Vec::new(),
-            done_text: String::new(),
-            done_words: Vec::new(),
-            utt_start: None,
-            last_partial: String::new(),
-            context: Vec::new(),
-            last_no_speech: 0.0,
-            last_logprob: 0.0,
-            last_stats: UpdateStats::default(),
-            vad_active: false,
+                mel,
+                total: 0,
+                window_start: 0,
+                last_decode_end: 0,
+                committed: Vec::new(),
+                history: Vec::new(),
+                done_text: String::new(),
+                done_words: Vec::new(),
+                utt_start: None,
+                last_partial: String::new(),
+                context: Vec::new(),
+                last_no_speech: 0.0,
+                last_logprob: 0.0,
+                last_stats: UpdateStats::default(),
+                vad_active: false,
             },
             vad: None,
         })
@@ -192,9 +191,14 @@ impl WhisperStream {
         let (mel, n) = normalize(&padded, n_mels);
         let enc = self.model.encode(&mel, n)?;
         let max_new = 16 + n_audio / 10;
-        let d = self
-            .model
-            .decode(&enc, &self.s.context, &self.s.committed, false, n_audio, max_new)?;
+        let d = self.model.decode(
+            &enc,
+            &self.s.context,
+            &self.s.committed,
+            false,
+            n_audio,
+            max_new,
+        )?;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -356,29 +360,30 @@ impl WhisperStream {
         let mut seg_start: Option<u64> = None;
         let mut seg: Vec<u32> = Vec::new();
         let mut text = String::new();
-        let mut flush = |seg: &mut Vec<u32>, s: u64, e: u64, words: &mut Vec<Word>| -> Result<(), AsrError> {
-            if seg.is_empty() {
-                return Ok(());
-            }
-            let t = self.text_of(seg)?;
-            text = Self::join(&text, &t);
-            let ws: Vec<&str> = t.split_whitespace().collect();
-            let total: usize = ws.iter().map(|w| w.len()).sum::<usize>().max(1);
-            let mut acc = 0usize;
-            let span = e.saturating_sub(s);
-            for w in ws {
-                let ws_ = s + span * acc as u64 / total as u64;
-                acc += w.len();
-                let we = s + span * acc as u64 / total as u64;
-                words.push(Word {
-                    text: w.to_string(),
-                    start: SampleIndex(ws_),
-                    end: SampleIndex(we),
-                });
-            }
-            seg.clear();
-            Ok(())
-        };
+        let mut flush =
+            |seg: &mut Vec<u32>, s: u64, e: u64, words: &mut Vec<Word>| -> Result<(), AsrError> {
+                if seg.is_empty() {
+                    return Ok(());
+                }
+                let t = self.text_of(seg)?;
+                text = Self::join(&text, &t);
+                let ws: Vec<&str> = t.split_whitespace().collect();
+                let total: usize = ws.iter().map(|w| w.len()).sum::<usize>().max(1);
+                let mut acc = 0usize;
+                let span = e.saturating_sub(s);
+                for w in ws {
+                    let ws_ = s + span * acc as u64 / total as u64;
+                    acc += w.len();
+                    let we = s + span * acc as u64 / total as u64;
+                    words.push(Word {
+                        text: w.to_string(),
+                        start: SampleIndex(ws_),
+                        end: SampleIndex(we),
+                    });
+                }
+                seg.clear();
+                Ok(())
+            };
         let end_now = self.s.mel.end_frame() as u64 * HOP as u64;
         for &t in toks {
             if t >= tb {
@@ -402,7 +407,8 @@ impl WhisperStream {
         let Some(start) = self.s.utt_start.take() else {
             return Ok(());
         };
-        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty() {
+        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty()
+        {
             self.s.history.last().cloned().unwrap_or_default()
         } else {
             self.decode_window()?.unwrap_or_default()
@@ -422,7 +428,9 @@ impl WhisperStream {
         }
         if !text.is_empty() && !hallucination {
             let eot = self.model.special.eot;
-            self.s.context.extend(all.iter().copied().filter(|t| *t < eot));
+            self.s
+                .context
+                .extend(all.iter().copied().filter(|t| *t < eot));
             let excess = self.s.context.len().saturating_sub(64);
             self.s.context.drain(..excess);
             out.push(AsrEvent::Final {

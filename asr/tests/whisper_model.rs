@@ -55,13 +55,25 @@ fn ct2_checkpoint_decodes_real_speech_and_round_trips_through_safetensors() {
     let (w, _) = load_weights(&dir, &candle_core::Device::Cpu).unwrap();
     let c = &w.config;
     assert_eq!(
-        (c.d_model, c.encoder_layers, c.decoder_layers, c.encoder_attention_heads),
+        (
+            c.d_model,
+            c.encoder_layers,
+            c.decoder_layers,
+            c.encoder_attention_heads
+        ),
         (384, 4, 4, 6)
     );
-    assert_eq!((c.vocab_size, c.max_target_positions, c.max_source_positions), (51864, 448, 1500));
+    assert_eq!(
+        (c.vocab_size, c.max_target_positions, c.max_source_positions),
+        (51864, 448, 1500)
+    );
     let tmp = tempfile::tempdir().unwrap();
     save_hf(&w, tmp.path()).unwrap();
-    std::fs::copy(dir.join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
 
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
     let mut hf = WhisperModel::load(tmp.path(), &mel).unwrap();
@@ -69,7 +81,10 @@ fn ct2_checkpoint_decodes_real_speech_and_round_trips_through_safetensors() {
         return;
     };
     let (text, d) = m.transcribe(&audio).unwrap();
-    println!("ct2: {text:?} no_speech={} logprob={}", d.no_speech_prob, d.avg_logprob);
+    println!(
+        "ct2: {text:?} no_speech={} logprob={}",
+        d.no_speech_prob, d.avg_logprob
+    );
     assert_eq!(
         words(&text),
         "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
@@ -105,7 +120,9 @@ fn streaming_recogniser_with_vad_transcribes_real_speech() {
     let m = WhisperModel::load(&dir, &mel).unwrap();
     let store = vr_core::ModelStore::from_env().unwrap();
     let vad = vr_asr::vad::SileroVad::from_store(&store, Default::default()).unwrap();
-    let mut s = WhisperStream::new(m, AsrConfig::default()).unwrap().with_vad(vad);
+    let mut s = WhisperStream::new(m, AsrConfig::default())
+        .unwrap()
+        .with_vad(vad);
     let Some(audio) = corpus_clip("jfk_inaugural") else {
         return;
     };
@@ -137,7 +154,13 @@ fn streaming_recogniser_with_vad_transcribes_real_speech() {
     // the words in order (the corpus-level WER bound lives in evals/tests/whisper_wer.rs).
     let got = words(&text);
     let reference = "and so my fellow americans ask not what your country can do for you ask what you can do for your country";
-    let hits = reference.split(' ').filter(|w| got.split(' ').any(|g| g == *w)).count();
+    let hits = reference
+        .split(' ')
+        .filter(|w| got.split(' ').any(|g| g == *w))
+        .count();
     assert!(hits >= 16, "only {hits}/22 reference words in {got:?}");
-    assert!(got.ends_with("ask what you can do for your country"), "{got}");
+    assert!(
+        got.ends_with("ask what you can do for your country"),
+        "{got}"
+    );
 }

@@ -79,7 +79,9 @@ impl Corpus {
     }
 
     pub fn split(&self, split: Split) -> impl Iterator<Item = &Utterance> {
-        self.utterances.iter().filter(move |u| split.matches(&u.split))
+        self.utterances
+            .iter()
+            .filter(move |u| split.matches(&u.split))
     }
 
     pub fn wav_path(&self, u: &Utterance) -> PathBuf {

@@ -16,8 +16,25 @@
 //! Scorers in other languages (the faster-whisper peer script) implement the same steps.
 
 const ONES: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
 ];
 const TENS: [&str; 10] = [
@@ -156,7 +173,12 @@ fn spell_numbers(s: &str) -> String {
                 i += 1;
             } else if c == ','
                 && i + 3 < chars.len() + 1
-                && chars[i + 1..].iter().take(3).filter(|c| c.is_ascii_digit()).count() == 3
+                && chars[i + 1..]
+                    .iter()
+                    .take(3)
+                    .filter(|c| c.is_ascii_digit())
+                    .count()
+                    == 3
                 && chars.get(i + 4).is_none_or(|c| !c.is_ascii_digit())
             {
                 i += 1;
@@ -239,15 +261,30 @@ mod tests {
     #[test]
     fn hand_checked_normalisation() {
         assert_eq!(normalize("Hello, World!"), "hello world");
-        assert_eq!(normalize("HE HOPED THERE WOULD BE STEW"), "he hoped there would be stew");
-        assert_eq!(normalize("I'm sure it's 10 o'clock."), "i am sure it is ten oclock");
-        assert_eq!(normalize("We don't; they won't."), "we do not they will not");
+        assert_eq!(
+            normalize("HE HOPED THERE WOULD BE STEW"),
+            "he hoped there would be stew"
+        );
+        assert_eq!(
+            normalize("I'm sure it's 10 o'clock."),
+            "i am sure it is ten oclock"
+        );
+        assert_eq!(
+            normalize("We don't; they won't."),
+            "we do not they will not"
+        );
         assert_eq!(normalize("one, two, three"), normalize("1 2 3"));
         assert_eq!(normalize("1,000 people"), "one thousand people");
         assert_eq!(normalize("3.5%"), "three point five percent");
         assert_eq!(normalize("the 2nd time"), "the second time");
-        assert_eq!(normalize("Mr. Smith's well-known dog"), "mister smiths well known dog");
+        assert_eq!(
+            normalize("Mr. Smith's well-known dog"),
+            "mister smiths well known dog"
+        );
         assert_eq!(normalize("  "), "");
-        assert_eq!(normalize("\u{2019}Tis you\u{2019}ll see"), "tis you will see");
+        assert_eq!(
+            normalize("\u{2019}Tis you\u{2019}ll see"),
+            "tis you will see"
+        );
     }
 }

@@ -101,8 +101,18 @@ pub fn word_errors(reference: &str, hypothesis: &str) -> ErrorCounts {
 
 /// Character errors of already-normalised texts (whitespace runs count as one space).
 pub fn char_errors(reference: &str, hypothesis: &str) -> ErrorCounts {
-    let r: Vec<char> = reference.split_whitespace().collect::<Vec<_>>().join(" ").chars().collect();
-    let h: Vec<char> = hypothesis.split_whitespace().collect::<Vec<_>>().join(" ").chars().collect();
+    let r: Vec<char> = reference
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .collect();
+    let h: Vec<char> = hypothesis
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .collect();
     align(&r, &h)
 }
 
@@ -147,5 +157,4 @@ mod tests {
         assert_eq!(t, c(1, 1, 0, 5));
         assert!((t.rate() - 0.4).abs() < 1e-12);
     }
-
 }

@@ -130,7 +130,10 @@ fn tiny_en_wer_streaming_and_silence() {
     println!("{}", stats("first partial after onset", &first));
     println!("{}", stats("finalisation", &fin));
     assert!(wo <= 15.0, "offline WER {wo:.2}% > 15%");
-    assert!(ws <= wo + 2.0, "streaming WER {ws:.2}% > offline {wo:.2}% + 2");
+    assert!(
+        ws <= wo + 2.0,
+        "streaming WER {ws:.2}% > offline {wo:.2}% + 2"
+    );
 
     // Silence and noise: no Final with text.
     for (name, s) in [
@@ -150,7 +153,10 @@ fn tiny_en_wer_streaming_and_silence() {
                 _ => None,
             })
             .collect();
-        println!("{name}: {} events, finals with text: {texts:?}", events.len());
+        println!(
+            "{name}: {} events, finals with text: {texts:?}",
+            events.len()
+        );
         assert!(texts.is_empty(), "{name} produced text: {texts:?}");
     }
 }

@@ -45,7 +45,10 @@ fn read_wav<R: Read>(reader: R, name: &str) -> Result<Audio> {
     let spec = r.spec();
     let ch = spec.channels as usize;
     if ch == 0 || spec.sample_rate == 0 {
-        bail!("{name}: WAV header has {ch} channels at {} Hz", spec.sample_rate);
+        bail!(
+            "{name}: WAV header has {ch} channels at {} Hz",
+            spec.sample_rate
+        );
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => r
@@ -119,12 +122,18 @@ fn secs(s: vr_core::SampleIndex) -> f64 {
 
 fn event_json(e: &AsrEvent, wall: Duration) -> serde_json::Value {
     let mut v = match e {
-        AsrEvent::SpeechStarted { at } => serde_json::json!({"type": "speech_started", "at_s": secs(*at)}),
-        AsrEvent::SpeechEnded { at } => serde_json::json!({"type": "speech_ended", "at_s": secs(*at)}),
+        AsrEvent::SpeechStarted { at } => {
+            serde_json::json!({"type": "speech_started", "at_s": secs(*at)})
+        }
+        AsrEvent::SpeechEnded { at } => {
+            serde_json::json!({"type": "speech_ended", "at_s": secs(*at)})
+        }
         AsrEvent::Partial {
             text,
             stable_prefix_len,
-        } => serde_json::json!({"type": "partial", "text": text, "stable_prefix_len": stable_prefix_len}),
+        } => {
+            serde_json::json!({"type": "partial", "text": text, "stable_prefix_len": stable_prefix_len})
+        }
         AsrEvent::Final {
             text,
             start,
@@ -156,7 +165,10 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         asr_cfg.model = m;
     }
     if asr_cfg.engine != "whisper" {
-        bail!("asr.engine = {:?} is not available in this build; use \"whisper\"", asr_cfg.engine);
+        bail!(
+            "asr.engine = {:?} is not available in this build; use \"whisper\"",
+            asr_cfg.engine
+        );
     }
     let store = crate::cli::models::store(cfg)?;
     let model = vr_asr::models::whisper::load_configured(&asr_cfg, &store)?;
@@ -226,7 +238,9 @@ mod tests {
         let y = resample_to_pipeline(&x, 48000);
         assert_eq!(y.len(), 16000);
         let max_err = (2000..14000)
-            .map(|i| (y[i] - (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()).abs())
+            .map(|i| {
+                (y[i] - (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()).abs()
+            })
             .fold(0f32, f32::max);
         assert!(max_err < 0.01, "max error {max_err}");
         // 12 kHz at 48 kHz is above the new Nyquist (8 kHz): it must be filtered, not aliased.
@@ -251,7 +265,10 @@ mod tests {
     #[test]
     fn bad_input_is_one_clear_error() {
         let e = read_wav(&b"this is not audio"[..], "x.txt").err().unwrap();
-        assert!(e.to_string().contains("x.txt is not a readable WAV file"), "{e}");
+        assert!(
+            e.to_string().contains("x.txt is not a readable WAV file"),
+            "{e}"
+        );
         let mut buf = std::io::Cursor::new(Vec::new());
         {
             let spec = hound::WavSpec {

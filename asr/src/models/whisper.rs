@@ -87,7 +87,12 @@ pub fn ct2_to_hf(
     let suppress_tokens = ct2_config
         .get("suppress_ids")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect()
+        })
         .unwrap_or_default();
     let config = Config {
         num_mel_bins: conv1.dim(1)?,
@@ -129,21 +134,31 @@ pub fn ct2_to_hf(
             t.insert(format!("{to}.bias"), get(&format!("{from}/beta"))?);
             Ok(())
         };
-        let lin =
-            |t: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), AsrError> {
-                t.insert(format!("{to}.weight"), get(&format!("{from}/weight"))?);
-                t.insert(format!("{to}.bias"), get(&format!("{from}/bias"))?);
-                Ok(())
-            };
-        ln(&mut t, &format!("{side}/layer_norm"), &format!("model.{side}.layer_norm"))?;
+        let lin = |t: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), AsrError> {
+            t.insert(format!("{to}.weight"), get(&format!("{from}/weight"))?);
+            t.insert(format!("{to}.bias"), get(&format!("{from}/bias"))?);
+            Ok(())
+        };
+        ln(
+            &mut t,
+            &format!("{side}/layer_norm"),
+            &format!("model.{side}.layer_norm"),
+        )?;
         for i in 0..n {
             let c = format!("{side}/layer_{i}");
             let h = format!("model.{side}.layers.{i}");
-            ln(&mut t, &format!("{c}/self_attention/layer_norm"), &format!("{h}.self_attn_layer_norm"))?;
+            ln(
+                &mut t,
+                &format!("{c}/self_attention/layer_norm"),
+                &format!("{h}.self_attn_layer_norm"),
+            )?;
             let w = get(&format!("{c}/self_attention/linear_0/weight"))?;
             let b = get(&format!("{c}/self_attention/linear_0/bias"))?;
             if w.dim(0)? != 3 * d_model {
-                return Err(ckpt_err(path, format!("{c} fused qkv has shape {:?}", w.dims())));
+                return Err(ckpt_err(
+                    path,
+                    format!("{c} fused qkv has shape {:?}", w.dims()),
+                ));
             }
             for (k, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                 t.insert(
@@ -158,17 +173,36 @@ pub fn ct2_to_hf(
                     );
                 }
             }
-            lin(&mut t, &format!("{c}/self_attention/linear_1"), &format!("{h}.self_attn.out_proj"))?;
-            ln(&mut t, &format!("{c}/ffn/layer_norm"), &format!("{h}.final_layer_norm"))?;
+            lin(
+                &mut t,
+                &format!("{c}/self_attention/linear_1"),
+                &format!("{h}.self_attn.out_proj"),
+            )?;
+            ln(
+                &mut t,
+                &format!("{c}/ffn/layer_norm"),
+                &format!("{h}.final_layer_norm"),
+            )?;
             lin(&mut t, &format!("{c}/ffn/linear_0"), &format!("{h}.fc1"))?;
             lin(&mut t, &format!("{c}/ffn/linear_1"), &format!("{h}.fc2"))?;
             if side == "decoder" {
-                ln(&mut t, &format!("{c}/attention/layer_norm"), &format!("{h}.encoder_attn_layer_norm"))?;
-                lin(&mut t, &format!("{c}/attention/linear_0"), &format!("{h}.encoder_attn.q_proj"))?;
+                ln(
+                    &mut t,
+                    &format!("{c}/attention/layer_norm"),
+                    &format!("{h}.encoder_attn_layer_norm"),
+                )?;
+                lin(
+                    &mut t,
+                    &format!("{c}/attention/linear_0"),
+                    &format!("{h}.encoder_attn.q_proj"),
+                )?;
                 let w = get(&format!("{c}/attention/linear_1/weight"))?;
                 let b = get(&format!("{c}/attention/linear_1/bias"))?;
                 if w.dim(0)? != 2 * d_model {
-                    return Err(ckpt_err(path, format!("{c} fused kv has shape {:?}", w.dims())));
+                    return Err(ckpt_err(
+                        path,
+                        format!("{c} fused kv has shape {:?}", w.dims()),
+                    ));
                 }
                 t.insert(
                     format!("{h}.encoder_attn.k_proj.weight"),
@@ -182,7 +216,11 @@ pub fn ct2_to_hf(
                     format!("{h}.encoder_attn.v_proj.bias"),
                     b.narrow(0, d_model, d_model)?.contiguous()?,
                 );
-                lin(&mut t, &format!("{c}/attention/linear_2"), &format!("{h}.encoder_attn.out_proj"))?;
+                lin(
+                    &mut t,
+                    &format!("{c}/attention/linear_2"),
+                    &format!("{h}.encoder_attn.out_proj"),
+                )?;
             }
         }
     }
@@ -223,7 +261,10 @@ pub fn load_weights(dir: &Path, device: &Device) -> Result<(HfWeights, Checkpoin
     let bin = dir.join("model.bin");
     let ct2 = Ct2Model::read(&bin)?;
     let cfg = read_json(&dir.join("config.json"))?;
-    Ok((ct2_to_hf(&ct2, &cfg, &bin, device)?, CheckpointKind::CTranslate2))
+    Ok((
+        ct2_to_hf(&ct2, &cfg, &bin, device)?,
+        CheckpointKind::CTranslate2,
+    ))
 }
 
 /// Writes weights as a Hugging Face checkpoint directory (`model.safetensors`, `config.json`).
@@ -354,7 +395,10 @@ impl WhisperModel {
         if bytes.len() != expected {
             return Err(ckpt_err(
                 mel_filters,
-                format!("mel filter file has {} bytes, expected {expected}", bytes.len()),
+                format!(
+                    "mel filter file has {} bytes, expected {expected}",
+                    bytes.len()
+                ),
             ));
         }
         let filters: Vec<f32> = bytes
@@ -463,7 +507,8 @@ impl WhisperModel {
         let sample_begin = tokens.len();
         tokens.extend_from_slice(forced);
         let n_prefix = tokens.len();
-        let max_ts = (audio_frames as f64 / FRAMES_PER_SECOND as f64 / TIMESTAMP_STEP_S).round() as u32;
+        let max_ts =
+            (audio_frames as f64 / FRAMES_PER_SECOND as f64 / TIMESTAMP_STEP_S).round() as u32;
         let max_ctx = self.config.max_target_positions;
         let mut no_speech_prob = 0.0f32;
         let mut sum_logprob = 0.0f32;
@@ -505,11 +550,17 @@ impl WhisperModel {
                 }
             }
             let logp = log_softmax(&l);
-            let (best, lp) = logp
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |a, (i, v)| if v > a.1 { (i, v) } else { a });
+            let (best, lp) =
+                logp.iter()
+                    .copied()
+                    .enumerate()
+                    .fold((0usize, f32::NEG_INFINITY), |a, (i, v)| {
+                        if v > a.1 {
+                            (i, v)
+                        } else {
+                            a
+                        }
+                    });
             if best >= vocab || lp == f32::NEG_INFINITY {
                 break;
             }
@@ -561,7 +612,11 @@ impl WhisperModel {
         }
         if let Some(&last) = sampled.iter().rev().find(|t| is_ts(**t)) {
             // A closing timestamp may repeat the last one; otherwise strictly later.
-            let min = if last_ts && !penult_ts { last } else { last + 1 };
+            let min = if last_ts && !penult_ts {
+                last
+            } else {
+                last + 1
+            };
             for v in l.iter_mut().take(min as usize).skip(tb) {
                 *v = f32::NEG_INFINITY;
             }
