@@ -644,19 +644,32 @@ impl WhisperModel {
         }
     }
 
-    /// Convenience: offline transcription of a whole clip (≤ 30 s) in one window.
+    /// Offline transcription of a whole clip (≤ 30 s) the way Whisper was trained: padded with
+    /// silence to 30 s, one window, greedy, no timestamps. The reference the streaming path is
+    /// compared with.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<(String, Decoded), AsrError> {
-        let (mel, n) = self.mel.log_mel_padded(samples)?;
+        let full = 2 * self.config.max_source_positions;
+        if samples.len() > full * crate::mel::HOP {
+            return Err(AsrError::Config(format!(
+                "offline transcription takes at most 30 s, got {} samples",
+                samples.len()
+            )));
+        }
+        let n_audio = samples.len().div_ceil(crate::mel::HOP);
+        let mut s = samples.to_vec();
+        // `full` hops of audio give exactly `full` frames once the front end pads the tail.
+        s.resize(full * crate::mel::HOP, 0.0);
+        let (mel, n) = self.mel.log_mel_padded(&s)?;
         let enc = self.encode(&mel, n)?;
-        let d = self.decode(&enc, &[], &[], true, n, 224)?;
+        let d = self.decode(&enc, &[], &[], false, n_audio, 224)?;
         Ok((self.text(&d.tokens)?, d))
     }
 }
 
-/// If `t` ends with the same 1..=8-token pattern three times in a row, the index where the
+/// If `t` ends with the same 1..=24-token pattern three times in a row, the index where the
 /// second occurrence starts.
 fn repetition_start(t: &[u32]) -> Option<usize> {
-    for p in 1..=8 {
+    for p in 1..=24 {
         if t.len() < 3 * p {
             break;
         }
