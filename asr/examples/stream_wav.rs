@@ -21,11 +21,11 @@ fn main() -> ExitCode {
             .map(|x| x.map(|v| v as f32 / 32768.0))
             .collect::<Result<_, _>>()?;
         let cfg = AsrConfig {
-            vad_gate: false,
             ..Default::default()
         };
         let store = vr_core::ModelStore::from_env()?;
-        let mut rec = WhisperStream::new(load_configured(&cfg, &store)?, cfg)?;
+        let vad = vr_asr::vad::SileroVad::from_store(&store, Default::default())?;
+        let mut rec = WhisperStream::new(load_configured(&cfg, &store)?, cfg)?.with_vad(vad);
         let mut pos = 0usize;
         for c in s.chunks(1600) {
             pos += c.len();

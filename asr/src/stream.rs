@@ -20,11 +20,9 @@
 use crate::config::AsrConfig;
 use crate::mel::{normalize, MelStream, HOP};
 use crate::models::whisper::{WhisperModel, TIMESTAMP_STEP_S};
+use crate::vad::{SileroVad, VadEvent};
 use crate::{AsrError, AsrEvent, StreamingRecognizer, Word};
 use vr_core::SampleIndex;
-
-/// Frames per timestamp token step (0.02 s / 10 ms).
-const FRAMES_PER_TS: usize = 2;
 
 /// Texts Whisper is known to produce on silence or noise (normalised: lower case, no punctuation).
 pub const HALLUCINATIONS: &[&str] = &[
@@ -68,6 +66,7 @@ pub struct WhisperStream {
     model: WhisperModel,
     cfg: AsrConfig,
     s: StreamState,
+    vad: Option<SileroVad>,
 }
 
 /// Everything a stream remembers besides the model: cheap to clone, so a caller (the benchmark)
@@ -91,6 +90,8 @@ pub struct StreamState {
     /// Utterance in progress: first sample.
     utt_start: Option<u64>,
     last_partial: String,
+    /// Text tokens of the previous utterance(s), the decoding prompt for the next one.
+    context: Vec<u32>,
     last_no_speech: f32,
     last_logprob: f32,
     last_stats: UpdateStats,
@@ -116,11 +117,13 @@ impl WhisperStream {
                 done_words: Vec::new(),
                 utt_start: None,
                 last_partial: String::new(),
+                context: Vec::new(),
                 last_no_speech: 0.0,
                 last_logprob: 0.0,
                 last_stats: UpdateStats::default(),
                 vad_active: false,
             },
+            vad: None,
         })
     }
 
@@ -145,9 +148,31 @@ impl WhisperStream {
         ms as usize / 10
     }
 
-    /// Whether the utterance currently counts as speech (no VAD yet: always).
-    fn in_speech(&self) -> bool {
-        !self.cfg.vad_gate || self.s.vad_active || true
+    /// Gate decoding on this VAD (speech start opens an utterance window, speech end
+    /// finalises it). Without one every sample counts as speech and `finish` finalises.
+    pub fn with_vad(mut self, vad: SileroVad) -> Self {
+        self.vad = Some(vad);
+        self
+    }
+
+    fn on_vad(&mut self, e: VadEvent, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
+        match e {
+            VadEvent::SpeechStarted { at } => {
+                out.push(AsrEvent::SpeechStarted { at });
+                let pre = Self::ms_to_frames(self.cfg.pre_roll_ms);
+                let frame = (at.0 as usize / HOP).saturating_sub(pre);
+                self.s.window_start = frame.max(self.s.mel.first_frame());
+                self.s.last_decode_end = self.s.window_start;
+                self.s.utt_start = Some(at.0);
+                self.s.vad_active = true;
+            }
+            VadEvent::SpeechEnded { at } => {
+                out.push(AsrEvent::SpeechEnded { at });
+                self.finalize(out)?;
+                self.s.vad_active = false;
+            }
+        }
+        Ok(())
     }
 
     /// Encode + decode the current window with the committed tokens forced.
@@ -169,6 +194,14 @@ impl WhisperStream {
         let d = self
             .model
             .decode(&enc, &self.s.committed, true, n_audio, max_new)?;
+        let d = self.model.decode(
+            &enc,
+            &self.s.context,
+            &self.s.committed,
+            false,
+            n_audio,
+            max_new,
+        )?;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -304,12 +337,13 @@ impl WhisperStream {
                 stable_prefix_len: stable.len(),
             });
         }
-        self.trim()?;
+        self.trim(out)?;
         Ok(())
     }
 
-    /// Keeps the window under `max_window_ms` by cutting at the last committed segment end.
-    fn trim(&mut self) -> Result<(), AsrError> {
+    /// Keeps the window bounded: past `max_window_ms` without a VAD pause the utterance is
+    /// finalised with its current hypothesis and a new window starts at the newest sample.
+    fn trim(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
         let len = self.s.mel.end_frame().saturating_sub(self.s.window_start);
         if len <= Self::ms_to_frames(self.cfg.max_window_ms) {
             return Ok(());
@@ -351,19 +385,12 @@ impl WhisperStream {
                     self.s.mel.drain_front(self.s.window_start);
                 }
             }
+        if len > Self::ms_to_frames(self.cfg.max_window_ms) {
+            let start = self.s.mel.end_frame() as u64 * HOP as u64;
+            self.finalize(out)?;
+            self.s.utt_start = Some(start);
         }
         Ok(())
-    }
-
-    fn shift_history(&mut self, ts: u32) {
-        let tb = self.model.special.timestamp_begin;
-        for h in self.s.history.iter_mut() {
-            for t in h.iter_mut() {
-                if *t >= tb {
-                    *t = tb + t.saturating_sub(tb).saturating_sub(ts);
-                }
-            }
-        }
     }
 
     /// Words of tokens decoded in the current window, with absolute times spread over each
@@ -443,6 +470,12 @@ impl WhisperStream {
             tracing::debug!(%text, no_speech = self.s.last_no_speech, "dropped hallucination");
         }
         if !text.is_empty() && !hallucination {
+            let eot = self.model.special.eot;
+            self.s
+                .context
+                .extend(all.iter().copied().filter(|t| *t < eot));
+            let excess = self.s.context.len().saturating_sub(64);
+            self.s.context.drain(..excess);
             out.push(AsrEvent::Final {
                 text,
                 start: SampleIndex(start),
@@ -464,7 +497,20 @@ impl StreamingRecognizer for WhisperStream {
         let mut out = Vec::new();
         self.s.mel.push(samples)?;
         self.s.total += samples.len() as u64;
-        if !self.in_speech() {
+        let vad_events = match self.vad.as_mut() {
+            Some(v) => v.push(samples)?,
+            None => Vec::new(),
+        };
+        for e in vad_events {
+            self.on_vad(e, &mut out)?;
+        }
+        if self.vad.is_some() && !self.s.vad_active {
+            // Outside speech only the pre-roll is kept.
+            let keep = Self::ms_to_frames(self.cfg.pre_roll_ms);
+            let from = self.s.mel.end_frame().saturating_sub(keep);
+            self.s.mel.drain_front(from);
+            self.s.window_start = from;
+            self.s.last_decode_end = from;
             return Ok(out);
         }
         if self.s.utt_start.is_none() {
@@ -487,7 +533,16 @@ impl StreamingRecognizer for WhisperStream {
     fn finish(&mut self) -> Result<Vec<AsrEvent>, AsrError> {
         let mut out = Vec::new();
         self.s.mel.finish()?;
-        self.finalize(&mut out)?;
+        let vad_events = match self.vad.as_mut() {
+            Some(v) => v.finish(),
+            None => Vec::new(),
+        };
+        for e in vad_events {
+            self.on_vad(e, &mut out)?;
+        }
+        if self.vad.is_none() {
+            self.finalize(&mut out)?;
+        }
         Ok(out)
     }
 
@@ -502,6 +557,13 @@ impl StreamingRecognizer for WhisperStream {
         self.s.done_words.clear();
         self.s.utt_start = None;
         self.s.last_partial.clear();
+        self.s.context.clear();
         self.s.vad_active = false;
+        if let Some(v) = self.vad.as_mut() {
+            if let Err(e) = v.reset() {
+                tracing::warn!(error = %e, "VAD reset failed; VAD gating disabled for this stream");
+                self.vad = None;
+            }
+        }
     }
 }

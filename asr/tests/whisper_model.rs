@@ -115,14 +115,14 @@ fn corrupted_model_bin_is_a_clear_error() {
 }
 
 #[test]
-fn streaming_recogniser_transcribes_and_stays_silent_on_silence() {
+fn streaming_recogniser_with_vad_transcribes_real_speech() {
     let (dir, mel) = model_dirs();
     let m = WhisperModel::load(&dir, &mel).unwrap();
-    let cfg = AsrConfig {
-        vad_gate: false,
-        ..Default::default()
-    };
-    let mut s = WhisperStream::new(m, cfg).unwrap();
+    let store = vr_core::ModelStore::from_env().unwrap();
+    let vad = vr_asr::vad::SileroVad::from_store(&store, Default::default()).unwrap();
+    let mut s = WhisperStream::new(m, AsrConfig::default())
+        .unwrap()
+        .with_vad(vad);
     let Some(audio) = corpus_clip("jfk_inaugural") else {
         return;
     };
@@ -141,6 +141,7 @@ fn streaming_recogniser_transcribes_and_stays_silent_on_silence() {
         .count();
     println!("{} partials, finals: {finals:?}", partials);
     assert!(partials >= 5);
+    assert!(finals.len() >= 2, "the VAD splits the speech at its pauses");
     let text: String = finals
         .iter()
         .map(|e| match e {
@@ -149,8 +150,17 @@ fn streaming_recogniser_transcribes_and_stays_silent_on_silence() {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    assert_eq!(
-        words(&text),
-        "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    // Streaming short VAD segments costs accuracy against the offline decode; require most of
+    // the words in order (the corpus-level WER bound lives in evals/tests/whisper_wer.rs).
+    let got = words(&text);
+    let reference = "and so my fellow americans ask not what your country can do for you ask what you can do for your country";
+    let hits = reference
+        .split(' ')
+        .filter(|w| got.split(' ').any(|g| g == *w))
+        .count();
+    assert!(hits >= 16, "only {hits}/22 reference words in {got:?}");
+    assert!(
+        got.ends_with("ask what you can do for your country"),
+        "{got}"
     );
 }

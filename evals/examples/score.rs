@@ -1,6 +1,8 @@
 //! Scores a hypotheses file (`{"id": .., "text": ..}` per line) against the corpus references
 //! with the project's normaliser and WER: `score HYPS.jsonl CORPUS_DIR [split]`.
 
+extern crate voicerelay_evals as vr_evals;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;

@@ -18,7 +18,7 @@ fi
 models="${VOICERELAY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/voicerelay/models}"
 corpus="${VOICERELAY_CORPUS:-$root/../shared/corpus}"
 out="${TMPDIR:-/tmp}/faster_whisper_${split}.jsonl"
-"$venv/bin/python" "$here/faster_whisper.py" --model "$models/whisper-tiny.en" \
+"$venv/bin/python" "$here/fw_decode.py" --model "$models/whisper-tiny.en" \
     --corpus "$corpus" --split "$split" --out "$out"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voicerelay/target}"
 cd "$root"

@@ -3,10 +3,13 @@
 //! producing no text. One test function so the model loads once and the runs do not compete
 //! for the two cores.
 
+extern crate voicerelay_evals as vr_evals;
+
 use std::path::Path;
 use vr_asr::config::AsrConfig;
 use vr_asr::models::whisper::{load_configured, WhisperModel};
 use vr_asr::stream::WhisperStream;
+use vr_asr::vad::{SileroVad, VadConfig};
 use vr_asr::{AsrEvent, StreamingRecognizer};
 use vr_evals::corpus::{Corpus, Split};
 use vr_evals::normalize::normalize;
@@ -82,7 +85,11 @@ fn tiny_en_wer_streaming_and_silence() {
     let offline_rtf = t0.elapsed().as_secs_f64() / audio_s;
     drop(offline_model);
 
-    let mut rec = WhisperStream::new(load(&cfg), cfg.clone()).expect("stream");
+    let store = vr_core::ModelStore::from_env().expect("model store");
+    let vad = SileroVad::from_store(&store, VadConfig::default()).expect("silero-vad in the cache");
+    let mut rec = WhisperStream::new(load(&cfg), cfg.clone())
+        .expect("stream")
+        .with_vad(vad);
     let mut st = ErrorCounts::default();
     let (mut lat, mut first, mut fin) = (Vec::new(), Vec::new(), Vec::new());
     let (mut compute, mut total_audio) = (0.0, 0.0);

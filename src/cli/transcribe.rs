@@ -172,7 +172,11 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     }
     let store = crate::cli::models::store(cfg)?;
     let model = vr_asr::models::whisper::load_configured(&asr_cfg, &store)?;
+    let gate = asr_cfg.vad_gate;
     let mut rec = WhisperStream::new(model, asr_cfg)?;
+    if gate {
+        rec = rec.with_vad(vr_asr::vad::SileroVad::from_store(&store, cfg.vad.clone())?);
+    }
 
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut out = std::io::stdout().lock();

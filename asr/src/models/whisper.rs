@@ -308,6 +308,8 @@ pub struct SpecialTokens {
     pub timestamp_begin: u32,
     /// `[sot]` for English-only models, `[sot, <|en|>, <|transcribe|>]` for multilingual ones.
     pub sot_sequence: Vec<u32>,
+    /// `<|startofprev|>`, which introduces previous text as context.
+    pub start_of_prev: Option<u32>,
 }
 
 /// One greedy decode of one audio window.
@@ -383,6 +385,7 @@ impl WhisperModel {
             no_speech,
             timestamp_begin: no_timestamps + 1,
             sot_sequence,
+            start_of_prev: tokenizer.token_to_id("<|startofprev|>"),
         };
         let bytes = std::fs::read(mel_filters).map_err(|source| AsrError::Io {
             path: mel_filters.display().to_string(),
@@ -480,13 +483,24 @@ impl WhisperModel {
     pub fn decode(
         &mut self,
         enc: &Tensor,
+        prompt: &[u32],
         forced: &[u32],
         timestamps: bool,
         audio_frames: usize,
         max_new_tokens: usize,
     ) -> Result<Decoded, AsrError> {
         let sp = self.special.clone();
-        let mut tokens = sp.sot_sequence.clone();
+        // Previous text as context (`<|startofprev|> text`), as OpenAI's `initial_prompt` /
+        // `condition_on_previous_text`; limited to the last 64 text tokens.
+        let mut tokens = Vec::new();
+        if !prompt.is_empty() {
+            if let Some(prev) = sp.start_of_prev {
+                tokens.push(prev);
+                tokens.extend_from_slice(&prompt[prompt.len().saturating_sub(64)..]);
+            }
+        }
+        let sot_at = tokens.len() + sp.sot_sequence.len() - 1;
+        tokens.extend_from_slice(&sp.sot_sequence);
         if !timestamps {
             tokens.push(sp.no_timestamps);
         }
@@ -511,7 +525,7 @@ impl WhisperModel {
                 let at = self
                     .model
                     .decoder
-                    .final_linear(&ys.i((.., sp.sot_sequence.len() - 1..sp.sot_sequence.len()))?)?
+                    .final_linear(&ys.i((.., sot_at..sot_at + 1))?)?
                     .i(0)?
                     .i(0)?;
                 let p = candle_nn::ops::softmax(&at, D::Minus1)?;
@@ -630,19 +644,32 @@ impl WhisperModel {
         }
     }
 
-    /// Convenience: offline transcription of a whole clip (≤ 30 s) in one window.
+    /// Offline transcription of a whole clip (≤ 30 s) the way Whisper was trained: padded with
+    /// silence to 30 s, one window, greedy, no timestamps. The reference the streaming path is
+    /// compared with.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<(String, Decoded), AsrError> {
-        let (mel, n) = self.mel.log_mel_padded(samples)?;
+        let full = 2 * self.config.max_source_positions;
+        if samples.len() > full * crate::mel::HOP {
+            return Err(AsrError::Config(format!(
+                "offline transcription takes at most 30 s, got {} samples",
+                samples.len()
+            )));
+        }
+        let n_audio = samples.len().div_ceil(crate::mel::HOP);
+        let mut s = samples.to_vec();
+        // `full` hops of audio give exactly `full` frames once the front end pads the tail.
+        s.resize(full * crate::mel::HOP, 0.0);
+        let (mel, n) = self.mel.log_mel_padded(&s)?;
         let enc = self.encode(&mel, n)?;
-        let d = self.decode(&enc, &[], true, n, 224)?;
+        let d = self.decode(&enc, &[], &[], false, n_audio, 224)?;
         Ok((self.text(&d.tokens)?, d))
     }
 }
 
-/// If `t` ends with the same 1..=8-token pattern three times in a row, the index where the
+/// If `t` ends with the same 1..=24-token pattern three times in a row, the index where the
 /// second occurrence starts.
 fn repetition_start(t: &[u32]) -> Option<usize> {
-    for p in 1..=8 {
+    for p in 1..=24 {
         if t.len() < 3 * p {
             break;
         }

@@ -16,6 +16,26 @@ def read_wav(path):
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
 
 
+def model_dir_with_vocabulary(src):
+    """CTranslate2 wants vocabulary.json beside model.bin; the cache holds only tokenizer.json.
+    Build a temporary directory of symlinks plus a vocabulary (tokens ordered by id)."""
+    if any(os.path.exists(os.path.join(src, f)) for f in ("vocabulary.json", "vocabulary.txt")):
+        return src
+    import tempfile
+    d = tempfile.mkdtemp(prefix="fw-model-")
+    for f in ("model.bin", "config.json", "tokenizer.json"):
+        os.symlink(os.path.join(os.path.abspath(src), f), os.path.join(d, f))
+    tok = json.load(open(os.path.join(src, "tokenizer.json")))
+    vocab = dict(tok["model"]["vocab"])
+    for a in tok.get("added_tokens", []):
+        vocab[a["content"]] = a["id"]
+    ordered = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    # Timestamp tokens follow <|notimestamps|> but are not in tokenizer.json: 1501 of them.
+    ordered += [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
+    json.dump(ordered, open(os.path.join(d, "vocabulary.json"), "w"))
+    return d
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -23,7 +43,7 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    model = WhisperModel(a.model, device="cpu", compute_type="float32", cpu_threads=2)
+    model = WhisperModel(model_dir_with_vocabulary(a.model), device="cpu", compute_type="float32", cpu_threads=2)
     rows = [json.loads(l) for l in open(os.path.join(a.corpus, "manifest.jsonl")) if l.strip()]
     rows = [r for r in rows if r["split"] == a.split]
     # Warm-up so the first clip does not pay for initialisation.
