@@ -191,9 +191,6 @@ impl WhisperStream {
         let (mel, n) = normalize(&padded, n_mels);
         let enc = self.model.encode(&mel, n)?;
         let max_new = 16 + n_audio / 10;
-        let d = self
-            .model
-            .decode(&enc, &self.s.committed, true, n_audio, max_new)?;
         let d = self.model.decode(
             &enc,
             &self.s.context,
@@ -345,46 +342,6 @@ impl WhisperStream {
     /// finalised with its current hypothesis and a new window starts at the newest sample.
     fn trim(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
         let len = self.s.mel.end_frame().saturating_sub(self.s.window_start);
-        if len <= Self::ms_to_frames(self.cfg.max_window_ms) {
-            return Ok(());
-        }
-        let tb = self.model.special.timestamp_begin;
-        // A closing timestamp: a timestamp that follows a text token.
-        let cut = (1..self.s.committed.len()).rev().find(|&i| {
-            self.s.committed[i] >= tb && self.s.committed[i - 1] < tb && self.s.committed[i] > tb
-        });
-        match cut {
-            Some(i) => {
-                let ts = self.s.committed[i] - tb;
-                let (words, text) = self.words_of(&self.s.committed[..=i])?;
-                self.s.done_words.extend(words);
-                self.s.done_text = Self::join(&self.s.done_text, &text);
-                let mut rest: Vec<u32> = self.s.committed[i + 1..].to_vec();
-                for t in rest.iter_mut() {
-                    if *t >= tb {
-                        *t = tb + t.saturating_sub(tb).saturating_sub(ts);
-                    }
-                }
-                // An opening timestamp of the next segment may have been committed; drop it if it
-                // now reads <|0.00|> followed by nothing (the model re-opens the segment itself).
-                self.s.committed = rest;
-                self.shift_history(ts);
-                self.s.window_start += ts as usize * FRAMES_PER_TS;
-                self.s.mel.drain_front(self.s.window_start);
-            }
-            None => {
-                // No committed segment boundary: the model has committed nothing for a whole
-                // window (noise, or one endless segment). Keep the newest half of the window.
-                if len > Self::ms_to_frames(self.cfg.max_window_ms + 2000) {
-                    let (words, text) = self.words_of(&self.s.committed)?;
-                    self.s.done_words.extend(words);
-                    self.s.done_text = Self::join(&self.s.done_text, &text);
-                    self.s.committed.clear();
-                    self.s.history.clear();
-                    self.s.window_start = self.s.last_decode_end.saturating_sub(len / 2);
-                    self.s.mel.drain_front(self.s.window_start);
-                }
-            }
         if len > Self::ms_to_frames(self.cfg.max_window_ms) {
             let start = self.s.mel.end_frame() as u64 * HOP as u64;
             self.finalize(out)?;
