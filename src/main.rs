@@ -35,6 +35,8 @@ enum Command {
     Say(cli::say::Args),
     /// List audio input/output devices (cpal: PulseAudio if a server runs, else ALSA).
     Devices(cli::devices::Args),
+    /// Run the live pipeline: microphone (or --input FILE) → capture ring → ASR, printing transcripts.
+    Serve(cli::serve::Args),
     /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
     Transcribe(cli::transcribe::Args),
 }
@@ -58,6 +60,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(args) => cli::config_cmd::run(&cfg, args),
         Command::Say(args) => cli::say::run(&cfg, args),
         Command::Devices(args) => cli::devices::run(&cfg, args),
+        Command::Serve(args) => cli::serve::run(&cfg, args),
         Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
     }
 }

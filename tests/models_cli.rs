@@ -66,7 +66,10 @@ fn one_corrupted_byte_fails_verify_and_loading_with_a_clear_message() {
         .find(|l| l.starts_with("CORRUPT"))
         .unwrap_or_else(|| panic!("no CORRUPT line in:\n{stdout}"));
     assert!(line.contains(&bad.display().to_string()), "{line}");
-    assert!(line.contains("expected sha256") && line.contains(", got "), "{line}");
+    assert!(
+        line.contains("expected sha256") && line.contains(", got "),
+        "{line}"
+    );
     assert!(line.contains("scripts/bootstrap"), "{line}");
     assert!(stdout.contains("ok       whisper-tiny.en/model.bin"));
 
@@ -102,5 +105,8 @@ fn unknown_config_key_and_bad_value_fail_at_start() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("log.format") && stderr.contains("yaml"), "{stderr}");
+    assert!(
+        stderr.contains("log.format") && stderr.contains("yaml"),
+        "{stderr}"
+    );
 }

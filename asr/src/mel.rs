@@ -31,7 +31,7 @@ pub struct MelFrontEnd {
 impl MelFrontEnd {
     /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`).
     pub fn new(filters: &[f32]) -> Result<Self, candle_core::Error> {
-        if filters.is_empty() || filters.len() % N_FREQ != 0 {
+        if filters.is_empty() || !filters.len().is_multiple_of(N_FREQ) {
             candle_core::bail!(
                 "filter bank of {} values is not n_mels x {N_FREQ}",
                 filters.len()

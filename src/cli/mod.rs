@@ -4,4 +4,5 @@ pub mod config_cmd;
 pub mod devices;
 pub mod models;
 pub mod say;
+pub mod serve;
 pub mod transcribe;

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vr_asr::{AsrEvent, StreamingRecognizer};
+use vr_asr::AsrEvent;
 use vr_capture::device::{Microphone, RunningStream};
 use vr_capture::file::{FileSource, Pacing, RunningFile};
 use vr_capture::resample::StreamResampler;
@@ -50,7 +50,10 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             let mic = Microphone::open(&cfg.capture.input_device, cfg.capture.device_buffer_frames)
                 .context("no usable microphone (use --input FILE to listen to a file)")?;
             tracing::info!(device = mic.name(), "listening");
-            (mic.format(), Box::new(move |p| Ok(Source::Mic(mic.start(p)?))))
+            (
+                mic.format(),
+                Box::new(move |p| Ok(Source::Mic(mic.start(p)?))),
+            )
         }
     };
     let (producer, mut consumer) =
@@ -62,7 +65,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut mono = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
-    let mut print = |events: Vec<AsrEvent>, out: &mut std::io::StdoutLock| -> Result<()> {
+    let print = |events: Vec<AsrEvent>, out: &mut std::io::StdoutLock| -> Result<()> {
         for e in events {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
@@ -70,9 +73,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
                 match &e {
                     AsrEvent::Partial { text, .. } if tty => write!(out, "\r\x1b[2K… {text}")?,
                     AsrEvent::Final { text, end, .. } => {
-                        let lag = t0
-                            .elapsed()
-                            .saturating_sub(end.at(SampleRate::PIPELINE));
+                        let lag = t0.elapsed().saturating_sub(end.at(SampleRate::PIPELINE));
                         let clear = if tty { "\r\x1b[2K" } else { "" };
                         writeln!(out, "{clear}{text}  [final +{} ms]", lag.as_millis())?;
                     }

@@ -144,10 +144,43 @@ fn event_json(e: &AsrEvent, wall: Duration) -> serde_json::Value {
             "words": words.iter().map(|w| serde_json::json!({
                 "text": w.text, "start_s": secs(w.start), "end_s": secs(w.end)})).collect::<Vec<_>>(),
         }),
-        _ => serde_json::json!({"type": "other"}),
     };
     v["wall_s"] = serde_json::json!(wall.as_secs_f64());
     v
+}
+
+/// The configured streaming recogniser (`[asr]`, gated by `[vad]` when `asr.vad_gate`), shared
+/// by `transcribe` and `serve`.
+pub fn build_recognizer(
+    cfg: &Config,
+    store: &vr_core::ModelStore,
+    model: Option<String>,
+) -> Result<Box<dyn StreamingRecognizer>> {
+    let mut asr_cfg: AsrConfig = cfg.asr.clone();
+    if let Some(m) = model {
+        asr_cfg.model = m;
+    }
+    if asr_cfg.engine == "moonshine" {
+        if asr_cfg.model_dir.is_empty() {
+            bail!("asr.engine = \"moonshine\" needs asr.model_dir (a Moonshine streaming checkpoint directory)");
+        }
+        let rec =
+            vr_asr::moonshine::MoonshineRecognizer::load(std::path::Path::new(&asr_cfg.model_dir))?;
+        return Ok(Box::new(rec));
+    }
+    if asr_cfg.engine != "whisper" {
+        bail!(
+            "asr.engine = {:?} is not available; use \"whisper\" or \"moonshine\"",
+            asr_cfg.engine
+        );
+    }
+    let model = vr_asr::models::whisper::load_configured(&asr_cfg, store)?;
+    let gate = asr_cfg.vad_gate;
+    let mut rec = WhisperStream::new(model, asr_cfg)?;
+    if gate {
+        rec = rec.with_vad(vr_asr::vad::SileroVad::from_store(store, cfg.vad.clone())?);
+    }
+    Ok(Box::new(rec))
 }
 
 pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
@@ -160,23 +193,8 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         read_wav(std::io::BufReader::new(f), &path.display().to_string())?
     };
     let samples = resample_to_pipeline(&audio.samples, audio.rate);
-    let mut asr_cfg: AsrConfig = cfg.asr.clone();
-    if let Some(m) = args.model {
-        asr_cfg.model = m;
-    }
-    if asr_cfg.engine != "whisper" {
-        bail!(
-            "asr.engine = {:?} is not available in this build; use \"whisper\"",
-            asr_cfg.engine
-        );
-    }
     let store = crate::cli::models::store(cfg)?;
-    let model = vr_asr::models::whisper::load_configured(&asr_cfg, &store)?;
-    let gate = asr_cfg.vad_gate;
-    let mut rec = WhisperStream::new(model, asr_cfg)?;
-    if gate {
-        rec = rec.with_vad(vr_asr::vad::SileroVad::from_store(&store, cfg.vad.clone())?);
-    }
+    let mut rec = build_recognizer(cfg, &store, args.model)?;
 
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut out = std::io::stdout().lock();

@@ -133,7 +133,7 @@ pub fn cardinal(n: u64) -> String {
     }
     if n < 100 {
         let t = TENS[(n / 10) as usize];
-        return if n % 10 == 0 {
+        return if n.is_multiple_of(10) {
             t.to_string()
         } else {
             format!("{t}-{}", ONES[(n % 10) as usize])
@@ -141,7 +141,7 @@ pub fn cardinal(n: u64) -> String {
     }
     if n < 1000 {
         let h = format!("{} hundred", ONES[(n / 100) as usize]);
-        return if n % 100 == 0 {
+        return if n.is_multiple_of(100) {
             h
         } else {
             format!("{h} {}", cardinal(n % 100))
@@ -154,7 +154,7 @@ pub fn cardinal(n: u64) -> String {
                 return digits(&n.to_string());
             }
             let head = format!("{} {name}", cardinal(n / scale));
-            return if n % scale == 0 {
+            return if n.is_multiple_of(scale) {
                 head
             } else {
                 format!("{head} {}", cardinal(n % scale))

@@ -266,7 +266,7 @@ impl Config {
         }
         if e.num_attention_heads == 0
             || e.num_key_value_heads == 0
-            || e.num_attention_heads % e.num_key_value_heads != 0
+            || !e.num_attention_heads.is_multiple_of(e.num_key_value_heads)
         {
             return bad(format!(
                 "encoder_config.num_key_value_heads {} must divide num_attention_heads {}",
