@@ -62,10 +62,27 @@ pub fn host_name() -> String {
     format!("{:?}", cpal::default_host().id())
 }
 
-/// Every input and output device of the default host, defaults first.
+/// ALSA without `/dev/snd` has only software plugins (the unclocked "null" device, resamplers,
+/// bridges to servers that are not running): nothing that really plays or records. Treat that as
+/// "no device" so the user gets a clear error instead of a silent null microphone.
+fn alsa_without_sound_card(host: &cpal::Host) -> bool {
+    cfg!(target_os = "linux")
+        && host.id().name().eq_ignore_ascii_case("alsa")
+        && !std::path::Path::new("/dev/snd").exists()
+}
+
+const NO_CARD_HINT: &str =
+    "; no sound card (/dev/snd is absent) and no PulseAudio server is running: \
+     start one, or run under scripts/with-pulseaudio for a virtual device";
+
+/// Every input and output device of the default host, defaults first. Empty when the host has
+/// no real device (see [`find_device`]'s errors).
 pub fn list_devices() -> Result<Vec<DeviceInfo>, CaptureError> {
     let host = cpal::default_host();
     let mut out = Vec::new();
+    if alsa_without_sound_card(&host) {
+        return Ok(out);
+    }
     for dir in [Direction::Input, Direction::Output] {
         let default_name = match dir {
             Direction::Input => host.default_input_device(),
@@ -122,6 +139,13 @@ pub fn find_device(dir: Direction, name: &str) -> Result<cpal::Device, CaptureEr
     } else {
         String::new()
     };
+    if alsa_without_sound_card(&host) {
+        return Err(CaptureError::NoDevice {
+            direction: dir.as_str(),
+            host: format!("{:?}", host.id()),
+            hint: NO_CARD_HINT.to_string(),
+        });
+    }
     if name.is_empty() {
         let d = match dir {
             Direction::Input => host.default_input_device(),

@@ -77,43 +77,18 @@ fn read_wav<R: Read>(reader: R, name: &str) -> Result<Audio> {
     })
 }
 
-/// Converts `samples` at `from` Hz to the pipeline's 16 kHz with a Hann-windowed sinc
-/// interpolator (cut-off at the lower Nyquist frequency, 16 zero crossings each side). Kept in
-/// this one function so the capture crate's rubato resampler can replace it.
-pub fn resample_to_pipeline(samples: &[f32], from: u32) -> Vec<f32> {
-    let to = SampleRate::PIPELINE.hz();
-    if from == to {
-        return samples.to_vec();
-    }
-    let ratio = to as f64 / from as f64;
-    let cutoff = ratio.min(1.0);
-    const ZEROS: f64 = 16.0;
-    let half = (ZEROS / cutoff).ceil() as i64;
-    let n_out = (samples.len() as f64 * ratio).floor() as usize;
-    let mut out = Vec::with_capacity(n_out);
-    for i in 0..n_out {
-        let t = i as f64 / ratio;
-        let c = t.floor() as i64;
-        let mut acc = 0.0f64;
-        for k in (c - half + 1)..=(c + half) {
-            if k < 0 || k as usize >= samples.len() {
-                continue;
-            }
-            let x = (t - k as f64) * cutoff;
-            if x.abs() >= ZEROS {
-                continue;
-            }
-            let sinc = if x == 0.0 {
-                1.0
-            } else {
-                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-            };
-            let w = 0.5 + 0.5 * (std::f64::consts::PI * x / ZEROS).cos();
-            acc += samples[k as usize] as f64 * sinc * w * cutoff;
-        }
-        out.push(acc as f32);
-    }
-    out
+/// Converts mono `samples` at `from` Hz to the pipeline's 16 kHz (the capture crate's rubato
+/// resampler, the same one every live source goes through).
+pub fn resample_to_pipeline(samples: &[f32], from: u32) -> Result<Vec<f32>> {
+    let format = vr_capture::AudioFormat {
+        rate: SampleRate(from),
+        channels: 1,
+    };
+    Ok(vr_capture::resample::resample_to_mono(
+        samples,
+        format,
+        SampleRate::PIPELINE,
+    )?)
 }
 
 fn secs(s: vr_core::SampleIndex) -> f64 {
@@ -192,7 +167,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             .with_context(|| format!("cannot open {}", path.display()))?;
         read_wav(std::io::BufReader::new(f), &path.display().to_string())?
     };
-    let samples = resample_to_pipeline(&audio.samples, audio.rate);
+    let samples = resample_to_pipeline(&audio.samples, audio.rate)?;
     let store = crate::cli::models::store(cfg)?;
     let mut rec = build_recognizer(cfg, &store, args.model)?;
 
@@ -253,7 +228,7 @@ mod tests {
         let x: Vec<f32> = (0..48000)
             .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 48000.0).sin())
             .collect();
-        let y = resample_to_pipeline(&x, 48000);
+        let y = resample_to_pipeline(&x, 48000).unwrap();
         assert_eq!(y.len(), 16000);
         let max_err = (2000..14000)
             .map(|i| {
@@ -265,14 +240,14 @@ mod tests {
         let x: Vec<f32> = (0..48000)
             .map(|i| (2.0 * std::f32::consts::PI * 12000.0 * i as f32 / 48000.0).sin())
             .collect();
-        let y = resample_to_pipeline(&x, 48000);
+        let y = resample_to_pipeline(&x, 48000).unwrap();
         let rms = (y[2000..14000].iter().map(|v| v * v).sum::<f32>() / 12000.0).sqrt();
         assert!(rms < 0.01, "aliased rms {rms}");
         // 8 kHz → 16 kHz upsampling keeps a 500 Hz tone.
         let x: Vec<f32> = (0..8000)
             .map(|i| (2.0 * std::f32::consts::PI * 500.0 * i as f32 / 8000.0).sin())
             .collect();
-        let y = resample_to_pipeline(&x, 8000);
+        let y = resample_to_pipeline(&x, 8000).unwrap();
         assert_eq!(y.len(), 16000);
         let max_err = (1000..15000)
             .map(|i| (y[i] - (2.0 * std::f32::consts::PI * 500.0 * i as f32 / 16000.0).sin()).abs())
