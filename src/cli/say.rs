@@ -48,7 +48,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     );
     match args.output {
         Some(path) => write_wav(&path, &samples, rate)?,
-        None => play(&samples, rate)?,
+        None => play(cfg, &samples, rate)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -71,8 +71,50 @@ fn write_wav(path: &Path, samples: &[f32], rate: SampleRate) -> Result<()> {
     Ok(())
 }
 
-/// Speaker output. The capture crate's speaker sink (ring buffer + cpal output stream with
-/// resampling) replaces this once it lands; until then `say` only writes files.
-fn play(_samples: &[f32], _rate: SampleRate) -> Result<()> {
-    bail!("no audio output device; use -o FILE")
+/// Plays through the configured output device: the capture crate's speaker sink reads a
+/// playback ring from its real-time callback; this thread resamples to the device rate, fills the
+/// ring (waiting for space, never dropping) and waits until it has drained.
+fn play(cfg: &Config, samples: &[f32], rate: SampleRate) -> Result<()> {
+    use vr_capture::device::Speaker;
+    use vr_capture::{audio_ring, resample::resample_to_mono, AudioFormat};
+
+    let speaker = Speaker::open(
+        &cfg.capture.output_device,
+        None,
+        cfg.capture.device_buffer_frames,
+    )
+    .context("no audio output device (use -o FILE to write a WAV instead)")?;
+    let device = speaker.format();
+    let mono = resample_to_mono(samples, AudioFormat { rate, channels: 1 }, device.rate)?;
+    let ch = usize::from(device.channels);
+    let interleaved: Vec<f32> = mono
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(*s, ch))
+        .collect();
+    let (mut producer, consumer) =
+        audio_ring("playback", device, cfg.capture.ring_frames(device.rate))?;
+    let running = speaker.start(consumer)?;
+    let started = std::time::Instant::now();
+    let step = (device.rate.hz() as usize / 10).max(1) * ch;
+    for part in interleaved.chunks(step) {
+        let frames = part.len() / ch;
+        if producer.push_blocking(part, Duration::from_secs(5)) < frames {
+            bail!(
+                "the output device {:?} stopped consuming audio",
+                running.device_name()
+            );
+        }
+    }
+    // The server buffers ahead of what is audible and stopping the stream discards that buffer,
+    // so wait for the audio's own duration (playback runs at real time) plus a margin.
+    let audible_until =
+        started + device.rate.duration_of(mono.len() as u64) + Duration::from_millis(500);
+    while running.monitor().stats().fill > 0 || std::time::Instant::now() < audible_until {
+        std::thread::sleep(Duration::from_millis(20));
+        if std::time::Instant::now() > audible_until + Duration::from_secs(5) {
+            break;
+        }
+    }
+    running.stop()?;
+    Ok(())
 }
