@@ -4,10 +4,23 @@
 
 use std::process::Command;
 
-fn without_sound_server(cmd: &mut Command) -> &mut Command {
-    cmd.env_remove("PULSE_SERVER")
+/// The `error:` line of `voicerelay ARGS` run with no sound server reachable; the command must
+/// fail.
+fn error_line_without_sound_server(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_voicerelay"))
+        .args(args)
+        .env_remove("PULSE_SERVER")
         .env_remove("PULSE_RUNTIME_PATH")
         .env("XDG_RUNTIME_DIR", "/nonexistent-voicerelay-test")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"))
+        .to_string()
 }
 
 #[test]
@@ -16,26 +29,9 @@ fn no_sound_card_is_a_clear_error() {
         eprintln!("SKIP: this machine has a sound card (/dev/snd exists)");
         return;
     }
-    let out = without_sound_server(Command::new(env!("CARGO_BIN_EXE_voicerelay")).arg("devices"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    let line = error_line_without_sound_server(&["devices"]);
     assert!(line.contains("no audio devices found"), "{line}");
-
-    let out = without_sound_server(Command::new(env!("CARGO_BIN_EXE_voicerelay")).arg("serve"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    let line = error_line_without_sound_server(&["serve"]);
     assert!(
         line.contains("no usable microphone") && line.contains("--input"),
         "{line}"

@@ -15,96 +15,15 @@
 //!
 //! Scorers in other languages (the faster-whisper peer script) implement the same steps.
 
-const ONES: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
-
-/// English cardinal for `n` (words separated by single spaces, no "and").
+/// English cardinal for `n`, words separated by single spaces, no "and" ("1961" → "one thousand
+/// nine hundred sixty one"). The TTS verbaliser's number words, so what the voice is asked to say
+/// and what the scorer expects are spelled by one piece of code.
 pub fn cardinal(n: u64) -> String {
-    fn below_thousand(n: u64, out: &mut Vec<String>) {
-        let (h, r) = (n / 100, n % 100);
-        if h > 0 {
-            out.push(ONES[h as usize].to_string());
-            out.push("hundred".into());
-        }
-        if r > 0 {
-            if r < 20 {
-                out.push(ONES[r as usize].to_string());
-            } else {
-                out.push(TENS[(r / 10) as usize].to_string());
-                if r % 10 > 0 {
-                    out.push(ONES[(r % 10) as usize].to_string());
-                }
-            }
-        }
-    }
-    if n == 0 {
-        return "zero".into();
-    }
-    const SCALES: [(u64, &str); 4] = [
-        (1_000_000_000_000, "trillion"),
-        (1_000_000_000, "billion"),
-        (1_000_000, "million"),
-        (1_000, "thousand"),
-    ];
-    let mut out = Vec::new();
-    let mut rest = n;
-    for (v, name) in SCALES {
-        if rest >= v {
-            let q = rest / v;
-            if q >= 1000 {
-                out.push(cardinal(q));
-            } else {
-                below_thousand(q, &mut out);
-            }
-            out.push(name.into());
-            rest %= v;
-        }
-    }
-    below_thousand(rest, &mut out);
-    out.join(" ")
+    vr_tts::verbalize::cardinal(n).replace('-', " ")
 }
 
 fn ordinal(n: u64) -> String {
-    let c = cardinal(n);
-    let (head, last) = match c.rsplit_once(' ') {
-        Some((h, l)) => (format!("{h} "), l.to_string()),
-        None => (String::new(), c.clone()),
-    };
-    let last = match last.as_str() {
-        "one" => "first".to_string(),
-        "two" => "second".to_string(),
-        "three" => "third".to_string(),
-        "five" => "fifth".to_string(),
-        "eight" => "eighth".to_string(),
-        "nine" => "ninth".to_string(),
-        "twelve" => "twelfth".to_string(),
-        l if l.ends_with('y') => format!("{}ieth", &l[..l.len() - 1]),
-        l => format!("{l}th"),
-    };
-    format!("{head}{last}")
+    vr_tts::verbalize::ordinal(n).replace('-', " ")
 }
 
 const CONTRACTIONS: &[(&str, &str)] = &[
