@@ -110,7 +110,7 @@ fn spell_numbers(s: &str) -> String {
             // Longer than u64: digit by digit.
             Err(_) => digits
                 .chars()
-                .map(|d| ONES[d.to_digit(10).unwrap_or(0) as usize])
+                .map(|d| cardinal(u64::from(d.to_digit(10).unwrap_or(0))))
                 .collect::<Vec<_>>()
                 .join(" "),
         };
@@ -119,7 +119,7 @@ fn spell_numbers(s: &str) -> String {
             words.push_str(" point");
             while i < chars.len() && chars[i].is_ascii_digit() {
                 words.push(' ');
-                words.push_str(ONES[chars[i].to_digit(10).unwrap_or(0) as usize]);
+                words.push_str(&cardinal(u64::from(chars[i].to_digit(10).unwrap_or(0))));
                 i += 1;
             }
         }
