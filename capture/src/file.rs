@@ -359,21 +359,10 @@ impl WavSink {
         let mut n = 0u64;
         while let Some(chunk) = consumer.peek() {
             let frames = chunk.samples.len() / ch;
-            // `peek` borrows the consumer; copy through a local buffer-free path by writing first.
-            let samples: &[f32] = chunk.samples;
-            for &s in samples {
-                let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-                self.writer
-                    .write_sample(v)
-                    .map_err(|e| CaptureError::Write {
-                        path: self.path.clone(),
-                        reason: e.to_string(),
-                    })?;
-            }
+            self.write(chunk.samples)?;
             consumer.consume(frames);
             n += frames as u64;
         }
-        self.frames += n;
         Ok(n)
     }
 
@@ -389,5 +378,40 @@ impl WavSink {
             reason: e.to_string(),
         })?;
         Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::audio_ring;
+
+    #[test]
+    fn wav_sink_drains_a_ring_and_counts_each_frame_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.wav");
+        let format = AudioFormat {
+            rate: SampleRate(16_000),
+            channels: 2,
+        };
+        let (mut p, mut c) = audio_ring("sink-test", format, 4096).unwrap();
+        let frames: Vec<f32> = (0..2000).map(|i| (i as f32 / 2000.0) - 0.5).collect();
+        assert_eq!(p.push(&frames), 1000);
+        let mut sink = WavSink::create(&path, format).unwrap();
+        assert_eq!(sink.drain(&mut c).unwrap(), 1000);
+        sink.write(&[2.0, -2.0]).unwrap();
+        assert_eq!(sink.frames(), 1001);
+        assert_eq!(sink.finalize().unwrap(), 1001);
+        let got: Vec<i16> = hound::WavReader::open(&path)
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| s.unwrap())
+            .collect();
+        let want: Vec<i16> = frames
+            .iter()
+            .chain(&[1.0, -1.0])
+            .map(|s| (s * 32767.0).round() as i16)
+            .collect();
+        assert_eq!(got, want);
     }
 }
