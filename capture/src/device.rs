@@ -9,6 +9,7 @@
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vr_core::SampleRate;
 
 use crate::ring::{AudioConsumer, AudioFormat, AudioProducer, RingMonitor};
@@ -285,10 +286,11 @@ impl Microphone {
             .map_err(backend(format!("starting input {:?}", self.name)))?;
         tracing::info!(device = %self.name, format = ?self.format(), "microphone started");
         Ok(RunningStream {
-            _stream: stream,
+            stream,
             monitor,
             errors,
             name: self.name,
+            playback: None,
         })
     }
 }
@@ -386,12 +388,27 @@ impl Speaker {
         let monitor = consumer.monitor();
         let errors = Arc::new(AtomicU64::new(0));
         let errors2 = errors.clone();
+        let playback = Arc::new(PlaybackProgress::default());
+        let progress = playback.clone();
+        let rate = self.format().rate;
         let stream = self
             .device
             .build_output_stream::<f32, _, _>(
                 self.config,
-                move |out: &mut [f32], _| {
-                    consumer.fill_or_silence(out);
+                move |out: &mut [f32], info: &cpal::OutputCallbackInfo| {
+                    let frames = consumer.fill_or_silence(out);
+                    if frames > 0 {
+                        // Real frames go first in `out`, so the last one is audible `frames`
+                        // after the buffer's predicted playback instant.
+                        let end = info.timestamp().playback.as_nanos()
+                            + rate.duration_of(frames as u64).as_nanos();
+                        let end = u64::try_from(end).unwrap_or(u64::MAX);
+                        progress.audible_until_ns.fetch_max(end, Ordering::Relaxed);
+                        // Release: a drain that sees this count also sees the instant above.
+                        progress
+                            .handed_frames
+                            .fetch_add(frames as u64, Ordering::Release);
+                    }
                 },
                 move |_e| {
                     errors2.fetch_add(1, Ordering::Relaxed);
@@ -404,20 +421,39 @@ impl Speaker {
             .map_err(backend(format!("starting output {:?}", self.name)))?;
         tracing::info!(device = %self.name, format = ?self.format(), "speaker started");
         Ok(RunningStream {
-            _stream: stream,
+            stream,
             monitor,
             errors,
             name: self.name,
+            playback: Some(playback),
         })
     }
 }
 
+/// What a speaker callback has handed to the device, for [`RunningStream::drain`]. Written only
+/// by the real-time callback (atomics, no lock).
+#[derive(Debug, Default)]
+struct PlaybackProgress {
+    /// Frames taken from the ring and given to the device (silence not included).
+    handed_frames: AtomicU64,
+    /// Stream-clock instant (ns, cpal's [`StreamTrait::now`] base) at which the last of them is
+    /// predicted to be audible; the backend's own latency estimate, so server-side buffering
+    /// (PulseAudio's default target is about 2 s) is included.
+    audible_until_ns: AtomicU64,
+}
+
+/// Slack over the backend's playback prediction: its latency estimate is interpolated between
+/// polls (cpal's PulseAudio backend polls every 100 ms at most).
+const DRAIN_MARGIN: Duration = Duration::from_millis(150);
+
 /// A live device stream; dropping it stops the device.
 pub struct RunningStream {
-    _stream: cpal::Stream,
+    stream: cpal::Stream,
     monitor: RingMonitor,
     errors: Arc<AtomicU64>,
     name: String,
+    /// Set for output streams only.
+    playback: Option<Arc<PlaybackProgress>>,
 }
 
 impl RunningStream {
@@ -432,6 +468,49 @@ impl RunningStream {
     /// Errors the backend reported on this stream so far.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// For a speaker whose producer has finished: waits until every frame that entered the ring
+    /// has been handed to the device *and* is predicted to have been played, so stopping the
+    /// stream afterwards cuts nothing off (stopping discards whatever the backend still buffers).
+    /// Fails if the device makes no progress for `stall_timeout`.
+    pub fn drain(&self, stall_timeout: Duration) -> Result<(), CaptureError> {
+        let Some(progress) = &self.playback else {
+            return Err(CaptureError::InvalidArgument {
+                what: "drain",
+                reason: format!("{:?} is an input stream", self.name),
+            });
+        };
+        let poll = Duration::from_millis(10);
+        let mut last = progress.handed_frames.load(Ordering::Acquire);
+        let mut last_progress = Instant::now();
+        // The producer is done, so `stored` is final: wait for the callback to take all of it.
+        while last < self.monitor.stats().stored {
+            std::thread::sleep(poll);
+            let now = progress.handed_frames.load(Ordering::Acquire);
+            if now != last {
+                last = now;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > stall_timeout {
+                return Err(CaptureError::Backend {
+                    context: format!("draining output {:?}", self.name),
+                    message: format!(
+                        "the device stopped taking audio ({} of {} frames played)",
+                        last,
+                        self.monitor.stats().stored
+                    ),
+                });
+            }
+        }
+        let until = progress.audible_until_ns.load(Ordering::Relaxed);
+        let now = u64::try_from(self.stream.now().as_nanos()).unwrap_or(u64::MAX);
+        let wait = Duration::from_nanos(until.saturating_sub(now)) + DRAIN_MARGIN;
+        if wait > stall_timeout + DRAIN_MARGIN {
+            // A prediction this far out is a backend estimate gone wrong, not real buffering.
+            tracing::warn!(device = %self.name, ?wait, "implausible playback latency; waiting the stall timeout");
+        }
+        std::thread::sleep(wait.min(stall_timeout + DRAIN_MARGIN));
+        Ok(())
     }
 
     /// Stops the device.

@@ -15,9 +15,18 @@
 //! Real-time use: [`AudioProducer::push`] never allocates, locks or blocks; it may issue one
 //! `unpark` (a futex wake, non-blocking) when a consumer is parked in
 //! [`AudioConsumer::wait_for_data`].
+//!
+//! Throughput: the two ends share as few cache lines as possible. Each end keeps the other's
+//! ring index cached and re-reads it only when the cached value says the ring is full (producer)
+//! or empty (consumer), so in steady state a push or a read costs one release store of the end's
+//! own index rather than a cache miss on the other end's. Counters are split by writer onto
+//! separate cache lines and updated with plain stores (one writer each), never read-modify-write
+//! on a shared line; the fill level is derived (`stored - consumed`). The waiting calls spin and
+//! yield briefly before parking, because a futex round trip per chunk costs more than the copy.
 
-use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::traits::{Consumer, Observer, Producer, Raw, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -51,14 +60,56 @@ impl AudioFormat {
     };
 }
 
-/// Counters shared by both ends; all in frames (one sample per channel).
+/// Gives its content cache lines of its own (128 bytes: adjacent-line prefetch pairs lines), so
+/// a write by one end never invalidates a line the other end reads on every call.
+#[repr(align(128))]
 #[derive(Debug, Default)]
-struct Counters {
+struct Padded<T>(T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Written only by the producer; all in frames (one sample per channel).
+#[derive(Debug, Default)]
+struct ProducerCounters {
     stored: AtomicU64,
     overrun_frames: AtomicU64,
     overrun_events: AtomicU64,
+}
+
+/// Written only by the consumer; all in frames.
+#[derive(Debug, Default)]
+struct ConsumerCounters {
+    consumed: AtomicU64,
     underrun_frames: AtomicU64,
     underrun_events: AtomicU64,
+}
+
+/// Spin, then yield, then give up (the caller parks): how long a waiting end polls first.
+struct Backoff(u32);
+
+impl Backoff {
+    const SPIN_STEPS: u32 = 6;
+    const YIELD_STEPS: u32 = 10;
+
+    /// Waits a little longer each call; false once the caller should park instead.
+    fn snooze(&mut self) -> bool {
+        if self.0 <= Self::SPIN_STEPS {
+            for _ in 0..1u32 << self.0 {
+                std::hint::spin_loop();
+            }
+        } else if self.0 <= Self::YIELD_STEPS {
+            std::thread::yield_now();
+        } else {
+            return false;
+        }
+        self.0 += 1;
+        true
+    }
 }
 
 /// A snapshot of a ring's counters (frames).
@@ -82,13 +133,14 @@ struct Shared {
     name: String,
     format: AudioFormat,
     capacity_frames: usize,
-    counters: Counters,
-    consumer_parked: AtomicBool,
+    produced: Padded<ProducerCounters>,
+    consumed: Padded<ConsumerCounters>,
+    /// Read by the producer on every push; written only when the consumer parks.
+    consumer_parked: Padded<AtomicBool>,
+    /// Read by the consumer on every release; written only when the producer parks.
+    producer_parked: Padded<AtomicBool>,
     consumer_thread: OnceLock<Thread>,
-    producer_parked: AtomicBool,
     producer_thread: OnceLock<Thread>,
-    /// Frames currently stored; kept separately so a monitor can read the fill without an end.
-    fill: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -100,14 +152,17 @@ pub struct RingMonitor {
 
 impl RingMonitor {
     pub fn stats(&self) -> RingStats {
-        let c = &self.shared.counters;
+        let (p, c) = (&self.shared.produced, &self.shared.consumed);
+        // Consumed first: `stored` only grows, so the difference never goes below the truth.
+        let consumed = c.consumed.load(Ordering::Relaxed);
+        let stored = p.stored.load(Ordering::Relaxed);
         RingStats {
-            stored: c.stored.load(Ordering::Relaxed),
-            overrun_frames: c.overrun_frames.load(Ordering::Relaxed),
-            overrun_events: c.overrun_events.load(Ordering::Relaxed),
+            stored,
+            overrun_frames: p.overrun_frames.load(Ordering::Relaxed),
+            overrun_events: p.overrun_events.load(Ordering::Relaxed),
             underrun_frames: c.underrun_frames.load(Ordering::Relaxed),
             underrun_events: c.underrun_events.load(Ordering::Relaxed),
-            fill: self.shared.fill.load(Ordering::Relaxed),
+            fill: stored.saturating_sub(consumed),
         }
     }
 
@@ -200,14 +255,15 @@ pub fn audio_ring(
         name: name.to_string(),
         format,
         capacity_frames,
-        counters: Counters::default(),
-        consumer_parked: AtomicBool::new(false),
+        produced: Padded::default(),
+        consumed: Padded::default(),
+        consumer_parked: Padded::default(),
+        producer_parked: Padded::default(),
         consumer_thread: OnceLock::new(),
-        producer_parked: AtomicBool::new(false),
         producer_thread: OnceLock::new(),
-        fill: AtomicU64::new(0),
         closed: AtomicBool::new(false),
     });
+    let cap = capacity_frames * channels;
     Ok((
         AudioProducer {
             rb: rb_p,
@@ -216,6 +272,10 @@ pub fn audio_ring(
             stored: 0,
             next: SampleIndex::ZERO,
             pending_gap: 0,
+            overrun_frames: 0,
+            overrun_events: 0,
+            cap,
+            read_cache: 0,
             shared: shared.clone(),
         },
         AudioConsumer {
@@ -224,6 +284,10 @@ pub fn audio_ring(
             channels,
             read: 0,
             next: SampleIndex::ZERO,
+            underrun_frames: 0,
+            underrun_events: 0,
+            cap,
+            write_cache: 0,
             shared,
         },
     ))
@@ -240,6 +304,13 @@ pub struct AudioProducer {
     next: SampleIndex,
     /// Frames dropped whose marker is not yet published.
     pending_gap: u64,
+    /// This end's copies of its counters (it is their only writer).
+    overrun_frames: u64,
+    overrun_events: u64,
+    /// Ring capacity in samples.
+    cap: usize,
+    /// The consumer's read index as last seen; it only lags, so free space is underestimated.
+    read_cache: usize,
     shared: Arc<Shared>,
 }
 
@@ -252,7 +323,7 @@ impl AudioProducer {
         if frames == 0 {
             return 0;
         }
-        let vacant = self.rb.vacant_len() / self.channels;
+        let vacant = self.vacant_samples(frames * self.channels) / self.channels;
         let n = frames.min(vacant);
         // A marker is published only when frames follow it, so one overrun episode (however many
         // pushes it spans) costs one marker.
@@ -260,20 +331,19 @@ impl AudioProducer {
             self.drop_frames(frames);
             return 0;
         }
-        {
-            let pushed = self.rb.push_slice(&samples[..n * self.channels]);
-            debug_assert_eq!(pushed, n * self.channels);
-            self.stored += n as u64;
-            self.next = self.next.advance(n as u64);
-            self.shared
-                .counters
-                .stored
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.shared.fill.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        self.write(&samples[..n * self.channels]);
+        self.stored += n as u64;
+        self.next = self.next.advance(n as u64);
+        self.shared
+            .produced
+            .stored
+            .store(self.stored, Ordering::Relaxed);
         if n < frames {
             self.drop_frames(frames - n);
         }
+        // Pairs with the fence in `wait_for_data`: either the consumer's re-check sees these
+        // frames or this load sees it parked (store-load order needs a full fence).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if n > 0 && self.shared.consumer_parked.load(Ordering::Acquire) {
             if let Some(t) = self.shared.consumer_thread.get() {
                 t.unpark();
@@ -290,12 +360,17 @@ impl AudioProducer {
         let total = samples.len() / self.channels;
         let mut deadline = Instant::now() + timeout;
         let _ = self.shared.producer_thread.set(std::thread::current());
+        let mut backoff = Backoff(0);
         while done < total && !self.shared.closed.load(Ordering::Acquire) {
-            let vacant = self.rb.vacant_len() / self.channels;
+            let vacant = self.vacant_samples((total - done) * self.channels) / self.channels;
             if vacant > 0 {
                 let n = vacant.min(total - done);
                 done += self.push(&samples[done * self.channels..(done + n) * self.channels]);
                 deadline = Instant::now() + timeout;
+                backoff = Backoff(0);
+                continue;
+            }
+            if backoff.snooze() {
                 continue;
             }
             let now = Instant::now();
@@ -304,12 +379,56 @@ impl AudioProducer {
             }
             self.shared.producer_parked.store(true, Ordering::Release);
             // Re-check after announcing, so a consumer that read in between is not missed.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.rb.vacant_len() < self.channels {
                 std::thread::park_timeout((deadline - now).min(Duration::from_millis(100)));
             }
             self.shared.producer_parked.store(false, Ordering::Release);
+            backoff = Backoff(0);
         }
         done
+    }
+
+    /// Free samples, re-reading the consumer's index only if the cached one leaves less than
+    /// `want` (in steady state the ring is rarely that full, so pushes touch no shared line).
+    fn vacant_samples(&mut self, want: usize) -> usize {
+        // The producer's own index is a plain field of its end; no shared access.
+        let write = self.rb.write_index();
+        let vacant = self.cap - index_distance(self.read_cache, write, self.cap);
+        if vacant >= want {
+            return vacant;
+        }
+        self.read_cache = self.rb.read_index();
+        self.cap - index_distance(self.read_cache, write, self.cap)
+    }
+
+    /// Appends `samples`, which must fit in [`AudioProducer::vacant_samples`], and publishes them
+    /// with one release store of the write index.
+    fn write(&mut self, samples: &[f32]) {
+        let write = self.rb.write_index();
+        let used = index_distance(self.read_cache, write, self.cap);
+        assert!(samples.len() <= self.cap - used, "write beyond free space");
+        let end = index_add(write, samples.len(), self.cap);
+        // SAFETY: this end holds the ring's producer rights for its whole life (it came from
+        // `split`), and `write..end` lies within the free space computed from a read index that
+        // can only lag the consumer's real one, so no slot in it is readable by the consumer.
+        let (a, b) = unsafe { self.rb.unsafe_slices_mut(write, end) };
+        debug_assert_eq!(a.len() + b.len(), samples.len());
+        let (sa, sb) = samples.split_at(a.len());
+        // SAFETY: `a` and `b` are exactly `sa.len()` and `sb.len()` slots of f32 storage
+        // (MaybeUninit<f32> has f32's layout) that nothing else accesses; f32 needs no drop.
+        unsafe {
+            std::ptr::copy_nonoverlapping(sa.as_ptr(), a.as_mut_ptr().cast::<f32>(), sa.len());
+            std::ptr::copy_nonoverlapping(sb.as_ptr(), b.as_mut_ptr().cast::<f32>(), sb.len());
+            // Release store: the consumer that sees the new index sees the samples.
+            self.rb.set_write_index(end);
+        }
+    }
+
+    /// Frames that fit in the ring right now (a [`AudioProducer::push`] of at most this many
+    /// stores everything).
+    pub fn vacant_frames(&self) -> usize {
+        self.rb.vacant_len() / self.channels
     }
 
     /// Stream position of the next frame this producer will be offered.
@@ -335,9 +454,13 @@ impl AudioProducer {
     fn drop_frames(&mut self, frames: usize) {
         self.pending_gap += frames as u64;
         self.next = self.next.advance(frames as u64);
-        let c = &self.shared.counters;
-        c.overrun_frames.fetch_add(frames as u64, Ordering::Relaxed);
-        c.overrun_events.fetch_add(1, Ordering::Relaxed);
+        self.overrun_frames += frames as u64;
+        self.overrun_events += 1;
+        let c = &self.shared.produced;
+        c.overrun_frames
+            .store(self.overrun_frames, Ordering::Relaxed);
+        c.overrun_events
+            .store(self.overrun_events, Ordering::Relaxed);
     }
 
     fn publish_gap(&mut self) -> bool {
@@ -385,6 +508,13 @@ pub struct AudioConsumer {
     read: u64,
     /// Stream position of the next frame to be read.
     next: SampleIndex,
+    /// This end's copies of its counters (it is their only writer).
+    underrun_frames: u64,
+    underrun_events: u64,
+    /// Ring capacity in samples.
+    cap: usize,
+    /// The producer's write index as last seen; it only lags, so data is underestimated.
+    write_cache: usize,
     shared: Arc<Shared>,
 }
 
@@ -416,10 +546,19 @@ impl AudioConsumer {
         if frames == 0 {
             return None;
         }
-        let (a, _) = self.rb.as_slices();
+        let read = self.rb.read_index();
+        let len = frames * self.channels;
+        // SAFETY: this end holds the consumer rights; `read..read + len` is published data
+        // (below a write index acquired from the producer) within one contiguous run, and the
+        // producer does not touch it until `consume` moves the read index past it. The borrow
+        // of `self` keeps `consume` from running while the slice lives.
+        let (a, _) = unsafe { self.rb.unsafe_slices(read, index_add(read, len, self.cap)) };
+        debug_assert_eq!(a.len(), len);
+        // SAFETY: published slots are initialised f32 (MaybeUninit<f32> has f32's layout).
+        let samples = unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), len) };
         Some(AudioChunk {
             start: self.next,
-            samples: &a[..frames * self.channels],
+            samples,
         })
     }
 
@@ -431,10 +570,21 @@ impl AudioConsumer {
         if frames == 0 {
             return;
         }
-        self.rb.skip(frames * self.channels);
+        let read = self.rb.read_index();
+        // SAFETY: consumer rights; the released slots were published (see `peek`) and f32 needs
+        // no drop. Release store: the producer that sees the index may reuse the slots.
+        unsafe {
+            self.rb
+                .set_read_index(index_add(read, frames * self.channels, self.cap))
+        };
         self.read += frames as u64;
         self.next = self.next.advance(frames as u64);
-        self.shared.fill.fetch_sub(frames as u64, Ordering::Relaxed);
+        self.shared
+            .consumed
+            .consumed
+            .store(self.read, Ordering::Relaxed);
+        // Pairs with the fence in `push_blocking` (see `push`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.shared.producer_parked.load(Ordering::Acquire) {
             if let Some(t) = self.shared.producer_thread.get() {
                 t.unpark();
@@ -483,10 +633,13 @@ impl AudioConsumer {
         }
         out[done * ch..].fill(0.0);
         if done < want {
-            let c = &self.shared.counters;
+            self.underrun_frames += (want - done) as u64;
+            self.underrun_events += 1;
+            let c = &self.shared.consumed;
             c.underrun_frames
-                .fetch_add((want - done) as u64, Ordering::Relaxed);
-            c.underrun_events.fetch_add(1, Ordering::Relaxed);
+                .store(self.underrun_frames, Ordering::Relaxed);
+            c.underrun_events
+                .store(self.underrun_events, Ordering::Relaxed);
         }
         done
     }
@@ -496,6 +649,7 @@ impl AudioConsumer {
     pub fn wait_for_data(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let _ = self.shared.consumer_thread.set(std::thread::current());
+        let mut backoff = Backoff(0);
         loop {
             if self.rb.occupied_len() > 0 {
                 return true;
@@ -507,11 +661,16 @@ impl AudioConsumer {
             if now >= deadline {
                 return false;
             }
+            if backoff.snooze() {
+                continue;
+            }
             self.shared.consumer_parked.store(true, Ordering::Release);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.rb.occupied_len() == 0 && !self.shared.closed.load(Ordering::Acquire) {
                 std::thread::park_timeout(deadline - now);
             }
             self.shared.consumer_parked.store(false, Ordering::Release);
+            backoff = Backoff(0);
         }
     }
 
@@ -537,7 +696,16 @@ impl AudioConsumer {
 
     /// Frames readable before the wrap point or the next gap.
     fn contiguous_frames(&mut self) -> usize {
-        let first = self.rb.as_slices().0.len() / self.channels;
+        // The consumer's own index is a plain field of its end; the producer's is re-read (an
+        // acquire load of a line the producer writes) only when the cached one shows no data.
+        let read = self.rb.read_index();
+        let mut occupied = index_distance(read, self.write_cache, self.cap);
+        if occupied == 0 {
+            self.write_cache = self.rb.write_index();
+            occupied = index_distance(read, self.write_cache, self.cap);
+        }
+        let to_wrap = self.cap - read % self.cap;
+        let first = occupied.min(to_wrap) / self.channels;
         if first == 0 {
             return 0;
         }
@@ -567,4 +735,14 @@ impl Drop for AudioConsumer {
             t.unpark();
         }
     }
+}
+
+/// Samples from ring index `from` forward to `to`; ringbuf's indices run modulo twice the
+/// capacity so that full and empty differ.
+fn index_distance(from: usize, to: usize, cap: usize) -> usize {
+    (to + 2 * cap - from) % (2 * cap)
+}
+
+fn index_add(index: usize, n: usize, cap: usize) -> usize {
+    (index + n) % (2 * cap)
 }

@@ -93,10 +93,14 @@ fn play(cfg: &Config, samples: &[f32], rate: SampleRate) -> Result<()> {
         .collect();
     let (mut producer, consumer) =
         audio_ring("playback", device, cfg.capture.ring_frames(device.rate))?;
+    // Fill the ring before the stream starts: the backend's first request (PulseAudio's is its
+    // whole buffer target, ~2 s by default) can come before the first push and would then be
+    // played as silence ahead of the speech.
+    let prefill = interleaved.len().min(producer.vacant_frames() * ch);
+    producer.push(&interleaved[..prefill]);
     let running = speaker.start(consumer)?;
-    let started = std::time::Instant::now();
     let step = (device.rate.hz() as usize / 10).max(1) * ch;
-    for part in interleaved.chunks(step) {
+    for part in interleaved[prefill..].chunks(step) {
         let frames = part.len() / ch;
         if producer.push_blocking(part, Duration::from_secs(5)) < frames {
             bail!(
@@ -105,16 +109,11 @@ fn play(cfg: &Config, samples: &[f32], rate: SampleRate) -> Result<()> {
             );
         }
     }
-    // The server buffers ahead of what is audible and stopping the stream discards that buffer,
-    // so wait for the audio's own duration (playback runs at real time) plus a margin.
-    let audible_until =
-        started + device.rate.duration_of(mono.len() as u64) + Duration::from_millis(500);
-    while running.monitor().stats().fill > 0 || std::time::Instant::now() < audible_until {
-        std::thread::sleep(Duration::from_millis(20));
-        if std::time::Instant::now() > audible_until + Duration::from_secs(5) {
-            break;
-        }
-    }
+    // Stopping the stream discards what the backend still buffers, so wait until the device has
+    // played the last frame.
+    running
+        .drain(Duration::from_secs(5))
+        .with_context(|| format!("playing through {:?}", running.device_name()))?;
     running.stop()?;
     Ok(())
 }
