@@ -148,6 +148,14 @@ pub enum ConversationEvent {
         dropped_ms: u64,
     },
     TurnLatency(TurnLatency),
+    /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
+    /// started playing (the fallback sentence when the LLM could not be reached);
+    /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.
+    AnswerEnd {
+        text: String,
+        spoken: String,
+        interrupted: bool,
+    },
     Error { message: String },
 }
 
@@ -1273,6 +1281,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
             a.spoken.push(text);
         }
         self.remember(&a);
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: false,
+        });
         self.detector.set_assistant_speaking(false);
         let next = if self.detector.user_turn_open() {
             LoopState::UserSpeaking
@@ -1314,6 +1327,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
         if a.first_out.is_some() {
             self.remember(&a);
         }
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: true,
+        });
         a.pending.clear();
         self.detector.set_assistant_speaking(false);
     }
