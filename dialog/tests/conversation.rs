@@ -172,7 +172,7 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
                 producer.push(&block);
                 pos += chunk as u64;
                 fed.store(pos, Ordering::SeqCst);
-                if pos > RATE.samples_in(Duration::from_secs(90)) {
+                if pos > RATE.samples_in(Duration::from_secs(280)) {
                     break; // The script never finished: the test's assertions will say why.
                 }
             }
@@ -180,7 +180,7 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
     };
 
     let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(150);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => {
