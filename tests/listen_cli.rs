@@ -83,9 +83,8 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
         "--json",
     ]);
     let events = json_lines(&out.stdout);
-    let of = |t: &str| -> Vec<&serde_json::Value> {
-        events.iter().filter(|e| e["type"] == t).collect()
-    };
+    let of =
+        |t: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["type"] == t).collect() };
     let transcript: String = of("final")
         .iter()
         .map(|e| e["text"].as_str().unwrap().to_string())
@@ -117,9 +116,15 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     let mut r = hound::WavReader::open(a).unwrap();
     assert_eq!(r.spec().sample_rate, 16_000);
     let wav: Vec<f32> = r.samples::<f32>().map(|s| s.unwrap()).collect();
-    let first = wav.iter().position(|v| v.abs() > 1e-4).expect("the answer is silent");
+    let first = wav
+        .iter()
+        .position(|v| v.abs() > 1e-4)
+        .expect("the answer is silent");
     let audible = &wav[first..];
-    assert!(audible.len() < 30 * 16_000, "answer longer than Whisper's window");
+    assert!(
+        audible.len() < 30 * 16_000,
+        "answer longer than Whisper's window"
+    );
     let cfg = vr_asr::config::AsrConfig::default();
     let store = vr_core::ModelStore::from_env().unwrap();
     let mut whisper = vr_asr::models::whisper::load_configured(&cfg, &store).unwrap();

@@ -66,7 +66,10 @@ fn speak(tts: &vr_tts::StreamingSynthesizer, text: &str) -> Vec<f32> {
 fn voiced(x: &[f32], max: Duration) -> Vec<f32> {
     let peak = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let first = x.iter().position(|v| v.abs() > 0.02 * peak).unwrap_or(0);
-    let last = x.iter().rposition(|v| v.abs() > 0.02 * peak).unwrap_or(x.len());
+    let last = x
+        .iter()
+        .rposition(|v| v.abs() > 0.02 * peak)
+        .unwrap_or(x.len());
     let n = (last - first).min(RATE.samples_in(max) as usize);
     x[first..first + n].to_vec()
 }
@@ -305,7 +308,10 @@ fn backchannel_does_not_interrupt_and_barge_in_stops_audio_within_100ms() {
     let starts = speaking_starts(&run.events);
     println!("summary: {:?}", run.summary);
     assert!(ends.len() >= 3, "three answers expected: {ends:?}");
-    assert!(starts.len() >= 3, "three answer onsets expected: {starts:?}");
+    assert!(
+        starts.len() >= 3,
+        "three answer onsets expected: {starts:?}"
+    );
 
     // 1. The backchannel: the first answer plays to its end, every clause spoken.
     let (text0, spoken0, interrupted0) = &ends[0];
@@ -356,7 +362,10 @@ fn backchannel_does_not_interrupt_and_barge_in_stops_audio_within_100ms() {
     assert!(offset_ms.abs() <= 40, "clock offset {offset_ms} ms");
     let at = |ms: u64| out_index((ms as i64 + offset_ms).max(0) as u64);
     let before = &run.wav[at(detected_ms.saturating_sub(600))..at(detected_ms)];
-    assert!(peak(before) > 0.05, "the answer was not playing before the barge-in");
+    assert!(
+        peak(before) > 0.05,
+        "the answer was not playing before the barge-in"
+    );
     let quiet = &run.wav[at(detected_ms + 100 + 10)..at(starts[2]).saturating_sub(1)];
     assert!(!quiet.is_empty());
     assert_eq!(
@@ -397,8 +406,10 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
     let (asr, vad, rec_store) = (c.asr.clone(), c.vad.clone(), store.clone());
     let (tts, tts_store) = (c.tts.clone(), store.clone());
     let synthesizer: SynthesizerFactory = Arc::new(move || {
-        Ok(Box::new(vr_tts::StreamingSynthesizer::from_config(&tts, &tts_store)?)
-            as Box<dyn Synthesizer>)
+        Ok(
+            Box::new(vr_tts::StreamingSynthesizer::from_config(&tts, &tts_store)?)
+                as Box<dyn Synthesizer>,
+        )
     });
     let assistant = Assistant::new(AssistantParts {
         dialog: c.dialog.clone(),
@@ -433,7 +444,10 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
         })
         .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors.iter().all(|m| m.contains("cannot connect")), "{errors:?}");
+    assert!(
+        errors.iter().all(|m| m.contains("cannot connect")),
+        "{errors:?}"
+    );
     let finals: Vec<&String> = run
         .events
         .iter()
@@ -444,7 +458,9 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
         .collect();
     assert!(
         finals.iter().any(|t| t.to_lowercase().contains("weather"))
-            && finals.iter().any(|t| t.to_lowercase().contains("still there")),
+            && finals
+                .iter()
+                .any(|t| t.to_lowercase().contains("still there")),
         "both questions must be recognised: {finals:?}"
     );
     assert_eq!(turn_kinds(&run.events, TurnEventKind::TurnEnded), 2);

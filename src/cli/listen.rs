@@ -138,10 +138,9 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         ),
     };
 
-    let assistant = Assistant::from_configs(
-        &store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts,
-    )
-    .context("cannot start the assistant")?;
+    let assistant =
+        Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)
+            .context("cannot start the assistant")?;
     tracing::info!(llm = %assistant.llm().describe(), "assistant ready");
     let conversation = assistant.conversation()?;
     let handle = conversation.handle();
@@ -224,11 +223,13 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         barge_ins = summary.barge_ins,
         "conversation over"
     );
-    Ok(if summary.errors > 0 && summary.answers == 0 && summary.turns > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if summary.errors > 0 && summary.answers == 0 && summary.turns > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn print_event(
@@ -268,7 +269,10 @@ fn print_event(
             stop_latency_ms, ..
         } => {
             clear(out, partial_shown)?;
-            writeln!(out, "[barge-in: answer stopped {stop_latency_ms} ms after the VAD heard you]")?;
+            writeln!(
+                out,
+                "[barge-in: answer stopped {stop_latency_ms} ms after the VAD heard you]"
+            )?;
         }
         ConversationEvent::TurnLatency(l) => {
             clear(out, partial_shown)?;
