@@ -209,6 +209,10 @@ pub type RecognizerFactory =
 pub type SynthesizerFactory =
     Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
 
+/// Builds the stand-alone VAD that drives turn taking (see [`AssistantParts::vad`]).
+pub type VadFactory =
+    Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
+
 /// Counts tokens for the memory bound; shared by every conversation.
 pub type SharedCounter = Arc<dyn TokenCounter + Send + Sync>;
 
@@ -230,6 +234,14 @@ pub struct AssistantParts {
     /// The synthesizer's clause chunking (`tts.min_chunk_chars`, `tts.max_chunk_chars`).
     pub min_clause_chars: usize,
     pub max_clause_chars: usize,
+    /// A VAD run on its own thread for turn taking and barge-in, configured like the
+    /// recogniser's, so speech starts and ends are never delayed by a Whisper decode. `None`:
+    /// the recogniser's own VAD events drive turn taking.
+    pub vad: Option<VadFactory>,
+    /// How long after the end of speech the VAD reports it (`vad.min_silence_ms` +
+    /// `vad.speech_pad_ms`): the backchannel timer waits this long before calling an overlap a
+    /// barge-in, so a short "yeah" whose end is not reported yet is not mistaken for one.
+    pub vad_end_lag: Duration,
 }
 
 /// Loads the weights once and hands out cheap per-session [`Conversation`]s.
@@ -256,9 +268,9 @@ impl Assistant {
     ) -> Result<Self, DialogError> {
         crate::config::validate_together(dialog, llm)?;
         let (engine, token_counter) = llm.build_engine_and_counter(store)?;
-        let (asr, vad, rec_store) = (asr.clone(), vad.clone(), store.clone());
+        let (asr_cfg, vad_cfg, rec_store) = (asr.clone(), vad.clone(), store.clone());
         let recognizer: RecognizerFactory = Arc::new(move || {
-            vr_asr::build_recognizer(&asr, &vad, &rec_store).map_err(DialogError::from)
+            vr_asr::build_recognizer(&asr_cfg, &vad_cfg, &rec_store).map_err(DialogError::from)
         });
         let (tts_cfg, tts_store) = (tts.clone(), store.clone());
         let synthesizer: SynthesizerFactory = Arc::new(move || {
@@ -277,6 +289,14 @@ impl Assistant {
             synthesizer,
             min_clause_chars: tts.min_chunk_chars,
             max_clause_chars: tts.max_chunk_chars,
+            vad: {
+                let (vad_cfg, vad_store) = (vad.clone(), store.clone());
+                Some(Arc::new(move || {
+                    vr_asr::vad::SileroVad::from_store(&vad_store, vad_cfg.clone())
+                        .map_err(DialogError::from)
+                }) as VadFactory)
+            },
+            vad_end_lag: Duration::from_millis(u64::from(vad.min_silence_ms + vad.speech_pad_ms)),
         })
     }
 
@@ -292,11 +312,16 @@ impl Assistant {
     pub fn conversation(&self) -> Result<Conversation, DialogError> {
         let recognizer = (self.parts.recognizer)()?;
         let synthesizer = (self.parts.synthesizer)()?;
+        let vad = match &self.parts.vad {
+            Some(f) => Some(f()?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
         Ok(Conversation {
             parts: self.parts.clone(),
             recognizer,
             synthesizer,
+            vad,
             control: Control {
                 tx,
                 stop: Arc::new(AtomicBool::new(false)),
@@ -313,6 +338,12 @@ pub(crate) enum LoopMsg {
         events: Vec<vr_asr::AsrEvent>,
         pos: SampleIndex,
         /// Wall-clock moment the audio up to `pos` was taken from the ring.
+        read_at: Instant,
+    },
+    /// Stand-alone VAD events from input up to `pos`.
+    Vad {
+        events: Vec<vr_asr::AsrEvent>,
+        pos: SampleIndex,
         read_at: Instant,
     },
     /// The input ended at `pos` (its producer was dropped and everything was recognised).
@@ -361,6 +392,7 @@ pub struct Conversation {
     parts: AssistantParts,
     recognizer: Box<dyn StreamingRecognizer>,
     synthesizer: Box<dyn Synthesizer>,
+    vad: Option<vr_asr::vad::SileroVad>,
     control: Control,
     rx: mpsc::Receiver<LoopMsg>,
 }
@@ -387,20 +419,31 @@ impl Conversation {
             parts,
             recognizer,
             synthesizer,
+            vad,
             control,
             rx,
         } = self;
-        let asr_tx = control.tx.clone();
-        let asr_stop = control.stop.clone();
+        let has_vad = vad.is_some();
+        let (samples_tx, samples_rx) = mpsc::channel::<Vec<f32>>();
+        let (in_tx, in_stop) = (control.tx.clone(), control.stop.clone());
+        let input_thread = std::thread::Builder::new()
+            .name("vad".into())
+            .spawn(move || input_thread(input, vad, samples_tx, in_tx, in_stop))
+            .map_err(|e| DialogError::Runtime(format!("cannot start the input thread: {e}")))?;
+        let (asr_tx, asr_stop) = (control.tx.clone(), control.stop.clone());
         let asr = std::thread::Builder::new()
             .name("asr".into())
-            .spawn(move || asr_thread(input, recognizer, asr_tx, asr_stop))
+            .spawn(move || asr_thread(samples_rx, recognizer, asr_tx, asr_stop))
             .map_err(|e| DialogError::Runtime(format!("cannot start the ASR thread: {e}")))?;
         let result = {
             let mut lp = Loop::new(&parts, synthesizer.as_ref(), output.as_mut(), events)?;
+            lp.has_vad = has_vad;
             lp.run(&rx, &control.stop)
         };
         control.stop.store(true, Ordering::SeqCst);
+        if input_thread.join().is_err() {
+            tracing::error!("input thread panicked");
+        }
         if asr.join().is_err() {
             tracing::error!("ASR thread panicked");
         }
@@ -415,20 +458,24 @@ impl Conversation {
 /// position where the VAD decided it.
 const ASR_PIECE: usize = 512;
 
-fn asr_thread(
+/// Drains the input ring, resamples to 16 kHz mono, runs the stand-alone VAD (if any) and
+/// forwards the audio to the recogniser's thread: VAD decisions never wait for a decode.
+fn input_thread(
     mut input: vr_capture::AudioConsumer,
-    mut rec: Box<dyn StreamingRecognizer>,
+    mut vad: Option<vr_asr::vad::SileroVad>,
+    samples: mpsc::Sender<Vec<f32>>,
     tx: mpsc::Sender<LoopMsg>,
     stop: Arc<AtomicBool>,
 ) {
-    if let Err(e) = asr_pump(&mut input, rec.as_mut(), &tx, &stop) {
+    if let Err(e) = input_pump(&mut input, vad.as_mut(), &samples, &tx, &stop) {
         let _ = tx.send(LoopMsg::AsrFailed(e.to_string()));
     }
 }
 
-fn asr_pump(
+fn input_pump(
     input: &mut vr_capture::AudioConsumer,
-    rec: &mut dyn StreamingRecognizer,
+    mut vad: Option<&mut vr_asr::vad::SileroVad>,
+    samples: &mpsc::Sender<Vec<f32>>,
     tx: &mpsc::Sender<LoopMsg>,
     stop: &AtomicBool,
 ) -> Result<(), DialogError> {
@@ -444,25 +491,30 @@ fn asr_pump(
     let channels = usize::from(format.channels);
     let mut mono: Vec<f32> = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
     let mut pos = SampleIndex::ZERO;
-    let mut push = |mono: &mut Vec<f32>, pos: &mut SampleIndex, all: bool, read_at: Instant| {
+    let forward = |mono: &mut Vec<f32>,
+                       pos: &mut SampleIndex,
+                       all: bool,
+                       read_at: Instant,
+                       vad: &mut Option<&mut vr_asr::vad::SileroVad>| {
         let whole = if all {
             mono.len()
         } else {
             mono.len() / ASR_PIECE * ASR_PIECE
         };
         for piece in mono[..whole].chunks(ASR_PIECE) {
-            let events = rec.push(piece)?;
             *pos = pos.advance(piece.len() as u64);
-            if tx
-                .send(LoopMsg::Asr {
+            if let Some(v) = vad.as_mut() {
+                let events = v.push(piece)?;
+                let events = events.into_iter().map(vr_asr::AsrEvent::from).collect();
+                let _ = tx.send(LoopMsg::Vad {
                     events,
                     pos: *pos,
                     read_at,
-                })
-                .is_err()
-            {
-                break;
+                });
             }
+        }
+        if whole > 0 {
+            let _ = samples.send(mono[..whole].to_vec());
         }
         mono.drain(..whole);
         Ok::<(), DialogError>(())
@@ -486,20 +538,63 @@ fn asr_pump(
             }
             input.consume(frames);
         }
-        push(&mut mono, &mut pos, false, read_at)?;
+        forward(&mut mono, &mut pos, false, read_at, &mut vad)?;
     }
     if let Some(r) = resampler.as_mut() {
         r.finish(|m| mono.extend_from_slice(m))?;
     }
-    push(&mut mono, &mut pos, true, Instant::now())?;
-    let events = rec.finish()?;
-    let _ = tx.send(LoopMsg::Asr {
-        events,
-        pos,
-        read_at: Instant::now(),
-    });
-    let _ = tx.send(LoopMsg::InputEnded { pos });
+    forward(&mut mono, &mut pos, true, Instant::now(), &mut vad)?;
+    if let Some(v) = vad.as_mut() {
+        let events = v.finish().into_iter().map(vr_asr::AsrEvent::from).collect();
+        let _ = tx.send(LoopMsg::Vad {
+            events,
+            pos,
+            read_at: Instant::now(),
+        });
+    }
     Ok(())
+}
+
+/// Runs the recogniser on the audio the input thread forwards, in VAD-chunk pieces; when the
+/// input ends, finalises and reports the end.
+fn asr_thread(
+    samples: mpsc::Receiver<Vec<f32>>,
+    mut rec: Box<dyn StreamingRecognizer>,
+    tx: mpsc::Sender<LoopMsg>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut pos = SampleIndex::ZERO;
+    let mut run = || -> Result<(), DialogError> {
+        while let Ok(block) = samples.recv() {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            for piece in block.chunks(ASR_PIECE) {
+                let events = rec.push(piece)?;
+                pos = pos.advance(piece.len() as u64);
+                let _ = tx.send(LoopMsg::Asr {
+                    events,
+                    pos,
+                    read_at: Instant::now(),
+                });
+            }
+        }
+        let events = rec.finish()?;
+        let _ = tx.send(LoopMsg::Asr {
+            events,
+            pos,
+            read_at: Instant::now(),
+        });
+        Ok(())
+    };
+    match run() {
+        Ok(()) => {
+            let _ = tx.send(LoopMsg::InputEnded { pos });
+        }
+        Err(e) => {
+            let _ = tx.send(LoopMsg::AsrFailed(e.to_string()));
+        }
+    }
 }
 
 /// The user's turn being collected.
@@ -507,8 +602,12 @@ fn asr_pump(
 struct TurnRecord {
     /// Final transcripts of the turn's utterances, in order.
     finals: Vec<String>,
-    /// Whether finals still belong to this turn (until `TurnEnded`, again after `Resumed`).
-    open: bool,
+    /// Speech starts (input clock) of the segments that make up this turn; a final belongs to
+    /// the turn when it starts at one of them (a backchannel's does not).
+    segments: Vec<SampleIndex>,
+    /// Input position at which the VAD reported the end of the turn's last segment: the
+    /// recogniser has finalised the turn once it has processed this far.
+    end_decided: Option<SampleIndex>,
     /// End of the last speech segment (VAD speech end), input clock.
     speech_end: Option<SampleIndex>,
     /// Input-clock ms at which the last final reached the loop.
@@ -518,8 +617,23 @@ struct TurnRecord {
 }
 
 impl TurnRecord {
+    fn starting_at(at: SampleIndex) -> Self {
+        Self {
+            segments: vec![at],
+            ..Self::default()
+        }
+    }
+
     fn text(&self) -> String {
         self.finals.join(" ")
+    }
+
+    fn owns(&self, start: SampleIndex) -> bool {
+        // The recogniser's VAD is the same model on the same audio: identical starts; allow a
+        // chunk either way.
+        self.segments
+            .iter()
+            .any(|s| s.0.abs_diff(start.0) <= 2 * ASR_PIECE as u64)
     }
 }
 
@@ -603,6 +717,12 @@ struct Loop<'a, E: EventSink> {
     lead: usize,
     input_done: bool,
     summary: ConversationSummary,
+    /// A stand-alone VAD drives turn taking (else the recogniser's VAD events do).
+    has_vad: bool,
+    /// How far the recogniser has processed (input clock).
+    asr_pos: SampleIndex,
+    /// A turn that ended and waits for the recogniser to finalise it: (ended at, input ms).
+    awaiting: Option<u64>,
 }
 
 impl<'a, E: EventSink> Loop<'a, E> {
@@ -638,6 +758,9 @@ impl<'a, E: EventSink> Loop<'a, E> {
             lead: lead.max(1),
             input_done: false,
             summary: ConversationSummary::default(),
+            has_vad: false,
+            asr_pos: SampleIndex::ZERO,
+            awaiting: None,
         })
     }
 
@@ -707,7 +830,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
             self.feed_output()?;
             self.announce();
             self.maybe_finish_answer();
-            if self.input_done && self.answer.is_none() && !self.detector.user_turn_open() {
+            if self.input_done
+                && self.answer.is_none()
+                && self.awaiting.is_none()
+                && !self.detector.user_turn_open()
+            {
                 break;
             }
         }
@@ -717,24 +844,33 @@ impl<'a, E: EventSink> Loop<'a, E> {
     /// Returns false when the loop must end.
     fn on_msg(&mut self, msg: LoopMsg) -> Result<bool, DialogError> {
         match msg {
+            LoopMsg::Vad {
+                events,
+                pos,
+                read_at,
+            } => {
+                self.measure_offset(pos, read_at);
+                for ev in events {
+                    self.on_vad(ev, pos)?;
+                }
+                self.in_pos = pos;
+                self.tick(pos)?;
+            }
             LoopMsg::Asr {
                 events,
                 pos,
                 read_at,
             } => {
-                // The audio up to `pos` existed at `read_at`: output clock then minus input clock.
-                let out_then = self.out_ms_f(self.output.played().0)
-                    - read_at.elapsed().as_secs_f64() * 1000.0;
-                let off = out_then - Self::in_ms(pos) as f64;
-                self.offset_ms = Some(self.offset_ms.map_or(off, |o| o.min(off)));
+                self.measure_offset(pos, read_at);
                 for ev in events {
                     self.on_asr(ev, pos)?;
                 }
-                self.in_pos = pos;
-                let turn_events = self.detector.tick(pos);
-                for t in turn_events {
-                    self.on_turn(t, pos)?;
+                self.asr_pos = pos;
+                if !self.has_vad {
+                    self.in_pos = pos;
+                    self.tick(pos)?;
                 }
+                self.try_start_awaited();
             }
             LoopMsg::InputEnded { pos } => {
                 self.input_done = true;
@@ -747,6 +883,8 @@ impl<'a, E: EventSink> Loop<'a, E> {
                 for t in self.detector.tick(horizon) {
                     self.on_turn(t, pos)?;
                 }
+                self.asr_pos = self.asr_pos.max(pos);
+                self.try_start_awaited();
             }
             LoopMsg::AsrFailed(reason) => {
                 self.emit(ConversationEvent::Error {
@@ -778,16 +916,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
     fn on_asr(&mut self, ev: vr_asr::AsrEvent, pos: SampleIndex) -> Result<(), DialogError> {
         use vr_asr::AsrEvent;
         let turn_events = match &ev {
-            AsrEvent::SpeechStarted { at } => {
-                let evs = self.detector.speech_started(*at);
-                self.handle_turn_events(evs, pos)?;
-                return Ok(());
-            }
-            AsrEvent::SpeechEnded { at } => {
-                if self.detector.user_turn_open() {
-                    self.turn.speech_end = Some(*at);
+            AsrEvent::SpeechStarted { .. } | AsrEvent::SpeechEnded { .. } => {
+                if !self.has_vad {
+                    self.on_vad(ev, pos)?;
                 }
-                self.detector.speech_ended(*at)
+                return Ok(());
             }
             AsrEvent::Partial {
                 text,
@@ -797,7 +930,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     text: text.clone(),
                     stable_prefix_len: *stable_prefix_len,
                 });
-                if self.parts.dialog.speculative_prefill && self.turn.open {
+                if self.parts.dialog.speculative_prefill && self.detector.user_turn_open() {
                     let mut so_far = self.turn.text();
                     if !so_far.is_empty() {
                         so_far.push(' ');
@@ -821,7 +954,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     end_ms: Self::in_ms(*end),
                 });
                 let text = text.trim();
-                if self.turn.open && !text.is_empty() {
+                if self.turn.owns(*start) && !text.is_empty() {
                     self.turn.finals.push(text.to_string());
                     self.turn.final_at_ms = Some(self.now_ms());
                 } else if !text.is_empty() {
@@ -831,6 +964,76 @@ impl<'a, E: EventSink> Loop<'a, E> {
             }
         };
         self.handle_turn_events(turn_events, pos)
+    }
+
+    /// The audio up to `pos` existed at `read_at`: output clock then minus input clock; the
+    /// smallest reading is the least delayed.
+    fn measure_offset(&mut self, pos: SampleIndex, read_at: Instant) {
+        let out_then =
+            self.out_ms_f(self.output.played().0) - read_at.elapsed().as_secs_f64() * 1000.0;
+        let off = out_then - Self::in_ms(pos) as f64;
+        self.offset_ms = Some(self.offset_ms.map_or(off, |o| o.min(off)));
+    }
+
+    /// Speech start/end from whichever VAD drives turn taking.
+    fn on_vad(&mut self, ev: vr_asr::AsrEvent, pos: SampleIndex) -> Result<(), DialogError> {
+        let evs = match ev {
+            vr_asr::AsrEvent::SpeechStarted { at } => self.detector.speech_started(at),
+            vr_asr::AsrEvent::SpeechEnded { at } => {
+                if self.detector.user_turn_open() {
+                    self.turn.speech_end = Some(at);
+                    self.turn.end_decided = Some(pos);
+                }
+                self.detector.speech_ended(at)
+            }
+            _ => Vec::new(),
+        };
+        self.handle_turn_events(evs, pos)
+    }
+
+    /// Fires the detector's timers up to `pos`. While an overlap is pending, up to `pos` minus
+    /// the VAD's end lag only: a speech end before the backchannel limit may not be known yet.
+    fn tick(&mut self, pos: SampleIndex) -> Result<(), DialogError> {
+        let at = if self.overlap.is_some() {
+            SampleIndex(
+                pos.0
+                    .saturating_sub(SampleRate::PIPELINE.samples_in(self.parts.vad_end_lag)),
+            )
+        } else {
+            pos
+        };
+        let evs = self.detector.tick(at);
+        self.handle_turn_events(evs, pos)
+    }
+
+    /// Starts the answer to a turn that ended once the recogniser has finalised it.
+    fn try_start_awaited(&mut self) {
+        let Some(ended_ms) = self.awaiting else {
+            return;
+        };
+        if self.turn.end_decided.is_some_and(|d| self.asr_pos < d) {
+            return;
+        }
+        self.awaiting = None;
+        let text = self.turn.text();
+        if text.is_empty() {
+            self.set_state(LoopState::Listening);
+            return;
+        }
+        self.turns += 1;
+        self.summary.turns += 1;
+        let speech_end_ms = self.turn.speech_end.map_or(ended_ms, Self::in_ms);
+        let clock = TurnClock {
+            turn: self.turns,
+            speech_end_ms,
+            endpointing_ms: ended_ms.saturating_sub(speech_end_ms),
+            asr_final_ms: self
+                .turn
+                .final_at_ms
+                .unwrap_or(ended_ms)
+                .saturating_sub(speech_end_ms),
+        };
+        self.start_answer(text, Some(clock));
     }
 
     fn handle_turn_events(
@@ -857,10 +1060,8 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     // The user speaks again before the answer plays: they were not done.
                     self.cancel_answer();
                 }
-                self.turn = TurnRecord {
-                    open: true,
-                    ..TurnRecord::default()
-                };
+                self.awaiting = None;
+                self.turn = TurnRecord::starting_at(t.turn_start);
                 self.set_state(LoopState::UserSpeaking);
             }
             K::Paused => {}
@@ -869,32 +1070,16 @@ impl<'a, E: EventSink> Loop<'a, E> {
                 if self.answer.is_some() {
                     self.cancel_answer();
                 }
-                self.turn.open = true;
+                self.awaiting = None;
+                self.turn.segments.push(t.at);
+                self.turn.end_decided = None;
                 self.set_state(LoopState::UserSpeaking);
             }
             K::TurnEnded => {
-                self.turn.open = false;
-                let text = self.turn.text();
-                if text.is_empty() {
-                    self.set_state(LoopState::Listening);
-                } else {
-                    self.turns += 1;
-                    self.summary.turns += 1;
-                    let now = self.now_ms();
-                    let speech_end_ms = self.turn.speech_end.map_or(now, Self::in_ms);
-                    let clock = TurnClock {
-                        turn: self.turns,
-                        speech_end_ms,
-                        endpointing_ms: now.saturating_sub(speech_end_ms),
-                        asr_final_ms: self
-                            .turn
-                            .final_at_ms
-                            .unwrap_or(now)
-                            .saturating_sub(speech_end_ms),
-                    };
-                    self.set_state(LoopState::Thinking);
-                    self.start_answer(text, Some(clock));
-                }
+                // Wait (Thinking) until the recogniser has finalised the turn's last segment.
+                self.awaiting = Some(self.now_ms());
+                self.set_state(LoopState::Thinking);
+                self.try_start_awaited();
             }
             K::TurnCommitted => {
                 self.turn.prepared.clear();
@@ -920,10 +1105,8 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     stop_latency_ms: ov.stop_latency_ms,
                     dropped_ms: ms(ov.dropped as u64, rate),
                 });
-                self.turn = TurnRecord {
-                    open: true,
-                    ..TurnRecord::default()
-                };
+                self.awaiting = None;
+                self.turn = TurnRecord::starting_at(t.turn_start);
                 self.set_state(LoopState::UserSpeaking);
             }
             K::Backchannel => {
