@@ -210,8 +210,7 @@ pub type SynthesizerFactory =
     Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
 
 /// Builds the stand-alone VAD that drives turn taking (see [`AssistantParts::vad`]).
-pub type VadFactory =
-    Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
+pub type VadFactory = Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
 
 /// Counts tokens for the memory bound; shared by every conversation.
 pub type SharedCounter = Arc<dyn TokenCounter + Send + Sync>;
@@ -492,10 +491,10 @@ fn input_pump(
     let mut mono: Vec<f32> = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
     let mut pos = SampleIndex::ZERO;
     let forward = |mono: &mut Vec<f32>,
-                       pos: &mut SampleIndex,
-                       all: bool,
-                       read_at: Instant,
-                       vad: &mut Option<&mut vr_asr::vad::SileroVad>| {
+                   pos: &mut SampleIndex,
+                   all: bool,
+                   read_at: Instant,
+                   vad: &mut Option<&mut vr_asr::vad::SileroVad>| {
         let whole = if all {
             mono.len()
         } else {

@@ -291,7 +291,10 @@ fn backchannel_does_not_interrupt_and_barge_in_stops_audio_within_100ms() {
     let voice = vr_tts::StreamingSynthesizer::from_config(&c.tts, &store).unwrap();
     let q1 = speak(&voice, "Can you tell me something about Paris?");
     // Piper's durations vary from run to run; the first 300 ms of a "yeah yeah" are always voiced.
-    let yeah = voiced(&speak(&voice, "Yeah yeah yeah."), Duration::from_millis(300));
+    let yeah = voiced(
+        &speak(&voice, "Yeah yeah yeah."),
+        Duration::from_millis(300),
+    );
     assert_eq!(yeah.len(), 4800, "the backchannel must be 300 ms of speech");
     let q2 = speak(&voice, "What can you tell me about the moon?");
     let stop = speak(&voice, "Wait, stop. What is two plus two?");
