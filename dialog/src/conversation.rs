@@ -7,8 +7,10 @@
 //! local engine serialises them on its one worker thread).
 //!
 //! [`Conversation::run`] is blocking and takes over the calling thread:
-//! - an `asr` thread it spawns drains the 16 kHz input ring, runs the streaming recogniser (VAD
-//!   included) and sends its events, stamped with the input sample clock, to the loop;
+//! - a `vad` thread it spawns drains the input ring, resamples to 16 kHz mono, runs a stand-alone
+//!   VAD for turn taking (never blocked by a Whisper decode) and forwards the audio to
+//! - an `asr` thread running the streaming recogniser; both send their events, stamped with the
+//!   input sample clock, to the loop;
 //! - the calling thread runs the loop: turn detection on the input clock, the LLM stream
 //!   (speculative `prepare` on partials, `generate` at the end of the turn), the clause chunker,
 //!   the synthesizer's audio (resampled to the output's rate) and the [`AudioOutput`], which it
