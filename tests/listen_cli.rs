@@ -69,7 +69,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     let q = dir.path().join("question.wav");
     let a = dir.path().join("answer.wav");
     let (q, a) = (q.to_str().unwrap(), a.to_str().unwrap());
-    voicerelay(&["say", "What is the capital of France?", "-o", q]);
+    voicerelay(&["say", "What color is the sky on a clear day?", "-o", q]);
     pad(Path::new(q), 0.5, 1.5);
 
     let out = voicerelay(&[
@@ -93,7 +93,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     println!("transcript: {transcript}");
     let norm = vr_evals::normalize::normalize(&transcript);
     assert!(
-        norm.contains("capital") && norm.contains("france"),
+        norm.contains("color") && norm.contains("sky"),
         "{transcript}"
     );
     let ends = of("answer_end");
@@ -104,7 +104,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     assert!(!answer.trim().is_empty());
     assert_eq!(ends[0]["interrupted"], false);
     assert!(
-        answer.to_lowercase().contains("paris"),
+        answer.to_lowercase().contains("blue"),
         "Qwen did not answer the question: {answer}"
     );
     let latency = of("turn_latency");
@@ -121,14 +121,16 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
         .position(|v| v.abs() > 1e-4)
         .expect("the answer is silent");
     let audible = &wav[first..];
-    assert!(
-        audible.len() < 30 * 16_000,
-        "answer longer than Whisper's window"
-    );
     let cfg = vr_asr::config::AsrConfig::default();
     let store = vr_core::ModelStore::from_env().unwrap();
     let mut whisper = vr_asr::models::whisper::load_configured(&cfg, &store).unwrap();
-    let (heard, _) = whisper.transcribe(audible).unwrap();
+    // Sentence by sentence (Piper ends each with exact-zero silence): Whisper collapses a
+    // sentence said twice in one window into one.
+    let heard: Vec<String> = sentences(audible)
+        .into_iter()
+        .map(|seg| whisper.transcribe(seg).unwrap().0)
+        .collect();
+    let heard = heard.join(" ");
     println!("heard: {heard}");
     let errors = vr_evals::wer::word_errors(
         &vr_evals::normalize::normalize(spoken),
@@ -136,4 +138,30 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     );
     println!("answer WER {:.1}%", 100.0 * errors.rate());
     assert!(errors.rate() <= 0.20, "WER {:.3}", errors.rate());
+}
+
+/// Splits at runs of at least 150 ms of digital silence (the answer's sentence pauses and the
+/// gaps between clauses).
+fn sentences(x: &[f32]) -> Vec<&[f32]> {
+    let gap = 16_000 * 150 / 1000;
+    let mut out = Vec::new();
+    let (mut start, mut quiet) = (None::<usize>, 0usize);
+    for (i, v) in x.iter().enumerate() {
+        if v.abs() > 1e-6 {
+            start.get_or_insert(i);
+            quiet = 0;
+        } else {
+            quiet += 1;
+            if quiet == gap {
+                if let Some(s) = start.take() {
+                    out.push(&x[s..i + 1 - gap]);
+                }
+            }
+        }
+    }
+    if let Some(s) = start {
+        out.push(&x[s..]);
+    }
+    out.retain(|s| s.len() >= 16_000 / 5);
+    out
 }
