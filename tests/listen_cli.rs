@@ -69,7 +69,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     let q = dir.path().join("question.wav");
     let a = dir.path().join("answer.wav");
     let (q, a) = (q.to_str().unwrap(), a.to_str().unwrap());
-    voicerelay(&["say", "What color is the sky on a clear day?", "-o", q]);
+    voicerelay(&["say", "How many legs does a dog have?", "-o", q]);
     pad(Path::new(q), 0.5, 1.5);
 
     let out = voicerelay(&[
@@ -93,7 +93,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     println!("transcript: {transcript}");
     let norm = vr_evals::normalize::normalize(&transcript);
     assert!(
-        norm.contains("color") && norm.contains("sky"),
+        norm.contains("legs") && norm.contains("dog"),
         "{transcript}"
     );
     let ends = of("answer_end");
@@ -104,7 +104,7 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     assert!(!answer.trim().is_empty());
     assert_eq!(ends[0]["interrupted"], false);
     assert!(
-        answer.to_lowercase().contains("blue"),
+        vr_evals::normalize::normalize(answer).contains("four"),
         "Qwen did not answer the question: {answer}"
     );
     let latency = of("turn_latency");
