@@ -94,10 +94,16 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
         .join(" ");
     println!("transcript: {transcript}");
     // The recogniser heard the question (tiny.en on Piper's voice is not perfect: "likes").
-    let q_errors = vr_evals::wer::word_errors(
-        &vr_evals::normalize::normalize(QUESTION),
-        &vr_evals::normalize::normalize(&transcript),
-    );
+    // Streaming Whisper sometimes repeats the utterance in its final (a known asr issue), so
+    // the check is on as many leading words as the question has.
+    let q_norm = vr_evals::normalize::normalize(QUESTION);
+    let t_norm = vr_evals::normalize::normalize(&transcript);
+    let head = t_norm
+        .split_whitespace()
+        .take(q_norm.split_whitespace().count())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let q_errors = vr_evals::wer::word_errors(&q_norm, &head);
     println!("question WER {:.1}%", 100.0 * q_errors.rate());
     assert!(q_errors.rate() <= 0.30, "{transcript}");
     let ends = of("answer_end");
