@@ -36,6 +36,11 @@ fn no_sound_card_is_a_clear_error() {
         line.contains("no usable microphone") && line.contains("--input"),
         "{line}"
     );
+    let line = error_line_without_sound_server(&["listen"]);
+    assert!(
+        line.contains("no usable microphone") && line.contains("--input"),
+        "{line}"
+    );
 }
 
 /// Seconds of a WAV file (first channel) whose 10 ms RMS is speech-level.
