@@ -27,6 +27,8 @@ pub struct DialogConfig {
     pub half_duplex: bool,
     /// Prefill the LLM on partial transcripts before the turn ends (local engine).
     pub speculative_prefill: bool,
+    /// How far ahead of playback the loop writes answer audio into the output.
+    pub output_lead_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,7 @@ impl DialogConfig {
             self.backchannel_min_ms,
             0..=5_000,
         )?;
+        check_range("dialog.output_lead_ms", self.output_lead_ms, 20..=5_000)?;
         Ok(())
     }
 
@@ -175,6 +178,26 @@ impl LlmConfig {
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             request_logprobs: self.request_logprobs,
         }
+    }
+
+    /// The configured engine and a token counter for the conversation memory: the model's own
+    /// tokenizer for the local backend, a bytes-per-token estimate for a remote one.
+    pub fn build_engine_and_counter(
+        &self,
+        store: &vr_core::ModelStore,
+    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+        Ok(match self.backend {
+            LlmBackend::Local => {
+                let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
+                let counter: crate::conversation::SharedCounter =
+                    std::sync::Arc::new(llm.tokenizer().clone());
+                (Box::new(LocalEngine::new(llm)?), counter)
+            }
+            LlmBackend::Openai => (
+                Box::new(OpenAiEngine::new(self.openai_options())?),
+                std::sync::Arc::new(crate::memory::ByteEstimate),
+            ),
+        })
     }
 
     /// Builds the configured engine (loading the local model from `store`).
