@@ -7,6 +7,7 @@
 
 pub mod asr_eval;
 pub mod corpus;
+pub mod dialog_eval;
 pub mod normalize;
 pub mod plots;
 pub mod report;
@@ -40,6 +41,8 @@ pub enum EvalError {
     Schema { found: u32, expected: u32 },
     #[error("utterance {id:?} is not in the corpus manifest (result file from another corpus?)")]
     UnknownUtterance { id: String },
+    #[error("dialog: {0}")]
+    Dialog(String),
     #[error("plot: {0}")]
     Plot(String),
 }

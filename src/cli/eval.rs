@@ -35,6 +35,8 @@ enum Command {
     Ingest(IngestArgs),
     /// Print two JSON reports side by side with B/A ratios.
     Compare(CompareArgs),
+    /// Spoken turns through the conversation loop: onset latency with its per-stage breakdown.
+    Dialog(super::eval_dialog::DialogArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -176,6 +178,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             print!("{}", vr_evals::report::compare(&ra, &rb));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dialog(a) => super::eval_dialog::run(cfg, a),
     }
 }
 
