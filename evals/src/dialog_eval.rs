@@ -194,7 +194,9 @@ pub fn run_dialog(
 ) -> Result<(Vec<DialogTurnResult>, usize, Vec<String>, bool), EvalError> {
     let dialog = |e: vr_dialog::DialogError| EvalError::Dialog(e.to_string());
     let (mut producer, consumer) =
-        vr_capture::audio_ring("eval-dialog", AudioFormat::PIPELINE, 16_000 * 8)
+        // A minute of input: a recogniser slower than real time falls behind without dropping
+        // audio (its delay shows in the latencies instead).
+        vr_capture::audio_ring("eval-dialog", AudioFormat::PIPELINE, 16_000 * 60)
             .map_err(|e| EvalError::Dialog(e.to_string()))?;
     let conversation = assistant.conversation().map_err(dialog)?;
     let handle = conversation.handle();
@@ -287,14 +289,18 @@ pub fn run_dialog(
         absorb(ev, &mut w, &mut barge_ins, &mut errors);
     }
     handle.stop();
+    let ended = match joined {
+        Ok(Ok(_summary)) => None,
+        Ok(Err(e)) => Some(format!("conversation ended with an error: {e}")),
+        Err(_) => Some("the conversation thread panicked".into()),
+    };
     if let Some(e) = failure {
-        return Err(e);
+        return Err(match ended {
+            Some(why) => EvalError::Dialog(why),
+            None => e,
+        });
     }
-    match joined {
-        Ok(Ok(_summary)) => {}
-        Ok(Err(e)) => errors.push(format!("conversation ended with an error: {e}")),
-        Err(_) => errors.push("the conversation thread panicked".into()),
-    }
+    errors.extend(ended);
     Ok((results, barge_ins, errors, complete))
 }
 
