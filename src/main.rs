@@ -37,6 +37,9 @@ enum Command {
     Devices(cli::devices::Args),
     /// Run the live pipeline: microphone (or --input FILE) → capture ring → ASR, printing transcripts.
     Serve(cli::serve::Args),
+    /// The local voice assistant: microphone (or --input FILE) → ASR → LLM → TTS → speakers (or
+    /// --output FILE.wav), with barge-in and a latency line per turn.
+    Listen(cli::listen::Args),
     /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
     Transcribe(cli::transcribe::Args),
     /// Latency/accuracy harness: `eval asr`, `eval compare A.json B.json`, `eval ingest TRACE`.
@@ -65,5 +68,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => cli::serve::run(&cfg, args),
         Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
         Command::Eval(args) => cli::eval::run(&cfg, args),
+        Command::Listen(args) => cli::listen::run(&cfg, args),
     }
 }

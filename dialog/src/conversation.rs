@@ -136,7 +136,10 @@ pub enum ConversationEvent {
         at_ms: u64,
     },
     /// One clause of the answer, as it starts playing.
-    AssistantText { text: String, at_ms: u64 },
+    AssistantText {
+        text: String,
+        at_ms: u64,
+    },
     /// The user interrupted the assistant. `at_ms`: the VAD's speech start (dated back to the
     /// first speech chunk); `detected_ms`: when the VAD reported it (after `vad.min_speech_ms`);
     /// `stop_latency_ms`: from `detected_ms` to the output flush, measured on the output clock;
@@ -148,7 +151,17 @@ pub enum ConversationEvent {
         dropped_ms: u64,
     },
     TurnLatency(TurnLatency),
-    Error { message: String },
+    /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
+    /// started playing (the fallback sentence when the LLM could not be reached);
+    /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.
+    AnswerEnd {
+        text: String,
+        spoken: String,
+        interrupted: bool,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Where events go: a channel, a printer, a WebRTC data channel.
@@ -193,7 +206,8 @@ pub struct ConversationSummary {
 pub type RecognizerFactory =
     Arc<dyn Fn() -> Result<Box<dyn StreamingRecognizer>, DialogError> + Send + Sync>;
 /// Builds one synthesizer per conversation.
-pub type SynthesizerFactory = Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
+pub type SynthesizerFactory =
+    Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
 
 /// Counts tokens for the memory bound; shared by every conversation.
 pub type SharedCounter = Arc<dyn TokenCounter + Send + Sync>;
@@ -302,7 +316,9 @@ pub(crate) enum LoopMsg {
         read_at: Instant,
     },
     /// The input ended at `pos` (its producer was dropped and everything was recognised).
-    InputEnded { pos: SampleIndex },
+    InputEnded {
+        pos: SampleIndex,
+    },
     /// The recogniser failed; the conversation ends with this error.
     AsrFailed(String),
     Interrupt,
@@ -598,7 +614,8 @@ impl<'a, E: EventSink> Loop<'a, E> {
     ) -> Result<Self, DialogError> {
         let lead = output
             .rate()
-            .samples_in(Duration::from_millis(parts.dialog.output_lead_ms)) as usize;
+            .samples_in(Duration::from_millis(parts.dialog.output_lead_ms))
+            as usize;
         Ok(Self {
             detector: crate::turn::TurnDetector::new(parts.dialog.turn_config()),
             memory: crate::memory::ConversationMemory::new(
@@ -970,8 +987,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                 }
             }
         };
-        let mut req =
-            crate::llm::GenerateRequest::new(self.memory.messages_with_user(&user_text));
+        let mut req = crate::llm::GenerateRequest::new(self.memory.messages_with_user(&user_text));
         req.max_tokens = self.parts.dialog.max_answer_tokens;
         req.sampling = self.parts.sampling;
         let started = Instant::now();
@@ -1202,10 +1218,12 @@ impl<'a, E: EventSink> Loop<'a, E> {
         let out_of = |frame: u64| run_out + frame.saturating_sub(run_frame);
         let mut texts = Vec::new();
         while let Some((frame, _)) = a.marks.front() {
-            if *frame >= a.written || *frame < run_frame || out_of(*frame) > played {
+            if *frame >= a.written || out_of(*frame) > played {
                 break;
             }
-            let at = out_of(*frame);
+            // A clause that started before the current run (before a pause) counts from its
+            // resumption.
+            let at = out_of((*frame).max(run_frame));
             if let Some((_, text)) = a.marks.pop_front() {
                 a.spoken.push(text.clone());
                 texts.push((at, text));
@@ -1273,6 +1291,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
             a.spoken.push(text);
         }
         self.remember(&a);
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: false,
+        });
         self.detector.set_assistant_speaking(false);
         let next = if self.detector.user_turn_open() {
             LoopState::UserSpeaking
@@ -1314,6 +1337,11 @@ impl<'a, E: EventSink> Loop<'a, E> {
         if a.first_out.is_some() {
             self.remember(&a);
         }
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: true,
+        });
         a.pending.clear();
         self.detector.set_assistant_speaking(false);
     }
@@ -1448,7 +1476,8 @@ impl AudioOutput for WavOutput {
     }
 
     fn queued(&self) -> usize {
-        self.queue_end().saturating_sub(self.clock().max(self.queue_start)) as usize
+        self.queue_end()
+            .saturating_sub(self.clock().max(self.queue_start)) as usize
     }
 
     fn close(&mut self) -> Result<(), DialogError> {
