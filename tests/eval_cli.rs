@@ -50,7 +50,12 @@ fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
 
 fn svg_ok(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(text.len() > 2000, "{} is only {} bytes", path.display(), text.len());
+    assert!(
+        text.len() > 2000,
+        "{} is only {} bytes",
+        path.display(),
+        text.len()
+    );
     assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
     // Something is drawn beyond the frame: lines/paths/rects and text labels.
     assert!(text.matches("<text").count() >= 5, "{}", path.display());
@@ -123,7 +128,10 @@ fn eval_asr_on_three_test_utterances_writes_report_and_plots_and_compare_reads_i
             num(u, &["speech_end_s"]),
             num(u, &["audio_s"]),
         );
-        assert!(0.0 <= on && on < end && end <= audio + 1e-9, "{on} {end} {audio}");
+        assert!(
+            0.0 <= on && on < end && end <= audio + 1e-9,
+            "{on} {end} {audio}"
+        );
         assert!(num(u, &["compute_s"]) > 0.0);
     }
     let wer = num(&r, &["summary", "wer"]);
@@ -159,13 +167,21 @@ fn eval_asr_on_three_test_utterances_writes_report_and_plots_and_compare_reads_i
     assert!(html.contains(utts[0]["id"].as_str().unwrap()));
 
     // Compare the report with itself: every ratio is exactly 1.
-    let o = voicerelay(&["eval", "compare", json.to_str().unwrap(), json.to_str().unwrap()]);
+    let o = voicerelay(&[
+        "eval",
+        "compare",
+        json.to_str().unwrap(),
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success());
     let table = String::from_utf8_lossy(&o.stdout);
     println!("{table}");
     let wer_row = table.lines().find(|l| l.starts_with("WER %")).unwrap();
     assert!(wer_row.trim_end().ends_with("1.00×"), "{wer_row}");
-    assert!(wer_row.contains(&format!("{:.2}", wer * 100.0)), "{wer_row}");
+    assert!(
+        wer_row.contains(&format!("{:.2}", wer * 100.0)),
+        "{wer_row}"
+    );
     assert!(!table.contains("WARNING"));
 }
 
@@ -174,11 +190,21 @@ fn compare_of_a_missing_or_foreign_file_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("old.json");
     std::fs::write(&bad, r#"{"schema_version": 0, "kind": "asr"}"#).unwrap();
-    let o = voicerelay(&["eval", "compare", bad.to_str().unwrap(), bad.to_str().unwrap()]);
+    let o = voicerelay(&[
+        "eval",
+        "compare",
+        bad.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("schema_version 0 is not supported"), "{err}");
-    let o = voicerelay(&["eval", "compare", "/nonexistent/a.json", "/nonexistent/b.json"]);
+    let o = voicerelay(&[
+        "eval",
+        "compare",
+        "/nonexistent/a.json",
+        "/nonexistent/b.json",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/a.json"));
 }
@@ -195,6 +221,9 @@ fn eval_dialog_two_turns_reports_the_stage_breakdown() {
         "--turns",
         "2",
         "--questions-only",
+        // The streaming recogniser is still slower than real time in debug builds.
+        "--answer-timeout-s",
+        "240",
         "--out",
         out.path().to_str().unwrap(),
     ]);
@@ -204,10 +233,9 @@ fn eval_dialog_two_turns_reports_the_stage_breakdown() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(o.status.success(), "eval dialog failed");
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("dialog.json")).unwrap(),
-    )
-    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("dialog.json")).unwrap())
+            .unwrap();
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["kind"], "dialog");
     let turns = r["turns"].as_array().unwrap();
@@ -219,9 +247,10 @@ fn eval_dialog_two_turns_reports_the_stage_breakdown() {
         // The onset includes the endpointing wait (different clocks: 100 ms slack), and is below
         // the answer timeout.
         assert!(
-            onset + 100.0 >= num(l, &["endpointing_ms"]) && onset < 60_000.0,
+            onset + 100.0 >= num(l, &["endpointing_ms"]) && onset < 240_000.0,
             "{l}"
         );
+        assert_eq!(t["timed_out"], false);
         for k in [
             "asr_final_ms",
             "llm_first_token_ms",
@@ -233,10 +262,18 @@ fn eval_dialog_two_turns_reports_the_stage_breakdown() {
         assert!(!t["answer"].as_str().unwrap().trim().is_empty());
         assert!(!t["transcript"].as_str().unwrap().trim().is_empty());
     }
-    for k in ["onset_ms", "endpointing_ms", "llm_first_token_ms", "tts_first_chunk_ms"] {
+    for k in [
+        "onset_ms",
+        "endpointing_ms",
+        "llm_first_token_ms",
+        "tts_first_chunk_ms",
+    ] {
         assert_eq!(num(&r, &["summary", k, "n"]), 2.0, "{k}");
     }
     svg_ok(&out.path().join("plots").join("dialog_latency_cdf.svg"));
     let wav = hound::WavReader::open(out.path().join("answers.wav")).unwrap();
-    assert!(wav.duration() > 16_000, "answers.wav holds the spoken answers");
+    assert!(
+        wav.duration() > 16_000,
+        "answers.wav holds the spoken answers"
+    );
 }

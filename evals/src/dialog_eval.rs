@@ -22,9 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use vr_capture::AudioFormat;
 use vr_core::SampleRate;
-use vr_dialog::conversation::{
-    Assistant, ConversationEvent, LoopState, TurnLatency, WavOutput,
-};
+use vr_dialog::conversation::{Assistant, ConversationEvent, LoopState, TurnLatency, WavOutput};
 
 /// One spoken user turn (16 kHz mono).
 #[derive(Debug, Clone)]
@@ -134,7 +132,11 @@ fn stats_ms(v: Vec<f64>) -> Stats {
 }
 
 /// Summary statistics over the turns that got an answer.
-pub fn summarise(turns: &[DialogTurnResult], barge_ins: usize, errors: Vec<String>) -> DialogSummary {
+pub fn summarise(
+    turns: &[DialogTurnResult],
+    barge_ins: usize,
+    errors: Vec<String>,
+) -> DialogSummary {
     let lat: Vec<&StageLatency> = turns.iter().filter_map(|t| t.latency.as_ref()).collect();
     let col = |f: &dyn Fn(&StageLatency) -> Option<u64>| {
         stats_ms(lat.iter().filter_map(|l| f(l)).map(|v| v as f64).collect())

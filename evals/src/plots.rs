@@ -83,8 +83,9 @@ pub fn bars(title: &str, y_desc: &str, items: &[(String, f64)]) -> Result<String
     let n = items.len().max(1);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (SIZE.0.max(24 * n as u32 + 120), SIZE.1 + 60))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (SIZE.0.max(24 * n as u32 + 120), SIZE.1 + 60))
+                .into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -160,7 +161,10 @@ pub fn cost_vs_position(report: &AsrReport, budget_ms: Option<f64>) -> Result<St
             .map_err(plot_err)?;
         let centre = |b: &crate::schema::CostBin| b.position_s + 0.5;
         for (i, (name, f)) in [
-            ("mean", (|b: &crate::schema::CostBin| b.mean_ms) as fn(&_) -> f64),
+            (
+                "mean",
+                (|b: &crate::schema::CostBin| b.mean_ms) as fn(&_) -> f64,
+            ),
             ("p90", |b| b.p90_ms),
             ("max", |b| b.max_ms),
         ]

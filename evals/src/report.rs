@@ -208,7 +208,7 @@ pub fn compare(a: &AsrReport, b: &AsrReport) -> String {
     let mut out = String::new();
     let name = |r: &AsrReport| format!("{} {} ({:?})", r.system, r.model, r.mode);
     let (na, nb) = (name(a), name(b));
-    let w = na.len().max(nb.len()).max(12);
+    let w = 12;
     let _ = writeln!(out, "A = {na} [{}]", a.version);
     let _ = writeln!(out, "B = {nb} [{}]", b.version);
     fn ids(r: &AsrReport) -> Vec<&str> {
@@ -225,7 +225,11 @@ pub fn compare(a: &AsrReport, b: &AsrReport) -> String {
         );
     }
     if a.split != b.split {
-        let _ = writeln!(out, "WARNING: different splits ({} vs {})", a.split, b.split);
+        let _ = writeln!(
+            out,
+            "WARNING: different splits ({} vs {})",
+            a.split, b.split
+        );
     }
     if a.mode != b.mode {
         let _ = writeln!(

@@ -43,7 +43,10 @@ mod tests {
         let mut x = 0u64;
         let mut b = a;
         while b - a < Duration::from_millis(50) {
-            assert!(t0.elapsed() < Duration::from_secs(30), "CPU time did not advance");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "CPU time did not advance"
+            );
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }

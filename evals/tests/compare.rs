@@ -14,16 +14,25 @@ fn counts(n: usize, e: usize) -> serde_json::Value {
     json!({"substitutions": e, "deletions": 0, "insertions": 0, "reference_len": n})
 }
 
-fn report(system: &str, mode: &str, ids: &[&str], wer: f64, rtf: f64, ttft: Option<f64>) -> serde_json::Value {
+fn report(
+    system: &str,
+    mode: &str,
+    ids: &[&str],
+    wer: f64,
+    rtf: f64,
+    ttft: Option<f64>,
+) -> serde_json::Value {
     let utts: Vec<_> = ids
         .iter()
-        .map(|id| json!({
-            "id": id, "category": "read", "audio_s": 2.0, "fed_s": 2.0,
-            "speech_onset_s": 0.1, "speech_end_s": 1.9, "reference": "a b", "hypothesis": "a b",
-            "wer": 0.0, "cer": 0.0, "word_errors": counts(2, 0), "char_errors": counts(3, 0),
-            "ttft_s": ttft, "finalisation_s": 0.5, "final_at_end_of_stream": false,
-            "partials": 1, "finals": 1, "compute_s": 0.2, "rtf": 0.1, "cpu_s": null
-        }))
+        .map(|id| {
+            json!({
+                "id": id, "category": "read", "audio_s": 2.0, "fed_s": 2.0,
+                "speech_onset_s": 0.1, "speech_end_s": 1.9, "reference": "a b", "hypothesis": "a b",
+                "wer": 0.0, "cer": 0.0, "word_errors": counts(2, 0), "char_errors": counts(3, 0),
+                "ttft_s": ttft, "finalisation_s": 0.5, "final_at_end_of_stream": false,
+                "partials": 1, "finals": 1, "compute_s": 0.2, "rtf": 0.1, "cpu_s": null
+            })
+        })
         .collect();
     json!({
         "schema_version": 1, "kind": "asr", "system": system, "engine": "whisper",
@@ -54,8 +63,16 @@ fn row<'a>(table: &'a str, label: &str) -> Vec<&'a str> {
 fn side_by_side_table_with_ratios() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (dir.path().join("a.json"), dir.path().join("b.json"));
-    std::fs::write(&pa, report("voicerelay", "fast", &["u1", "u2"], 0.25, 0.5, Some(1.0)).to_string()).unwrap();
-    std::fs::write(&pb, report("faster-whisper", "batch", &["u1", "u2"], 0.10, 0.125, None).to_string()).unwrap();
+    std::fs::write(
+        &pa,
+        report("voicerelay", "fast", &["u1", "u2"], 0.25, 0.5, Some(1.0)).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        &pb,
+        report("faster-whisper", "batch", &["u1", "u2"], 0.10, 0.125, None).to_string(),
+    )
+    .unwrap();
     let (a, b) = (read_asr(&pa).unwrap(), read_asr(&pb).unwrap());
     let t = compare(&a, &b);
     println!("{t}");
@@ -72,7 +89,14 @@ fn side_by_side_table_with_ratios() {
     assert!(t.contains("NOTE: different modes"));
     assert!(!t.contains("WARNING"));
 
-    std::fs::write(&pb, report("faster-whisper", "fast", &["u1", "u3"], 0.10, 0.125, None).to_string()).unwrap();
+    std::fs::write(
+        &pb,
+        report("faster-whisper", "fast", &["u1", "u3"], 0.10, 0.125, None).to_string(),
+    )
+    .unwrap();
     let t = compare(&a, &read_asr(&pb).unwrap());
-    assert!(t.contains("WARNING: the reports cover different utterances"), "{t}");
+    assert!(
+        t.contains("WARNING: the reports cover different utterances"),
+        "{t}"
+    );
 }

@@ -146,8 +146,8 @@ pub fn source_version() -> String {
         return format!("voicerelay {} (no git)", env!("CARGO_PKG_VERSION"));
     };
     let asr = git(&["log", "-1", "--format=%h", "--", "asr"]).unwrap_or_default();
-    let dirty = git(&["status", "--porcelain", "--", "asr", "evals", "src"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--", "asr", "evals", "src"]).is_some_and(|s| !s.is_empty());
     format!(
         "{head}{} (asr/ last changed in {asr})",
         if dirty { "+dirty" } else { "" }
@@ -247,6 +247,8 @@ fn run_asr(cfg: &Config, args: AsrArgs) -> Result<ExitCode> {
             if args.realtime { "realtime" } else { "fast" }
         ))
     });
+    // Taken before the run: the tree may change while a long run goes on.
+    let version = source_version();
     let store = crate::cli::models::store(&cfg)?;
     let mut rec = crate::cli::transcribe::build_recognizer(&cfg, &store, None)?;
     let cancel = install_interrupt()?;
@@ -306,7 +308,7 @@ fn run_asr(cfg: &Config, args: AsrArgs) -> Result<ExitCode> {
         system: "voicerelay".into(),
         engine: engine.clone(),
         model,
-        version: source_version(),
+        version,
         mode,
         settings: serde_json::json!({
             "chunk_ms": args.chunk_ms,

@@ -49,6 +49,7 @@ fn to_pipeline(samples: &[f32], rate: SampleRate) -> Result<Vec<f32>> {
 }
 
 pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
+    let version = super::eval::source_version();
     let store = crate::cli::models::store(cfg)?;
     let questions = dialog_eval::questions(QUESTIONS);
     let corpus_utts = if args.questions_only {
@@ -93,16 +94,17 @@ pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
         }
     }
     drop(tts);
-    let assistant = Assistant::from_configs(
-        &store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts,
-    )?;
+    let assistant =
+        Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let cancel = super::eval::install_interrupt()?;
     let bar = ProgressBar::new(turns.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} turns {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} turns {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let opts = DialogOptions {
         gap: Duration::from_millis(args.gap_ms),
@@ -131,14 +133,7 @@ pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
         "tts_voice": cfg.tts.voice,
         "dialog": {"max_answer_tokens": cfg.dialog.max_answer_tokens},
     });
-    let report = dialog_eval::report(
-        &super::eval::source_version(),
-        settings,
-        results,
-        barge_ins,
-        errors,
-        complete,
-    );
+    let report = dialog_eval::report(&version, settings, results, barge_ins, errors, complete);
     let files = dialog_eval::write_dialog(&args.out, &report)?;
     let s = &report.summary;
     let f = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.0}"));
