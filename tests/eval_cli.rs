@@ -32,8 +32,12 @@ fn models_present(names: &[&str]) -> bool {
     true
 }
 
+/// The binary under test; `VOICERELAY_TEST_BIN` overrides it (a shared target directory's
+/// `debug/voicerelay` may be rebuilt from another branch while this test runs).
 fn voicerelay(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voicerelay"))
+    let bin = std::env::var("VOICERELAY_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_voicerelay").to_string());
+    Command::new(bin)
         .args(args)
         .output()
         .expect("the voicerelay binary runs")
