@@ -258,7 +258,7 @@ pub fn run_dialog(
         let mut timed_out = false;
         // Silence until the answer has played and the loop listens again.
         while !(w.spoke && w.listening && !w.latencies.is_empty()) {
-            if audio_end.elapsed() > opts.answer_timeout {
+            if audio_end.elapsed() > opts.answer_timeout || cancel.load(Ordering::Relaxed) {
                 timed_out = true;
                 break;
             }
