@@ -42,6 +42,8 @@ enum Command {
     Listen(cli::listen::Args),
     /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
     Transcribe(cli::transcribe::Args),
+    /// Latency/accuracy harness: `eval asr`, `eval compare A.json B.json`, `eval ingest TRACE`.
+    Eval(cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Devices(args) => cli::devices::run(&cfg, args),
         Command::Serve(args) => cli::serve::run(&cfg, args),
         Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
+        Command::Eval(args) => cli::eval::run(&cfg, args),
         Command::Listen(args) => cli::listen::run(&cfg, args),
     }
 }

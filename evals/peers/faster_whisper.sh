@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Peer check: decode the corpus test split with faster-whisper (PyPI) on the same tiny.en
-# CTranslate2 weights VoiceRelay uses (greedy, beam 1), then score the hypotheses with the
-# project's own normaliser and WER (`cargo run -p voicerelay-evals --example score`).
+# Peer: faster-whisper (PyPI) on the same tiny.en CTranslate2 weights VoiceRelay uses (greedy,
+# beam 1), decoding each clip of a corpus split after it has arrived. Writes a trace file and
+# scores it with `voicerelay eval ingest` (the project's normaliser, WER and onset detector), so
+# the report has the same schema as `voicerelay eval asr` and `voicerelay eval compare` works.
 # Idempotent: the venv lives in $HOME/.cache/voicerelay/venvs/faster-whisper and is reused.
 #
-# Usage: evals/peers/faster_whisper.sh [split]   (default: test)
+# Usage: evals/peers/faster_whisper.sh [split] [out_dir] [limit]
+#   split: test (default) | dev | all;  out_dir default: eval-results/peer-faster-whisper-tiny.en-<split>
+# Env: VOICERELAY_MODELS, VOICERELAY_CORPUS, VOICERELAY_BIN (a built voicerelay binary; default
+#      `cargo run --bin voicerelay`), FW_MODEL (tiny.en | base, default tiny.en).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 split="${1:-test}"
+model="${FW_MODEL:-tiny.en}"
+out="${2:-$root/eval-results/peer-faster-whisper-$model-$split}"
+limit="${3:-}"
 venv="$HOME/.cache/voicerelay/venvs/faster-whisper"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
     python3 -m venv "$venv"
@@ -17,9 +24,14 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper
 fi
 models="${VOICERELAY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/voicerelay/models}"
 corpus="${VOICERELAY_CORPUS:-$root/../shared/corpus}"
-out="${TMPDIR:-/tmp}/faster_whisper_${split}.jsonl"
-"$venv/bin/python" "$here/fw_decode.py" --model "$models/whisper-tiny.en" \
-    --corpus "$corpus" --split "$split" --out "$out"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voicerelay/target}"
-cd "$root"
-cargo run --quiet -p voicerelay-evals --example score -- "$out" "$corpus" "$split"
+mkdir -p "$out"
+"$venv/bin/python" "$here/fw_decode.py" --model "$models/whisper-$model" --model-name "$model" \
+    --corpus "$corpus" --split "$split" --out "$out/trace.json" ${limit:+--limit "$limit"}
+if [ -n "${VOICERELAY_BIN:-}" ]; then
+    "$VOICERELAY_BIN" eval ingest "$out/trace.json" --corpus "$corpus" --split "$split" --out "$out"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voicerelay/target}"
+    cd "$root"
+    cargo run --quiet --bin voicerelay -- eval ingest "$out/trace.json" --corpus "$corpus" \
+        --split "$split" --out "$out"
+fi

@@ -5,8 +5,14 @@
 //!
 //! Must not touch: pipeline internals; it drives the same public streaming APIs users do.
 
+pub mod asr_eval;
 pub mod corpus;
+pub mod dialog_eval;
 pub mod normalize;
+pub mod plots;
+pub mod report;
+pub mod resources;
+pub mod schema;
 pub mod streaming;
 pub mod wer;
 
@@ -27,4 +33,16 @@ pub enum EvalError {
     },
     #[error("audio {path}: {reason}")]
     Audio { path: String, reason: String },
+    #[error("recogniser: {0}")]
+    Asr(#[source] vr_asr::AsrError),
+    #[error("{path}: not a valid result file ({reason})")]
+    Json { path: String, reason: String },
+    #[error("result schema_version {found} is not supported (this build reads version {expected}); re-run the eval or the peer script")]
+    Schema { found: u32, expected: u32 },
+    #[error("utterance {id:?} is not in the corpus manifest (result file from another corpus?)")]
+    UnknownUtterance { id: String },
+    #[error("dialog: {0}")]
+    Dialog(String),
+    #[error("plot: {0}")]
+    Plot(String),
 }

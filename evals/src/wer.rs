@@ -6,7 +6,7 @@
 //! 0 for an empty hypothesis and 1 otherwise (every word an insertion), never a division by zero.
 
 /// Edit counts of one alignment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorCounts {
     pub substitutions: usize,
     pub deletions: usize,

@@ -2,6 +2,8 @@
 
 pub mod config_cmd;
 pub mod devices;
+pub mod eval;
+pub mod eval_dialog;
 pub mod listen;
 pub mod models;
 pub mod say;
