@@ -35,7 +35,7 @@ enum Command {
     Say(cli::say::Args),
     /// List audio input/output devices (cpal: PulseAudio if a server runs, else ALSA).
     Devices(cli::devices::Args),
-    /// Run the live pipeline: microphone (or --input FILE) → capture ring → ASR, printing transcripts.
+    /// Run the WebRTC voice assistant endpoint (browser page at /, signalling at /v1/sessions).
     Serve(cli::serve::Args),
     /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
     Transcribe(cli::transcribe::Args),

@@ -1,115 +1,173 @@
-//! `voicerelay serve`: the live pipeline. Until the WebRTC endpoint lands this is the local
-//! listening service: the configured microphone (or `--input FILE`, paced at real time) feeds the
-//! capture ring; this thread drains the ring, resamples to 16 kHz mono and drives the streaming
-//! recogniser, printing partial and final transcripts as they happen, each final with its
-//! finalisation latency (end of speech on the audio clock → text on the wall clock).
+//! `voicerelay serve`: the WebRTC voice assistant endpoint. Loads the models once, then serves
+//! WHIP-style signalling, the browser page, `/healthz` and `/metrics` (see the transport crate);
+//! every peer gets its own conversation. SIGTERM or Ctrl-C closes all sessions and exits.
 
 use anyhow::{Context, Result};
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vr_asr::AsrEvent;
-use vr_capture::device::{Microphone, RunningStream};
-use vr_capture::file::{FileSource, Pacing, RunningFile};
-use vr_capture::resample::StreamResampler;
-use vr_capture::{audio_ring, AudioFormat};
-use vr_core::SampleRate;
+use std::sync::Arc;
 
 use crate::config::Config;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Listen to this WAV/FLAC file, delivered at real-time pace, instead of the microphone.
+    /// HTTP listen address, IP:port (overrides transport.bind); port 0 picks a free one.
     #[arg(long)]
-    input: Option<PathBuf>,
-    /// One JSON event per line instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-enum Source {
-    Mic(RunningStream),
-    File(RunningFile),
+    bind: Option<String>,
 }
 
 pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
-    let store = crate::cli::models::store(cfg)?;
-    let mut rec = crate::cli::transcribe::build_recognizer(cfg, &store, None)?;
-
-    let (format, start): (AudioFormat, Box<dyn FnOnce(_) -> Result<Source>>) = match &args.input {
-        Some(path) => {
-            let src = FileSource::open(path, Pacing::real_time())
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            (
-                src.format(),
-                Box::new(move |p| Ok(Source::File(src.start(p)?))),
-            )
-        }
-        None => {
-            let mic = Microphone::open(&cfg.capture.input_device, cfg.capture.device_buffer_frames)
-                .context("no usable microphone (use --input FILE to listen to a file)")?;
-            tracing::info!(device = mic.name(), "listening");
-            (
-                mic.format(),
-                Box::new(move |p| Ok(Source::Mic(mic.start(p)?))),
-            )
-        }
-    };
-    let (producer, mut consumer) =
-        audio_ring("input", format, cfg.capture.ring_frames(format.rate))?;
-    let source = start(producer)?;
-    let mut resampler = StreamResampler::new(format, SampleRate::PIPELINE)?;
-
-    let tty = std::io::stdout().is_terminal() && !args.json;
-    let mut out = std::io::stdout().lock();
-    let t0 = Instant::now();
-    let mut mono = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
-    let print = |events: Vec<AsrEvent>, out: &mut std::io::StdoutLock| -> Result<()> {
-        for e in events {
-            if args.json {
-                writeln!(out, "{}", serde_json::to_string(&e)?)?;
-            } else {
-                match &e {
-                    AsrEvent::Partial { text, .. } if tty => write!(out, "\r\x1b[2K… {text}")?,
-                    AsrEvent::Final { text, end, .. } => {
-                        let lag = t0.elapsed().saturating_sub(end.at(SampleRate::PIPELINE));
-                        let clear = if tty { "\r\x1b[2K" } else { "" };
-                        writeln!(out, "{clear}{text}  [final +{} ms]", lag.as_millis())?;
-                    }
-                    _ => {}
-                }
-            }
-            out.flush()?;
-        }
-        Ok(())
-    };
-    let channels = usize::from(format.channels);
-    loop {
-        if !consumer.wait_for_data(Duration::from_millis(200)) {
-            if consumer.end_position().is_some() {
-                break;
-            }
-            continue;
-        }
-        while let Some(chunk) = consumer.peek() {
-            let frames = chunk.samples.len() / channels;
-            resampler.push(chunk.samples, |m| mono.extend_from_slice(m))?;
-            consumer.consume(frames);
-        }
-        let events = rec.push(&mono)?;
-        mono.clear();
-        print(events, &mut out)?;
+    let mut tcfg = cfg.transport.clone();
+    if let Some(b) = args.bind {
+        tcfg.bind = b;
     }
-    resampler.finish(|m| mono.extend_from_slice(m))?;
-    let mut events = rec.push(&mono)?;
-    events.extend(rec.finish()?);
-    print(events, &mut out)?;
-    match source {
-        Source::File(f) => {
-            f.join()?;
-        }
-        Source::Mic(m) => m.stop()?,
-    }
+    tcfg.validate()?;
+    let addr = tcfg.bind_addr()?;
+    let pipeline = pipeline::build(cfg).context("cannot load the conversation pipeline")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let server =
+            vr_transport::Server::new(tcfg, pipeline, Arc::new(crate::telemetry::render_metrics))?;
+        // The one line scripts and tests wait for.
+        println!("VoiceRelay listening on http://{local}/");
+        std::io::stdout().flush()?;
+        tracing::info!(%local, "open the URL in a browser and press Connect");
+        vr_transport::serve(listener, server, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM"),
+        r = tokio::signal::ctrl_c() => {
+            if r.is_ok() { tracing::info!("Ctrl-C"); } else { std::future::pending::<()>().await }
+        }
+    }
+}
+
+mod pipeline {
+    //! Interim pipeline until the dialog loop lands: transcripts only (recogniser per session).
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use vr_asr::AsrEvent;
+    use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo};
+    use vr_transport::{Pipeline, TransportError};
+
+    pub fn build(cfg: &Config) -> Result<Arc<dyn Pipeline>> {
+        // Fail at start, not on the first call, when the models are unusable.
+        let store = crate::cli::models::store(cfg)?;
+        crate::cli::transcribe::build_recognizer(cfg, &store, None)?;
+        Ok(Arc::new(AsrOnly { cfg: cfg.clone() }))
+    }
+
+    struct AsrOnly {
+        cfg: Config,
+    }
+
+    struct Control {
+        stop: AtomicBool,
+    }
+
+    impl PipelineControl for Control {
+        fn interrupt(&self) {}
+        fn send_text(&self, _text: String) {}
+        fn configure(
+            &self,
+            _settings: &serde_json::Map<String, serde_json::Value>,
+        ) -> Result<(), String> {
+            Err("no settings".into())
+        }
+        fn stop(&self) {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Pipeline for AsrOnly {
+        fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
+            let store = crate::cli::models::store(&self.cfg)
+                .map_err(|e| TransportError::Pipeline(e.to_string()))?;
+            let mut rec = crate::cli::transcribe::build_recognizer(&self.cfg, &store, None)
+                .map_err(|e| TransportError::Pipeline(format!("{e:#}")))?;
+            let control = Arc::new(Control {
+                stop: AtomicBool::new(false),
+            });
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let c = control.clone();
+            let SessionIo {
+                mut input, events, ..
+            } = io;
+            std::thread::Builder::new()
+                .name("conversation".into())
+                .spawn(move || {
+                    let mut buf = vec![0f32; 1600];
+                    let mut run = || -> Result<(), String> {
+                        while !c.stop.load(Ordering::SeqCst) {
+                            if !input.wait_for_data(Duration::from_millis(100)) {
+                                if input.end_position().is_some() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            while let Some((_, n)) = input.pop_into(&mut buf) {
+                                for e in rec.push(&buf[..n]).map_err(|e| e.to_string())? {
+                                    emit(&events, e);
+                                }
+                            }
+                        }
+                        for e in rec.finish().map_err(|e| e.to_string())? {
+                            emit(&events, e);
+                        }
+                        Ok(())
+                    };
+                    let _ = tx.send(run());
+                })
+                .map_err(|e| TransportError::Pipeline(e.to_string()))?;
+            Ok(PipelineRun { control, done: rx })
+        }
+    }
+
+    fn emit(events: &vr_transport::EventSender, e: AsrEvent) {
+        match e {
+            AsrEvent::Partial {
+                text,
+                stable_prefix_len,
+            } => {
+                events.send(&serde_json::json!({"type":"partial","text":text,"stable_prefix_len":stable_prefix_len}));
+            }
+            AsrEvent::Final {
+                text, start, end, ..
+            } => {
+                let ms = |s: vr_core::SampleIndex| {
+                    s.at(vr_core::SampleRate::PIPELINE).as_millis() as u64
+                };
+                events.send(&serde_json::json!({"type":"final","text":text,"start_ms":ms(start),"end_ms":ms(end)}));
+            }
+            _ => {}
+        }
+    }
 }
