@@ -86,3 +86,35 @@ pub enum AsrError {
         source: std::io::Error,
     },
 }
+
+/// The configured streaming recogniser: `[asr]` chooses the engine and model, gated by the
+/// Silero VAD (`[vad]`) when `asr.vad_gate` is set. Shared by `transcribe`, `serve`, `listen` and
+/// the conversation loop (which builds one per session).
+pub fn build_recognizer(
+    asr: &config::AsrConfig,
+    vad: &vad::VadConfig,
+    store: &vr_core::ModelStore,
+) -> Result<Box<dyn StreamingRecognizer>, AsrError> {
+    match asr.engine.as_str() {
+        "moonshine" => {
+            if asr.model_dir.is_empty() {
+                return Err(AsrError::Config(
+                    "asr.engine = \"moonshine\" needs asr.model_dir (a Moonshine streaming checkpoint directory)".into(),
+                ));
+            }
+            let rec = moonshine::MoonshineRecognizer::load(std::path::Path::new(&asr.model_dir))?;
+            Ok(Box::new(rec))
+        }
+        "whisper" => {
+            let model = models::whisper::load_configured(asr, store)?;
+            let mut rec = stream::WhisperStream::new(model, asr.clone())?;
+            if asr.vad_gate {
+                rec = rec.with_vad(vad::SileroVad::from_store(store, vad.clone())?);
+            }
+            Ok(Box::new(rec))
+        }
+        other => Err(AsrError::Config(format!(
+            "asr.engine = {other:?} is not available; use \"whisper\" or \"moonshine\""
+        ))),
+    }
+}

@@ -458,8 +458,16 @@ impl StreamingRecognizer for WhisperStream {
             Some(v) => v.push(samples)?,
             None => Vec::new(),
         };
+        let onset = vad_events
+            .iter()
+            .any(|e| matches!(e, VadEvent::SpeechStarted { .. }));
         for e in vad_events {
             self.on_vad(e, &mut out)?;
+        }
+        if onset && self.s.vad_active {
+            // Hand the speech start out before the first (slow) decode of the new utterance: a
+            // barge-in must not wait for Whisper. The next push decodes.
+            return Ok(out);
         }
         if self.vad.is_some() && !self.s.vad_active {
             // Outside speech only the pre-roll is kept.

@@ -177,6 +177,26 @@ impl LlmConfig {
         }
     }
 
+    /// The configured engine and a token counter for the conversation memory: the model's own
+    /// tokenizer for the local backend, a bytes-per-token estimate for a remote one.
+    pub fn build_engine_and_counter(
+        &self,
+        store: &vr_core::ModelStore,
+    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+        Ok(match self.backend {
+            LlmBackend::Local => {
+                let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
+                let counter: crate::conversation::SharedCounter =
+                    std::sync::Arc::new(llm.tokenizer().clone());
+                (Box::new(LocalEngine::new(llm)?), counter)
+            }
+            LlmBackend::Openai => (
+                Box::new(OpenAiEngine::new(self.openai_options())?),
+                std::sync::Arc::new(crate::memory::ByteEstimate),
+            ),
+        })
+    }
+
     /// Builds the configured engine (loading the local model from `store`).
     pub fn build_engine(
         &self,

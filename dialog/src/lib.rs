@@ -4,8 +4,8 @@
 //! ([`llm`]: the engine trait, the local candle GGUF engine with KV-cache reuse and speculative
 //! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
 //! the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
-//! ([`config`]). The Listening → UserSpeaking → Thinking → Speaking loop with barge-in builds on
-//! these.
+//! ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
+//! ties recogniser, LLM and synthesizer together ([`conversation`]).
 //!
 //! Must not touch: audio devices directly; it consumes recogniser events and drives a
 //! synthesizer, and its caller wires audio in and out. The only network access is the
@@ -17,12 +17,17 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod conversation;
 pub mod llm;
 pub mod memory;
 pub mod models;
 pub mod turn;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig};
+pub use conversation::{
+    Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
+    ConversationSummary, EventSink, LoopState, TurnLatency, WavOutput,
+};
 pub use llm::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine,
     LlmEvent, Role, Sampling, Token, TokenFeatures,
@@ -77,6 +82,14 @@ pub enum DialogError {
     Protocol { url: String, reason: String },
     #[error("async runtime: {0}")]
     Runtime(String),
+    #[error("speech recognition: {0}")]
+    Asr(#[from] vr_asr::AsrError),
+    #[error("speech synthesis: {0}")]
+    Tts(#[from] vr_tts::TtsError),
+    #[error("audio: {0}")]
+    Capture(#[from] vr_capture::CaptureError),
+    #[error("audio output: {reason}")]
+    Output { reason: String },
 }
 
 impl DialogError {

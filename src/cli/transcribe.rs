@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vr_asr::config::AsrConfig;
-use vr_asr::stream::WhisperStream;
 use vr_asr::{AsrEvent, StreamingRecognizer};
 use vr_core::SampleRate;
 
@@ -124,8 +123,8 @@ fn event_json(e: &AsrEvent, wall: Duration) -> serde_json::Value {
     v
 }
 
-/// The configured streaming recogniser (`[asr]`, gated by `[vad]` when `asr.vad_gate`), shared
-/// by `transcribe` and `serve`.
+/// The configured streaming recogniser (see [`vr_asr::build_recognizer`]), with `model`
+/// overriding `asr.model`.
 pub fn build_recognizer(
     cfg: &Config,
     store: &vr_core::ModelStore,
@@ -135,27 +134,7 @@ pub fn build_recognizer(
     if let Some(m) = model {
         asr_cfg.model = m;
     }
-    if asr_cfg.engine == "moonshine" {
-        if asr_cfg.model_dir.is_empty() {
-            bail!("asr.engine = \"moonshine\" needs asr.model_dir (a Moonshine streaming checkpoint directory)");
-        }
-        let rec =
-            vr_asr::moonshine::MoonshineRecognizer::load(std::path::Path::new(&asr_cfg.model_dir))?;
-        return Ok(Box::new(rec));
-    }
-    if asr_cfg.engine != "whisper" {
-        bail!(
-            "asr.engine = {:?} is not available; use \"whisper\" or \"moonshine\"",
-            asr_cfg.engine
-        );
-    }
-    let model = vr_asr::models::whisper::load_configured(&asr_cfg, store)?;
-    let gate = asr_cfg.vad_gate;
-    let mut rec = WhisperStream::new(model, asr_cfg)?;
-    if gate {
-        rec = rec.with_vad(vr_asr::vad::SileroVad::from_store(store, cfg.vad.clone())?);
-    }
-    Ok(Box::new(rec))
+    Ok(vr_asr::build_recognizer(&asr_cfg, &cfg.vad, store)?)
 }
 
 pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {

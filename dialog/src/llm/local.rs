@@ -597,11 +597,7 @@ impl LlmEngine for LocalEngine {
     }
 
     fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
-        if req.messages.is_empty() {
-            return Err(DialogError::BadRequest {
-                reason: "no messages".into(),
-            });
-        }
+        super::check_request(&req)?;
         let cancel = CancelToken::new();
         let (tx, generation) = Generation::channel(cancel.clone());
         self.submit(Job::Generate {

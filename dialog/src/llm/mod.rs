@@ -297,6 +297,23 @@ impl Generation {
         self.accept(ev)
     }
 
+    /// Non-blocking variant of [`Generation::next`], for a loop that also feeds audio.
+    pub fn try_next(&mut self) -> Polled {
+        if self.done || self.cancel.is_cancelled() {
+            self.done = true;
+            return Polled::Done;
+        }
+        let ev = match self.rx.try_recv() {
+            Ok(ev) => Some(ev),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Polled::Pending,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        match self.accept(ev) {
+            Some(ev) => Polled::Ready(ev),
+            None => Polled::Done,
+        }
+    }
+
     /// Drains the stream into the answer text and the finish record (tests, evals, batch use).
     pub fn blocking_collect(
         mut self,
@@ -342,6 +359,28 @@ impl GenerationSender {
     pub(crate) async fn send(&self, ev: Result<LlmEvent, DialogError>) -> bool {
         !self.is_cancelled() && self.tx.send(ev).await.is_ok()
     }
+}
+
+/// The checks every backend makes before starting any work, so a bad request fails the same way
+/// on all of them.
+pub(crate) fn check_request(req: &GenerateRequest) -> Result<(), DialogError> {
+    if req.messages.is_empty() {
+        return Err(DialogError::BadRequest {
+            reason: "no messages".into(),
+        });
+    }
+    Ok(())
+}
+
+/// What [`Generation::try_next`] found.
+#[derive(Debug)]
+pub enum Polled {
+    /// The next event.
+    Ready(Result<LlmEvent, DialogError>),
+    /// Nothing yet; the generation is still running.
+    Pending,
+    /// The stream is over (after `Finished`, an error, or a cancel).
+    Done,
 }
 
 /// One language-model backend. Implementations are handles: `generate` returns at once and the
