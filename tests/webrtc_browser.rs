@@ -71,7 +71,7 @@ fn chromium_uses_the_page_end_to_end() {
         .arg("-n")
         .arg("bash")
         .arg(here.join("e2e.sh"))
-        .arg(env!("CARGO_BIN_EXE_voicerelay"))
+        .arg(server_bin())
         .arg(&wav)
         .arg(&out)
         .env("CHROMIUM", &chromium)

@@ -136,7 +136,10 @@ pub enum ConversationEvent {
         at_ms: u64,
     },
     /// One clause of the answer, as it starts playing.
-    AssistantText { text: String, at_ms: u64 },
+    AssistantText {
+        text: String,
+        at_ms: u64,
+    },
     /// The user interrupted the assistant. `at_ms`: the VAD's speech start (dated back to the
     /// first speech chunk); `detected_ms`: when the VAD reported it (after `vad.min_speech_ms`);
     /// `stop_latency_ms`: from `detected_ms` to the output flush, measured on the output clock;
@@ -148,7 +151,9 @@ pub enum ConversationEvent {
         dropped_ms: u64,
     },
     TurnLatency(TurnLatency),
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Where events go: a channel, a printer, a WebRTC data channel.
@@ -193,7 +198,8 @@ pub struct ConversationSummary {
 pub type RecognizerFactory =
     Arc<dyn Fn() -> Result<Box<dyn StreamingRecognizer>, DialogError> + Send + Sync>;
 /// Builds one synthesizer per conversation.
-pub type SynthesizerFactory = Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
+pub type SynthesizerFactory =
+    Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
 
 /// Counts tokens for the memory bound; shared by every conversation.
 pub type SharedCounter = Arc<dyn TokenCounter + Send + Sync>;
@@ -302,7 +308,9 @@ pub(crate) enum LoopMsg {
         read_at: Instant,
     },
     /// The input ended at `pos` (its producer was dropped and everything was recognised).
-    InputEnded { pos: SampleIndex },
+    InputEnded {
+        pos: SampleIndex,
+    },
     /// The recogniser failed; the conversation ends with this error.
     AsrFailed(String),
     Interrupt,
@@ -367,7 +375,15 @@ impl Conversation {
         output: Box<dyn AudioOutput>,
         events: impl EventSink,
     ) -> Result<ConversationSummary, DialogError> {
-        let _ = (input, output, events, &self.parts, &self.recognizer, &self.synthesizer, &self.rx);
+        let _ = (
+            input,
+            output,
+            events,
+            &self.parts,
+            &self.recognizer,
+            &self.synthesizer,
+            &self.rx,
+        );
         Err(DialogError::Runtime(
             "the conversation loop lands in the next commit on branch dialog-loop".into(),
         ))
@@ -503,7 +519,8 @@ impl AudioOutput for WavOutput {
     }
 
     fn queued(&self) -> usize {
-        self.queue_end().saturating_sub(self.clock().max(self.queue_start)) as usize
+        self.queue_end()
+            .saturating_sub(self.clock().max(self.queue_start)) as usize
     }
 
     fn close(&mut self) -> Result<(), DialogError> {

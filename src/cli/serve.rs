@@ -70,104 +70,115 @@ async fn shutdown_signal() {
 }
 
 mod pipeline {
-    //! Interim pipeline until the dialog loop lands: transcripts only (recogniser per session).
+    //! Each WebRTC session runs its own [`vr_dialog::Conversation`] on its own thread; the
+    //! assistant (LLM weights, recogniser and voice recipes) is loaded once and shared.
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-    use vr_asr::AsrEvent;
+    use vr_core::{SampleIndex, SampleRate};
+    use vr_dialog::conversation::{AudioOutput, ConversationEvent, ConversationHandle};
+    use vr_dialog::{Assistant, DialogError};
     use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo};
-    use vr_transport::{Pipeline, TransportError};
+    use vr_transport::{OpusOutput, Pipeline, TransportError};
 
     pub fn build(cfg: &Config) -> Result<Arc<dyn Pipeline>> {
-        // Fail at start, not on the first call, when the models are unusable.
         let store = crate::cli::models::store(cfg)?;
-        crate::cli::transcribe::build_recognizer(cfg, &store, None)?;
-        Ok(Arc::new(AsrOnly { cfg: cfg.clone() }))
+        let assistant =
+            Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
+        // Build one conversation now so a missing model fails at start, not on the first call.
+        drop(assistant.conversation()?);
+        Ok(Arc::new(Dialog { assistant }))
     }
 
-    struct AsrOnly {
-        cfg: Config,
+    struct Dialog {
+        assistant: Assistant,
     }
 
-    struct Control {
-        stop: AtomicBool,
+    /// The session's outgoing Opus queue as the loop's audio output.
+    struct WebRtcOutput(OpusOutput);
+
+    impl AudioOutput for WebRtcOutput {
+        fn rate(&self) -> SampleRate {
+            self.0.rate()
+        }
+        fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
+            self.0.write(samples).map_err(|e| DialogError::Output {
+                reason: e.to_string(),
+            })
+        }
+        fn flush(&mut self) -> usize {
+            self.0.flush()
+        }
+        fn played(&self) -> SampleIndex {
+            self.0.played()
+        }
+        fn queued(&self) -> usize {
+            self.0.queued()
+        }
     }
+
+    struct Control(ConversationHandle);
 
     impl PipelineControl for Control {
-        fn interrupt(&self) {}
-        fn send_text(&self, _text: String) {}
+        fn interrupt(&self) {
+            self.0.interrupt();
+        }
+        fn send_text(&self, text: String) {
+            self.0.send_text(text);
+        }
         fn configure(
             &self,
-            _settings: &serde_json::Map<String, serde_json::Value>,
+            settings: &serde_json::Map<String, serde_json::Value>,
         ) -> Result<(), String> {
-            Err("no settings".into())
+            // The loop has no per-session settings yet (voice, persona and language model are
+            // the server's [tts]/[dialog]/[llm] config); say which keys were not applied.
+            let keys: Vec<&str> = settings.keys().map(String::as_str).collect();
+            Err(format!(
+                "{} cannot be changed during a session; the server's config sets them",
+                keys.join(", ")
+            ))
         }
         fn stop(&self) {
-            self.stop.store(true, Ordering::SeqCst);
+            self.0.stop();
         }
     }
 
-    impl Pipeline for AsrOnly {
+    impl Pipeline for Dialog {
         fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
-            let store = crate::cli::models::store(&self.cfg)
+            let conv = self
+                .assistant
+                .conversation()
                 .map_err(|e| TransportError::Pipeline(e.to_string()))?;
-            let mut rec = crate::cli::transcribe::build_recognizer(&self.cfg, &store, None)
-                .map_err(|e| TransportError::Pipeline(format!("{e:#}")))?;
-            let control = Arc::new(Control {
-                stop: AtomicBool::new(false),
-            });
+            let control = Arc::new(Control(conv.handle()));
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let c = control.clone();
             let SessionIo {
-                mut input, events, ..
+                session_id,
+                input,
+                output,
+                events,
             } = io;
             std::thread::Builder::new()
                 .name("conversation".into())
                 .spawn(move || {
-                    let mut buf = vec![0f32; 1600];
-                    let mut run = || -> Result<(), String> {
-                        while !c.stop.load(Ordering::SeqCst) {
-                            if !input.wait_for_data(Duration::from_millis(100)) {
-                                if input.end_position().is_some() {
-                                    break;
-                                }
-                                continue;
-                            }
-                            while let Some((_, n)) = input.pop_into(&mut buf) {
-                                for e in rec.push(&buf[..n]).map_err(|e| e.to_string())? {
-                                    emit(&events, e);
-                                }
-                            }
-                        }
-                        for e in rec.finish().map_err(|e| e.to_string())? {
-                            emit(&events, e);
-                        }
-                        Ok(())
+                    let sink = move |ev: ConversationEvent| {
+                        events.send(&ev);
                     };
-                    let _ = tx.send(run());
+                    let r = conv.run(input, Box::new(WebRtcOutput(output)), sink);
+                    let r = match r {
+                        Ok(summary) => {
+                            tracing::info!(
+                                session = %session_id,
+                                turns = summary.turns,
+                                answers = summary.answers,
+                                barge_ins = summary.barge_ins,
+                                "conversation ended"
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send(r);
                 })
-                .map_err(|e| TransportError::Pipeline(e.to_string()))?;
+                .map_err(|e| TransportError::Pipeline(format!("cannot spawn a thread: {e}")))?;
             Ok(PipelineRun { control, done: rx })
-        }
-    }
-
-    fn emit(events: &vr_transport::EventSender, e: AsrEvent) {
-        match e {
-            AsrEvent::Partial {
-                text,
-                stable_prefix_len,
-            } => {
-                events.send(&serde_json::json!({"type":"partial","text":text,"stable_prefix_len":stable_prefix_len}));
-            }
-            AsrEvent::Final {
-                text, start, end, ..
-            } => {
-                let ms = |s: vr_core::SampleIndex| {
-                    s.at(vr_core::SampleRate::PIPELINE).as_millis() as u64
-                };
-                events.send(&serde_json::json!({"type":"final","text":text,"start_ms":ms(start),"end_ms":ms(end)}));
-            }
-            _ => {}
         }
     }
 }

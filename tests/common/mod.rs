@@ -43,7 +43,7 @@ impl ServerProcess {
         let dir = artifact_dir();
         let log = dir.join(format!("serve-{}.log", std::process::id()));
         let logf = std::fs::File::create(&log).expect("server log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voicerelay"));
+        let mut cmd = Command::new(server_bin());
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .env("VOICERELAY__TRANSPORT__UDP_ADDRS", "[\"127.0.0.1:0\"]")
             .env("RUST_LOG", "info,voicerelay_transport=debug")
@@ -107,6 +107,14 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The server binary: cargo's, unless `VOICERELAY_TEST_BIN` names another build of it (several
+/// worktrees sharing one target directory overwrite each other's `target/debug/voicerelay`).
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("VOICERELAY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_voicerelay")))
 }
 
 /// Where tests leave artifacts (logs, screenshots): `$CARGO_TARGET_DIR/test-artifacts`.

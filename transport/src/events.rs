@@ -73,6 +73,10 @@ impl EventSender {
 fn record_turn_latency(v: &Value) {
     let Some(obj) = v.as_object() else { return };
     for (k, x) in obj {
+        // speech_end_ms is a moment on the input clock, not a duration.
+        if k == "speech_end_ms" {
+            continue;
+        }
         if let (Some(stage), Some(ms)) = (k.strip_suffix("_ms"), x.as_f64()) {
             metrics::histogram!("transport_turn_latency_ms", "stage" => stage.to_string())
                 .record(ms);

@@ -26,7 +26,7 @@ const MAX_LAG: Duration = Duration::from_millis(200);
 struct Shared {
     queue: Mutex<VecDeque<f32>>,
     capacity: usize,
-    /// Answer frames sent (silence fill excluded).
+    /// Frames sent, silence included: the output's clock runs like an idle speaker's.
     played: AtomicU64,
     flushed: AtomicU64,
     underrun: AtomicU64,
@@ -109,7 +109,7 @@ impl OpusOutput {
         n
     }
 
-    /// Answer frames sent so far, on the pacer's clock.
+    /// Frames sent so far, silence included (the output's clock; it starts with the connection).
     pub fn played(&self) -> SampleIndex {
         SampleIndex(self.shared.played.load(Ordering::Acquire))
     }
@@ -144,10 +144,10 @@ impl Pacer {
             n
         };
         self.frame[taken..].fill(0.0);
+        self.shared
+            .played
+            .fetch_add(FRAME_SAMPLES as u64, Ordering::Release);
         if taken > 0 {
-            self.shared
-                .played
-                .fetch_add(taken as u64, Ordering::Release);
             if taken < FRAME_SAMPLES {
                 // Synthesis fell behind real time mid-answer.
                 let gap = (FRAME_SAMPLES - taken) as u64;
@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(out.played(), SampleIndex(FRAME_SAMPLES as u64));
         assert_eq!(out.flush(), tone.len() - FRAME_SAMPLES);
         assert_eq!(out.queued(), 0);
-        // After the flush only silence goes out and the played clock stands still. The first
+        // After the flush only silence goes out (the clock keeps running). The first
         // packet still carries the codec's own delay line (≤ 6.5 ms of the last sent frame),
         // nothing from the dropped queue.
         for i in 0..5 {
@@ -213,7 +213,7 @@ mod tests {
                 "stale audio after flush in packet {i}: rms {rms}"
             );
         }
-        assert_eq!(out.played(), SampleIndex(FRAME_SAMPLES as u64));
+        assert_eq!(out.played(), SampleIndex(6 * FRAME_SAMPLES as u64));
         assert_eq!(pacer.packets(), 6);
     }
 

@@ -318,7 +318,7 @@ pub(crate) async fn create_session(
                 ssrc,
                 pt,
             );
-            match started {
+            match started.await {
                 Ok(id) => Ok(Created { id, answer_sdp }),
                 Err(e) => {
                     let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
@@ -417,7 +417,7 @@ async fn answer(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start(
+async fn start(
     cfg: &TransportConfig,
     registry: Arc<Registry>,
     pipeline: Arc<dyn Pipeline>,
@@ -441,13 +441,16 @@ fn start(
     let (output, pacer) = output_queue(Duration::from_millis(cfg.output_queue_ms), encoder);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let events = EventSender::new(event_tx);
-    let run = pipeline
-        .start(SessionIo {
-            session_id: id.clone(),
-            input: consumer,
-            output,
-            events: events.clone(),
-        })
+    let io = SessionIo {
+        session_id: id.clone(),
+        input: consumer,
+        output,
+        events: events.clone(),
+    };
+    // Starting a conversation builds its recogniser and voice: blocking work, off the runtime.
+    let run = tokio::task::spawn_blocking(move || pipeline.start(io))
+        .await
+        .map_err(|e| OfferError::Internal(format!("conversation start panicked: {e}")))?
         .map_err(|e| OfferError::Internal(format!("cannot start the conversation: {e}")))?;
     metrics::gauge!("transport_pipelines_running").increment(1.0);
 
