@@ -37,6 +37,9 @@ enum Command {
     Devices(cli::devices::Args),
     /// Run the WebRTC voice assistant endpoint (browser page at /, signalling at /v1/sessions).
     Serve(cli::serve::Args),
+    /// The local voice assistant: microphone (or --input FILE) → ASR → LLM → TTS → speakers (or
+    /// --output FILE.wav), with barge-in and a latency line per turn.
+    Listen(cli::listen::Args),
     /// Transcribe a WAV file (or `-` for stdin) with the streaming recogniser.
     Transcribe(cli::transcribe::Args),
 }
@@ -62,5 +65,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Devices(args) => cli::devices::run(&cfg, args),
         Command::Serve(args) => cli::serve::run(&cfg, args),
         Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
+        Command::Listen(args) => cli::listen::run(&cfg, args),
     }
 }

@@ -36,6 +36,11 @@ fn no_sound_card_is_a_clear_error() {
         line.contains("no usable microphone") && line.contains("--input"),
         "{line}"
     );
+    let line = error_line_without_sound_server(&["listen"]);
+    assert!(
+        line.contains("no usable microphone") && line.contains("--input"),
+        "{line}"
+    );
 }
 
 /// `say` without `-o` plays through the speaker sink: inside the PulseAudio null-sink session,

@@ -412,6 +412,108 @@ impl Speaker {
     }
 }
 
+/// The control side of a speaker started with [`Speaker::start_flushable`]: its playback clock and
+/// a flush that the output callback carries out (the callback owns the ring's consuming end, so
+/// only it can drop queued frames). Lock-free: atomics only.
+#[derive(Clone, Default)]
+pub struct PlaybackControl {
+    inner: Arc<PlaybackShared>,
+}
+
+#[derive(Default)]
+struct PlaybackShared {
+    /// Frames handed to the device so far, silence included: the playback clock.
+    played: AtomicU64,
+    /// Flush requests made / carried out (the callback copies `requested` into `done`).
+    requested: AtomicU64,
+    done: AtomicU64,
+    /// Frames the last flush dropped.
+    dropped: AtomicU64,
+}
+
+impl PlaybackControl {
+    /// Frames played so far (silence included), on the device's clock.
+    pub fn played(&self) -> u64 {
+        self.inner.played.load(Ordering::Acquire)
+    }
+
+    /// Asks the callback to drop everything queued at its next period and waits for it, at most
+    /// `timeout`. Returns the frames dropped, or `None` if the callback did not run in time
+    /// (a stalled device; the flush still happens when it runs again).
+    pub fn flush(&self, timeout: std::time::Duration) -> Option<u64> {
+        let ticket = self.inner.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.inner.done.load(Ordering::Acquire) >= ticket {
+                return Some(self.inner.dropped.load(Ordering::Acquire));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Speaker {
+    /// Like [`Speaker::start`], plus a [`PlaybackControl`] for the playback clock and barge-in
+    /// flushes.
+    pub fn start_flushable(
+        self,
+        mut consumer: AudioConsumer,
+    ) -> Result<(RunningStream, PlaybackControl), CaptureError> {
+        check_format("speaker ring", consumer.format(), self.format())?;
+        let monitor = consumer.monitor();
+        let errors = Arc::new(AtomicU64::new(0));
+        let errors2 = errors.clone();
+        let control = PlaybackControl::default();
+        let shared = control.inner.clone();
+        let channels = usize::from(self.config.channels.max(1));
+        let mut seen = 0u64;
+        let stream = self
+            .device
+            .build_output_stream::<f32, _, _>(
+                self.config,
+                move |out: &mut [f32], _| {
+                    let requested = shared.requested.load(Ordering::Acquire);
+                    if requested != seen {
+                        let mut dropped = 0u64;
+                        while let Some(chunk) = consumer.peek() {
+                            let n = chunk.samples.len() / channels;
+                            consumer.consume(n);
+                            dropped += n as u64;
+                        }
+                        shared.dropped.store(dropped, Ordering::Release);
+                        shared.done.store(requested, Ordering::Release);
+                        seen = requested;
+                    }
+                    consumer.fill_or_silence(out);
+                    shared
+                        .played
+                        .fetch_add((out.len() / channels) as u64, Ordering::AcqRel);
+                },
+                move |_e| {
+                    errors2.fetch_add(1, Ordering::Relaxed);
+                },
+                None,
+            )
+            .map_err(backend(format!("opening output {:?}", self.name)))?;
+        stream
+            .play()
+            .map_err(backend(format!("starting output {:?}", self.name)))?;
+        tracing::info!(device = %self.name, format = ?self.format(), "speaker started (flushable)");
+        Ok((
+            RunningStream {
+                _stream: stream,
+                monitor,
+                errors,
+                name: self.name,
+            },
+            control,
+        ))
+    }
+}
+
 /// A live device stream; dropping it stops the device.
 pub struct RunningStream {
     _stream: cpal::Stream,

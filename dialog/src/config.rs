@@ -27,6 +27,8 @@ pub struct DialogConfig {
     pub half_duplex: bool,
     /// Prefill the LLM on partial transcripts before the turn ends (local engine).
     pub speculative_prefill: bool,
+    /// How far ahead of playback the loop writes answer audio into the output.
+    pub output_lead_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,7 @@ impl DialogConfig {
             self.backchannel_min_ms,
             0..=5_000,
         )?;
+        check_range("dialog.output_lead_ms", self.output_lead_ms, 20..=5_000)?;
         Ok(())
     }
 

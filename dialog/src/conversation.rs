@@ -151,6 +151,14 @@ pub enum ConversationEvent {
         dropped_ms: u64,
     },
     TurnLatency(TurnLatency),
+    /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
+    /// started playing (the fallback sentence when the LLM could not be reached);
+    /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.
+    AnswerEnd {
+        text: String,
+        spoken: String,
+        interrupted: bool,
+    },
     Error {
         message: String,
     },
@@ -372,21 +380,970 @@ impl Conversation {
     pub fn run(
         self,
         input: vr_capture::AudioConsumer,
-        output: Box<dyn AudioOutput>,
+        mut output: Box<dyn AudioOutput>,
         events: impl EventSink,
     ) -> Result<ConversationSummary, DialogError> {
-        let _ = (
-            input,
+        let Conversation {
+            parts,
+            recognizer,
+            synthesizer,
+            control,
+            rx,
+        } = self;
+        let asr_tx = control.tx.clone();
+        let asr_stop = control.stop.clone();
+        let asr = std::thread::Builder::new()
+            .name("asr".into())
+            .spawn(move || asr_thread(input, recognizer, asr_tx, asr_stop))
+            .map_err(|e| DialogError::Runtime(format!("cannot start the ASR thread: {e}")))?;
+        let result = {
+            let mut lp = Loop::new(&parts, synthesizer.as_ref(), output.as_mut(), events)?;
+            lp.run(&rx, &control.stop)
+        };
+        control.stop.store(true, Ordering::SeqCst);
+        if asr.join().is_err() {
+            tracing::error!("ASR thread panicked");
+        }
+        let closed = output.close();
+        let summary = result?;
+        closed?;
+        Ok(summary)
+    }
+}
+
+/// Samples per recogniser push: one Silero VAD chunk, so a speech start is known at the input
+/// position where the VAD decided it.
+const ASR_PIECE: usize = 512;
+
+fn asr_thread(
+    mut input: vr_capture::AudioConsumer,
+    mut rec: Box<dyn StreamingRecognizer>,
+    tx: mpsc::Sender<LoopMsg>,
+    stop: Arc<AtomicBool>,
+) {
+    if let Err(e) = asr_pump(&mut input, rec.as_mut(), &tx, &stop) {
+        let _ = tx.send(LoopMsg::AsrFailed(e.to_string()));
+    }
+}
+
+fn asr_pump(
+    input: &mut vr_capture::AudioConsumer,
+    rec: &mut dyn StreamingRecognizer,
+    tx: &mpsc::Sender<LoopMsg>,
+    stop: &AtomicBool,
+) -> Result<(), DialogError> {
+    let format = input.format();
+    let mut resampler = if format == vr_capture::AudioFormat::PIPELINE {
+        None
+    } else {
+        Some(vr_capture::resample::StreamResampler::new(
+            format,
+            SampleRate::PIPELINE,
+        )?)
+    };
+    let channels = usize::from(format.channels);
+    let mut mono: Vec<f32> = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
+    let mut pos = SampleIndex::ZERO;
+    let mut push = |mono: &mut Vec<f32>, pos: &mut SampleIndex, all: bool, read_at: Instant| {
+        let whole = if all {
+            mono.len()
+        } else {
+            mono.len() / ASR_PIECE * ASR_PIECE
+        };
+        for piece in mono[..whole].chunks(ASR_PIECE) {
+            let events = rec.push(piece)?;
+            *pos = pos.advance(piece.len() as u64);
+            if tx
+                .send(LoopMsg::Asr {
+                    events,
+                    pos: *pos,
+                    read_at,
+                })
+                .is_err()
+            {
+                break;
+            }
+        }
+        mono.drain(..whole);
+        Ok::<(), DialogError>(())
+    };
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !input.wait_for_data(Duration::from_millis(20)) {
+            if input.end_position().is_some() {
+                break;
+            }
+            continue;
+        }
+        let read_at = Instant::now();
+        while let Some(chunk) = input.peek() {
+            let frames = chunk.samples.len() / channels;
+            match resampler.as_mut() {
+                Some(r) => r.push(chunk.samples, |m| mono.extend_from_slice(m))?,
+                None => mono.extend_from_slice(chunk.samples),
+            }
+            input.consume(frames);
+        }
+        push(&mut mono, &mut pos, false, read_at)?;
+    }
+    if let Some(r) = resampler.as_mut() {
+        r.finish(|m| mono.extend_from_slice(m))?;
+    }
+    push(&mut mono, &mut pos, true, Instant::now())?;
+    let events = rec.finish()?;
+    let _ = tx.send(LoopMsg::Asr {
+        events,
+        pos,
+        read_at: Instant::now(),
+    });
+    let _ = tx.send(LoopMsg::InputEnded { pos });
+    Ok(())
+}
+
+/// The user's turn being collected.
+#[derive(Debug, Default)]
+struct TurnRecord {
+    /// Final transcripts of the turn's utterances, in order.
+    finals: Vec<String>,
+    /// Whether finals still belong to this turn (until `TurnEnded`, again after `Resumed`).
+    open: bool,
+    /// End of the last speech segment (VAD speech end), input clock.
+    speech_end: Option<SampleIndex>,
+    /// Input-clock ms at which the last final reached the loop.
+    final_at_ms: Option<u64>,
+    /// Last text handed to `prepare`, so an unchanged partial is not prefilled twice.
+    prepared: String,
+}
+
+impl TurnRecord {
+    fn text(&self) -> String {
+        self.finals.join(" ")
+    }
+}
+
+/// One answer in flight: LLM stream → chunker → synthesizer → resampler → output.
+struct Answer {
+    user_text: String,
+    generation: Option<crate::llm::Generation>,
+    chunker: vr_tts::ClauseChunker,
+    /// The synthesizer utterance carrying this answer; chunks of any other are stale.
+    utterance: u64,
+    llm_done: bool,
+    tts_done: bool,
+    /// Text generated so far.
+    text: String,
+    /// Clauses that started playing.
+    spoken: Vec<String>,
+    resampler: Option<vr_capture::resample::StreamResampler>,
+    /// Audio (at the output rate) not yet written to the output.
+    pending: std::collections::VecDeque<f32>,
+    /// Recently written audio, to recover what a pause flushes.
+    recent: std::collections::VecDeque<f32>,
+    /// Answer frames written to the output (net of flushes) and pushed into `pending` so far.
+    written: u64,
+    produced: u64,
+    /// Output position of answer frame `run.0` for the current contiguous run of writes.
+    run: Option<(u64, u64)>,
+    /// Clauses not yet announced: (answer frame where it starts, text).
+    marks: std::collections::VecDeque<(u64, String)>,
+    last_clause: Option<Arc<str>>,
+    /// Paused by an overlap (the user may be barging in).
+    paused: bool,
+    /// Output position of answer frame 0, once known.
+    first_out: Option<u64>,
+    fallback: bool,
+    // Latency stamps.
+    started: Instant,
+    first_token: Option<Instant>,
+    first_clause: Option<Instant>,
+    first_chunk: Option<Instant>,
+    prompt_tokens: Option<usize>,
+    reused_tokens: Option<usize>,
+    /// The turn's latency inputs (none for typed turns).
+    turn_clock: Option<TurnClock>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TurnClock {
+    turn: u32,
+    speech_end_ms: u64,
+    endpointing_ms: u64,
+    asr_final_ms: u64,
+}
+
+/// A pending overlap: the output was paused at its VAD speech start.
+#[derive(Debug, Clone, Copy)]
+struct Overlap {
+    at: SampleIndex,
+    detected: SampleIndex,
+    stop_latency_ms: u64,
+    dropped: usize,
+}
+
+struct Loop<'a, E: EventSink> {
+    parts: &'a AssistantParts,
+    synth: &'a dyn Synthesizer,
+    output: &'a mut dyn AudioOutput,
+    events: E,
+    detector: crate::turn::TurnDetector,
+    memory: crate::memory::ConversationMemory<SharedCounter>,
+    state: LoopState,
+    /// Input clock: samples recognised so far.
+    in_pos: SampleIndex,
+    /// Output clock minus input clock, in ms (the smallest seen: the least-delayed reading).
+    offset_ms: Option<f64>,
+    turn: TurnRecord,
+    turns: u32,
+    answer: Option<Answer>,
+    overlap: Option<Overlap>,
+    /// Mirror of the synthesizer's utterance counter (bumped by `finish` and `cancel`).
+    tts_utterance: u64,
+    lead: usize,
+    input_done: bool,
+    summary: ConversationSummary,
+}
+
+impl<'a, E: EventSink> Loop<'a, E> {
+    fn new(
+        parts: &'a AssistantParts,
+        synth: &'a dyn Synthesizer,
+        output: &'a mut dyn AudioOutput,
+        events: E,
+    ) -> Result<Self, DialogError> {
+        let lead = output
+            .rate()
+            .samples_in(Duration::from_millis(parts.dialog.output_lead_ms))
+            as usize;
+        Ok(Self {
+            detector: crate::turn::TurnDetector::new(parts.dialog.turn_config()),
+            memory: crate::memory::ConversationMemory::new(
+                parts.dialog.system_message(),
+                parts.dialog.max_memory_tokens,
+                parts.token_counter.clone(),
+            ),
+            parts,
+            synth,
             output,
             events,
-            &self.parts,
-            &self.recognizer,
-            &self.synthesizer,
-            &self.rx,
-        );
-        Err(DialogError::Runtime(
-            "the conversation loop lands in the next commit on branch dialog-loop".into(),
-        ))
+            state: LoopState::Listening,
+            in_pos: SampleIndex::ZERO,
+            offset_ms: None,
+            turn: TurnRecord::default(),
+            turns: 0,
+            answer: None,
+            overlap: None,
+            tts_utterance: 0,
+            lead: lead.max(1),
+            input_done: false,
+            summary: ConversationSummary::default(),
+        })
+    }
+
+    fn in_ms(pos: SampleIndex) -> u64 {
+        ms(pos.0, SampleRate::PIPELINE)
+    }
+
+    fn out_ms_f(&self, pos: u64) -> f64 {
+        pos as f64 * 1000.0 / f64::from(self.output.rate().hz())
+    }
+
+    /// An output position on the input clock, in ms.
+    fn out_to_in_ms(&self, pos: u64) -> u64 {
+        (self.out_ms_f(pos) - self.offset_ms.unwrap_or(0.0)).max(0.0) as u64
+    }
+
+    /// Now, on the input clock, in ms (through the output clock, which runs continuously).
+    fn now_ms(&self) -> u64 {
+        self.out_to_in_ms(self.output.played().0)
+    }
+
+    fn emit(&mut self, ev: ConversationEvent) {
+        if let ConversationEvent::Error { .. } = ev {
+            self.summary.errors += 1;
+        }
+        self.events.emit(ev);
+    }
+
+    fn set_state(&mut self, to: LoopState) {
+        if self.state != to {
+            let from = self.state;
+            self.state = to;
+            let at_ms = self.now_ms();
+            self.emit(ConversationEvent::State { from, to, at_ms });
+        }
+    }
+
+    fn run(
+        &mut self,
+        rx: &mpsc::Receiver<LoopMsg>,
+        stop: &AtomicBool,
+    ) -> Result<ConversationSummary, DialogError> {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                self.cancel_answer();
+                break;
+            }
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(msg) => {
+                    if !self.on_msg(msg)? {
+                        self.cancel_answer();
+                        break;
+                    }
+                    // Drain what else is waiting before doing audio work.
+                    while let Ok(msg) = rx.try_recv() {
+                        if !self.on_msg(msg)? {
+                            self.cancel_answer();
+                            return Ok(std::mem::take(&mut self.summary));
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            self.poll_llm()?;
+            self.poll_tts()?;
+            self.feed_output()?;
+            self.announce();
+            self.maybe_finish_answer();
+            if self.input_done && self.answer.is_none() && !self.detector.user_turn_open() {
+                break;
+            }
+        }
+        Ok(std::mem::take(&mut self.summary))
+    }
+
+    /// Returns false when the loop must end.
+    fn on_msg(&mut self, msg: LoopMsg) -> Result<bool, DialogError> {
+        match msg {
+            LoopMsg::Asr {
+                events,
+                pos,
+                read_at,
+            } => {
+                // The audio up to `pos` existed at `read_at`: output clock then minus input clock.
+                let out_then = self.out_ms_f(self.output.played().0)
+                    - read_at.elapsed().as_secs_f64() * 1000.0;
+                let off = out_then - Self::in_ms(pos) as f64;
+                self.offset_ms = Some(self.offset_ms.map_or(off, |o| o.min(off)));
+                for ev in events {
+                    self.on_asr(ev, pos)?;
+                }
+                self.in_pos = pos;
+                let turn_events = self.detector.tick(pos);
+                for t in turn_events {
+                    self.on_turn(t, pos)?;
+                }
+            }
+            LoopMsg::InputEnded { pos } => {
+                self.input_done = true;
+                // No more audio: whatever turn is open ends as if silence followed.
+                let cfg = self.parts.dialog.turn_config();
+                let horizon = pos.advance(
+                    cfg.sample_rate
+                        .samples_in(cfg.silence_timeout + cfg.grace + cfg.backchannel_min),
+                );
+                for t in self.detector.tick(horizon) {
+                    self.on_turn(t, pos)?;
+                }
+            }
+            LoopMsg::AsrFailed(reason) => {
+                self.emit(ConversationEvent::Error {
+                    message: format!("speech recognition failed: {reason}"),
+                });
+                return Err(DialogError::Runtime(format!(
+                    "speech recognition failed: {reason}"
+                )));
+            }
+            LoopMsg::Interrupt => {
+                if self.answer.is_some() {
+                    self.cancel_answer();
+                    self.set_state(LoopState::Listening);
+                }
+            }
+            LoopMsg::Text(text) => {
+                let text = text.trim().to_string();
+                if !text.is_empty() {
+                    self.cancel_answer();
+                    self.set_state(LoopState::Thinking);
+                    self.start_answer(text, None);
+                }
+            }
+            LoopMsg::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn on_asr(&mut self, ev: vr_asr::AsrEvent, pos: SampleIndex) -> Result<(), DialogError> {
+        use vr_asr::AsrEvent;
+        let turn_events = match &ev {
+            AsrEvent::SpeechStarted { at } => {
+                let evs = self.detector.speech_started(*at);
+                self.handle_turn_events(evs, pos)?;
+                return Ok(());
+            }
+            AsrEvent::SpeechEnded { at } => {
+                if self.detector.user_turn_open() {
+                    self.turn.speech_end = Some(*at);
+                }
+                self.detector.speech_ended(*at)
+            }
+            AsrEvent::Partial {
+                text,
+                stable_prefix_len,
+            } => {
+                self.emit(ConversationEvent::Partial {
+                    text: text.clone(),
+                    stable_prefix_len: *stable_prefix_len,
+                });
+                if self.parts.dialog.speculative_prefill && self.turn.open {
+                    let mut so_far = self.turn.text();
+                    if !so_far.is_empty() {
+                        so_far.push(' ');
+                    }
+                    so_far.push_str(text.trim());
+                    if so_far != self.turn.prepared && !so_far.trim().is_empty() {
+                        self.parts
+                            .llm
+                            .prepare(&self.memory.messages_with_user(&so_far));
+                        self.turn.prepared = so_far;
+                    }
+                }
+                Vec::new()
+            }
+            AsrEvent::Final {
+                text, start, end, ..
+            } => {
+                self.emit(ConversationEvent::Final {
+                    text: text.clone(),
+                    start_ms: Self::in_ms(*start),
+                    end_ms: Self::in_ms(*end),
+                });
+                let text = text.trim();
+                if self.turn.open && !text.is_empty() {
+                    self.turn.finals.push(text.to_string());
+                    self.turn.final_at_ms = Some(self.now_ms());
+                } else if !text.is_empty() {
+                    tracing::debug!(text, "final outside a user turn (backchannel or ignored)");
+                }
+                Vec::new()
+            }
+        };
+        self.handle_turn_events(turn_events, pos)
+    }
+
+    fn handle_turn_events(
+        &mut self,
+        evs: Vec<crate::turn::TurnEvent>,
+        pos: SampleIndex,
+    ) -> Result<(), DialogError> {
+        for t in evs {
+            self.on_turn(t, pos)?;
+        }
+        Ok(())
+    }
+
+    fn on_turn(&mut self, t: crate::turn::TurnEvent, pos: SampleIndex) -> Result<(), DialogError> {
+        use crate::turn::TurnEventKind as K;
+        self.emit(ConversationEvent::Turn {
+            kind: t.kind,
+            reason: t.reason,
+            at_ms: Self::in_ms(t.at),
+        });
+        match t.kind {
+            K::TurnStarted => {
+                if self.answer.is_some() {
+                    // The user speaks again before the answer plays: they were not done.
+                    self.cancel_answer();
+                }
+                self.turn = TurnRecord {
+                    open: true,
+                    ..TurnRecord::default()
+                };
+                self.set_state(LoopState::UserSpeaking);
+            }
+            K::Paused => {}
+            K::Resumed => {
+                // Within the grace period: the answer started for the shorter turn is dropped.
+                if self.answer.is_some() {
+                    self.cancel_answer();
+                }
+                self.turn.open = true;
+                self.set_state(LoopState::UserSpeaking);
+            }
+            K::TurnEnded => {
+                self.turn.open = false;
+                let text = self.turn.text();
+                if text.is_empty() {
+                    self.set_state(LoopState::Listening);
+                } else {
+                    self.turns += 1;
+                    self.summary.turns += 1;
+                    let now = self.now_ms();
+                    let speech_end_ms = self.turn.speech_end.map_or(now, Self::in_ms);
+                    let clock = TurnClock {
+                        turn: self.turns,
+                        speech_end_ms,
+                        endpointing_ms: now.saturating_sub(speech_end_ms),
+                        asr_final_ms: self
+                            .turn
+                            .final_at_ms
+                            .unwrap_or(now)
+                            .saturating_sub(speech_end_ms),
+                    };
+                    self.set_state(LoopState::Thinking);
+                    self.start_answer(text, Some(clock));
+                }
+            }
+            K::TurnCommitted => {
+                self.turn.prepared.clear();
+            }
+            K::Overlap => self.pause_for_overlap(t.turn_start, pos),
+            K::BargeIn => {
+                let ov = self.overlap.take().unwrap_or_else(|| {
+                    // `backchannel_min = 0`: the barge-in comes without an overlap first.
+                    self.pause_for_overlap(t.turn_start, pos);
+                    self.overlap.take().unwrap_or(Overlap {
+                        at: t.turn_start,
+                        detected: pos,
+                        stop_latency_ms: 0,
+                        dropped: 0,
+                    })
+                });
+                self.cancel_answer();
+                self.summary.barge_ins += 1;
+                let rate = self.output.rate();
+                self.emit(ConversationEvent::BargeIn {
+                    at_ms: Self::in_ms(ov.at),
+                    detected_ms: Self::in_ms(ov.detected),
+                    stop_latency_ms: ov.stop_latency_ms,
+                    dropped_ms: ms(ov.dropped as u64, rate),
+                });
+                self.turn = TurnRecord {
+                    open: true,
+                    ..TurnRecord::default()
+                };
+                self.set_state(LoopState::UserSpeaking);
+            }
+            K::Backchannel => {
+                self.summary.backchannels += 1;
+                self.overlap = None;
+                if let Some(a) = self.answer.as_mut() {
+                    a.paused = false;
+                }
+            }
+            K::Ignored => {}
+        }
+        Ok(())
+    }
+
+    /// User speech over the answer: stop the audio now, keep what was queued in case it is
+    /// only a backchannel.
+    fn pause_for_overlap(&mut self, at: SampleIndex, detected: SampleIndex) {
+        let Some(a) = self.answer.as_mut() else {
+            return;
+        };
+        let dropped = self.output.flush();
+        let flushed_at = self.output.played().0;
+        a.paused = true;
+        a.run = None;
+        let back = dropped.min(a.recent.len());
+        for _ in 0..back {
+            if let Some(s) = a.recent.pop_back() {
+                a.pending.push_front(s);
+            }
+        }
+        a.written = a.written.saturating_sub(dropped as u64);
+        let detected_out = Self::in_ms(detected) as f64 + self.offset_ms.unwrap_or(0.0);
+        let stop_latency_ms = (self.out_ms_f(flushed_at) - detected_out).max(0.0).round() as u64;
+        self.overlap = Some(Overlap {
+            at,
+            detected,
+            stop_latency_ms,
+            dropped,
+        });
+    }
+
+    fn start_answer(&mut self, user_text: String, clock: Option<TurnClock>) {
+        let synth_rate = self.synth.sample_rate();
+        let out_rate = self.output.rate();
+        let resampler = if synth_rate == out_rate {
+            None
+        } else {
+            match vr_capture::resample::StreamResampler::new(
+                vr_capture::AudioFormat {
+                    rate: synth_rate,
+                    channels: 1,
+                },
+                out_rate,
+            ) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.emit(ConversationEvent::Error {
+                        message: format!("cannot resample speech to the output: {e}"),
+                    });
+                    return;
+                }
+            }
+        };
+        let mut req = crate::llm::GenerateRequest::new(self.memory.messages_with_user(&user_text));
+        req.max_tokens = self.parts.dialog.max_answer_tokens;
+        req.sampling = self.parts.sampling;
+        let started = Instant::now();
+        let generation = self.parts.llm.generate(req);
+        let mut answer = Answer {
+            user_text,
+            generation: None,
+            chunker: vr_tts::ClauseChunker::new(
+                self.parts.min_clause_chars,
+                self.parts.max_clause_chars,
+            ),
+            utterance: self.tts_utterance,
+            llm_done: false,
+            tts_done: false,
+            text: String::new(),
+            spoken: Vec::new(),
+            resampler,
+            pending: Default::default(),
+            recent: Default::default(),
+            written: 0,
+            produced: 0,
+            run: None,
+            marks: Default::default(),
+            last_clause: None,
+            paused: false,
+            first_out: None,
+            fallback: false,
+            started,
+            first_token: None,
+            first_clause: None,
+            first_chunk: None,
+            prompt_tokens: None,
+            reused_tokens: None,
+            turn_clock: clock,
+        };
+        match generation {
+            Ok(g) => answer.generation = Some(g),
+            Err(e) => {
+                self.answer = Some(answer);
+                self.llm_failed(e);
+                return;
+            }
+        }
+        self.answer = Some(answer);
+    }
+
+    /// The LLM failed: say so (spoken if it cannot be reached), and end the answer's text.
+    fn llm_failed(&mut self, e: DialogError) {
+        let unreachable = e.is_unreachable();
+        tracing::warn!(error = %e, unreachable, "language model failed");
+        self.emit(ConversationEvent::Error {
+            message: e.to_string(),
+        });
+        let Some(a) = self.answer.as_mut() else {
+            return;
+        };
+        a.generation = None;
+        a.llm_done = true;
+        if unreachable {
+            a.fallback = true;
+            a.chunker.reset();
+            if let Err(e) = self.synth.push_text(UNREACHABLE_SENTENCE) {
+                tracing::warn!(error = %e, "cannot speak the fallback sentence");
+            }
+            if a.first_clause.is_none() {
+                a.first_clause = Some(Instant::now());
+            }
+        }
+        self.finish_tts();
+    }
+
+    fn finish_tts(&mut self) {
+        if let Err(e) = self.synth.finish() {
+            tracing::warn!(error = %e, "synthesizer finish");
+        }
+        self.tts_utterance += 1;
+    }
+
+    fn poll_llm(&mut self) -> Result<(), DialogError> {
+        loop {
+            let Some(a) = self.answer.as_mut() else {
+                return Ok(());
+            };
+            let Some(g) = a.generation.as_mut() else {
+                return Ok(());
+            };
+            match g.try_next() {
+                crate::llm::Polled::Pending => return Ok(()),
+                crate::llm::Polled::Done => {
+                    // Ended without `Finished` (engine gone): treat as the end of the text.
+                    a.generation = None;
+                    if !a.llm_done {
+                        self.end_of_text();
+                    }
+                    return Ok(());
+                }
+                crate::llm::Polled::Ready(Ok(crate::llm::LlmEvent::Token(t))) => {
+                    a.first_token.get_or_insert_with(Instant::now);
+                    a.text.push_str(&t.text);
+                    for clause in a.chunker.push(&t.text) {
+                        a.first_clause.get_or_insert_with(Instant::now);
+                        self.synth.push_text(&format!("{clause} "))?;
+                    }
+                }
+                crate::llm::Polled::Ready(Ok(crate::llm::LlmEvent::Finished(f))) => {
+                    a.prompt_tokens = Some(f.stats.prompt_tokens);
+                    a.reused_tokens = Some(f.stats.reused_tokens);
+                    a.generation = None;
+                    self.end_of_text();
+                    return Ok(());
+                }
+                crate::llm::Polled::Ready(Err(e)) => {
+                    self.llm_failed(e);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn end_of_text(&mut self) {
+        let Some(a) = self.answer.as_mut() else {
+            return;
+        };
+        a.llm_done = true;
+        if let Some(rest) = a.chunker.finish() {
+            a.first_clause.get_or_insert_with(Instant::now);
+            if let Err(e) = self.synth.push_text(&rest) {
+                tracing::warn!(error = %e, "synthesizer push");
+            }
+        }
+        self.finish_tts();
+    }
+
+    fn poll_tts(&mut self) -> Result<(), DialogError> {
+        while let Some(ev) = self.synth.try_recv() {
+            let Some(a) = self.answer.as_mut() else {
+                continue; // Stale: no answer in flight.
+            };
+            match ev {
+                vr_tts::TtsEvent::Audio(c) if c.utterance == a.utterance => {
+                    a.first_chunk.get_or_insert_with(Instant::now);
+                    let new_clause = a
+                        .last_clause
+                        .as_ref()
+                        .is_none_or(|l| !Arc::ptr_eq(l, &c.clause));
+                    if new_clause {
+                        a.marks.push_back((a.produced, c.clause.to_string()));
+                        a.last_clause = Some(c.clause.clone());
+                    }
+                    let before = a.pending.len();
+                    match a.resampler.as_mut() {
+                        Some(r) => {
+                            let pending = &mut a.pending;
+                            r.push(&c.samples, |m| pending.extend(m.iter().copied()))?
+                        }
+                        None => a.pending.extend(c.samples.iter().copied()),
+                    }
+                    a.produced += (a.pending.len() - before) as u64;
+                }
+                vr_tts::TtsEvent::Done { utterance } if utterance == a.utterance => {
+                    let before = a.pending.len();
+                    if let Some(r) = a.resampler.as_mut() {
+                        let pending = &mut a.pending;
+                        r.finish(|m| pending.extend(m.iter().copied()))?;
+                    }
+                    a.produced += (a.pending.len() - before) as u64;
+                    a.tts_done = true;
+                }
+                vr_tts::TtsEvent::Failed {
+                    utterance,
+                    clause,
+                    reason,
+                } if utterance == a.utterance => {
+                    self.emit(ConversationEvent::Error {
+                        message: format!("cannot speak {clause:?}: {reason}"),
+                    });
+                }
+                _ => {} // Another (cancelled) utterance: never played.
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_output(&mut self) -> Result<(), DialogError> {
+        let Some(a) = self.answer.as_mut() else {
+            return Ok(());
+        };
+        if a.paused {
+            return Ok(());
+        }
+        let mut buf: Vec<f32> = Vec::new();
+        loop {
+            let queued = self.output.queued();
+            if a.pending.is_empty() || queued >= self.lead {
+                return Ok(());
+            }
+            let n = (self.lead - queued).min(a.pending.len());
+            if queued == 0 || a.run.is_none() {
+                // Nothing queued: this write starts playing now.
+                let at = self.output.played().0 + queued as u64;
+                a.run = Some((a.written, at));
+            }
+            if a.first_out.is_none() {
+                a.first_out = Some(self.output.played().0 + queued as u64);
+            }
+            buf.clear();
+            buf.extend(a.pending.drain(..n));
+            self.output.write(&buf)?;
+            a.written += n as u64;
+            a.recent.extend(buf.iter().copied());
+            let keep = self.lead * 2;
+            if a.recent.len() > keep {
+                let excess = a.recent.len() - keep;
+                a.recent.drain(..excess);
+            }
+        }
+    }
+
+    /// Emits what started playing: the answer's first sample (→ Speaking, latency) and clauses.
+    fn announce(&mut self) {
+        let played = self.output.played().0;
+        let Some(a) = self.answer.as_mut() else {
+            return;
+        };
+        let Some((run_frame, run_out)) = a.run else {
+            return;
+        };
+        let out_of = |frame: u64| run_out + frame.saturating_sub(run_frame);
+        let mut texts = Vec::new();
+        while let Some((frame, _)) = a.marks.front() {
+            if *frame >= a.written || out_of(*frame) > played {
+                break;
+            }
+            // A clause that started before the current run (before a pause) counts from its
+            // resumption.
+            let at = out_of((*frame).max(run_frame));
+            if let Some((_, text)) = a.marks.pop_front() {
+                a.spoken.push(text.clone());
+                texts.push((at, text));
+            }
+        }
+        let first = match a.first_out {
+            Some(f) if f <= played && self.state != LoopState::Speaking => Some(f),
+            _ => None,
+        };
+        if let Some(first) = first {
+            self.summary.answers += 1;
+            self.detector.set_assistant_speaking(true);
+            self.set_state(LoopState::Speaking);
+            if let Some(lat) = self.latency(first) {
+                self.summary.latencies.push(lat.clone());
+                self.emit(ConversationEvent::TurnLatency(lat));
+            }
+        }
+        for (at, text) in texts {
+            let at_ms = self.out_to_in_ms(at);
+            self.emit(ConversationEvent::AssistantText { text, at_ms });
+        }
+    }
+
+    fn latency(&mut self, first_out: u64) -> Option<TurnLatency> {
+        let onset_in = self.out_to_in_ms(first_out);
+        let a = self.answer.as_mut()?;
+        let clock = a.turn_clock.take()?;
+        let since = |from: Instant, to: Option<Instant>| to.map(|t| millis(t - from));
+        Some(TurnLatency {
+            turn: clock.turn,
+            speech_end_ms: clock.speech_end_ms,
+            endpointing_ms: clock.endpointing_ms,
+            asr_final_ms: clock.asr_final_ms,
+            llm_first_token_ms: since(a.started, a.first_token),
+            first_clause_ms: since(a.started, a.first_clause),
+            tts_first_chunk_ms: a.first_clause.and_then(|c| since(c, a.first_chunk)),
+            onset_ms: onset_in.saturating_sub(clock.speech_end_ms),
+            prompt_tokens: a.prompt_tokens,
+            reused_tokens: a.reused_tokens,
+        })
+    }
+
+    fn maybe_finish_answer(&mut self) {
+        let Some(a) = self.answer.as_ref() else {
+            return;
+        };
+        let done = a.llm_done
+            && a.tts_done
+            && a.pending.is_empty()
+            && !a.paused
+            && self.output.queued() == 0;
+        if !done {
+            return;
+        }
+        if a.first_out.is_some_and(|f| f > self.output.played().0) {
+            return;
+        }
+        // Clauses whose audio was too short to be seen starting are still spoken now.
+        self.announce();
+        let Some(mut a) = self.answer.take() else {
+            return;
+        };
+        for (_, text) in a.marks.drain(..) {
+            a.spoken.push(text);
+        }
+        self.remember(&a);
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: false,
+        });
+        self.detector.set_assistant_speaking(false);
+        let next = if self.detector.user_turn_open() {
+            LoopState::UserSpeaking
+        } else {
+            LoopState::Listening
+        };
+        self.set_state(next);
+    }
+
+    /// The exchange goes into memory as it was heard: only the clauses that started playing.
+    fn remember(&mut self, a: &Answer) {
+        if a.fallback && a.spoken.is_empty() {
+            return;
+        }
+        let spoken: String = if a.fallback {
+            String::new()
+        } else {
+            a.spoken.join(" ")
+        };
+        self.memory.push_user(a.user_text.clone());
+        if !spoken.trim().is_empty() {
+            self.memory.push_assistant(spoken);
+        }
+    }
+
+    /// Drops the answer in flight: the LLM stops, the synthesizer forgets the utterance, the
+    /// output drops what it has queued.
+    fn cancel_answer(&mut self) {
+        let Some(mut a) = self.answer.take() else {
+            return;
+        };
+        if let Some(g) = a.generation.take() {
+            g.cancel();
+        }
+        self.synth.cancel();
+        self.tts_utterance += 1;
+        self.output.flush();
+        self.overlap = None;
+        if a.first_out.is_some() {
+            self.remember(&a);
+        }
+        self.emit(ConversationEvent::AnswerEnd {
+            text: a.text.trim().to_string(),
+            spoken: a.spoken.join(" "),
+            interrupted: true,
+        });
+        a.pending.clear();
+        self.detector.set_assistant_speaking(false);
     }
 }
 
@@ -551,7 +1508,6 @@ pub(crate) fn ms(samples: u64, rate: SampleRate) -> u64 {
     rate.duration_of(samples).as_millis() as u64
 }
 
-#[allow(dead_code)]
 pub(crate) fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }

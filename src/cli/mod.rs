@@ -2,6 +2,7 @@
 
 pub mod config_cmd;
 pub mod devices;
+pub mod listen;
 pub mod models;
 pub mod say;
 pub mod serve;

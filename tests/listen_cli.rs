@@ -1,0 +1,139 @@
+//! End to end without a sound card: a question spoken by the TTS (`voicerelay say`) goes through
+//! `voicerelay listen --input Q.wav --output A.wav --json` (Silero VAD + Whisper → turn detection →
+//! Qwen2.5-0.5B → clause chunker → Piper → WAV on a real-time clock), and the answer audio,
+//! transcribed back by Whisper (offline), must say what the answer text says.
+
+use std::path::Path;
+use std::process::Command;
+
+fn voicerelay(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_voicerelay"))
+        .args(args)
+        .env("VOICERELAY__LOG__FILTER", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "voicerelay {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn models_present() -> bool {
+    let Ok(store) = vr_core::ModelStore::from_env() else {
+        eprintln!("SKIP: no model store");
+        return false;
+    };
+    for m in ["qwen2.5-0.5b", "whisper-tiny.en", "silero-vad", "piper-joe"] {
+        if store.dir(m).is_err() {
+            eprintln!("SKIP: model {m} is not in the model cache");
+            return false;
+        }
+    }
+    true
+}
+
+/// Pads a mono WAV with silence before and after (a user does not start speaking at sample 0).
+fn pad(path: &Path, before_s: f32, after_s: f32) {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    assert_eq!(spec.channels, 1);
+    let samples: Vec<i32> = r.samples::<i32>().map(|s| s.unwrap()).collect();
+    drop(r);
+    let n = |s: f32| (s * spec.sample_rate as f32) as usize;
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in std::iter::repeat_n(0, n(before_s))
+        .chain(samples)
+        .chain(std::iter::repeat_n(0, n(after_s)))
+    {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+#[test]
+fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
+    if !models_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("question.wav");
+    let a = dir.path().join("answer.wav");
+    let (q, a) = (q.to_str().unwrap(), a.to_str().unwrap());
+    voicerelay(&["say", "What is the capital of France?", "-o", q]);
+    pad(Path::new(q), 0.5, 1.5);
+
+    let out = voicerelay(&[
+        "listen",
+        "--input",
+        q,
+        "--output",
+        a,
+        "--output-rate",
+        "16000",
+        "--json",
+    ]);
+    let events = json_lines(&out.stdout);
+    let of =
+        |t: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["type"] == t).collect() };
+    let transcript: String = of("final")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("transcript: {transcript}");
+    let norm = vr_evals::normalize::normalize(&transcript);
+    assert!(
+        norm.contains("capital") && norm.contains("france"),
+        "{transcript}"
+    );
+    let ends = of("answer_end");
+    assert_eq!(ends.len(), 1, "{events:?}");
+    let answer = ends[0]["text"].as_str().unwrap();
+    let spoken = ends[0]["spoken"].as_str().unwrap();
+    println!("answer: {answer}");
+    assert!(!answer.trim().is_empty());
+    assert_eq!(ends[0]["interrupted"], false);
+    assert!(
+        answer.to_lowercase().contains("paris"),
+        "Qwen did not answer the question: {answer}"
+    );
+    let latency = of("turn_latency");
+    assert_eq!(latency.len(), 1);
+    println!("latency: {}", latency[0]);
+    assert!(latency[0]["onset_ms"].as_u64().unwrap() > 0);
+
+    // The answer audio, transcribed back (Whisper offline on the audible part), says the answer.
+    let mut r = hound::WavReader::open(a).unwrap();
+    assert_eq!(r.spec().sample_rate, 16_000);
+    let wav: Vec<f32> = r.samples::<f32>().map(|s| s.unwrap()).collect();
+    let first = wav
+        .iter()
+        .position(|v| v.abs() > 1e-4)
+        .expect("the answer is silent");
+    let audible = &wav[first..];
+    assert!(
+        audible.len() < 30 * 16_000,
+        "answer longer than Whisper's window"
+    );
+    let cfg = vr_asr::config::AsrConfig::default();
+    let store = vr_core::ModelStore::from_env().unwrap();
+    let mut whisper = vr_asr::models::whisper::load_configured(&cfg, &store).unwrap();
+    let (heard, _) = whisper.transcribe(audible).unwrap();
+    println!("heard: {heard}");
+    let errors = vr_evals::wer::word_errors(
+        &vr_evals::normalize::normalize(spoken),
+        &vr_evals::normalize::normalize(&heard),
+    );
+    println!("answer WER {:.1}%", 100.0 * errors.rate());
+    assert!(errors.rate() <= 0.20, "WER {:.3}", errors.rate());
+}
