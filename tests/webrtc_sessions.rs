@@ -59,7 +59,7 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
     assert!(wait_sessions(&url, 1.0, Duration::from_secs(5))
         .await
         .is_some());
-    // Mid-utterance: 1.5 s into the 3.9 s sentence.
+    // Mid-utterance: 1.5 s into the 5.4 s sentence.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     child.kill().expect("SIGKILL child");
     let killed = Instant::now();

@@ -138,11 +138,13 @@ async fn bad_offers_get_json_4xx_and_the_server_keeps_serving() {
     let r = http("DELETE", &format!("{url}{loc}"), &[auth], None).await;
     check_refusal(&r, 404, "no_such_session");
 
-    // Still serving: the second peer gets in now, and really connects.
-    second.connect(url, Some(TOKEN)).await;
+    // Still serving: a new peer gets in now, and really connects.
+    drop(second);
+    let mut third = Client::new(true).await;
+    third.connect(url, Some(TOKEN)).await;
     let r = http("GET", &sessions, &[auth], None).await;
     assert_eq!(r.json()["sessions"].as_array().map(Vec::len), Some(1));
-    let loc = second.location.clone().unwrap();
+    let loc = third.location.clone().unwrap();
     let r = http("DELETE", &format!("{url}{loc}"), &[auth], None).await;
     assert_eq!(r.status, 204);
     assert!(wait_sessions(url, 0.0, Duration::from_secs(5))

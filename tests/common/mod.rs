@@ -27,8 +27,8 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-/// The utterance the clients speak: test split, 3.9 s, a request the assistant answers.
-pub const UTTERANCE_ID: &str = "vctk_p225_002_mic1";
+/// The utterance the clients speak: test split, 5.4 s, 17 words of read speech.
+pub const UTTERANCE_ID: &str = "ls_1089-134691-0001";
 
 /// `voicerelay serve` on a free loopback port; killed (SIGTERM, then SIGKILL) on drop.
 pub struct ServerProcess {
