@@ -104,6 +104,11 @@ async fn bad_offers_get_json_4xx_and_the_server_keeps_serving() {
     .await;
     check_refusal(&r, 415, "unsupported_media_type");
 
+    // Prepared now: a peer that never answers ICE checks is freed in a few seconds, so the 503
+    // check must follow the first session's creation closely.
+    let mut second = Client::new(true).await;
+    let offer2 = second.offer().await;
+
     // A good offer as JSON is answered as JSON, with a Location.
     let body = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
     let r = http(
@@ -119,10 +124,16 @@ async fn bad_offers_get_json_4xx_and_the_server_keeps_serving() {
     assert!(j["sdp"].as_str().unwrap().contains("m=audio"));
     let loc = r.location.clone().expect("Location");
     assert!(loc.starts_with("/v1/sessions/"), "{loc}");
+    let answer = webrtc::peer_connection::RTCSessionDescription::answer(
+        j["sdp"].as_str().unwrap().to_string(),
+    )
+    .expect("answer parses");
+    good.pc
+        .set_remote_description(answer)
+        .await
+        .expect("apply answer");
 
     // Full (max_sessions = 1): 503 with a reason.
-    let mut second = Client::new(true).await;
-    let offer2 = second.offer().await;
     let r = http(
         "POST",
         &sessions,

@@ -251,6 +251,33 @@ pub(crate) async fn create_session(
     slot: Slot<'_>,
     offer: RTCSessionDescription,
 ) -> Result<Created, OfferError> {
+    let prepared = prepare(cfg, pipeline).await?;
+    match answer_offer(cfg, offer).await {
+        Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)) => {
+            let id = start(cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt);
+            Ok(Created { id, answer_sdp })
+        }
+        Err(e) => {
+            prepared.abandon();
+            Err(e)
+        }
+    }
+}
+
+type Answered = (
+    Arc<dyn PeerConnection>,
+    mpsc::Receiver<PcEvent>,
+    Arc<TrackLocalStaticSample>,
+    u32,
+    u8,
+    String,
+);
+
+/// Builds the peer connection and answers `offer` (after ICE gathering).
+async fn answer_offer(
+    cfg: &TransportConfig,
+    offer: RTCSessionDescription,
+) -> Result<Answered, OfferError> {
     let mut media = MediaEngine::default();
     media
         .register_codec(
@@ -306,26 +333,7 @@ pub(crate) async fn create_session(
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
     match answer(cfg, &pc, offer, &mut gather_rx).await {
-        Ok((track, ssrc, pt, answer_sdp)) => {
-            let started = start(
-                cfg,
-                registry,
-                pipeline,
-                slot,
-                pc.clone(),
-                ev_rx,
-                track,
-                ssrc,
-                pt,
-            );
-            match started.await {
-                Ok(id) => Ok(Created { id, answer_sdp }),
-                Err(e) => {
-                    let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
-                    Err(e)
-                }
-            }
-        }
+        Ok((track, ssrc, pt, answer_sdp)) => Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)),
         Err(e) => {
             let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
             Err(e)
@@ -416,18 +424,35 @@ async fn answer(
     Ok((track, ssrc, pt, local.sdp))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start(
+/// A started conversation and the session ends it will be connected to.
+pub(crate) struct Prepared {
+    id: String,
+    producer: vr_capture::AudioProducer,
+    pacer: crate::output::Pacer,
+    events: EventSender,
+    event_rx: mpsc::Receiver<String>,
+    run: crate::pipeline::PipelineRun,
+}
+
+impl Prepared {
+    /// Ends a conversation whose session never came to be.
+    fn abandon(self) {
+        self.run.control.stop();
+        drop(self.producer);
+        tokio::spawn(async move {
+            let _ = self.run.done.await;
+            metrics::gauge!("transport_pipelines_running").decrement(1.0);
+        });
+    }
+}
+
+/// Starts the session's conversation. Done before the peer connection exists: building a
+/// recogniser and a voice takes seconds, and ICE checks start as soon as the answer is set, so
+/// a slow start after answering would let ICE fail before the client even has the answer.
+async fn prepare(
     cfg: &TransportConfig,
-    registry: Arc<Registry>,
     pipeline: Arc<dyn Pipeline>,
-    slot: Slot<'_>,
-    pc: Arc<dyn PeerConnection>,
-    pc_events: mpsc::Receiver<PcEvent>,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
-    payload_type: u8,
-) -> Result<String, OfferError> {
+) -> Result<Prepared, OfferError> {
     let id = format!("{:032x}", rand::random::<u128>());
     let ring_frames = SampleRate::PIPELINE.samples_in(Duration::from_millis(cfg.input_ring_ms));
     let (producer, consumer) = audio_ring("webrtc-in", AudioFormat::PIPELINE, ring_frames as usize)
@@ -447,13 +472,42 @@ async fn start(
         output,
         events: events.clone(),
     };
-    // Starting a conversation builds its recogniser and voice: blocking work, off the runtime.
+    // Blocking work (model loading), off the runtime's workers.
     let run = tokio::task::spawn_blocking(move || pipeline.start(io))
         .await
         .map_err(|e| OfferError::Internal(format!("conversation start panicked: {e}")))?
         .map_err(|e| OfferError::Internal(format!("cannot start the conversation: {e}")))?;
     metrics::gauge!("transport_pipelines_running").increment(1.0);
+    Ok(Prepared {
+        id,
+        producer,
+        pacer,
+        events,
+        event_rx,
+        run,
+    })
+}
 
+#[allow(clippy::too_many_arguments)]
+fn start(
+    cfg: &TransportConfig,
+    registry: Arc<Registry>,
+    prepared: Prepared,
+    slot: Slot<'_>,
+    pc: Arc<dyn PeerConnection>,
+    pc_events: mpsc::Receiver<PcEvent>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+) -> String {
+    let Prepared {
+        id,
+        producer,
+        pacer,
+        events,
+        event_rx,
+        run,
+    } = prepared;
     let (close_tx, close_rx) = watch::channel(None);
     let (closed_tx, _) = watch::channel(false);
     let handle = Arc::new(SessionHandle {
@@ -501,7 +555,7 @@ async fn start(
     metrics::counter!("transport_sessions_started_total").increment(1);
     tokio::spawn(sup.run(pc_events, close_rx));
     tracing::info!(session = %id, "session started");
-    Ok(id)
+    id
 }
 
 struct Supervisor {
