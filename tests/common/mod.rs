@@ -149,7 +149,8 @@ pub async fn http(
 ) -> HttpReply {
     let client = reqwest::Client::new();
     let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = client.request(m, url).timeout(Duration::from_secs(30));
+    // Generous: a session start loads a recogniser and a voice, slow on a busy 2-core machine.
+    let mut req = client.request(m, url).timeout(Duration::from_secs(120));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
