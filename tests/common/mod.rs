@@ -203,6 +203,20 @@ pub async fn wait_sessions(url: &str, want: f64, timeout: Duration) -> Option<In
     None
 }
 
+/// Polls `/metrics` until the unlabelled sample `name` equals `want`; when, or None after
+/// `timeout`.
+pub async fn wait_metric(url: &str, name: &str, want: f64, timeout: Duration) -> Option<Instant> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+        if metric(&m, name) == Some(want) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// The test utterance as 48 kHz mono f32 and its reference text, or None (with the reason
 /// printed) when the corpus is absent.
 pub fn utterance_48k() -> Option<(Vec<f32>, String, PathBuf)> {
