@@ -89,7 +89,8 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
     let (status, took) = server.terminate();
     println!("SIGTERM exit after {took:?}: {status}");
     assert!(status.success(), "{status}; log:\n{}", server.log_text());
-    assert!(took < Duration::from_secs(6), "{took:?}");
+    // Sessions get shutdown_grace_ms (3 s) to close; the rest is the runtime and model teardown.
+    assert!(took < Duration::from_secs(15), "{took:?}");
     let log = server.log_text();
     assert!(
         log.contains("session freed") && log.contains("shutdown"),
