@@ -64,17 +64,27 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
     child.kill().expect("SIGKILL child");
     let killed = Instant::now();
     let _ = child.wait();
-    let freed = wait_metric(&url, "transport_sessions_active", 0.0, Duration::from_secs(10))
-        .await
-        .expect("session of the killed client never freed");
+    let freed = wait_metric(
+        &url,
+        "transport_sessions_active",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("session of the killed client never freed");
     let took = freed - killed;
     println!("killed client's session freed after {took:?}");
     assert!(took < Duration::from_secs(5), "freed after {took:?}");
     // The conversation thread ends once its recogniser returns from the chunk in progress (a
     // slow debug-build decode on a busy machine can take a while); it must not leak.
-    let ended = wait_metric(&url, "transport_pipelines_running", 0.0, Duration::from_secs(60))
-        .await
-        .expect("the killed client's conversation thread never ended");
+    let ended = wait_metric(
+        &url,
+        "transport_pipelines_running",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the killed client's conversation thread never ended");
     println!("its conversation thread ended after {:?}", ended - killed);
     let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
     assert!(
