@@ -147,13 +147,11 @@ impl Pacer {
         self.shared
             .played
             .fetch_add(FRAME_SAMPLES as u64, Ordering::Release);
-        if taken > 0 {
-            if taken < FRAME_SAMPLES {
-                // Synthesis fell behind real time mid-answer.
-                let gap = (FRAME_SAMPLES - taken) as u64;
-                self.shared.underrun.fetch_add(gap, Ordering::Relaxed);
-                metrics::counter!("transport_output_underrun_frames_total").increment(gap);
-            }
+        if taken > 0 && taken < FRAME_SAMPLES {
+            // Synthesis fell behind real time mid-answer.
+            let gap = (FRAME_SAMPLES - taken) as u64;
+            self.shared.underrun.fetch_add(gap, Ordering::Relaxed);
+            metrics::counter!("transport_output_underrun_frames_total").increment(gap);
         }
         self.shared.packets.fetch_add(1, Ordering::Relaxed);
         let packet = self.encoder.encode(&self.frame)?;

@@ -308,7 +308,6 @@ async fn answer_offer(
             urls: s.urls.clone(),
             username: s.username.clone(),
             credential: s.credential.clone(),
-            ..Default::default()
         })
         .collect();
     let (ev_tx, ev_rx) = mpsc::channel(64);
