@@ -24,6 +24,7 @@ pub struct Config {
     pub vad: vr_asr::vad::VadConfig,
     pub capture: vr_capture::CaptureConfig,
     pub asr: vr_asr::config::AsrConfig,
+    pub transport: vr_transport::TransportConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +91,7 @@ impl Config {
         self.vad.validate()?;
         self.capture.validate()?;
         self.asr.validate()?;
+        self.transport.validate()?;
         Ok(())
     }
 }
@@ -155,6 +157,7 @@ mod tests {
         assert_eq!(c.log.format, "text");
         // The documented file and the code's defaults must not drift apart.
         assert_eq!(c.vad, vr_asr::vad::VadConfig::default());
+        assert_eq!(c.transport, vr_transport::TransportConfig::default());
     }
 
     #[test]

@@ -35,7 +35,7 @@ enum Command {
     Say(cli::say::Args),
     /// List audio input/output devices (cpal: PulseAudio if a server runs, else ALSA).
     Devices(cli::devices::Args),
-    /// Run the live pipeline: microphone (or --input FILE) → capture ring → ASR, printing transcripts.
+    /// Run the WebRTC voice assistant endpoint (browser page at /, signalling at /v1/sessions).
     Serve(cli::serve::Args),
     /// The local voice assistant: microphone (or --input FILE) → ASR → LLM → TTS → speakers (or
     /// --output FILE.wav), with barge-in and a latency line per turn.

@@ -41,7 +41,6 @@ pub fn init(log: &LogConfig) -> Result<()> {
 }
 
 /// The Prometheus text exposition of every metric recorded so far (served at `/metrics`).
-#[allow(dead_code)]
 pub fn render_metrics() -> String {
     PROMETHEUS.get().map(|h| h.render()).unwrap_or_default()
 }

@@ -1,115 +1,184 @@
-//! `voicerelay serve`: the live pipeline. Until the WebRTC endpoint lands this is the local
-//! listening service: the configured microphone (or `--input FILE`, paced at real time) feeds the
-//! capture ring; this thread drains the ring, resamples to 16 kHz mono and drives the streaming
-//! recogniser, printing partial and final transcripts as they happen, each final with its
-//! finalisation latency (end of speech on the audio clock → text on the wall clock).
+//! `voicerelay serve`: the WebRTC voice assistant endpoint. Loads the models once, then serves
+//! WHIP-style signalling, the browser page, `/healthz` and `/metrics` (see the transport crate);
+//! every peer gets its own conversation. SIGTERM or Ctrl-C closes all sessions and exits.
 
 use anyhow::{Context, Result};
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vr_asr::AsrEvent;
-use vr_capture::device::{Microphone, RunningStream};
-use vr_capture::file::{FileSource, Pacing, RunningFile};
-use vr_capture::resample::StreamResampler;
-use vr_capture::{audio_ring, AudioFormat};
-use vr_core::SampleRate;
+use std::sync::Arc;
 
 use crate::config::Config;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Listen to this WAV/FLAC file, delivered at real-time pace, instead of the microphone.
+    /// HTTP listen address, IP:port (overrides transport.bind); port 0 picks a free one.
     #[arg(long)]
-    input: Option<PathBuf>,
-    /// One JSON event per line instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-enum Source {
-    Mic(RunningStream),
-    File(RunningFile),
+    bind: Option<String>,
 }
 
 pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
-    let store = crate::cli::models::store(cfg)?;
-    let mut rec = crate::cli::transcribe::build_recognizer(cfg, &store, None)?;
-
-    let (format, start): (AudioFormat, Box<dyn FnOnce(_) -> Result<Source>>) = match &args.input {
-        Some(path) => {
-            let src = FileSource::open(path, Pacing::real_time())
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            (
-                src.format(),
-                Box::new(move |p| Ok(Source::File(src.start(p)?))),
-            )
-        }
-        None => {
-            let mic = Microphone::open(&cfg.capture.input_device, cfg.capture.device_buffer_frames)
-                .context("no usable microphone (use --input FILE to listen to a file)")?;
-            tracing::info!(device = mic.name(), "listening");
-            (
-                mic.format(),
-                Box::new(move |p| Ok(Source::Mic(mic.start(p)?))),
-            )
-        }
-    };
-    let (producer, mut consumer) =
-        audio_ring("input", format, cfg.capture.ring_frames(format.rate))?;
-    let source = start(producer)?;
-    let mut resampler = StreamResampler::new(format, SampleRate::PIPELINE)?;
-
-    let tty = std::io::stdout().is_terminal() && !args.json;
-    let mut out = std::io::stdout().lock();
-    let t0 = Instant::now();
-    let mut mono = Vec::with_capacity(SampleRate::PIPELINE.hz() as usize);
-    let print = |events: Vec<AsrEvent>, out: &mut std::io::StdoutLock| -> Result<()> {
-        for e in events {
-            if args.json {
-                writeln!(out, "{}", serde_json::to_string(&e)?)?;
-            } else {
-                match &e {
-                    AsrEvent::Partial { text, .. } if tty => write!(out, "\r\x1b[2K… {text}")?,
-                    AsrEvent::Final { text, end, .. } => {
-                        let lag = t0.elapsed().saturating_sub(end.at(SampleRate::PIPELINE));
-                        let clear = if tty { "\r\x1b[2K" } else { "" };
-                        writeln!(out, "{clear}{text}  [final +{} ms]", lag.as_millis())?;
-                    }
-                    _ => {}
-                }
-            }
-            out.flush()?;
-        }
-        Ok(())
-    };
-    let channels = usize::from(format.channels);
-    loop {
-        if !consumer.wait_for_data(Duration::from_millis(200)) {
-            if consumer.end_position().is_some() {
-                break;
-            }
-            continue;
-        }
-        while let Some(chunk) = consumer.peek() {
-            let frames = chunk.samples.len() / channels;
-            resampler.push(chunk.samples, |m| mono.extend_from_slice(m))?;
-            consumer.consume(frames);
-        }
-        let events = rec.push(&mono)?;
-        mono.clear();
-        print(events, &mut out)?;
+    let mut tcfg = cfg.transport.clone();
+    if let Some(b) = args.bind {
+        tcfg.bind = b;
     }
-    resampler.finish(|m| mono.extend_from_slice(m))?;
-    let mut events = rec.push(&mono)?;
-    events.extend(rec.finish()?);
-    print(events, &mut out)?;
-    match source {
-        Source::File(f) => {
-            f.join()?;
-        }
-        Source::Mic(m) => m.stop()?,
-    }
+    tcfg.validate()?;
+    let addr = tcfg.bind_addr()?;
+    let pipeline = pipeline::build(cfg).context("cannot load the conversation pipeline")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let server =
+            vr_transport::Server::new(tcfg, pipeline, Arc::new(crate::telemetry::render_metrics))?;
+        // The one line scripts and tests wait for.
+        println!("VoiceRelay listening on http://{local}/");
+        std::io::stdout().flush()?;
+        tracing::info!(%local, "open the URL in a browser and press Connect");
+        vr_transport::serve(listener, server, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM"),
+        r = tokio::signal::ctrl_c() => {
+            if r.is_ok() { tracing::info!("Ctrl-C"); } else { std::future::pending::<()>().await }
+        }
+    }
+}
+
+mod pipeline {
+    //! Each WebRTC session runs its own [`vr_dialog::Conversation`] on its own thread; the
+    //! assistant (LLM weights, recogniser and voice recipes) is loaded once and shared.
+    use super::*;
+    use vr_core::{SampleIndex, SampleRate};
+    use vr_dialog::conversation::{AudioOutput, ConversationEvent, ConversationHandle};
+    use vr_dialog::{Assistant, DialogError};
+    use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo};
+    use vr_transport::{OpusOutput, Pipeline, TransportError};
+
+    pub fn build(cfg: &Config) -> Result<Arc<dyn Pipeline>> {
+        let store = crate::cli::models::store(cfg)?;
+        let assistant =
+            Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
+        // Build one conversation now so a missing model fails at start, not on the first call.
+        drop(assistant.conversation()?);
+        Ok(Arc::new(Dialog { assistant }))
+    }
+
+    struct Dialog {
+        assistant: Assistant,
+    }
+
+    /// The session's outgoing Opus queue as the loop's audio output.
+    struct WebRtcOutput(OpusOutput);
+
+    impl AudioOutput for WebRtcOutput {
+        fn rate(&self) -> SampleRate {
+            self.0.rate()
+        }
+        fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
+            self.0.write(samples).map_err(|e| DialogError::Output {
+                reason: e.to_string(),
+            })
+        }
+        fn flush(&mut self) -> usize {
+            self.0.flush()
+        }
+        fn played(&self) -> SampleIndex {
+            self.0.played()
+        }
+        fn queued(&self) -> usize {
+            self.0.queued()
+        }
+    }
+
+    struct Control(ConversationHandle);
+
+    impl PipelineControl for Control {
+        fn interrupt(&self) {
+            self.0.interrupt();
+        }
+        fn send_text(&self, text: String) {
+            self.0.send_text(text);
+        }
+        fn configure(
+            &self,
+            settings: &serde_json::Map<String, serde_json::Value>,
+        ) -> Result<(), String> {
+            // The loop has no per-session settings yet (voice, persona and language model are
+            // the server's [tts]/[dialog]/[llm] config); say which keys were not applied.
+            let keys: Vec<&str> = settings.keys().map(String::as_str).collect();
+            Err(format!(
+                "{} cannot be changed during a session; the server's config sets them",
+                keys.join(", ")
+            ))
+        }
+        fn stop(&self) {
+            self.0.stop();
+        }
+    }
+
+    impl Pipeline for Dialog {
+        fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
+            let conv = self
+                .assistant
+                .conversation()
+                .map_err(|e| TransportError::Pipeline(e.to_string()))?;
+            let control = Arc::new(Control(conv.handle()));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let SessionIo {
+                session_id,
+                input,
+                output,
+                events,
+            } = io;
+            std::thread::Builder::new()
+                .name("conversation".into())
+                .spawn(move || {
+                    let sink = move |ev: ConversationEvent| {
+                        events.send(&ev);
+                    };
+                    let r = conv.run(input, Box::new(WebRtcOutput(output)), sink);
+                    let r = match r {
+                        Ok(summary) => {
+                            tracing::info!(
+                                session = %session_id,
+                                turns = summary.turns,
+                                answers = summary.answers,
+                                barge_ins = summary.barge_ins,
+                                "conversation ended"
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send(r);
+                })
+                .map_err(|e| TransportError::Pipeline(format!("cannot spawn a thread: {e}")))?;
+            Ok(PipelineRun { control, done: rx })
+        }
+    }
 }

@@ -1,6 +1,80 @@
 //! Transport: the WebRTC voice assistant endpoint.
 //!
-//! Owns: signalling (WHIP-style HTTP), Opus media in and out, the `events` data channel, session
-//! lifetime and admission, adaptive bitrate for incoming video.
+//! Owns: WHIP-style signalling over HTTP (`POST /v1/sessions` with an SDP offer, `DELETE` on the
+//! returned `Location`), bearer-token auth, CORS, admission control (`max_sessions`), the Opus
+//! media path in both directions (jitter buffer, FEC/PLC, resampling into the 16 kHz input ring;
+//! a real-time paced, flushable outgoing queue), the `events` data channel, session lifetime,
+//! `/healthz`, `/metrics` and the browser page at `/`.
 //!
-//! Must not touch: model code; each session runs a pipeline assembled from the other crates.
+//! Must not touch: model code. Each session's conversation is started through [`Pipeline`],
+//! which the binary implements with the dialog crate's conversation loop.
+//!
+//! # Tasks and threads of one session
+//! - The **supervisor** task owns the session's lifetime: it receives the peer connection's
+//!   events, starts the tasks below, and tears everything down on `DELETE`, ICE
+//!   `failed`/`closed`, `disconnected` for longer than `disconnect_grace_ms`, a peer that never
+//!   connects within `connect_timeout_ms`, the pipeline ending, or server shutdown.
+//! - The **media-in** task polls the remote audio track, reorders packets in the
+//!   [`jitter::JitterBuffer`], decodes Opus (FEC from the next packet, else PLC, for a lost one),
+//!   resamples 48 kHz → 16 kHz and pushes into the input ring ([`vr_capture::AudioProducer`]).
+//! - The **pacer** task sends one 20 ms Opus frame per real-time tick from the
+//!   [`output::OpusOutput`] queue (silence when it is empty).
+//! - The **events** task forwards the conversation's events to the `events` data channel as JSON
+//!   and turns client messages (`interrupt`, `config`, `text`) into pipeline calls.
+//! - The **conversation** runs on its own OS thread (started by [`Pipeline::start`]), reading
+//!   the input ring and writing the output queue.
+
+pub mod config;
+pub mod events;
+pub mod jitter;
+mod media;
+pub mod opus;
+pub mod output;
+pub mod pipeline;
+pub mod server;
+mod session;
+mod signalling;
+
+pub use config::{IceServerConfig, TransportConfig};
+pub use events::{ClientMessage, EventSender};
+pub use output::OpusOutput;
+pub use pipeline::{Pipeline, PipelineControl, SessionIo};
+pub use server::{serve, Server};
+
+/// Everything that can go wrong in the transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("opus {what}: {reason}")]
+    Opus { what: &'static str, reason: String },
+    #[error("output queue full: {queued} frames queued + {offered} offered > capacity {capacity}")]
+    OutputFull {
+        queued: usize,
+        offered: usize,
+        capacity: usize,
+    },
+    #[error("webrtc {context}: {reason}")]
+    WebRtc {
+        context: &'static str,
+        reason: String,
+    },
+    #[error("capture: {0}")]
+    Capture(#[from] vr_capture::CaptureError),
+    #[error("pipeline: {0}")]
+    Pipeline(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("server: {0}")]
+    Server(String),
+    #[error(transparent)]
+    Config(#[from] vr_core::ConfigError),
+}
+
+impl TransportError {
+    pub(crate) fn webrtc(context: &'static str) -> impl Fn(webrtc::error::Error) -> Self {
+        move |e| TransportError::WebRtc {
+            context,
+            reason: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Shared by the WebRTC end-to-end tests: the `voicerelay serve` child process, a webrtc-rs
+//! client (the same library the server uses, driven from the other side), HTTP helpers and the
+//! corpus utterance they speak.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use audiopus::coder::{Decoder, Encoder};
+use audiopus::{Application, Channels, SampleRate as OpusRate};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+
+/// The utterance the clients speak: test split, 5.4 s, 17 words of read speech.
+pub const UTTERANCE_ID: &str = "ls_1089-134691-0001";
+
+/// `voicerelay serve` on a free loopback port; killed (SIGTERM, then SIGKILL) on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the server with `env` (`VOICERELAY__...` overrides) and waits for its URL.
+    pub fn start(env: &[(&str, &str)]) -> ServerProcess {
+        let dir = artifact_dir();
+        let log = dir.join(format!("serve-{}.log", std::process::id()));
+        let logf = std::fs::File::create(&log).expect("server log file");
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+            .env("VOICERELAY__TRANSPORT__UDP_ADDRS", "[\"127.0.0.1:0\"]")
+            .env("RUST_LOG", "info,voicerelay_transport=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(logf));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn voicerelay serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[serve] {line}");
+                if let Some(i) = line.find("http://") {
+                    let _ = tx.send(line[i..].trim().trim_end_matches('/').to_string());
+                }
+            }
+        });
+        // Loading the models in a debug build takes a while on 2 busy cores.
+        let url = match rx.recv_timeout(Duration::from_secs(240)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "voicerelay serve printed no URL; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        ServerProcess { child, url, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let t0 = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return (s, t0.elapsed());
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                panic!("server ignored SIGTERM for 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The server binary: cargo's, unless `VOICERELAY_TEST_BIN` names another build of it (several
+/// worktrees sharing one target directory overwrite each other's `target/debug/voicerelay`).
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("VOICERELAY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_voicerelay")))
+}
+
+/// Where tests leave artifacts (logs, screenshots): `$CARGO_TARGET_DIR/test-artifacts`.
+pub fn artifact_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+pub struct HttpReply {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> HttpReply {
+    let client = reqwest::Client::new();
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    // Generous: a session start loads a recogniser and a voice, slow on a busy 2-core machine.
+    let mut req = client.request(m, url).timeout(Duration::from_secs(120));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.text().await.unwrap_or_default();
+    HttpReply {
+        status,
+        location,
+        content_type,
+        body,
+    }
+}
+
+/// The value of an unlabelled Prometheus sample `name` (None if absent).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// Polls `/metrics` until `transport_sessions_active` and `transport_pipelines_running` are
+/// both `want`; returns when that happened, or None after `timeout`.
+pub async fn wait_sessions(url: &str, want: f64, timeout: Duration) -> Option<Instant> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+        if metric(&m, "transport_sessions_active") == Some(want)
+            && metric(&m, "transport_pipelines_running") == Some(want)
+        {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Polls `/metrics` until the unlabelled sample `name` equals `want`; when, or None after
+/// `timeout`.
+pub async fn wait_metric(url: &str, name: &str, want: f64, timeout: Duration) -> Option<Instant> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+        if metric(&m, name) == Some(want) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The test utterance as 48 kHz mono f32 and its reference text, or None (with the reason
+/// printed) when the corpus is absent.
+pub fn utterance_48k() -> Option<(Vec<f32>, String, PathBuf)> {
+    let corpus = match vr_evals::corpus::Corpus::open_default() {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            println!(
+                "SKIP: speech corpus not found at {} (set VOICERELAY_CORPUS)",
+                vr_core::paths::corpus_dir().display()
+            );
+            return None;
+        }
+        Err(e) => panic!("corpus manifest: {e}"),
+    };
+    let u = corpus
+        .split(vr_evals::corpus::Split::Test)
+        .find(|u| u.id == UTTERANCE_ID)
+        .unwrap_or_else(|| panic!("{UTTERANCE_ID} is not in the corpus test split"));
+    let path = corpus.wav_path(u);
+    let mut r = hound::WavReader::open(&path).expect("corpus wav");
+    let spec = r.spec();
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Int => {
+            let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
+            r.samples::<i32>()
+                .map(|s| s.expect("wav") as f32 / scale)
+                .collect()
+        }
+        hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("wav")).collect(),
+    };
+    let fmt = vr_capture::AudioFormat {
+        rate: vr_core::SampleRate(spec.sample_rate),
+        channels: spec.channels,
+    };
+    let mono48 = vr_capture::resample::resample_to_mono(&samples, fmt, vr_core::SampleRate::OPUS)
+        .expect("resample");
+    Some((mono48, u.text.clone(), path))
+}
+
+pub fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = vr_evals::normalize::normalize(reference);
+    let h = vr_evals::normalize::normalize(hypothesis);
+    vr_evals::wer::word_errors(&r, &h).rate()
+}
+
+/// What the client has received so far.
+#[derive(Default)]
+pub struct Received {
+    pub events: Vec<serde_json::Value>,
+    /// Decoded assistant audio: one (rms, peak) per packet.
+    pub frames: Vec<(f32, f32)>,
+    pub packets: u64,
+    pub open: bool,
+}
+
+impl Received {
+    pub fn of_type(&self, t: &str) -> Vec<&serde_json::Value> {
+        self.events
+            .iter()
+            .filter(|e| e["type"].as_str() == Some(t))
+            .collect()
+    }
+
+    /// RMS over packets that carry sound (peak above -50 dBFS), and how many there were.
+    pub fn speech_rms(&self) -> (f32, usize) {
+        let loud: Vec<f32> = self
+            .frames
+            .iter()
+            .filter(|(_, peak)| *peak > 0.003)
+            .map(|(rms, _)| *rms)
+            .collect();
+        let n = loud.len();
+        let ms = loud.iter().map(|r| r * r).sum::<f32>() / n.max(1) as f32;
+        (ms.sqrt(), n)
+    }
+}
+
+struct ClientHandler {
+    received: Arc<Mutex<Received>>,
+    gathered: mpsc::Sender<()>,
+    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.state.send(s);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            let mut dec = Decoder::new(OpusRate::Hz48000, Channels::Mono).expect("decoder");
+            let mut pcm = vec![0f32; 5760];
+            while let Some(ev) = track.poll().await {
+                match ev {
+                    TrackRemoteEvent::OnRtpPacket(p) => {
+                        let n = dec
+                            .decode_float(Some(&p.payload[..]), &mut pcm[..], false)
+                            .unwrap_or(0);
+                        let s = &pcm[..n];
+                        let rms = (s.iter().map(|v| v * v).sum::<f32>() / n.max(1) as f32).sqrt();
+                        let peak = s.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let mut r = received.lock().unwrap();
+                        r.packets += 1;
+                        r.frames.push((rms, peak));
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A webrtc-rs peer playing the browser's part: microphone track, `events` data channel.
+pub struct Client {
+    pub pc: Arc<dyn PeerConnection>,
+    pub track: Arc<TrackLocalStaticSample>,
+    pub ssrc: u32,
+    pub dc: Arc<dyn DataChannel>,
+    pub received: Arc<Mutex<Received>>,
+    gathered: mpsc::Receiver<()>,
+    state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    pub location: Option<String>,
+}
+
+impl Client {
+    /// Builds the peer and its offer; `audio = false` makes a data-channel-only offer.
+    pub async fn new(audio: bool) -> Client {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: opus_codec(),
+                    payload_type: 111,
+                },
+                RtpCodecKind::Audio,
+            )
+            .expect("codec");
+        let (gtx, grx) = mpsc::channel(1);
+        let (stx, srx) = mpsc::unbounded_channel();
+        let received = Arc::new(Mutex::new(Received::default()));
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_setting_engine(
+                SettingEngineBuilder::default()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_handler(Arc::new(ClientHandler {
+                received: received.clone(),
+                gathered: gtx,
+                state: stx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .expect("client peer connection");
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let ssrc: u32 = rand::random();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "mic".to_owned(),
+                    "mic-audio".to_owned(),
+                    "mic".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: opus_codec(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .expect("track"),
+        );
+        if audio {
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add track");
+        }
+        let dc = pc.create_data_channel("events", None).await.expect("dc");
+        Client {
+            pc,
+            track,
+            ssrc,
+            dc,
+            received,
+            gathered: grx,
+            state: srx,
+            location: None,
+        }
+    }
+
+    /// The offer SDP after ICE gathering.
+    pub async fn offer(&mut self) -> String {
+        let offer = self.pc.create_offer(None).await.expect("offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("set local");
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.gathered.recv()).await;
+        self.pc.local_description().await.expect("local").sdp
+    }
+
+    /// Offer → POST → answer → connected, with the events channel open.
+    pub async fn connect(&mut self, url: &str, token: Option<&str>) {
+        let sdp = self.offer().await;
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/sdp")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let r = http(
+            "POST",
+            &format!("{url}/v1/sessions"),
+            &headers,
+            Some(sdp.into_bytes()),
+        )
+        .await;
+        assert_eq!(r.status, 201, "offer refused: {}", r.body);
+        assert_eq!(r.content_type, "application/sdp");
+        self.location = r.location.clone();
+        let answer = RTCSessionDescription::answer(r.body).expect("answer parses");
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .expect("set remote");
+        let t0 = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), self.state.recv()).await {
+                Ok(Some(RTCPeerConnectionState::Connected)) => break,
+                Ok(Some(RTCPeerConnectionState::Failed)) => panic!("connection failed"),
+                Ok(Some(_)) => {}
+                _ => panic!("not connected after {:?}", t0.elapsed()),
+            }
+        }
+        // Collect data-channel events from here on.
+        let dc = self.dc.clone();
+        let received = self.received.clone();
+        let (otx, mut orx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => {
+                        received.lock().unwrap().open = true;
+                        let _ = otx.try_send(());
+                    }
+                    DataChannelEvent::OnMessage(m) => {
+                        if let Ok(v) = serde_json::from_slice(&m.data) {
+                            received.lock().unwrap().events.push(v);
+                        }
+                    }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+        if !self.received.lock().unwrap().open {
+            let _ = tokio::time::timeout(Duration::from_secs(10), orx.recv()).await;
+        }
+        assert!(
+            self.received.lock().unwrap().open,
+            "events channel never opened"
+        );
+    }
+
+    /// Sends `samples` (48 kHz mono) as 20 ms Opus frames at real-time pace, then `silence`.
+    pub async fn speak(&self, samples: &[f32], silence: Duration) {
+        let enc = Encoder::new(OpusRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
+        let mut buf = vec![0u8; 1500];
+        let pad = (silence.as_millis() as usize / 20) * 960;
+        let mut all = samples.to_vec();
+        all.resize(samples.len().div_ceil(960) * 960 + pad, 0.0);
+        let t0 = tokio::time::Instant::now();
+        for (i, frame) in all.chunks(960).enumerate() {
+            tokio::time::sleep_until(t0 + Duration::from_millis(20 * i as u64)).await;
+            let n = enc.encode_float(frame, &mut buf).expect("encode");
+            let sample = rtc::media::Sample {
+                data: bytes::Bytes::copy_from_slice(&buf[..n]),
+                duration: Duration::from_millis(20),
+                ..rtc::media::Sample::new(Instant::now())
+            };
+            let _ = self
+                .track
+                .sample_writer(self.ssrc, 111)
+                .write_sample(&sample)
+                .await;
+        }
+    }
+
+    pub async fn send_json(&self, v: serde_json::Value) {
+        self.dc.send_text(&v.to_string()).await.expect("dc send");
+    }
+
+    /// Waits until `done(received)` holds; panics with what arrived after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&Received) -> bool) {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if done(&self.received.lock().unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = self.received.lock().unwrap();
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; events: {:#?}",
+            r.events
+        );
+    }
+}
+
+impl Client {
+    /// Keeps the microphone "open" with 20 ms silence frames (as a real one would) until the
+    /// returned task is aborted.
+    pub fn spawn_silence(&self) -> tokio::task::JoinHandle<()> {
+        let track = self.track.clone();
+        let ssrc = self.ssrc;
+        tokio::spawn(async move {
+            let enc =
+                Encoder::new(OpusRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
+            let mut buf = vec![0u8; 1500];
+            let frame = vec![0f32; 960];
+            let t0 = tokio::time::Instant::now();
+            for i in 0u64.. {
+                tokio::time::sleep_until(t0 + Duration::from_millis(20 * i)).await;
+                let Ok(n) = enc.encode_float(&frame, &mut buf) else {
+                    return;
+                };
+                let sample = rtc::media::Sample {
+                    data: bytes::Bytes::copy_from_slice(&buf[..n]),
+                    duration: Duration::from_millis(20),
+                    ..rtc::media::Sample::new(Instant::now())
+                };
+                let _ = track.sample_writer(ssrc, 111).write_sample(&sample).await;
+            }
+        })
+    }
+}

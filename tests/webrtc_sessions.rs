@@ -1,0 +1,109 @@
+//! Session lifetime: a client process killed mid-utterance is freed within 5 s (seen in
+//! /metrics), and SIGTERM closes the remaining sessions and exits cleanly.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The client process the test kills: connects, announces itself, then speaks forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly"]
+async fn child_client_speaking() {
+    let Ok(url) = std::env::var("VOICERELAY_TEST_CHILD_URL") else {
+        return;
+    };
+    let Some((speech, _, _)) = utterance_48k() else {
+        return;
+    };
+    let mut c = Client::new(true).await;
+    c.connect(&url, None).await;
+    println!("CHILD SPEAKING");
+    loop {
+        c.speak(&speech, Duration::ZERO).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
+    if utterance_48k().is_none() {
+        return;
+    }
+    let mut server = ServerProcess::start(&[]);
+    let url = server.url.clone();
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_client_speaking",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("VOICERELAY_TEST_CHILD_URL", &url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child client");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("CHILD SPEAKING") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("child client never connected");
+    assert!(wait_sessions(&url, 1.0, Duration::from_secs(5))
+        .await
+        .is_some());
+    // Mid-utterance: 1.5 s into the 5.4 s sentence.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL child");
+    let killed = Instant::now();
+    let _ = child.wait();
+    let freed = wait_metric(
+        &url,
+        "transport_sessions_active",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("session of the killed client never freed");
+    let took = freed - killed;
+    println!("killed client's session freed after {took:?}");
+    assert!(took < Duration::from_secs(5), "freed after {took:?}");
+    // The conversation thread ends once its recogniser returns from the chunk in progress (a
+    // slow debug-build decode on a busy machine can take a while); it must not leak.
+    let ended = wait_metric(
+        &url,
+        "transport_pipelines_running",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the killed client's conversation thread never ended");
+    println!("its conversation thread ended after {:?}", ended - killed);
+    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    assert!(
+        m.contains("transport_sessions_ended_total{reason=\"disconnected\"} 1")
+            || m.contains("transport_sessions_ended_total{reason=\"ice_failed\"} 1"),
+        "{m}"
+    );
+
+    // SIGTERM with a live session: it is closed (reason shutdown) and the process exits 0.
+    let mut c = Client::new(true).await;
+    c.connect(&url, None).await;
+    let (status, took) = server.terminate();
+    println!("SIGTERM exit after {took:?}: {status}");
+    assert!(status.success(), "{status}; log:\n{}", server.log_text());
+    // Sessions get shutdown_grace_ms (3 s) to close; the rest is the runtime and model teardown.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let log = server.log_text();
+    assert!(
+        log.contains("session freed") && log.contains("shutdown"),
+        "no clean session shutdown in the log:\n{log}"
+    );
+}

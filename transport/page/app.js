@@ -1,0 +1,151 @@
+// VoiceRelay browser client: one WebRTC session (microphone up, assistant audio down, `events`
+// data channel both ways), signalled with a WHIP-style POST /v1/sessions.
+'use strict';
+const $ = (id) => document.getElementById(id);
+// Read by the end-to-end browser test; also handy from the console.
+window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], events: [], errors: [] };
+
+let pc = null, dc = null, mic = null, location_ = null, meterCtx = null, turn = 0, current = null;
+
+function setStatus(s) { window.vr.state = s; $('status').textContent = s; }
+function showError(msg) { window.vr.errors.push(msg); $('error').textContent = msg; }
+function para(parent, text) { const p = document.createElement('p'); p.textContent = text; parent.appendChild(p); return p; }
+function authHeaders() {
+  const t = $('token').value.trim();
+  return t ? { Authorization: 'Bearer ' + t } : {};
+}
+
+function onEvent(ev) {
+  window.vr.events.push(ev);
+  switch (ev.type) {
+    case 'partial':
+      window.vr.partial = ev.text; $('partial').textContent = ev.text; break;
+    case 'final':
+      window.vr.finals.push(ev.text); window.vr.partial = '';
+      $('partial').textContent = ''; para($('transcript'), ev.text); current = null; break;
+    case 'assistant_text':
+      window.vr.assistant.push(ev.text);
+      if (!current) current = para($('assistant'), '');
+      current.textContent += (current.textContent ? ' ' : '') + ev.text; break;
+    case 'barge_in':
+      if (current) current.textContent += ' [interrupted]';
+      current = null; break;
+    case 'state':
+      setStatus('connected · ' + String(ev.to).toLowerCase()); break;
+    case 'turn_latency': {
+      turn += 1; window.vr.latencies.push(ev);
+      const row = document.createElement('tr');
+      const cells = [turn, ev.endpointing_ms, ev.asr_final_ms, ev.llm_first_token_ms, ev.first_clause_ms, ev.tts_first_chunk_ms, ev.onset_ms];
+      for (const c of cells) { const td = document.createElement('td'); td.textContent = c == null ? '–' : Math.round(c); row.appendChild(td); }
+      $('latency').tBodies[0].appendChild(row); break;
+    }
+    case 'error':
+      showError(ev.message); break;
+  }
+}
+
+function startMeter(stream) {
+  meterCtx = new AudioContext();
+  const an = meterCtx.createAnalyser(); an.fftSize = 1024;
+  meterCtx.createMediaStreamSource(stream).connect(an);
+  const buf = new Float32Array(an.fftSize);
+  const tick = () => {
+    if (!meterCtx) return;
+    an.getFloatTimeDomainData(buf);
+    let s = 0; for (const v of buf) s += v * v;
+    const rms = Math.sqrt(s / buf.length);
+    window.vr.micRms = rms;
+    $('level').style.width = Math.min(100, rms * 400) + '%';
+    requestAnimationFrame(tick);
+  };
+  tick();
+}
+
+function waitForIce(pc, ms) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const t = setTimeout(resolve, ms);
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
+    });
+  });
+}
+
+async function connect() {
+  $('connect').disabled = true; $('error').textContent = '';
+  try {
+    setStatus('connecting');
+    const cfg = await (await fetch('/v1/client-config')).json();
+    mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
+    startMeter(mic);
+    pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
+    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+    dc = pc.createDataChannel('events');
+    dc.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (err) { showError('bad event: ' + err); } };
+    pc.ontrack = (e) => { $('remote').srcObject = e.streams[0] || new MediaStream([e.track]); };
+    pc.onconnectionstatechange = () => {
+      const s = pc ? pc.connectionState : 'closed';
+      if (s === 'connected') { setStatus('connected'); $('interrupt').disabled = false; $('text').disabled = false; }
+      else if (s === 'failed' || s === 'closed') { showError('connection ' + s); disconnect(); }
+      else setStatus(s);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc, 2000);
+    const resp = await fetch('/v1/sessions', {
+      method: 'POST',
+      headers: Object.assign({ 'Content-Type': 'application/sdp' }, authHeaders()),
+      body: pc.localDescription.sdp,
+    });
+    if (!resp.ok) {
+      let why = resp.status + ' ' + resp.statusText;
+      try { const j = await resp.json(); why = j.reason || why; } catch (_) {}
+      throw new Error(why);
+    }
+    location_ = resp.headers.get('Location');
+    await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
+    $('disconnect').disabled = false;
+  } catch (err) {
+    showError(String(err.message || err));
+    await disconnect();
+  }
+}
+
+async function disconnect() {
+  const loc = location_; location_ = null;
+  if (loc) { try { await fetch(loc, { method: 'DELETE', headers: authHeaders() }); } catch (_) {} }
+  if (pc) { pc.close(); pc = null; }
+  if (mic) { mic.getTracks().forEach((t) => t.stop()); mic = null; }
+  if (meterCtx) { meterCtx.close(); meterCtx = null; }
+  dc = null;
+  $('level').style.width = '0';
+  $('connect').disabled = false; $('disconnect').disabled = true;
+  $('interrupt').disabled = true; $('text').disabled = true;
+  setStatus('disconnected');
+}
+
+function send(msg) { if (dc && dc.readyState === 'open') dc.send(JSON.stringify(msg)); }
+
+// Inbound assistant audio as the browser sees it (used by the end-to-end test).
+window.vrInboundAudio = async () => {
+  if (!pc) return null;
+  const out = { packetsReceived: 0, bytesReceived: 0, totalAudioEnergy: 0, totalSamplesReceived: 0 };
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      out.packetsReceived += s.packetsReceived || 0; out.bytesReceived += s.bytesReceived || 0;
+      out.totalAudioEnergy += s.totalAudioEnergy || 0; out.totalSamplesReceived += s.totalSamplesReceived || 0;
+    }
+  });
+  return out;
+};
+
+$('connect').onclick = connect;
+$('disconnect').onclick = disconnect;
+$('interrupt').onclick = () => send({ type: 'interrupt' });
+$('text').onkeydown = (e) => {
+  if (e.key === 'Enter' && e.target.value.trim()) {
+    send({ type: 'text', text: e.target.value.trim() });
+    para($('transcript'), '⌨ ' + e.target.value.trim());
+    e.target.value = '';
+  }
+};
+window.addEventListener('beforeunload', () => { if (location_) navigator.sendBeacon && fetch(location_, { method: 'DELETE', keepalive: true, headers: authHeaders() }); });

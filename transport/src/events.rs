@@ -1,0 +1,258 @@
+//! The `events` data channel: conversation events out as JSON text messages (the schema is the
+//! dialog crate's `ConversationEvent`, plus the transport's own `session` and `error`), client
+//! messages in.
+//!
+//! Client → server messages (JSON objects with a `type`):
+//! - `{"type":"interrupt"}`: stop the assistant now (as if the user had barged in).
+//! - `{"type":"text","text":"What time is it?"}`: typed input, a turn without audio.
+//! - `{"type":"config", ...settings}`: e.g. `{"type":"config","voice":"flite"}`.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+
+use crate::pipeline::PipelineControl;
+
+/// Events waiting for the data channel to open (or for a slow channel) at most; past that the
+/// oldest are dropped and counted.
+pub(crate) const EVENT_QUEUE: usize = 512;
+/// Longest typed input accepted, in bytes.
+const MAX_TEXT_BYTES: usize = 4096;
+
+/// Where a conversation sends its events. Never blocks: a full queue drops the event and counts
+/// it in `transport_events_dropped_total`.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<String>,
+}
+
+impl EventSender {
+    pub(crate) fn new(tx: mpsc::Sender<String>) -> Self {
+        Self { tx }
+    }
+
+    /// Serialises `event` (an object with a `type`) and queues it for the data channel. Per-turn
+    /// latency breakdowns are also recorded as `transport_turn_latency_ms{stage}` histograms.
+    pub fn send<T: Serialize + ?Sized>(&self, event: &T) -> bool {
+        let json = match serde_json::to_string(event) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "event does not serialise");
+                return false;
+            }
+        };
+        if json.contains("\"turn_latency\"") {
+            if let Ok(v) = serde_json::from_str::<Value>(&json) {
+                if v.get("type").and_then(Value::as_str) == Some("turn_latency") {
+                    record_turn_latency(&v);
+                }
+            }
+        }
+        self.send_json(json)
+    }
+
+    fn send_json(&self, json: String) -> bool {
+        match self.tx.try_send(json) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics::counter!("transport_events_dropped_total").increment(1);
+                false
+            }
+        }
+    }
+
+    /// An `error` event with `message`.
+    pub fn error(&self, message: impl Into<String>) -> bool {
+        self.send(&serde_json::json!({"type": "error", "message": message.into()}))
+    }
+}
+
+fn record_turn_latency(v: &Value) {
+    let Some(obj) = v.as_object() else { return };
+    for (k, x) in obj {
+        // speech_end_ms is a moment on the input clock, not a duration.
+        if k == "speech_end_ms" {
+            continue;
+        }
+        if let (Some(stage), Some(ms)) = (k.strip_suffix("_ms"), x.as_f64()) {
+            metrics::histogram!("transport_turn_latency_ms", "stage" => stage.to_string())
+                .record(ms);
+        }
+    }
+}
+
+/// A parsed client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Interrupt,
+    Text(String),
+    Config(Map<String, Value>),
+}
+
+impl ClientMessage {
+    /// Parses one data-channel message; the error is the reason, sent back as an `error` event.
+    pub fn parse(raw: &[u8]) -> Result<ClientMessage, String> {
+        let v: Value =
+            serde_json::from_slice(raw).map_err(|e| format!("message is not JSON: {e}"))?;
+        let Value::Object(mut obj) = v else {
+            return Err("message must be a JSON object with a \"type\"".into());
+        };
+        let ty = match obj.remove("type") {
+            Some(Value::String(t)) => t,
+            _ => return Err("message has no string \"type\"".into()),
+        };
+        match ty.as_str() {
+            "interrupt" => Ok(ClientMessage::Interrupt),
+            "text" => match obj.get("text") {
+                Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= MAX_TEXT_BYTES => {
+                    Ok(ClientMessage::Text(t.clone()))
+                }
+                Some(Value::String(t)) if t.len() > MAX_TEXT_BYTES => Err(format!(
+                    "\"text\" is {} bytes; at most {MAX_TEXT_BYTES}",
+                    t.len()
+                )),
+                _ => Err("a text message needs a non-empty string \"text\"".into()),
+            },
+            "config" if obj.is_empty() => Err("a config message needs at least one setting".into()),
+            "config" => Ok(ClientMessage::Config(obj)),
+            other => Err(format!(
+                "unknown message type {other:?} (expected interrupt, text or config)"
+            )),
+        }
+    }
+}
+
+/// Forwards queued events to the data channel once it is open and hands client messages to the
+/// conversation, until the channel closes or the session ends (`events` yields `None`).
+pub(crate) async fn run_events(
+    mut events: mpsc::Receiver<String>,
+    mut channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    control: Arc<dyn PipelineControl>,
+    errors: EventSender,
+) {
+    let mut pending: VecDeque<String> = VecDeque::new();
+    let mut dc: Option<Arc<dyn DataChannel>> = None;
+    let mut open = false;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(json) = ev else { break };
+                if open {
+                    if let Some(dc) = &dc {
+                        if let Err(e) = dc.send_text(&json).await {
+                            tracing::debug!(error = %e, "events channel send failed");
+                            metrics::counter!("transport_events_dropped_total").increment(1);
+                        }
+                        continue;
+                    }
+                }
+                if pending.len() == EVENT_QUEUE {
+                    pending.pop_front();
+                    metrics::counter!("transport_events_dropped_total").increment(1);
+                }
+                pending.push_back(json);
+            }
+            ch = channels.recv(), if dc.is_none() => {
+                let Some(ch) = ch else { continue };
+                match ch.label().await {
+                    Ok(l) if l == "events" => dc = Some(ch),
+                    Ok(l) => tracing::debug!(label = %l, "ignoring data channel"),
+                    Err(_) => {}
+                }
+            }
+            ev = poll_channel(&dc) => {
+                match ev {
+                    Some(DataChannelEvent::OnOpen) => {
+                        open = true;
+                        if let Some(dc) = &dc {
+                            while let Some(json) = pending.pop_front() {
+                                if dc.send_text(&json).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Some(DataChannelEvent::OnMessage(m)) => {
+                        match ClientMessage::parse(&m.data) {
+                            Ok(ClientMessage::Interrupt) => control.interrupt(),
+                            Ok(ClientMessage::Text(t)) => control.send_text(t),
+                            Ok(ClientMessage::Config(c)) => {
+                                if let Err(e) = control.configure(&c) {
+                                    errors.error(format!("config: {e}"));
+                                }
+                            }
+                            Err(e) => { errors.error(e); }
+                        }
+                    }
+                    Some(DataChannelEvent::OnClose) | None => {
+                        // Keep draining events so the conversation never sees a full queue.
+                        dc = None;
+                        open = false;
+                        pending.clear();
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn poll_channel(dc: &Option<Arc<dyn DataChannel>>) -> Option<DataChannelEvent> {
+    match dc {
+        Some(dc) => dc.poll().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            ClientMessage::parse(br#"{"type":"interrupt"}"#),
+            Ok(ClientMessage::Interrupt)
+        );
+        assert_eq!(
+            ClientMessage::parse(br#"{"type":"text","text":"hi there"}"#),
+            Ok(ClientMessage::Text("hi there".into()))
+        );
+        let c = ClientMessage::parse(br#"{"type":"config","voice":"flite"}"#).unwrap();
+        let ClientMessage::Config(m) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(m.get("voice"), Some(&Value::String("flite".into())));
+        for (raw, want) in [
+            (&b"not json"[..], "not JSON"),
+            (br#"[1,2]"#, "JSON object"),
+            (br#"{"kind":"x"}"#, "no string \"type\""),
+            (br#"{"type":"dance"}"#, "unknown message type"),
+            (br#"{"type":"text","text":"  "}"#, "non-empty"),
+            (br#"{"type":"config"}"#, "at least one setting"),
+        ] {
+            let e = ClientMessage::parse(raw).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_instead_of_blocking() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let s = EventSender::new(tx);
+        assert!(s.send(&serde_json::json!({"type":"state","from":"a","to":"b"})));
+        assert!(s.error("x"));
+        assert!(!s.error("y"));
+        let first: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!({"type":"state","from":"a","to":"b"})
+        );
+        let second: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(second, serde_json::json!({"type":"error","message":"x"}));
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The incoming jitter buffer: puts RTP packets back in sequence order and decides, on the
+//! caller's clock, when a missing packet is lost. Sans-IO: `push(seq, payload, now)`,
+//! `pop(now)`, `poll_timeout()`, so it is tested on virtual time.
+//!
+//! The consumer is a recogniser, not a loudspeaker, so there is no playout clock to smooth:
+//! packets in order are released at once, and a gap holds back the packets behind it for at
+//! most `window` (measured from the arrival of the first packet behind the gap) before the gap is
+//! declared lost. A lost packet is handed out with the packet that follows it, when that one is
+//! already here, so the decoder can rebuild it from the follower's in-band FEC.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Longest run of lost packets concealed frame by frame (1 s of 20 ms frames); a longer hole
+/// (a peer that paused, or restarted its sequence) is skipped in one step.
+const MAX_CONCEALED_RUN: u64 = 50;
+/// Packets held behind a gap at most, whatever the window says.
+const MAX_HELD: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// The next packet, in order.
+    Packet(Bytes),
+    /// The next packet is lost; `next` is the packet after it if it has arrived (for FEC).
+    Lost { next: Option<Bytes> },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    pub received: u64,
+    pub duplicates: u64,
+    /// Arrived after their slot had been played out or concealed.
+    pub late: u64,
+    /// Declared lost and concealed (one `Playout::Lost` each).
+    pub lost: u64,
+    /// Lost in runs too long to conceal, skipped.
+    pub skipped: u64,
+}
+
+pub struct JitterBuffer {
+    window: Duration,
+    /// Extended (wrap-free) sequence number → payload and arrival time.
+    held: BTreeMap<u64, (Bytes, Instant)>,
+    /// Extended sequence number of the next packet to release.
+    next: Option<u64>,
+    /// Highest extended sequence number seen, the reference for unwrapping.
+    highest: u64,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            held: BTreeMap::new(),
+            next: None,
+            highest: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    fn extend(&mut self, seq: u16) -> u64 {
+        if self.next.is_none() {
+            // Start well above zero so a first few reordered packets can still sit below it.
+            let ext = (1u64 << 32) + u64::from(seq);
+            self.highest = ext;
+            return ext;
+        }
+        let delta = seq.wrapping_sub(self.highest as u16) as i16;
+        let ext = self.highest.wrapping_add_signed(i64::from(delta));
+        self.highest = self.highest.max(ext);
+        ext
+    }
+
+    pub fn push(&mut self, seq: u16, payload: Bytes, now: Instant) {
+        let ext = self.extend(seq);
+        let next = *self.next.get_or_insert(ext);
+        if ext < next {
+            self.stats.late += 1;
+            return;
+        }
+        if self.held.contains_key(&ext) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.received += 1;
+        self.held.insert(ext, (payload, now));
+    }
+
+    /// The next packet (or loss) to decode, if one is due at `now`.
+    pub fn pop(&mut self, now: Instant) -> Option<Playout> {
+        let next = self.next?;
+        if let Some((payload, _)) = self.held.remove(&next) {
+            self.next = Some(next + 1);
+            return Some(Playout::Packet(payload));
+        }
+        let (&first_held, &(_, arrived)) = self.held.iter().next()?;
+        let expired = now.saturating_duration_since(arrived) >= self.window;
+        if !expired && self.held.len() < MAX_HELD {
+            return None;
+        }
+        if first_held - next > MAX_CONCEALED_RUN {
+            self.stats.skipped += first_held - next;
+            self.next = Some(first_held);
+            return self.pop(now);
+        }
+        self.stats.lost += 1;
+        self.next = Some(next + 1);
+        let follower = self.held.get(&(next + 1)).map(|(p, _)| p.clone());
+        Some(Playout::Lost { next: follower })
+    }
+
+    /// When a held-back gap expires, if one is pending: the caller wakes then and calls `pop`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let next = self.next?;
+        if self.held.contains_key(&next) {
+            return None;
+        }
+        self.held.values().next().map(|(_, t)| *t + self.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: u8) -> Bytes {
+        Bytes::from(vec![n])
+    }
+
+    fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Playout> {
+        std::iter::from_fn(|| jb.pop(now)).collect()
+    }
+
+    #[test]
+    fn reorders_within_the_window() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        jb.push(10, p(10), t0);
+        jb.push(12, p(12), t0);
+        assert_eq!(drain(&mut jb, t0), vec![Playout::Packet(p(10))]);
+        assert_eq!(jb.poll_timeout(), Some(t0 + Duration::from_millis(60)));
+        jb.push(11, p(11), t0 + Duration::from_millis(20));
+        assert_eq!(
+            drain(&mut jb, t0 + Duration::from_millis(20)),
+            vec![Playout::Packet(p(11)), Playout::Packet(p(12))]
+        );
+        assert_eq!(jb.stats().lost, 0);
+        assert_eq!(jb.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_gap_expires_into_a_loss_with_the_follower_for_fec() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        jb.push(1, p(1), t0);
+        jb.push(3, p(3), t0 + Duration::from_millis(40));
+        jb.push(4, p(4), t0 + Duration::from_millis(60));
+        assert_eq!(
+            drain(&mut jb, t0 + Duration::from_millis(99)),
+            vec![Playout::Packet(p(1))]
+        );
+        assert_eq!(jb.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+        assert_eq!(
+            drain(&mut jb, t0 + Duration::from_millis(100)),
+            vec![
+                Playout::Lost { next: Some(p(3)) },
+                Playout::Packet(p(3)),
+                Playout::Packet(p(4))
+            ]
+        );
+        // Packet 2 finally turns up: too late, dropped and counted.
+        jb.push(2, p(2), t0 + Duration::from_millis(120));
+        assert_eq!(drain(&mut jb, t0 + Duration::from_millis(120)), vec![]);
+        let s = jb.stats();
+        assert_eq!((s.received, s.lost, s.late, s.duplicates), (3, 1, 1, 0));
+    }
+
+    #[test]
+    fn wraps_around_and_counts_duplicates() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        for (i, seq) in [65534u16, 65535, 1, 0, 0].into_iter().enumerate() {
+            jb.push(seq, p(i as u8), t0);
+        }
+        // In order across the wrap; the second copy of 0 is a duplicate.
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![
+                Playout::Packet(p(0)),
+                Playout::Packet(p(1)),
+                Playout::Packet(p(3)),
+                Playout::Packet(p(2))
+            ]
+        );
+        assert_eq!(jb.stats().duplicates, 1);
+        assert_eq!(jb.stats().lost, 0);
+        // Once played, a copy is late rather than a duplicate.
+        jb.push(0, p(9), t0);
+        assert_eq!(jb.stats().late, 1);
+    }
+
+    #[test]
+    fn a_long_hole_is_skipped_not_concealed_frame_by_frame() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        jb.push(100, p(0), t0);
+        jb.push(1100, p(1), t0);
+        let later = t0 + Duration::from_millis(60);
+        assert_eq!(
+            drain(&mut jb, later),
+            vec![Playout::Packet(p(0)), Playout::Packet(p(1))]
+        );
+        assert_eq!(jb.stats().skipped, 999);
+        assert_eq!(jb.stats().lost, 0);
+    }
+}

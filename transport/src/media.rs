@@ -1,0 +1,161 @@
+//! The session's media tasks: the incoming track into the 16 kHz input ring, and the pacer that
+//! sends the outgoing queue as Opus.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use vr_capture::resample::StreamResampler;
+use vr_capture::{AudioFormat, AudioProducer};
+use vr_core::SampleRate;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::opus::{Decoded, OpusDecoder, OPUS_RATE};
+use crate::output::{Pacer, FRAME_PERIOD};
+use crate::TransportError;
+
+/// Counts media-in progress into the global counters as deltas since the last call.
+#[derive(Default)]
+struct Published {
+    jitter: JitterStats,
+    overrun: u64,
+}
+
+fn publish(p: &mut Published, now: JitterStats, overrun: u64) {
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    metrics::counter!("transport_rtp_packets_received_total")
+        .increment(d(now.received, p.jitter.received));
+    metrics::counter!("transport_rtp_packets_lost_total")
+        .increment(d(now.lost + now.skipped, p.jitter.lost + p.jitter.skipped));
+    metrics::counter!("transport_rtp_packets_late_total").increment(d(now.late, p.jitter.late));
+    metrics::counter!("transport_rtp_packets_duplicate_total")
+        .increment(d(now.duplicates, p.jitter.duplicates));
+    metrics::counter!("transport_input_ring_overrun_frames_total").increment(d(overrun, p.overrun));
+    p.jitter = now;
+    p.overrun = overrun;
+}
+
+/// Incoming audio: RTP → jitter buffer → Opus decode (FEC/PLC for losses) → 48 kHz mono →
+/// resample → the 16 kHz input ring. Ends when the track ends or `stop` fires; dropping the
+/// producer on return closes the ring, which ends the conversation's input.
+pub(crate) async fn run_media_in(
+    track: Arc<dyn TrackRemote>,
+    mut producer: AudioProducer,
+    jitter_window: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    let mut jb = JitterBuffer::new(jitter_window);
+    let mut dec = OpusDecoder::new()?;
+    let mut rs = StreamResampler::new(
+        AudioFormat {
+            rate: OPUS_RATE,
+            channels: 1,
+        },
+        SampleRate::PIPELINE,
+    )?;
+    let monitor = producer.monitor();
+    let mut published = Published::default();
+    let mut last_publish = Instant::now();
+    let mut decode_errors = 0u64;
+    loop {
+        let deadline = jb.poll_timeout();
+        tokio::select! {
+            ev = track.poll() => match ev {
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    jb.push(p.header.sequence_number, p.payload, Instant::now());
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
+            },
+            _ = sleep_until_opt(deadline) => {}
+            _ = stop.changed() => break,
+        }
+        while let Some(play) = jb.pop(Instant::now()) {
+            let decoded = match &play {
+                Playout::Packet(p) => dec.decode(p).map(|s| (s, Decoded::Packet)),
+                Playout::Lost { next } => dec.conceal(next.as_deref()),
+            };
+            let (samples, kind) = match decoded {
+                Ok(x) => x,
+                Err(e) => {
+                    // A corrupt packet is one lost frame, not the end of the session.
+                    decode_errors += 1;
+                    if decode_errors == 1 {
+                        tracing::warn!(error = %e, "undecodable Opus packet");
+                    }
+                    metrics::counter!("transport_opus_decode_errors_total").increment(1);
+                    continue;
+                }
+            };
+            match kind {
+                Decoded::Fec => {
+                    metrics::counter!("transport_opus_fec_recovered_total").increment(1)
+                }
+                Decoded::Plc => metrics::counter!("transport_opus_plc_frames_total").increment(1),
+                Decoded::Packet => {}
+            }
+            rs.push(samples, |m| {
+                producer.push(m);
+            })?;
+        }
+        if last_publish.elapsed() >= Duration::from_millis(500) {
+            publish(&mut published, jb.stats(), monitor.stats().overrun_frames);
+            last_publish = Instant::now();
+        }
+    }
+    rs.finish(|m| {
+        producer.push(m);
+    })?;
+    publish(&mut published, jb.stats(), monitor.stats().overrun_frames);
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Outgoing audio: one 20 ms Opus frame per real-time tick, from the first tick after the
+/// connection is up until `stop` fires.
+pub(crate) async fn run_pacer(
+    mut pacer: Pacer,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+    mut connected: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    tokio::select! {
+        r = connected.wait_for(|c| *c) => { if r.is_err() { return Ok(()); } }
+        _ = stop.changed() => return Ok(()),
+    }
+    let mut write_errors = 0u64;
+    loop {
+        tokio::select! {
+            _ = pacer.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        let (packet, _speech) = pacer.next_packet()?;
+        let sample = rtc::media::Sample {
+            data: bytes::Bytes::copy_from_slice(packet),
+            duration: FRAME_PERIOD,
+            ..rtc::media::Sample::new(Instant::now())
+        };
+        match track
+            .sample_writer(ssrc, payload_type)
+            .write_sample(&sample)
+            .await
+        {
+            Ok(()) => metrics::counter!("transport_rtp_packets_sent_total").increment(1),
+            Err(e) => {
+                write_errors += 1;
+                if write_errors == 1 {
+                    tracing::debug!(error = %e, "outgoing audio write failed");
+                }
+            }
+        }
+    }
+}

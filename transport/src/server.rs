@@ -1,0 +1,494 @@
+//! The HTTP side: signalling routes, health, metrics and the browser page, on axum.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/sessions` | SDP offer in (`application/sdp`, or JSON `{type, sdp}`), `201` + answer + `Location` |
+//! | `DELETE /v1/sessions/{id}` | ends the session; `204` once it is freed |
+//! | `GET /v1/sessions` | live sessions (id, connection state, age) |
+//! | `GET /v1/client-config` | ICE servers and whether a token is needed (for the page) |
+//! | `GET /healthz` | `{"status":"ok",...}`; `503` while shutting down |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /`, `/app.js` | the browser client |
+//!
+//! Every refusal is JSON: `{"error": "<code>", "reason": "<what to change>"}`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::TransportConfig;
+use crate::pipeline::Pipeline;
+use crate::session::{create_session, EndReason, OfferError, Registry};
+use crate::signalling::{parse_offer, Format, Refusal};
+use crate::TransportError;
+
+const INDEX_HTML: &str = include_str!("../page/index.html");
+const APP_JS: &str = include_str!("../page/app.js");
+
+/// Renders the process's metrics as Prometheus text (the binary owns the recorder).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The endpoint's shared state.
+pub struct Server {
+    cfg: TransportConfig,
+    registry: Arc<Registry>,
+    pipeline: Arc<dyn Pipeline>,
+    metrics: MetricsRenderer,
+    shutting_down: AtomicBool,
+}
+
+impl Server {
+    pub fn new(
+        cfg: TransportConfig,
+        pipeline: Arc<dyn Pipeline>,
+        metrics: MetricsRenderer,
+    ) -> Result<Arc<Self>, TransportError> {
+        cfg.validate()?;
+        describe_metrics();
+        metrics::gauge!("transport_sessions_active").set(0.0);
+        metrics::gauge!("transport_pipelines_running").set(0.0);
+        Ok(Arc::new(Self {
+            registry: Arc::new(Registry::new(cfg.max_sessions)),
+            cfg,
+            pipeline,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        let r = Router::new()
+            .route("/", get(index))
+            .route("/app.js", get(app_js))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics_text))
+            .route("/v1/client-config", get(client_config))
+            .route("/v1/sessions", get(list_sessions).post(post_session))
+            .route("/v1/sessions/{id}", delete(delete_session))
+            .fallback(not_found)
+            .with_state(self.clone());
+        match self.cors() {
+            Some(cors) => r.layer(cors),
+            None => r,
+        }
+    }
+
+    fn cors(&self) -> Option<CorsLayer> {
+        let origins = &self.cfg.cors_allowed_origins;
+        if origins.is_empty() {
+            return None;
+        }
+        let allow = if origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+                .expose_headers([header::LOCATION])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
+
+    /// Ends every session (reason `shutdown`), waiting up to `shutdown_grace_ms` for them.
+    pub async fn close_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let sessions = self.registry.all();
+        for s in &sessions {
+            s.request_close(EndReason::Shutdown);
+        }
+        let all = futures_join_all(sessions.iter().map(|s| s.wait_closed()));
+        if tokio::time::timeout(self.cfg.shutdown_grace(), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close within the shutdown grace period");
+        }
+    }
+
+    fn check_auth(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let want = &self.cfg.auth_token;
+        if want.is_empty() {
+            return Ok(());
+        }
+        let got = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match got {
+            Some(t) if constant_time_eq(t.as_bytes(), want.as_bytes()) => Ok(()),
+            Some(_) => Err(refusal(401, "unauthorized", "the bearer token is wrong")),
+            None => Err(refusal(
+                401,
+                "unauthorized",
+                "this endpoint needs an Authorization: Bearer <token> header",
+            )),
+        }
+    }
+}
+
+async fn futures_join_all<F: Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(f);
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refusal(status: u16, code: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        code,
+        reason: reason.into(),
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = (
+            status,
+            Json(serde_json::json!({"error": self.code, "reason": self.reason})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+fn rejected(r: Refusal) -> Response {
+    metrics::counter!("transport_sessions_rejected_total", "reason" => r.code).increment(1);
+    tracing::info!(status = r.status, code = r.code, reason = %r.reason, "offer refused");
+    r.into_response()
+}
+
+async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(r) = srv.check_auth(&headers) {
+        return rejected(r);
+    }
+    if srv.shutting_down.load(Ordering::SeqCst) {
+        return rejected(refusal(503, "shutting_down", "the server is shutting down"));
+    }
+    let limit = srv.cfg.max_offer_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_big = || {
+        refusal(
+            413,
+            "offer_too_large",
+            format!("the offer exceeds {limit} bytes (transport.max_offer_bytes)"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return rejected(too_big());
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return rejected(too_big()),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (offer, format) = match parse_offer(content_type, &bytes) {
+        Ok(x) => x,
+        Err(r) => return rejected(r),
+    };
+    let Some(slot) = srv.registry.reserve() else {
+        return rejected(refusal(
+            503,
+            "too_many_sessions",
+            format!(
+                "all {} session slots are in use (transport.max_sessions); retry later",
+                srv.registry.max()
+            ),
+        ));
+    };
+    let created = create_session(
+        &srv.cfg,
+        srv.registry.clone(),
+        srv.pipeline.clone(),
+        slot,
+        offer,
+    )
+    .await;
+    match created {
+        Ok(c) => {
+            let location = format!("/v1/sessions/{}", c.id);
+            let (ctype, body) = match format {
+                Format::Sdp => ("application/sdp", c.answer_sdp),
+                Format::Json => (
+                    "application/json",
+                    serde_json::json!({"type": "answer", "sdp": c.answer_sdp, "session": c.id})
+                        .to_string(),
+                ),
+            };
+            let mut resp = (StatusCode::CREATED, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Err(OfferError::Rejected(reason)) => rejected(refusal(400, "offer_rejected", reason)),
+        Err(OfferError::Internal(reason)) => {
+            tracing::error!(%reason, "cannot create a session");
+            rejected(refusal(500, "internal", reason))
+        }
+    }
+}
+
+async fn delete_session(
+    State(srv): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = srv.check_auth(&headers) {
+        return r.into_response();
+    }
+    let Some(s) = srv.registry.get(&id) else {
+        return refusal(404, "no_such_session", format!("no live session {id:?}")).into_response();
+    };
+    s.request_close(EndReason::Deleted);
+    if tokio::time::timeout(Duration::from_secs(5), s.wait_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(session = %id, "session still closing after 5 s");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_sessions(State(srv): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = srv.check_auth(&headers) {
+        return r.into_response();
+    }
+    let list: Vec<_> = srv
+        .registry
+        .all()
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "state": s.state(),
+                "age_ms": s.created.elapsed().as_millis() as u64,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({"sessions": list, "max_sessions": srv.registry.max()})).into_response()
+}
+
+async fn client_config(State(srv): State<Arc<Server>>) -> Response {
+    let ice: Vec<_> = srv
+        .cfg
+        .ice_servers
+        .iter()
+        .map(|s| {
+            let mut o = serde_json::json!({"urls": s.urls});
+            if !s.username.is_empty() {
+                o["username"] = s.username.clone().into();
+                o["credential"] = s.credential.clone().into();
+            }
+            o
+        })
+        .collect();
+    Json(serde_json::json!({
+        "ice_servers": ice,
+        "auth_required": !srv.cfg.auth_token.is_empty(),
+    }))
+    .into_response()
+}
+
+async fn healthz(State(srv): State<Arc<Server>>) -> Response {
+    let down = srv.shutting_down.load(Ordering::SeqCst);
+    let status = if down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if down { "shutting_down" } else { "ok" },
+            "sessions": srv.registry.len(),
+            "max_sessions": srv.registry.max(),
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(srv): State<Arc<Server>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        (srv.metrics)(),
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn app_js() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        APP_JS,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    refusal(404, "not_found", "no such route; see /v1/sessions").into_response()
+}
+
+/// Serves `server` on `listener` until `shutdown` resolves, then closes every session (within
+/// `shutdown_grace_ms`) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), TransportError> {
+    let router = server.router();
+    let srv = server.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sessions");
+            srv.close_all().await;
+        })
+        .await
+        .map_err(|e| TransportError::Server(e.to_string()))
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("transport_sessions_active", "live WebRTC sessions");
+    describe_gauge!(
+        "transport_pipelines_running",
+        "conversation threads still running (includes sessions being torn down)"
+    );
+    describe_counter!("transport_sessions_started_total", "sessions created");
+    describe_counter!(
+        "transport_sessions_ended_total",
+        "sessions freed, by reason"
+    );
+    describe_counter!(
+        "transport_sessions_rejected_total",
+        "offers refused, by error code"
+    );
+    describe_histogram!(
+        "transport_session_duration_seconds",
+        Unit::Seconds,
+        "session lifetimes"
+    );
+    describe_counter!(
+        "transport_rtp_packets_received_total",
+        "incoming RTP audio packets"
+    );
+    describe_counter!(
+        "transport_rtp_packets_lost_total",
+        "incoming RTP packets declared lost by the jitter buffer"
+    );
+    describe_counter!(
+        "transport_rtp_packets_late_total",
+        "incoming RTP packets that arrived after their slot was concealed"
+    );
+    describe_counter!(
+        "transport_rtp_packets_duplicate_total",
+        "duplicate RTP packets"
+    );
+    describe_counter!(
+        "transport_opus_fec_recovered_total",
+        "lost frames rebuilt from in-band FEC"
+    );
+    describe_counter!(
+        "transport_opus_plc_frames_total",
+        "frames invented by Opus PLC"
+    );
+    describe_counter!(
+        "transport_opus_decode_errors_total",
+        "undecodable Opus packets"
+    );
+    describe_counter!(
+        "transport_input_ring_overrun_frames_total",
+        "16 kHz frames dropped because a session's input ring was full"
+    );
+    describe_counter!("transport_rtp_packets_sent_total", "outgoing Opus packets");
+    describe_counter!(
+        "transport_output_flushed_frames_total",
+        "queued answer frames dropped by barge-in"
+    );
+    describe_counter!(
+        "transport_output_underrun_frames_total",
+        "answer frames padded with silence because synthesis fell behind"
+    );
+    describe_counter!(
+        "transport_events_dropped_total",
+        "data-channel events dropped (queue full or channel gone)"
+    );
+    describe_histogram!(
+        "transport_turn_latency_ms",
+        Unit::Milliseconds,
+        "per-turn latency breakdown by stage (from turn_latency events)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

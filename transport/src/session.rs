@@ -1,0 +1,710 @@
+//! Sessions: building a peer connection from an offer, the registry with admission control, and
+//! the supervisor task that owns each session's lifetime.
+
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use vr_capture::{audio_ring, AudioFormat};
+use vr_core::SampleRate;
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionState, RTCSessionDescription, Registry as InterceptorRegistry,
+    SettingEngineBuilder,
+};
+
+use crate::config::TransportConfig;
+use crate::events::{run_events, EventSender, EVENT_QUEUE};
+use crate::media::{run_media_in, run_pacer};
+use crate::opus::{EncoderSettings, OpusEncoder};
+use crate::output::output_queue;
+use crate::pipeline::{Pipeline, PipelineControl, SessionIo};
+use crate::TransportError;
+
+/// Dynamic payload type Opus is registered with (what browsers use; the answer follows the
+/// offer's number anyway).
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// How long teardown waits for the peer connection to close and the conversation to end.
+const TEARDOWN_STEP: Duration = Duration::from_secs(2);
+
+/// Why a session ended (the `reason` label of `transport_sessions_ended_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    Deleted,
+    Failed,
+    Disconnected,
+    ConnectTimeout,
+    PipelineEnded,
+    Shutdown,
+}
+
+impl EndReason {
+    fn label(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Failed => "ice_failed",
+            EndReason::Disconnected => "disconnected",
+            EndReason::ConnectTimeout => "connect_timeout",
+            EndReason::PipelineEnded => "pipeline_ended",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The part of a session other tasks and HTTP handlers see.
+pub(crate) struct SessionHandle {
+    pub id: String,
+    pub created: Instant,
+    state: Mutex<RTCPeerConnectionState>,
+    close: watch::Sender<Option<EndReason>>,
+    closed: watch::Sender<bool>,
+}
+
+impl SessionHandle {
+    /// Asks the supervisor to end the session (the first reason wins).
+    pub fn request_close(&self, reason: EndReason) {
+        self.close.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves once teardown has finished.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    pub fn state(&self) -> String {
+        lock(&self.state).to_string()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    sessions: HashMap<String, Arc<SessionHandle>>,
+    /// Offers being answered: they hold a slot before they are sessions.
+    pending: usize,
+}
+
+/// All live sessions, with admission control.
+pub(crate) struct Registry {
+    inner: Mutex<RegistryInner>,
+    max: usize,
+}
+
+/// A reserved admission slot; released on drop unless it became a session.
+pub(crate) struct Slot<'a> {
+    registry: &'a Registry,
+    armed: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.registry.inner).pending -= 1;
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Mutex::new(RegistryInner::default()),
+            max,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn reserve(&self) -> Option<Slot<'_>> {
+        let mut g = lock(&self.inner);
+        if g.sessions.len() + g.pending >= self.max {
+            return None;
+        }
+        g.pending += 1;
+        Some(Slot {
+            registry: self,
+            armed: true,
+        })
+    }
+
+    fn commit(&self, mut slot: Slot<'_>, s: Arc<SessionHandle>) {
+        slot.armed = false;
+        let mut g = lock(&self.inner);
+        g.pending -= 1;
+        g.sessions.insert(s.id.clone(), s);
+        metrics::gauge!("transport_sessions_active").set(g.sessions.len() as f64);
+    }
+
+    fn remove(&self, id: &str) {
+        let mut g = lock(&self.inner);
+        g.sessions.remove(id);
+        metrics::gauge!("transport_sessions_active").set(g.sessions.len() as f64);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<SessionHandle>> {
+        lock(&self.inner).sessions.get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
+        lock(&self.inner).sessions.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.inner).sessions.len()
+    }
+}
+
+enum PcEvent {
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+    DataChannel(Arc<dyn DataChannel>),
+}
+
+struct Handler {
+    events: mpsc::Sender<PcEvent>,
+    gathered: mpsc::Sender<()>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.events.send(PcEvent::State(s)).await;
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(PcEvent::Track(track)).await;
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.events.send(PcEvent::DataChannel(dc)).await;
+    }
+}
+
+/// Why an offer was refused: the client's fault (4xx) or ours (5xx).
+#[derive(Debug)]
+pub(crate) enum OfferError {
+    Rejected(String),
+    Internal(String),
+}
+
+impl From<TransportError> for OfferError {
+    fn from(e: TransportError) -> Self {
+        OfferError::Internal(e.to_string())
+    }
+}
+
+/// Which m-sections an SDP has: (audio with a usable port, any audio, data channel).
+pub(crate) fn media_sections(desc: &RTCSessionDescription) -> Result<(bool, bool, bool), String> {
+    let parsed = desc.unmarshal().map_err(|e| e.to_string())?;
+    let mut live_audio = false;
+    let mut audio = false;
+    let mut data = false;
+    for m in &parsed.media_descriptions {
+        match m.media_name.media.as_str() {
+            "audio" => {
+                audio = true;
+                live_audio |= m.media_name.port.value != 0;
+            }
+            "application" => data = true,
+            _ => {}
+        }
+    }
+    Ok((live_audio, audio, data))
+}
+
+pub(crate) struct Created {
+    pub id: String,
+    pub answer_sdp: String,
+}
+
+/// Answers `offer`, starts the session's conversation and tasks, and registers it.
+pub(crate) async fn create_session(
+    cfg: &TransportConfig,
+    registry: Arc<Registry>,
+    pipeline: Arc<dyn Pipeline>,
+    slot: Slot<'_>,
+    offer: RTCSessionDescription,
+) -> Result<Created, OfferError> {
+    let prepared = prepare(cfg, pipeline).await?;
+    match answer_offer(cfg, offer).await {
+        Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)) => {
+            let id = start(cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt);
+            Ok(Created { id, answer_sdp })
+        }
+        Err(e) => {
+            prepared.abandon();
+            Err(e)
+        }
+    }
+}
+
+type Answered = (
+    Arc<dyn PeerConnection>,
+    mpsc::Receiver<PcEvent>,
+    Arc<TrackLocalStaticSample>,
+    u32,
+    u8,
+    String,
+);
+
+/// Builds the peer connection and answers `offer` (after ICE gathering).
+async fn answer_offer(
+    cfg: &TransportConfig,
+    offer: RTCSessionDescription,
+) -> Result<Answered, OfferError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(TransportError::webrtc("register opus"))?;
+    let interceptors = register_default_interceptors(InterceptorRegistry::new(), &mut media)
+        .map_err(TransportError::webrtc("interceptors"))?;
+    let ms = Duration::from_millis;
+    let settings = SettingEngineBuilder::default()
+        .with_ice_timeouts(
+            Some(ms(cfg.ice_disconnected_timeout_ms)),
+            Some(ms(cfg.ice_failed_timeout_ms)),
+            Some(ms(cfg.ice_keepalive_ms)),
+        )
+        // Host candidates are plain addresses: mDNS needs a multicast route that a loopback-only
+        // namespace (the tests) or a container may not have.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let ice_servers = cfg
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let (ev_tx, ev_rx) = mpsc::channel(64);
+    let (gather_tx, mut gather_rx) = mpsc::channel(1);
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::default()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(interceptors)
+        .with_handler(Arc::new(Handler {
+            events: ev_tx,
+            gathered: gather_tx,
+        }))
+        .with_udp_addrs(cfg.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(TransportError::webrtc("peer connection"))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    match answer(cfg, &pc, offer, &mut gather_rx).await {
+        Ok((track, ssrc, pt, answer_sdp)) => Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)),
+        Err(e) => {
+            let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
+            Err(e)
+        }
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+async fn answer(
+    cfg: &TransportConfig,
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+    gathered: &mut mpsc::Receiver<()>,
+) -> Result<(Arc<TrackLocalStaticSample>, u32, u8, String), OfferError> {
+    let ssrc: u32 = rand::random();
+    let track = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "voicerelay".to_owned(),
+                "assistant-audio".to_owned(),
+                "assistant".to_owned(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: opus_codec(),
+                    ..Default::default()
+                }],
+            ),
+        )
+        .map_err(TransportError::webrtc("outgoing track"))?,
+    );
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(TransportError::webrtc("add track"))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| OfferError::Rejected(format!("offer not accepted: {e}")))?;
+    let ans = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| OfferError::Rejected(format!("cannot answer the offer: {e}")))?;
+    pc.set_local_description(ans)
+        .await
+        .map_err(TransportError::webrtc("set local description"))?;
+    if tokio::time::timeout(cfg.gather_timeout(), gathered.recv())
+        .await
+        .is_err()
+    {
+        tracing::debug!("ICE gathering not complete in time; answering with what there is");
+    }
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| OfferError::Internal("no local description after answering".into()))?;
+    let (live_audio, _, _) = media_sections(&local).map_err(OfferError::Internal)?;
+    if !live_audio {
+        return Err(OfferError::Rejected(
+            "the offer's audio section has no codec in common with the server (Opus/48000/2 is required)"
+                .into(),
+        ));
+    }
+    let pt = sender
+        .get_parameters()
+        .await
+        .ok()
+        .and_then(|p| {
+            p.rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+                .map(|c| c.payload_type)
+        })
+        .unwrap_or(OPUS_PAYLOAD_TYPE);
+    Ok((track, ssrc, pt, local.sdp))
+}
+
+/// A started conversation and the session ends it will be connected to.
+pub(crate) struct Prepared {
+    id: String,
+    producer: vr_capture::AudioProducer,
+    pacer: crate::output::Pacer,
+    events: EventSender,
+    event_rx: mpsc::Receiver<String>,
+    run: crate::pipeline::PipelineRun,
+}
+
+impl Prepared {
+    /// Ends a conversation whose session never came to be.
+    fn abandon(self) {
+        self.run.control.stop();
+        drop(self.producer);
+        tokio::spawn(async move {
+            let _ = self.run.done.await;
+            metrics::gauge!("transport_pipelines_running").decrement(1.0);
+        });
+    }
+}
+
+/// Starts the session's conversation. Done before the peer connection exists: building a
+/// recogniser and a voice takes seconds, and ICE checks start as soon as the answer is set, so
+/// a slow start after answering would let ICE fail before the client even has the answer.
+async fn prepare(
+    cfg: &TransportConfig,
+    pipeline: Arc<dyn Pipeline>,
+) -> Result<Prepared, OfferError> {
+    let id = format!("{:032x}", rand::random::<u128>());
+    let ring_frames = SampleRate::PIPELINE.samples_in(Duration::from_millis(cfg.input_ring_ms));
+    let (producer, consumer) = audio_ring("webrtc-in", AudioFormat::PIPELINE, ring_frames as usize)
+        .map_err(TransportError::from)?;
+    let encoder = OpusEncoder::new(EncoderSettings {
+        bitrate: cfg.opus_bitrate,
+        complexity: cfg.opus_complexity,
+        fec: cfg.opus_fec,
+        expected_loss_percent: cfg.opus_expected_loss_percent,
+    })?;
+    let (output, pacer) = output_queue(Duration::from_millis(cfg.output_queue_ms), encoder);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let events = EventSender::new(event_tx);
+    let io = SessionIo {
+        session_id: id.clone(),
+        input: consumer,
+        output,
+        events: events.clone(),
+    };
+    // Blocking work (model loading), off the runtime's workers.
+    let run = tokio::task::spawn_blocking(move || pipeline.start(io))
+        .await
+        .map_err(|e| OfferError::Internal(format!("conversation start panicked: {e}")))?
+        .map_err(|e| OfferError::Internal(format!("cannot start the conversation: {e}")))?;
+    metrics::gauge!("transport_pipelines_running").increment(1.0);
+    Ok(Prepared {
+        id,
+        producer,
+        pacer,
+        events,
+        event_rx,
+        run,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start(
+    cfg: &TransportConfig,
+    registry: Arc<Registry>,
+    prepared: Prepared,
+    slot: Slot<'_>,
+    pc: Arc<dyn PeerConnection>,
+    pc_events: mpsc::Receiver<PcEvent>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+) -> String {
+    let Prepared {
+        id,
+        producer,
+        pacer,
+        events,
+        event_rx,
+        run,
+    } = prepared;
+    let (close_tx, close_rx) = watch::channel(None);
+    let (closed_tx, _) = watch::channel(false);
+    let handle = Arc::new(SessionHandle {
+        id: id.clone(),
+        created: Instant::now(),
+        state: Mutex::new(RTCPeerConnectionState::New),
+        close: close_tx,
+        closed: closed_tx,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let (dc_tx, dc_rx) = mpsc::channel(4);
+    tokio::spawn({
+        let stop = stop_rx.clone();
+        async move {
+            if let Err(e) = run_pacer(pacer, track, ssrc, payload_type, connected_rx, stop).await {
+                tracing::warn!(error = %e, "outgoing audio stopped");
+            }
+        }
+    });
+    let events_task = tokio::spawn(run_events(
+        event_rx,
+        dc_rx,
+        run.control.clone(),
+        events.clone(),
+    ));
+    drop(events);
+    let sup = Supervisor {
+        handle: handle.clone(),
+        registry: registry.clone(),
+        pc,
+        control: run.control,
+        done: run.done,
+        producer: Some(producer),
+        jitter: cfg.jitter(),
+        connect_timeout: cfg.connect_timeout(),
+        disconnect_grace: cfg.disconnect_grace(),
+        stop_tx,
+        stop_rx,
+        connected_tx,
+        dc_tx,
+        events_task,
+    };
+    registry.commit(slot, handle);
+    metrics::counter!("transport_sessions_started_total").increment(1);
+    tokio::spawn(sup.run(pc_events, close_rx));
+    tracing::info!(session = %id, "session started");
+    id
+}
+
+struct Supervisor {
+    handle: Arc<SessionHandle>,
+    registry: Arc<Registry>,
+    pc: Arc<dyn PeerConnection>,
+    control: Arc<dyn PipelineControl>,
+    done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    producer: Option<vr_capture::AudioProducer>,
+    jitter: Duration,
+    connect_timeout: Duration,
+    disconnect_grace: Duration,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    connected_tx: watch::Sender<bool>,
+    dc_tx: mpsc::Sender<Arc<dyn DataChannel>>,
+    events_task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut pc_events: mpsc::Receiver<PcEvent>,
+        mut close: watch::Receiver<Option<EndReason>>,
+    ) {
+        let started = Instant::now();
+        let mut connected = false;
+        let mut disconnected_since: Option<Instant> = None;
+        let mut pipeline_result: Option<Result<(), String>> = None;
+        let mut media_in = None;
+        let reason = loop {
+            let deadline = match (connected, disconnected_since) {
+                (false, _) => Some(started + self.connect_timeout),
+                (true, Some(t)) => Some(t + self.disconnect_grace),
+                (true, None) => None,
+            };
+            tokio::select! {
+                ev = pc_events.recv() => match ev {
+                    Some(PcEvent::State(s)) => {
+                        *lock(&self.handle.state) = s;
+                        tracing::debug!(session = %self.handle.id, state = %s, "connection state");
+                        match s {
+                            RTCPeerConnectionState::Connected => {
+                                connected = true;
+                                disconnected_since = None;
+                                let _ = self.connected_tx.send(true);
+                            }
+                            RTCPeerConnectionState::Disconnected => {
+                                disconnected_since.get_or_insert_with(Instant::now);
+                            }
+                            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                                break EndReason::Failed;
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(PcEvent::Track(track)) => {
+                        if let Some(producer) = self.producer.take() {
+                            let stop = self.stop_rx.clone();
+                            let jitter = self.jitter;
+                            media_in = Some(tokio::spawn(async move {
+                                if let Err(e) = run_media_in(track, producer, jitter, stop).await {
+                                    tracing::warn!(error = %e, "incoming audio stopped");
+                                }
+                            }));
+                        } else {
+                            tracing::debug!("ignoring a second incoming track");
+                        }
+                    }
+                    Some(PcEvent::DataChannel(dc)) => {
+                        let _ = self.dc_tx.try_send(dc);
+                    }
+                    None => break EndReason::Failed,
+                },
+                _ = sleep_until_opt(deadline) => {
+                    break if connected { EndReason::Disconnected } else { EndReason::ConnectTimeout };
+                }
+                r = close.wait_for(|r| r.is_some()) => {
+                    break r.ok().and_then(|r| *r).unwrap_or(EndReason::Shutdown);
+                }
+                r = &mut self.done => {
+                    let r = r.unwrap_or_else(|_| Err("conversation thread vanished".into()));
+                    pipeline_result = Some(r);
+                    break EndReason::PipelineEnded;
+                }
+            }
+        };
+        self.teardown(reason, media_in, pipeline_result).await;
+    }
+
+    async fn teardown(
+        mut self,
+        reason: EndReason,
+        media_in: Option<tokio::task::JoinHandle<()>>,
+        pipeline_result: Option<Result<(), String>>,
+    ) {
+        let id = self.handle.id.clone();
+        tracing::info!(session = %id, reason = reason.label(), "session ending");
+        // Out of the registry first: admission and /metrics see the slot free at once.
+        self.registry.remove(&id);
+        let _ = self.stop_tx.send(true);
+        self.control.stop();
+        // The input ring closes when its producer goes: the conversation drains it and ends.
+        drop(self.producer.take());
+        if let Some(t) = media_in {
+            let _ = tokio::time::timeout(TEARDOWN_STEP, t).await;
+        }
+        if tokio::time::timeout(TEARDOWN_STEP, self.pc.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(session = %id, "peer connection did not close in time");
+        }
+        let result = match pipeline_result {
+            Some(r) => Some(r),
+            None => tokio::time::timeout(TEARDOWN_STEP, &mut self.done)
+                .await
+                .ok()
+                .map(|r| r.unwrap_or_else(|_| Err("conversation thread vanished".into()))),
+        };
+        match result {
+            Some(r) => {
+                metrics::gauge!("transport_pipelines_running").decrement(1.0);
+                if let Err(e) = r {
+                    tracing::warn!(session = %id, error = %e, "conversation ended with an error");
+                }
+            }
+            None => {
+                // Counted as running until its thread really ends.
+                tracing::warn!(session = %id, "conversation did not stop in time");
+                let done = self.done;
+                tokio::spawn(async move {
+                    let _ = done.await;
+                    metrics::gauge!("transport_pipelines_running").decrement(1.0);
+                });
+            }
+        }
+        self.events_task.abort();
+        metrics::counter!("transport_sessions_ended_total", "reason" => reason.label())
+            .increment(1);
+        metrics::histogram!("transport_session_duration_seconds")
+            .record(self.handle.created.elapsed().as_secs_f64());
+        let _ = self.handle.closed.send(true);
+        tracing::info!(session = %id, reason = reason.label(), "session freed");
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
