@@ -52,6 +52,10 @@ pub const HALLUCINATIONS: &[&str] = &[
     "the end",
 ];
 
+/// Upper bound on how late the VAD reports a speech start (its `min_speech_ms` plus a chunk):
+/// that much audio is kept outside speech so the window can start at the onset.
+const VAD_LAG_MS: u32 = 1000;
+
 fn normalize_simple(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '\'')
@@ -285,6 +289,18 @@ impl WhisperStream {
             return Ok(Some(Vec::new()));
         }
         let mut tokens = d.tokens;
+        // Tokens the alignment squeezes onto the last encoder frame have no audio of their own:
+        // a continuation Whisper invents past the speech (commonly the transcript's first word
+        // again). Live, a word really starting there is simply picked up by the next update.
+        let c = self.s.committed.len();
+        if let Some(cut) = (0..tokens.len()).find(|&i| {
+            d.token_frames
+                .get(c + i)
+                .is_some_and(|f| f.0 + 2 >= n_audio)
+        }) {
+            tokens.truncate(cut);
+            self.s.token_frames.truncate(c + cut);
+        }
         let key = |t: &u32| self.model.text(&[*t]).unwrap_or_default().trim().to_lowercase();
         let committed_keys: Vec<String> = self.s.committed.iter().map(key).collect();
         let tail_keys: Vec<String> = tokens.iter().map(key).collect();
@@ -592,8 +608,10 @@ impl StreamingRecognizer for WhisperStream {
                 }
             }
             if self.s.utt_start.is_none() {
-                // Outside speech only the pre-roll is kept.
-                let keep = Self::ms_to_frames(self.cfg.pre_roll_ms);
+                // Outside speech only the pre-roll is kept, plus the VAD's decision lag: it
+                // reports a start only after `min_speech_ms` (dated back), and the window must
+                // still reach back to the onset then.
+                let keep = Self::ms_to_frames(self.cfg.pre_roll_ms + VAD_LAG_MS);
                 let from = self.s.mel.end_frame().saturating_sub(keep);
                 self.s.mel.drain_front(from);
                 self.s.window_start = from;
