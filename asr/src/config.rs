@@ -48,7 +48,7 @@ impl Default for AsrConfig {
             engine: "whisper".into(),
             model: "tiny.en".into(),
             model_dir: String::new(),
-            update_interval_ms: 300,
+            update_interval_ms: 500,
             first_update_ms: 300,
             max_window_ms: 10_000,
             agreement: 2,

@@ -250,14 +250,9 @@ impl WhisperStream {
         let max_new = 16 + n_audio / 10;
         let mut prompt = self.s.context.clone();
         prompt.extend_from_slice(&self.s.done_tokens);
-        let d = self.model.decode(
-            &enc,
-            &prompt,
-            &self.s.committed,
-            false,
-            n_audio,
-            max_new,
-        )?;
+        let d = self
+            .model
+            .decode(&enc, &prompt, &self.s.committed, false, n_audio, max_new)?;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -301,7 +296,13 @@ impl WhisperStream {
             tokens.truncate(cut);
             self.s.token_frames.truncate(c + cut);
         }
-        let key = |t: &u32| self.model.text(&[*t]).unwrap_or_default().trim().to_lowercase();
+        let key = |t: &u32| {
+            self.model
+                .text(&[*t])
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase()
+        };
         let committed_keys: Vec<String> = self.s.committed.iter().map(key).collect();
         let tail_keys: Vec<String> = tokens.iter().map(key).collect();
         if let Some(cut) = restart_at(&committed_keys, &tail_keys) {
@@ -349,7 +350,8 @@ impl WhisperStream {
         }
         // The agreed prefix is cut at the last position q ≤ common where every hypothesis
         // starts a new word: the words before q are complete in all of them.
-        let starts_at = |h: &[(usize, u32)], q: usize| h.get(q).is_some_and(|t| self.model.starts_word(t.1));
+        let starts_at =
+            |h: &[(usize, u32)], q: usize| h.get(q).is_some_and(|t| self.model.starts_word(t.1));
         let mut q = common;
         while q > 0 && !(starts_at(&new_t, q) && olds.iter().all(|h| starts_at(h, q))) {
             q -= 1;
@@ -481,7 +483,9 @@ impl WhisperStream {
                 self.s.done_words.append(&mut words);
                 self.s.done_text = Self::join(&self.s.done_text, &text);
                 let eot = self.model.special.eot;
-                self.s.done_tokens.extend(toks.iter().copied().filter(|t| *t < eot));
+                self.s
+                    .done_tokens
+                    .extend(toks.iter().copied().filter(|t| *t < eot));
                 self.s.token_frames.drain(..n);
                 self.s.window_start = cut;
                 self.s.mel.drain_front(cut);

@@ -82,8 +82,8 @@ fn main() -> ExitCode {
         }
         for spec in specs {
             if spec == "encoder" {
-                let mut m = load_configured(&AsrConfig::default(), &store)
-                    .map_err(|e| e.to_string())?;
+                let mut m =
+                    load_configured(&AsrConfig::default(), &store).map_err(|e| e.to_string())?;
                 for secs in [1usize, 2, 4, 6, 8, 10, 12, 30] {
                     let n = secs * 100;
                     let mel = vec![0.1f32; 80 * n];

@@ -16,11 +16,11 @@
 //! Audio is never padded to 30 s: the encoder runs on the frames given (its positional table is
 //! sliced to that length by candle), which is what makes a short streaming window cheap.
 
+use super::whisper_decoder::KvDecoder;
 use crate::ct2::Ct2Model;
 use crate::AsrError;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use super::whisper_decoder::KvDecoder;
 use candle_transformers::models::whisper::{model::Whisper, Config};
 use std::collections::HashMap;
 use std::path::Path;
@@ -342,14 +342,20 @@ pub fn save_hf(weights: &HfWeights, dir: &Path) -> Result<(), AsrError> {
         path: p.display().to_string(),
         source,
     })?;
-    let heads: Vec<[usize; 2]> = weights.alignment_heads.iter().map(|(l, h)| [*l, *h]).collect();
+    let heads: Vec<[usize; 2]> = weights
+        .alignment_heads
+        .iter()
+        .map(|(l, h)| [*l, *h])
+        .collect();
     let p = dir.join("generation_config.json");
-    std::fs::write(&p, serde_json::json!({ "alignment_heads": heads }).to_string()).map_err(
-        |source| AsrError::Io {
-            path: p.display().to_string(),
-            source,
-        },
+    std::fs::write(
+        &p,
+        serde_json::json!({ "alignment_heads": heads }).to_string(),
     )
+    .map_err(|source| AsrError::Io {
+        path: p.display().to_string(),
+        source,
+    })
 }
 
 /// Special token ids, looked up in the tokenizer (they differ between English-only and
@@ -431,15 +437,14 @@ impl WhisperModel {
                 .unwrap_or_default(),
             reason: format!("weights do not fit the Whisper architecture: {e}"),
         })?;
-        let decoder = KvDecoder::load(vb.pp("model.decoder"), &config).map_err(|e| {
-            AsrError::Checkpoint {
+        let decoder =
+            KvDecoder::load(vb.pp("model.decoder"), &config).map_err(|e| AsrError::Checkpoint {
                 path: tokenizer_path
                     .parent()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 reason: format!("decoder weights do not fit: {e}"),
-            }
-        })?;
+            })?;
         let tokenizer = Tokenizer::from_file(tokenizer_path)
             .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
         let id = |s: &str| {
@@ -836,6 +841,8 @@ fn softmax_at(l: &[f32], i: usize) -> f32 {
 /// the monotonic path through −weights by DTW. `rows[j]` is the attention (heads × encoder
 /// frames, row-major) of the position predicting token j (the last row predicts what follows
 /// the last token). Returns (start, end) per token in mel frames (2 per encoder frame).
+// Index loops: the column-wise normalisation and the filter read across rows and columns.
+#[allow(clippy::needless_range_loop)]
 pub fn align_tokens(rows: &[Vec<f32>], n_heads: usize, audio_frames: usize) -> Vec<(usize, usize)> {
     let n_rows = rows.len();
     if n_rows < 2 || n_heads == 0 {
@@ -853,7 +860,8 @@ pub fn align_tokens(rows: &[Vec<f32>], n_heads: usize, audio_frames: usize) -> V
                 col[j] = r.get(h * enc_frames + f).copied().unwrap_or(0.0);
             }
             let mean = col.iter().sum::<f32>() / n_rows as f32;
-            let var = col.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / (n_rows - 1) as f32;
+            let var =
+                col.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / (n_rows - 1) as f32;
             let sd = var.sqrt().max(1e-8);
             for j in 0..n_rows {
                 w[j][f] = (col[j] - mean) / sd;

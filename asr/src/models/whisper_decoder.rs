@@ -87,7 +87,11 @@ struct Block {
 }
 
 fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(vb.get(d, "weight")?, vb.get(d, "bias")?, 1e-5))
+    Ok(LayerNorm::new(
+        vb.get(d, "weight")?,
+        vb.get(d, "bias")?,
+        1e-5,
+    ))
 }
 
 /// Per-decode state: cross-attention K/V for one encoder output and the self-attention K/V of
@@ -202,13 +206,7 @@ impl KvDecoder {
         let mask = if n > 1 {
             let m: Vec<f32> = (0..n)
                 .flat_map(|i| {
-                    (0..past + n).map(move |j| {
-                        if j > past + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
+                    (0..past + n).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
                 })
                 .collect();
             Some(Tensor::from_vec(m, (n, past + n), dev)?)
