@@ -32,6 +32,12 @@ pub struct AsrConfig {
     /// Silence appended to every window before encoding: Whisper was trained on audio padded
     /// with silence to 30 s and loops ("and and and ...") on a short unpadded window.
     pub pad_ms: u32,
+    /// The encoder input (audio plus `pad_ms`) is padded with silence up to at least this long
+    /// (whisper.cpp's fixed `audio_ctx`); 0 encodes only the audio and `pad_ms`.
+    pub min_encode_ms: u32,
+    /// Silence after the VAD's speech end before the utterance is finalised; speech resuming
+    /// sooner continues the same utterance (its text is committed at the pause already).
+    pub final_silence_ms: u32,
     /// Audio kept before the VAD's speech start (its onset decision lags the real onset).
     pub pre_roll_ms: u32,
 }
@@ -42,7 +48,7 @@ impl Default for AsrConfig {
             engine: "whisper".into(),
             model: "tiny.en".into(),
             model_dir: String::new(),
-            update_interval_ms: 300,
+            update_interval_ms: 500,
             first_update_ms: 300,
             max_window_ms: 10_000,
             agreement: 2,
@@ -52,6 +58,8 @@ impl Default for AsrConfig {
             vad_gate: true,
             pre_roll_ms: 200,
             pad_ms: 2000,
+            min_encode_ms: 0,
+            final_silence_ms: 500,
         }
     }
 }
@@ -84,6 +92,8 @@ impl AsrConfig {
         check_range("asr.logprob_threshold", self.logprob_threshold, -10.0..=0.0)?;
         check_range("asr.pre_roll_ms", self.pre_roll_ms, 0..=1000)?;
         check_range("asr.pad_ms", self.pad_ms, 0..=20_000)?;
+        check_range("asr.min_encode_ms", self.min_encode_ms, 0..=30_000)?;
+        check_range("asr.final_silence_ms", self.final_silence_ms, 0..=10_000)?;
         Ok(())
     }
 

@@ -1,25 +1,33 @@
 //! Streaming Whisper: a bounded sliding window re-decoded every update, LocalAgreement-n commit.
 //!
 //! Policy (after Macháček et al. 2023, "Turning Whisper into Real-Time Transcription System"):
-//! - The window runs from the last trim point to the newest sample. Each update encodes the whole
-//!   window (never padded to 30 s) and decodes greedily, *forcing* the tokens already committed in
-//!   this window as the start of the transcript, so only the tail is re-decided.
-//! - LocalAgreement-n: text tokens on which the last `n` hypotheses agree are committed, cut back
-//!   to a word boundary that the newest hypothesis confirms (the next token starts a new word).
-//! - When the window grows past `max_window_ms`, it is trimmed at the last committed segment end
-//!   (a timestamp token): that audio and its tokens leave the window, the remaining forced tokens'
-//!   timestamps shift. The per-update cost is therefore bounded by the window, not the utterance.
-//! - Finalisation (VAD speech end or [`StreamingRecognizer::finish`]) decodes the window once more
-//!   unless the last hypothesis already covers all of it, and emits a `Final`.
+//! - The window runs from the last trim point to the newest sample. Each update encodes the
+//!   window (never padded to 30 s: the encoder's positional table is sliced to the frames given;
+//!   `pad_ms` of silence is appended, and the input can be padded up to `min_encode_ms`) and
+//!   decodes greedily with the KV-cached decoder, *forcing* the tokens already committed in this
+//!   window, so only the tail is re-decided and the forced prefix costs one batched pass.
+//! - LocalAgreement-n: text tokens on which the last `n` hypotheses agree are committed up to a
+//!   word boundary: a word is committed once every agreeing hypothesis continues with the start
+//!   of another word after it (so a word still being spoken is never committed half-way).
+//! - Pauses: the VAD's speech end does not end the utterance. The window is decoded once more and
+//!   everything is committed (the audio up to the pause is complete), then the utterance stays
+//!   open for `final_silence_ms`; speech resuming within it continues the same window, so a
+//!   breath mid-sentence does not split the sentence. After that silence (or at
+//!   [`StreamingRecognizer::finish`]) the committed text is emitted as the `Final` without
+//!   another decode.
+//! - When the window grows past `max_window_ms`, it is trimmed at the end of the last committed
+//!   word (from the cross-attention alignment): that audio and its tokens leave the window and
+//!   their text becomes the decoding prompt. The per-update cost is therefore bounded by the
+//!   window, not the utterance. With nothing committed to cut at, the utterance is finalised.
 //! - Silence gating: hypotheses with high no-speech probability and low confidence count as empty;
 //!   utterances consisting only of a known hallucination are dropped unless confident.
 //!
-//! Word times come from Whisper's segment timestamps, spread over the segment's words in
-//! proportion to their length: approximate (±0.2 s), not forced alignment.
+//! Word times come from DTW over the alignment heads' cross-attention (OpenAI's word timestamp
+//! method), per decode: accurate to a few tens of milliseconds on clean speech.
 
 use crate::config::AsrConfig;
 use crate::mel::{normalize, MelStream, HOP};
-use crate::models::whisper::{WhisperModel, TIMESTAMP_STEP_S};
+use crate::models::whisper::WhisperModel;
 use crate::vad::{SileroVad, VadEvent};
 use crate::{AsrError, AsrEvent, StreamingRecognizer, Word};
 use vr_core::SampleIndex;
@@ -44,6 +52,10 @@ pub const HALLUCINATIONS: &[&str] = &[
     "the end",
 ];
 
+/// Upper bound on how late the VAD reports a speech start (its `min_speech_ms` plus a chunk):
+/// that much audio is kept outside speech so the window can start at the onset.
+const VAD_LAG_MS: u32 = 1000;
+
 fn normalize_simple(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '\'')
@@ -54,9 +66,30 @@ fn normalize_simple(s: &str) -> String {
         .join(" ")
 }
 
+/// Where the decoded `tail` starts the window's transcript over: the first index `i` such that
+/// `tail[i..]` repeats the beginning of `committed ++ tail[..i]` for at least two tokens (all of
+/// `tail[i..]`, or three tokens of it). Tokens are compared by a key (their lower-cased text:
+/// the restart is often capitalised differently). Whisper does this when the forced prefix already covers
+/// the audio and the padding invites more text ("he could wait no longer he could wait no").
+pub fn restart_at<T: PartialEq + Clone>(committed: &[T], tail: &[T]) -> Option<usize> {
+    let c = committed.len();
+    let all: Vec<T> = committed.iter().chain(tail).cloned().collect();
+    let first = if c > 0 { 0 } else { 1 };
+    (first..tail.len()).find(|&i| {
+        let rest = &tail[i..];
+        let k = rest
+            .iter()
+            .zip(&all[..c + i])
+            .take_while(|(a, b)| a == b)
+            .count();
+        k >= 3 || (k >= 2 && k == rest.len())
+    })
+}
+
 /// Timing of one update, for benches and the eval harness.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpdateStats {
+    /// Mel frames given to the encoder (audio plus padding).
     pub window_frames: usize,
     pub forced_tokens: usize,
     pub new_tokens: usize,
@@ -84,11 +117,17 @@ pub struct StreamState {
     committed: Vec<u32>,
     /// Uncommitted tails of the most recent hypotheses (newest last), for LocalAgreement.
     history: Vec<Vec<u32>>,
-    /// Committed text and words of the utterance that already left the window.
+    /// Absolute (start, end) mel frames of `committed ++ history.last()`, from the last decode.
+    token_frames: Vec<(usize, usize)>,
+    /// Committed text, tokens and words of the utterance that already left the window.
     done_text: String,
+    done_tokens: Vec<u32>,
     done_words: Vec<Word>,
     /// Utterance in progress: first sample.
     utt_start: Option<u64>,
+    /// The VAD reported the end of speech at this sample; the utterance waits for
+    /// `final_silence_ms` before it is finalised.
+    paused_at: Option<u64>,
     last_partial: String,
     /// Text tokens of the previous utterance(s), the decoding prompt for the next one.
     context: Vec<u32>,
@@ -113,9 +152,12 @@ impl WhisperStream {
                 last_decode_end: 0,
                 committed: Vec::new(),
                 history: Vec::new(),
+                token_frames: Vec::new(),
                 done_text: String::new(),
+                done_tokens: Vec::new(),
                 done_words: Vec::new(),
                 utt_start: None,
+                paused_at: None,
                 last_partial: String::new(),
                 context: Vec::new(),
                 last_no_speech: 0.0,
@@ -148,6 +190,10 @@ impl WhisperStream {
         ms as usize / 10
     }
 
+    fn ms_to_samples(ms: u32) -> u64 {
+        u64::from(ms) * 16
+    }
+
     /// Gate decoding on this VAD (speech start opens an utterance window, speech end
     /// finalises it). Without one every sample counts as speech and `finish` finalises.
     pub fn with_vad(mut self, vad: SileroVad) -> Self {
@@ -159,23 +205,31 @@ impl WhisperStream {
         match e {
             VadEvent::SpeechStarted { at } => {
                 out.push(AsrEvent::SpeechStarted { at });
+                self.s.vad_active = true;
+                if self.s.paused_at.take().is_some() && self.s.utt_start.is_some() {
+                    // Speech resumed within `final_silence_ms`: same utterance, same window.
+                    return Ok(());
+                }
                 let pre = Self::ms_to_frames(self.cfg.pre_roll_ms);
                 let frame = (at.0 as usize / HOP).saturating_sub(pre);
                 self.s.window_start = frame.max(self.s.mel.first_frame());
                 self.s.last_decode_end = self.s.window_start;
                 self.s.utt_start = Some(at.0);
-                self.s.vad_active = true;
             }
             VadEvent::SpeechEnded { at } => {
                 out.push(AsrEvent::SpeechEnded { at });
-                self.finalize(out)?;
                 self.s.vad_active = false;
+                if self.s.utt_start.is_some() {
+                    self.settle(out)?;
+                    self.s.paused_at = Some(at.0);
+                }
             }
         }
         Ok(())
     }
 
-    /// Encode + decode the current window with the committed tokens forced.
+    /// Encode + decode the current window with the committed tokens forced. Returns the new
+    /// tail after the committed tokens (empty when gated as silence).
     fn decode_window(&mut self) -> Result<Option<Vec<u32>>, AsrError> {
         let raw = self.s.mel.frames_from(self.s.window_start);
         let n_mels = self.s.mel.n_mels();
@@ -183,7 +237,10 @@ impl WhisperStream {
             return Ok(None);
         }
         let n_audio = raw.len() / n_mels;
-        let pad = Self::ms_to_frames(self.cfg.pad_ms);
+        let pad = Self::ms_to_frames(self.cfg.pad_ms)
+            .max(Self::ms_to_frames(self.cfg.min_encode_ms).saturating_sub(n_audio));
+        // The encoder takes at most 30 s; the window is bounded well below that by config.
+        let pad = pad.min((2 * self.model.config.max_source_positions).saturating_sub(n_audio));
         let mut padded = Vec::with_capacity(raw.len() + pad * n_mels);
         padded.extend_from_slice(raw);
         // log10 of the 1e-10 floor: exactly what the front end gives for digital silence.
@@ -191,14 +248,11 @@ impl WhisperStream {
         let (mel, n) = normalize(&padded, n_mels);
         let enc = self.model.encode(&mel, n)?;
         let max_new = 16 + n_audio / 10;
-        let d = self.model.decode(
-            &enc,
-            &self.s.context,
-            &self.s.committed,
-            false,
-            n_audio,
-            max_new,
-        )?;
+        let mut prompt = self.s.context.clone();
+        prompt.extend_from_slice(&self.s.done_tokens);
+        let d = self
+            .model
+            .decode(&enc, &prompt, &self.s.committed, false, n_audio, max_new)?;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -219,14 +273,49 @@ impl WhisperStream {
             silent,
             "whisper update"
         );
+        let ws = self.s.window_start;
+        self.s.token_frames = d
+            .token_frames
+            .iter()
+            .map(|(a, b)| (ws + a, ws + b))
+            .collect();
         if silent {
+            self.s.token_frames.truncate(self.s.committed.len());
             return Ok(Some(Vec::new()));
         }
-        Ok(Some(d.tokens))
+        let mut tokens = d.tokens;
+        // Tokens the alignment squeezes onto the last encoder frame have no audio of their own:
+        // a continuation Whisper invents past the speech (commonly the transcript's first word
+        // again). Live, a word really starting there is simply picked up by the next update.
+        let c = self.s.committed.len();
+        if let Some(cut) = (0..tokens.len()).find(|&i| {
+            d.token_frames
+                .get(c + i)
+                .is_some_and(|f| f.0 + 2 >= n_audio)
+        }) {
+            tokens.truncate(cut);
+            self.s.token_frames.truncate(c + cut);
+        }
+        let key = |t: &u32| {
+            self.model
+                .text(&[*t])
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase()
+        };
+        let committed_keys: Vec<String> = self.s.committed.iter().map(key).collect();
+        let tail_keys: Vec<String> = tokens.iter().map(key).collect();
+        if let Some(cut) = restart_at(&committed_keys, &tail_keys) {
+            tracing::debug!(cut, "hypothesis restarts the window's transcript; cut");
+            tokens.truncate(cut);
+            self.s.token_frames.truncate(self.s.committed.len() + cut);
+        }
+        Ok(Some(tokens))
     }
 
     /// Number of leading tokens of `new` that the last `agreement - 1` hypotheses agree on (text
-    /// tokens compared, timestamps ignored), cut back to a confirmed word boundary.
+    /// tokens compared, timestamps ignored), cut back to a word boundary every one of them
+    /// confirms.
     fn agreed_len(&self, new: &[u32]) -> usize {
         let n = self.cfg.agreement as usize;
         if n <= 1 {
@@ -243,9 +332,12 @@ impl WhisperStream {
                 .collect()
         };
         let new_t = text(new);
+        let olds: Vec<Vec<(usize, u32)>> = self.s.history[self.s.history.len() - (n - 1)..]
+            .iter()
+            .map(|h| text(h))
+            .collect();
         let mut common = new_t.len();
-        for h in &self.s.history[self.s.history.len() - (n - 1)..] {
-            let ht = text(h);
+        for ht in &olds {
             let l = new_t
                 .iter()
                 .zip(ht.iter())
@@ -256,10 +348,12 @@ impl WhisperStream {
         if common == 0 {
             return 0;
         }
-        // Commit up to (not including) the agreed text token that starts the last agreed word:
-        // the words before it are confirmed complete by both hypotheses.
-        let mut q = common - 1;
-        while q > 0 && !self.model.starts_word(new_t[q].1) {
+        // The agreed prefix is cut at the last position q ≤ common where every hypothesis
+        // starts a new word: the words before q are complete in all of them.
+        let starts_at =
+            |h: &[(usize, u32)], q: usize| h.get(q).is_some_and(|t| self.model.starts_word(t.1));
+        let mut q = common;
+        while q > 0 && !(starts_at(&new_t, q) && olds.iter().all(|h| starts_at(h, q))) {
             q -= 1;
         }
         if q == 0 {
@@ -295,11 +389,9 @@ impl WhisperStream {
         }
     }
 
-    fn update(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
-        let Some(hyp) = self.decode_window()? else {
-            return Ok(());
-        };
-        let k = self.agreed_len(&hyp);
+    /// Commits the first `k` tokens of `hyp` (a decode's tail) and records the rest as the
+    /// newest hypothesis.
+    fn commit(&mut self, hyp: &[u32], k: usize) {
         self.s.committed.extend_from_slice(&hyp[..k]);
         let tail = hyp[k..].to_vec();
         // Older tails lose the text tokens that were just committed, so every hypothesis in the
@@ -320,11 +412,15 @@ impl WhisperStream {
             }
             h.drain(..drop);
         }
-        self.s.history.push(tail.clone());
+        self.s.history.push(tail);
         let keep = self.cfg.agreement as usize;
         if self.s.history.len() > keep {
             self.s.history.remove(0);
         }
+    }
+
+    fn emit_partial(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
+        let tail = self.s.history.last().cloned().unwrap_or_default();
         let stable = Self::join(&self.s.done_text, &self.text_of(&self.s.committed)?);
         let full = Self::join(&stable, &self.text_of(&tail)?);
         if full != self.s.last_partial && !full.is_empty() {
@@ -334,71 +430,107 @@ impl WhisperStream {
                 stable_prefix_len: stable.len(),
             });
         }
-        self.trim(out)?;
         Ok(())
     }
 
-    /// Keeps the window bounded: past `max_window_ms` without a VAD pause the utterance is
-    /// finalised with its current hypothesis and a new window starts at the newest sample.
+    fn update(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
+        let Some(hyp) = self.decode_window()? else {
+            return Ok(());
+        };
+        let k = self.agreed_len(&hyp);
+        self.commit(&hyp, k);
+        self.emit_partial(out)?;
+        self.trim(out)
+    }
+
+    /// At a pause the audio so far is complete: decode it (unless the last decode already saw
+    /// all of it) and commit the whole hypothesis.
+    fn settle(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
+        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() {
+            self.s.history.last().cloned()
+        } else {
+            None
+        };
+        let tail = match tail {
+            Some(t) => Some(t),
+            None => self.decode_window()?,
+        };
+        let Some(tail) = tail else {
+            return Ok(());
+        };
+        self.s.history.clear();
+        self.commit(&tail, tail.len());
+        self.emit_partial(out)
+    }
+
+    /// Keeps the window bounded: past `max_window_ms` the window is cut at the end of the last
+    /// committed word; the words before the cut leave the window (and become the prompt).
     fn trim(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
         let len = self.s.mel.end_frame().saturating_sub(self.s.window_start);
-        if len > Self::ms_to_frames(self.cfg.max_window_ms) {
-            let start = self.s.mel.end_frame() as u64 * HOP as u64;
-            self.finalize(out)?;
-            self.s.utt_start = Some(start);
+        if len <= Self::ms_to_frames(self.cfg.max_window_ms) {
+            return Ok(());
+        }
+        let n = self.s.committed.len();
+        let cut = if n > 0 && self.s.token_frames.len() >= n {
+            Some(self.s.token_frames[n - 1].1)
+        } else {
+            None
+        };
+        match cut {
+            Some(cut) if cut > self.s.window_start => {
+                let toks = std::mem::take(&mut self.s.committed);
+                let (mut words, text) = self.words_of(&toks, &self.s.token_frames[..n])?;
+                self.s.done_words.append(&mut words);
+                self.s.done_text = Self::join(&self.s.done_text, &text);
+                let eot = self.model.special.eot;
+                self.s
+                    .done_tokens
+                    .extend(toks.iter().copied().filter(|t| *t < eot));
+                self.s.token_frames.drain(..n);
+                self.s.window_start = cut;
+                self.s.mel.drain_front(cut);
+                tracing::debug!(cut, "window trimmed at a committed word");
+            }
+            _ => {
+                let start = self.s.mel.end_frame() as u64 * HOP as u64;
+                self.finalize(out)?;
+                self.s.utt_start = Some(start);
+            }
         }
         Ok(())
     }
 
-    /// Words of tokens decoded in the current window, with absolute times spread over each
-    /// timestamped segment by character count.
-    fn words_of(&self, toks: &[u32]) -> Result<(Vec<Word>, String), AsrError> {
-        let tb = self.model.special.timestamp_begin;
-        let base = self.s.window_start as u64 * HOP as u64;
-        let ts_sample = |t: u32| base + ((t - tb) as f64 * TIMESTAMP_STEP_S * 16000.0) as u64;
+    /// Words of `toks` with their absolute (start, end) mel frames `frames` (same length, or
+    /// empty when alignment failed: then the words get the window's span).
+    fn words_of(
+        &self,
+        toks: &[u32],
+        frames: &[(usize, usize)],
+    ) -> Result<(Vec<Word>, String), AsrError> {
+        let eot = self.model.special.eot;
         let mut words = Vec::new();
-        let mut seg_start: Option<u64> = None;
-        let mut seg: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        let mut flush =
-            |seg: &mut Vec<u32>, s: u64, e: u64, words: &mut Vec<Word>| -> Result<(), AsrError> {
-                if seg.is_empty() {
-                    return Ok(());
-                }
-                let t = self.text_of(seg)?;
-                text = Self::join(&text, &t);
-                let ws: Vec<&str> = t.split_whitespace().collect();
-                let total: usize = ws.iter().map(|w| w.len()).sum::<usize>().max(1);
-                let mut acc = 0usize;
-                let span = e.saturating_sub(s);
-                for w in ws {
-                    let ws_ = s + span * acc as u64 / total as u64;
-                    acc += w.len();
-                    let we = s + span * acc as u64 / total as u64;
-                    words.push(Word {
-                        text: w.to_string(),
-                        start: SampleIndex(ws_),
-                        end: SampleIndex(we),
-                    });
-                }
-                seg.clear();
-                Ok(())
-            };
-        let end_now = self.s.mel.end_frame() as u64 * HOP as u64;
-        for &t in toks {
-            if t >= tb {
-                let at = ts_sample(t);
-                if seg.is_empty() {
-                    seg_start = Some(at);
-                } else {
-                    flush(&mut seg, seg_start.unwrap_or(base), at, &mut words)?;
-                    seg_start = None;
-                }
-            } else {
-                seg.push(t);
+        let fallback = (self.s.window_start, self.s.mel.end_frame());
+        let mut i = 0;
+        while i < toks.len() {
+            let mut j = i + 1;
+            while j < toks.len() && !self.model.starts_word(toks[j]) {
+                j += 1;
             }
+            let piece: Vec<u32> = toks[i..j].iter().copied().filter(|t| *t < eot).collect();
+            let text = self.text_of(&piece)?;
+            let text = text.trim();
+            if !text.is_empty() {
+                let s = frames.get(i).map(|f| f.0).unwrap_or(fallback.0);
+                let e = frames.get(j - 1).map(|f| f.1).unwrap_or(fallback.1);
+                words.push(Word {
+                    text: text.to_string(),
+                    start: SampleIndex((s * HOP) as u64),
+                    end: SampleIndex((e.max(s) * HOP) as u64),
+                });
+            }
+            i = j;
         }
-        flush(&mut seg, seg_start.unwrap_or(base), end_now, &mut words)?;
+        let text = self.text_of(toks)?.trim().to_string();
         Ok((words, text))
     }
 
@@ -407,6 +539,7 @@ impl WhisperStream {
         let Some(start) = self.s.utt_start.take() else {
             return Ok(());
         };
+        self.s.paused_at = None;
         let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty()
         {
             self.s.history.last().cloned().unwrap_or_default()
@@ -415,11 +548,22 @@ impl WhisperStream {
         };
         let mut all = std::mem::take(&mut self.s.committed);
         all.extend_from_slice(&tail);
-        let (mut words, text) = self.words_of(&all)?;
+        let frames = std::mem::take(&mut self.s.token_frames);
+        let frames = if frames.len() == all.len() {
+            frames
+        } else {
+            Vec::new()
+        };
+        let (mut words, text) = self.words_of(&all, &frames)?;
         let mut full_words = std::mem::take(&mut self.s.done_words);
         full_words.append(&mut words);
         let text = Self::join(&std::mem::take(&mut self.s.done_text), &text);
-        let end = self.s.total;
+        let mut utt_tokens = std::mem::take(&mut self.s.done_tokens);
+        let end = full_words
+            .last()
+            .map(|w| w.end.0)
+            .unwrap_or(self.s.total)
+            .min(self.s.total);
         let hallucination = self.cfg.suppress_hallucinations
             && HALLUCINATIONS.contains(&normalize_simple(&text).as_str())
             && (self.s.last_no_speech > 0.2 || self.s.last_logprob < -0.7);
@@ -428,15 +572,14 @@ impl WhisperStream {
         }
         if !text.is_empty() && !hallucination {
             let eot = self.model.special.eot;
-            self.s
-                .context
-                .extend(all.iter().copied().filter(|t| *t < eot));
+            utt_tokens.extend(all.iter().copied().filter(|t| *t < eot));
+            self.s.context.extend(utt_tokens);
             let excess = self.s.context.len().saturating_sub(64);
             self.s.context.drain(..excess);
             out.push(AsrEvent::Final {
                 text,
                 start: SampleIndex(start),
-                end: SampleIndex(end),
+                end: SampleIndex(end.max(start)),
                 words: full_words,
             });
         }
@@ -470,12 +613,22 @@ impl StreamingRecognizer for WhisperStream {
             return Ok(out);
         }
         if self.vad.is_some() && !self.s.vad_active {
-            // Outside speech only the pre-roll is kept.
-            let keep = Self::ms_to_frames(self.cfg.pre_roll_ms);
-            let from = self.s.mel.end_frame().saturating_sub(keep);
-            self.s.mel.drain_front(from);
-            self.s.window_start = from;
-            self.s.last_decode_end = from;
+            if let Some(p) = self.s.paused_at {
+                if self.s.total.saturating_sub(p) >= Self::ms_to_samples(self.cfg.final_silence_ms)
+                {
+                    self.finalize(&mut out)?;
+                }
+            }
+            if self.s.utt_start.is_none() {
+                // Outside speech only the pre-roll is kept, plus the VAD's decision lag: it
+                // reports a start only after `min_speech_ms` (dated back), and the window must
+                // still reach back to the onset then.
+                let keep = Self::ms_to_frames(self.cfg.pre_roll_ms + VAD_LAG_MS);
+                let from = self.s.mel.end_frame().saturating_sub(keep);
+                self.s.mel.drain_front(from);
+                self.s.window_start = from;
+                self.s.last_decode_end = from;
+            }
             return Ok(out);
         }
         if self.s.utt_start.is_none() {
@@ -505,9 +658,7 @@ impl StreamingRecognizer for WhisperStream {
         for e in vad_events {
             self.on_vad(e, &mut out)?;
         }
-        if self.vad.is_none() {
-            self.finalize(&mut out)?;
-        }
+        self.finalize(&mut out)?;
         Ok(out)
     }
 
@@ -518,9 +669,12 @@ impl StreamingRecognizer for WhisperStream {
         self.s.last_decode_end = 0;
         self.s.committed.clear();
         self.s.history.clear();
+        self.s.token_frames.clear();
         self.s.done_text.clear();
+        self.s.done_tokens.clear();
         self.s.done_words.clear();
         self.s.utt_start = None;
+        self.s.paused_at = None;
         self.s.last_partial.clear();
         self.s.context.clear();
         self.s.vad_active = false;
@@ -530,5 +684,26 @@ impl StreamingRecognizer for WhisperStream {
                 self.vad = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_at;
+
+    #[test]
+    fn restarts_of_the_transcript_are_found() {
+        // "a b c d" committed, then the tail starts over.
+        assert_eq!(restart_at(&[1, 2, 3, 4], &[5, 1, 2]), Some(1));
+        assert_eq!(restart_at(&[1, 2, 3, 4], &[1, 2, 3, 9]), Some(0));
+        assert_eq!(restart_at(&[], &[1, 2, 3, 4, 1, 2, 3]), Some(4));
+        // A single repeated word ("five five") is speech, not a restart.
+        assert_eq!(restart_at(&[7], &[7]), None);
+        let k = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            restart_at(&k("he could"), &k("wait no longer . he could")),
+            Some(4)
+        );
+        assert_eq!(restart_at(&[1, 2, 3], &[4, 1, 9]), None);
     }
 }

@@ -105,8 +105,11 @@ fn tiny_en_offline_wer_on_the_test_split() {
     assert!(wo <= 15.0, "offline WER {wo:.2}% > 15%");
 }
 
+/// The whole test split streamed in 100 ms chunks on the simulated real-time clock (VAD-gated,
+/// default config); WER must stay within 2 points of the offline decode. RTF, first-partial,
+/// word and finalisation latencies are printed (the targets live in the README; timing is not
+/// asserted in a test).
 #[test]
-#[ignore = "known failing (issue 4 open): streaming WER 27.5% vs offline 6.9%, and RTF > 1 in debug builds"]
 fn tiny_en_streaming_wer_within_two_points_of_offline() {
     let Some(corpus) = corpus_or_skip() else {
         return;

@@ -3,3 +3,4 @@ pub mod moonshine_streaming;
 
 pub mod silero;
 pub mod whisper;
+pub mod whisper_decoder;

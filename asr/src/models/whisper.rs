@@ -16,9 +16,10 @@
 //! Audio is never padded to 30 s: the encoder runs on the frames given (its positional table is
 //! sliced to that length by candle), which is what makes a short streaming window cheap.
 
+use super::whisper_decoder::KvDecoder;
 use crate::ct2::Ct2Model;
 use crate::AsrError;
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{model::Whisper, Config};
 use std::collections::HashMap;
@@ -34,6 +35,28 @@ pub const FRAMES_PER_SECOND: usize = 100;
 pub struct HfWeights {
     pub tensors: HashMap<String, Tensor>,
     pub config: Config,
+    /// Cross-attention (layer, head) pairs that track the audio position of each token (OpenAI's
+    /// `alignment_heads`), used for word timestamps.
+    pub alignment_heads: Vec<(usize, usize)>,
+}
+
+/// `[[layer, head], ...]` from a JSON value; `None` when absent or malformed.
+fn parse_alignment_heads(v: Option<&serde_json::Value>) -> Option<Vec<(usize, usize)>> {
+    v?.as_array()?
+        .iter()
+        .map(|p| {
+            let a = p.as_array()?;
+            Some((a.first()?.as_u64()? as usize, a.get(1)?.as_u64()? as usize))
+        })
+        .collect()
+}
+
+/// OpenAI's fallback when a checkpoint names no alignment heads: every head of the upper half
+/// of the decoder layers.
+fn default_alignment_heads(c: &Config) -> Vec<(usize, usize)> {
+    (c.decoder_layers / 2..c.decoder_layers)
+        .flat_map(|l| (0..c.decoder_attention_heads).map(move |h| (l, h)))
+        .collect()
 }
 
 fn ckpt_err(path: &Path, reason: impl Into<String>) -> AsrError {
@@ -224,7 +247,15 @@ pub fn ct2_to_hf(
             }
         }
     }
-    Ok(HfWeights { tensors: t, config })
+    let mut alignment_heads = parse_alignment_heads(ct2_config.get("alignment_heads"))
+        .unwrap_or_else(|| default_alignment_heads(&config));
+    alignment_heads
+        .retain(|(l, h)| *l < config.decoder_layers && *h < config.decoder_attention_heads);
+    Ok(HfWeights {
+        tensors: t,
+        config,
+        alignment_heads,
+    })
 }
 
 /// Which checkpoint layout a directory holds.
@@ -256,7 +287,23 @@ pub fn load_weights(dir: &Path, device: &Device) -> Result<(HfWeights, Checkpoin
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
             .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
-        return Ok((HfWeights { tensors, config }, CheckpointKind::HuggingFace));
+        let gen = dir.join("generation_config.json");
+        let mut alignment_heads = if gen.exists() {
+            parse_alignment_heads(read_json(&gen)?.get("alignment_heads"))
+        } else {
+            None
+        }
+        .unwrap_or_else(|| default_alignment_heads(&config));
+        alignment_heads
+            .retain(|(l, h)| *l < config.decoder_layers && *h < config.decoder_attention_heads);
+        return Ok((
+            HfWeights {
+                tensors,
+                config,
+                alignment_heads,
+            },
+            CheckpointKind::HuggingFace,
+        ));
     }
     let bin = dir.join("model.bin");
     let ct2 = Ct2Model::read(&bin)?;
@@ -294,6 +341,20 @@ pub fn save_hf(weights: &HfWeights, dir: &Path) -> Result<(), AsrError> {
     std::fs::write(&p, cfg.to_string()).map_err(|source| AsrError::Io {
         path: p.display().to_string(),
         source,
+    })?;
+    let heads: Vec<[usize; 2]> = weights
+        .alignment_heads
+        .iter()
+        .map(|(l, h)| [*l, *h])
+        .collect();
+    let p = dir.join("generation_config.json");
+    std::fs::write(
+        &p,
+        serde_json::json!({ "alignment_heads": heads }).to_string(),
+    )
+    .map_err(|source| AsrError::Io {
+        path: p.display().to_string(),
+        source,
     })
 }
 
@@ -323,11 +384,25 @@ pub struct Decoded {
     pub avg_logprob: f32,
     /// Whether decoding stopped on EOT (rather than the length limit).
     pub ended: bool,
+    /// Per token of `forced ++ tokens`: its (start, end) in mel frames (10 ms) from the start of
+    /// the encoder input, by DTW over the alignment heads' cross-attention. Empty when nothing
+    /// was decoded.
+    pub token_frames: Vec<(usize, usize)>,
 }
 
 /// A loaded Whisper model with its tokenizer and mel filters; kept in memory and reused.
 pub struct WhisperModel {
+    /// candle's model: its encoder runs here; its decoder (no self-attention cache) is kept as the
+    /// reference the cached decoder is tested against.
     model: Whisper,
+    decoder: KvDecoder,
+    alignment_heads: Vec<(usize, usize)>,
+    /// Decode with the self-attention KV cache (default). Off re-runs the whole token sequence
+    /// for every new token, as candle's decoder does: kept for the benchmark's baseline.
+    pub use_kv_cache: bool,
+    /// Suppressed at the first sampled position (blank and EOT, from the CT2 config's
+    /// `suppress_ids_begin`; OpenAI's `SuppressBlank`).
+    suppress_begin: Vec<u32>,
     tokenizer: Tokenizer,
     pub special: SpecialTokens,
     pub config: Config,
@@ -362,6 +437,14 @@ impl WhisperModel {
                 .unwrap_or_default(),
             reason: format!("weights do not fit the Whisper architecture: {e}"),
         })?;
+        let decoder =
+            KvDecoder::load(vb.pp("model.decoder"), &config).map_err(|e| AsrError::Checkpoint {
+                path: tokenizer_path
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason: format!("decoder weights do not fit: {e}"),
+            })?;
         let tokenizer = Tokenizer::from_file(tokenizer_path)
             .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
         let id = |s: &str| {
@@ -425,8 +508,16 @@ impl WhisperModel {
                     .unwrap_or(false)
             })
             .collect();
+        let suppress_begin = match tokenizer.token_to_id("\u{120}") {
+            Some(blank) => vec![blank, special.eot],
+            None => vec![special.eot],
+        };
         Ok(Self {
             model,
+            decoder,
+            alignment_heads: w.alignment_heads,
+            use_kv_cache: true,
+            suppress_begin,
             tokenizer,
             special,
             config,
@@ -479,7 +570,12 @@ impl WhisperModel {
     }
 
     /// Greedy decoding on encoder output `enc`, continuing after `forced` (tokens that are already
-    /// agreed and must not change). `audio_frames` bounds the timestamps the model may emit.
+    /// agreed and must not change). `audio_frames` (mel frames of real audio in the encoder input)
+    /// bounds the timestamps the model may emit and the span word alignment searches.
+    ///
+    /// The prompt, start-of-transcript and forced tokens go through the decoder in one pass, then
+    /// one token per step against the KV cache. Cross-attention weights of the alignment heads
+    /// are kept per token and aligned to the audio by DTW (see [`Decoded::token_frames`]).
     pub fn decode(
         &mut self,
         enc: &Tensor,
@@ -509,38 +605,55 @@ impl WhisperModel {
         let n_prefix = tokens.len();
         let max_ts =
             (audio_frames as f64 / FRAMES_PER_SECOND as f64 / TIMESTAMP_STEP_S).round() as u32;
-        let max_ctx = self.config.max_target_positions;
+        let max_ctx = self.decoder.max_tokens();
+        if n_prefix >= max_ctx {
+            return Err(AsrError::Config(format!(
+                "decoder prefix of {n_prefix} tokens leaves no room in {max_ctx} positions"
+            )));
+        }
         let mut no_speech_prob = 0.0f32;
         let mut sum_logprob = 0.0f32;
         let mut n_sampled = 0usize;
         let mut ended = false;
         let vocab = self.config.vocab_size;
+        let mut cache = self.decoder.cache_for(enc)?;
+        // Alignment rows: the cross-attention of the position *predicting* each token, i.e. the
+        // rows of positions sample_begin - 1 .. (one per forced/sampled token, plus the final one).
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        let heads = self.alignment_heads.clone();
         for step in 0..max_new_tokens {
             if tokens.len() >= max_ctx {
                 break;
             }
-            let t = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
-            let ys = self.model.decoder.forward(&t, enc, step == 0)?;
+            let (ys, r) = if step == 0 {
+                self.decoder.forward(&tokens, &mut cache, &heads)?
+            } else if self.use_kv_cache {
+                self.decoder
+                    .forward(&tokens[tokens.len() - 1..], &mut cache, &heads)?
+            } else {
+                cache.clear_tokens();
+                let (ys, mut r) = self.decoder.forward(&tokens, &mut cache, &heads)?;
+                let last = r.pop().map(|x| vec![x]).unwrap_or_default();
+                (ys, last)
+            };
             if step == 0 {
-                let at = self
-                    .model
-                    .decoder
-                    .final_linear(&ys.i((.., sot_at..sot_at + 1))?)?
-                    .i(0)?
-                    .i(0)?;
-                let p = candle_nn::ops::softmax(&at, D::Minus1)?;
-                no_speech_prob = p.i(sp.no_speech as usize)?.to_scalar::<f32>()?;
+                let h = ys.i((0, sot_at))?;
+                let l = self.decoder.logits(&h)?;
+                let p = softmax_at(&l, sp.no_speech as usize);
+                no_speech_prob = p;
+                rows.extend(r.into_iter().skip(sample_begin - 1));
+            } else {
+                rows.extend(r);
             }
-            let n = tokens.len();
-            let logits = self
-                .model
-                .decoder
-                .final_linear(&ys.i((.., n - 1..n))?)?
-                .i(0)?
-                .i(0)?;
-            let mut l: Vec<f32> = logits.to_vec1()?;
+            let n = ys.dim(1)?;
+            let mut l = self.decoder.logits(&ys.i((0, n - 1))?)?;
             for &s in &self.suppress {
                 l[s as usize] = f32::NEG_INFINITY;
+            }
+            if tokens.len() == sample_begin {
+                for &s in &self.suppress_begin {
+                    l[s as usize] = f32::NEG_INFINITY;
+                }
             }
             if timestamps {
                 self.apply_timestamp_rules(&mut l, &tokens[sample_begin..], max_ts);
@@ -578,6 +691,13 @@ impl WhisperModel {
                 break;
             }
         }
+        let n_out = tokens.len() - sample_begin;
+        rows.truncate(n_out + 1);
+        let token_frames = if rows.len() == n_out + 1 && n_out > 0 {
+            align_tokens(&rows, heads.len(), audio_frames)
+        } else {
+            Vec::new()
+        };
         Ok(Decoded {
             tokens: tokens[n_prefix..].to_vec(),
             no_speech_prob,
@@ -587,7 +707,36 @@ impl WhisperModel {
                 0.0
             },
             ended,
+            token_frames,
         })
+    }
+
+    /// Logits of the last position of `tokens` from candle's own decoder (no self-attention
+    /// cache): the reference the cached decoder is checked against.
+    pub fn reference_logits(&mut self, enc: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, AsrError> {
+        let t = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let ys = self.model.decoder.forward(&t, enc, true)?;
+        let n = tokens.len();
+        Ok(self
+            .model
+            .decoder
+            .final_linear(&ys.i((.., n - 1..n))?)?
+            .i(0)?
+            .i(0)?
+            .to_vec1()?)
+    }
+
+    /// Logits of the last position of `tokens` from the cached decoder, fed one token at a time.
+    pub fn incremental_logits(&self, enc: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, AsrError> {
+        let mut cache = self.decoder.cache_for(enc)?;
+        let mut last = None;
+        for t in tokens {
+            last = Some(self.decoder.forward(&[*t], &mut cache, &[])?.0);
+        }
+        match last {
+            Some(ys) => Ok(self.decoder.logits(&ys.i((0, 0))?)?),
+            None => Err(AsrError::Config("no tokens to decode".into())),
+        }
     }
 
     /// OpenAI's timestamp rules: timestamps pair up, never decrease, the first token is a
@@ -679,6 +828,115 @@ fn repetition_start(t: &[u32]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Softmax probability of index `i` in `l`.
+fn softmax_at(l: &[f32], i: usize) -> f32 {
+    let lse = log_sum_exp(l);
+    l.get(i).map(|v| (v - lse).exp()).unwrap_or(0.0)
+}
+
+/// Token times from cross-attention, after OpenAI's `timing.py`: per head, normalise each frame
+/// column over tokens (z-score), median-filter along time (width 7), average the heads, and find
+/// the monotonic path through −weights by DTW. `rows[j]` is the attention (heads × encoder
+/// frames, row-major) of the position predicting token j (the last row predicts what follows
+/// the last token). Returns (start, end) per token in mel frames (2 per encoder frame).
+// Index loops: the column-wise normalisation and the filter read across rows and columns.
+#[allow(clippy::needless_range_loop)]
+pub fn align_tokens(rows: &[Vec<f32>], n_heads: usize, audio_frames: usize) -> Vec<(usize, usize)> {
+    let n_rows = rows.len();
+    if n_rows < 2 || n_heads == 0 {
+        return Vec::new();
+    }
+    let enc_frames = rows[0].len() / n_heads;
+    let t = (audio_frames / 2).clamp(1, enc_frames.max(1));
+    // matrix[j][f]: mean over heads of the normalised, filtered weights.
+    let mut matrix = vec![vec![0f32; t]; n_rows];
+    let mut col = vec![0f32; n_rows];
+    let mut w = vec![vec![0f32; t]; n_rows];
+    for h in 0..n_heads {
+        for f in 0..t {
+            for (j, r) in rows.iter().enumerate() {
+                col[j] = r.get(h * enc_frames + f).copied().unwrap_or(0.0);
+            }
+            let mean = col.iter().sum::<f32>() / n_rows as f32;
+            let var =
+                col.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / (n_rows - 1) as f32;
+            let sd = var.sqrt().max(1e-8);
+            for j in 0..n_rows {
+                w[j][f] = (col[j] - mean) / sd;
+            }
+        }
+        let mut win = Vec::with_capacity(7);
+        for (j, row) in w.iter().enumerate() {
+            for f in 0..t {
+                // Reflect at the edges, as scipy/torch median filters in timing.py do.
+                win.clear();
+                for d in -3i64..=3 {
+                    let mut g = f as i64 + d;
+                    if g < 0 {
+                        g = -g;
+                    }
+                    if g >= t as i64 {
+                        g = 2 * (t as i64 - 1) - g;
+                    }
+                    win.push(row[g.clamp(0, t as i64 - 1) as usize]);
+                }
+                win.sort_by(|a, b| a.total_cmp(b));
+                matrix[j][f] += win[3] / n_heads as f32;
+            }
+        }
+    }
+    // DTW on cost = −matrix: steps (1,1), (1,0) (next token, same frame), (0,1).
+    let inf = f32::INFINITY;
+    let mut cost = vec![vec![inf; t + 1]; n_rows + 1];
+    let mut trace = vec![vec![0u8; t + 1]; n_rows + 1];
+    cost[0][0] = 0.0;
+    for i in 1..=n_rows {
+        for j in 1..=t {
+            let (c0, c1, c2) = (cost[i - 1][j - 1], cost[i - 1][j], cost[i][j - 1]);
+            let (c, tr) = if c0 <= c1 && c0 <= c2 {
+                (c0, 0)
+            } else if c1 <= c2 {
+                (c1, 1)
+            } else {
+                (c2, 2)
+            };
+            cost[i][j] = -matrix[i - 1][j - 1] + c;
+            trace[i][j] = tr;
+        }
+    }
+    let (mut i, mut j) = (n_rows, t);
+    let mut path = Vec::new();
+    while i > 0 && j > 0 {
+        path.push((i - 1, j - 1));
+        match trace[i][j] {
+            0 => {
+                i -= 1;
+                j -= 1;
+            }
+            1 => i -= 1,
+            _ => j -= 1,
+        }
+    }
+    path.reverse();
+    // The frame at which each row is first reached.
+    let mut jump = vec![usize::MAX; n_rows];
+    for (r, f) in path {
+        if jump[r] == usize::MAX {
+            jump[r] = f;
+        }
+    }
+    let mut last = 0;
+    for v in jump.iter_mut() {
+        if *v == usize::MAX {
+            *v = last;
+        }
+        last = *v;
+    }
+    (0..n_rows - 1)
+        .map(|k| (2 * jump[k], 2 * jump[k + 1]))
+        .collect()
 }
 
 fn log_sum_exp(v: &[f32]) -> f32 {

@@ -1,0 +1,265 @@
+//! Whisper's text decoder with a self-attention KV cache.
+//!
+//! candle's `TextDecoder` caches only the cross-attention keys/values; its self-attention runs
+//! over the whole token sequence on every step, so greedy decoding costs O(n²) in the transcript
+//! length (and the forced prefix of a streaming update is re-run for every new token). Here each
+//! decode owns a [`DecoderCache`]: cross-attention K/V are projected once per encoder output, the
+//! prefix (prompt, start-of-transcript, committed tokens) goes through in one batched pass, and
+//! each further token attends to the cached self-attention K/V of everything before it.
+//!
+//! Same weights and Hugging Face names as candle's model (`model.decoder.*`), same arithmetic
+//! (pre-norm residual blocks, q and k each scaled by `head_dim^-0.25`, GELU MLP, logits against
+//! the tied token embedding), so the logits match candle's decoder (tested).
+//!
+//! The decoder can also hand back the cross-attention weights of chosen heads (Whisper's
+//! "alignment heads") for each token, the input of word-level timestamp alignment.
+
+use candle_core::{IndexOp, Module, Result, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::whisper::Config;
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    n_head: usize,
+}
+
+impl Attention {
+    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
+            k: candle_nn::linear_no_bias(d, d, vb.pp("k_proj"))?,
+            v: candle_nn::linear(d, d, vb.pp("v_proj"))?,
+            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            n_head,
+        })
+    }
+
+    /// `(1, n, d)` → `(1, heads, n, head_dim)`, contiguous.
+    fn heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        x.reshape((b, n, self.n_head, d / self.n_head))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Keys and values of `x` in head layout.
+    fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.heads(&self.k.forward(x)?)?,
+            self.heads(&self.v.forward(x)?)?,
+        ))
+    }
+
+    /// Attention of the queries from `x` over `k`/`v` (head layout); returns the output
+    /// projection and the attention weights `(1, heads, n, t)`.
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let hd = x.dim(D::Minus1)? / self.n_head;
+        let scale = (hd as f64).powf(-0.25);
+        let q = (self.heads(&self.q.forward(x)?)? * scale)?;
+        let kt = (k.transpose(2, 3)? * scale)?;
+        let mut qk = q.matmul(&kt)?;
+        if let Some(m) = mask {
+            qk = qk.broadcast_add(m)?;
+        }
+        let w = candle_nn::ops::softmax_last_dim(&qk)?;
+        let wv = w.matmul(v)?.transpose(1, 2)?.flatten_from(2)?;
+        Ok((self.out.forward(&wv)?, w))
+    }
+}
+
+struct Block {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    cross: Attention,
+    cross_ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    mlp_ln: LayerNorm,
+}
+
+fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(d, "weight")?,
+        vb.get(d, "bias")?,
+        1e-5,
+    ))
+}
+
+/// Per-decode state: cross-attention K/V for one encoder output and the self-attention K/V of
+/// the tokens decoded so far. Create one per encoder output with [`KvDecoder::cache_for`].
+pub struct DecoderCache {
+    cross: Vec<(Tensor, Tensor)>,
+    /// Per layer: keys and values `(1, heads, len, head_dim)` of the tokens so far.
+    own: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl DecoderCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forget the tokens (keep the cross-attention K/V): the next forward starts at position 0.
+    pub fn clear_tokens(&mut self) {
+        self.own.iter_mut().for_each(|o| *o = None);
+        self.len = 0;
+    }
+}
+
+/// Whisper's decoder stack with incremental (cached) forward.
+pub struct KvDecoder {
+    embed: Embedding,
+    pos: Tensor,
+    blocks: Vec<Block>,
+    ln: LayerNorm,
+    n_ctx: usize,
+}
+
+impl KvDecoder {
+    /// Loads from a VarBuilder rooted at `model.decoder`.
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let d = cfg.d_model;
+        let h = cfg.decoder_attention_heads;
+        let embed = candle_nn::embedding(cfg.vocab_size, d, vb.pp("embed_tokens"))?;
+        let pos = vb.get((cfg.max_target_positions, d), "embed_positions.weight")?;
+        let blocks = (0..cfg.decoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(Block {
+                    attn: Attention::load(d, h, vb.pp("self_attn"))?,
+                    attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+                    cross: Attention::load(d, h, vb.pp("encoder_attn"))?,
+                    cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
+                    fc1: candle_nn::linear(d, 4 * d, vb.pp("fc1"))?,
+                    fc2: candle_nn::linear(4 * d, d, vb.pp("fc2"))?,
+                    mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed,
+            pos,
+            blocks,
+            ln: layer_norm(d, vb.pp("layer_norm"))?,
+            n_ctx: cfg.max_target_positions,
+        })
+    }
+
+    /// Longest token sequence the positional table allows.
+    pub fn max_tokens(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Projects the encoder output `(1, frames, d)` to every layer's cross-attention K/V: done
+    /// once per encoder output, however many tokens are decoded against it.
+    pub fn cache_for(&self, enc: &Tensor) -> Result<DecoderCache> {
+        let cross = self
+            .blocks
+            .iter()
+            .map(|b| b.cross.kv(enc))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DecoderCache {
+            cross,
+            own: vec![None; self.blocks.len()],
+            len: 0,
+        })
+    }
+
+    /// Runs `tokens` (continuing the cached sequence) and returns the final hidden states
+    /// `(1, n, d)`. When `align` lists (layer, head) pairs, also returns their cross-attention
+    /// weights, `(n, pairs, frames)` as one row-major vector per token.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut DecoderCache,
+        align: &[(usize, usize)],
+    ) -> Result<(Tensor, Vec<Vec<f32>>)> {
+        let n = tokens.len();
+        let past = cache.len;
+        if n == 0 || past + n > self.n_ctx {
+            candle_core::bail!(
+                "decoder input of {n} tokens after {past} exceeds {} positions",
+                self.n_ctx
+            );
+        }
+        let dev = self.pos.device();
+        let ids = Tensor::new(tokens, dev)?.unsqueeze(0)?;
+        let mut x = self
+            .embed
+            .forward(&ids)?
+            .broadcast_add(&self.pos.narrow(0, past, n)?)?;
+        // Causal mask over (new queries) × (past + new keys); a single new token sees everything.
+        let mask = if n > 1 {
+            let m: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    (0..past + n).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (n, past + n), dev)?)
+        } else {
+            None
+        };
+        let mut align_w: Vec<Tensor> = Vec::new();
+        for (li, b) in self.blocks.iter().enumerate() {
+            let h = b.attn_ln.forward(&x)?;
+            let (k_new, v_new) = b.attn.kv(&h)?;
+            let (k, v) = match &cache.own[li] {
+                Some((k0, v0)) => (
+                    Tensor::cat(&[k0, &k_new], 2)?,
+                    Tensor::cat(&[v0, &v_new], 2)?,
+                ),
+                None => (k_new, v_new),
+            };
+            let (a, _) = b.attn.attend(&h, &k, &v, mask.as_ref())?;
+            cache.own[li] = Some((k, v));
+            x = (x + a)?;
+            let (ck, cv) = &cache.cross[li];
+            let (c, w) = b.cross.attend(&b.cross_ln.forward(&x)?, ck, cv, None)?;
+            for &(l, head) in align {
+                if l == li {
+                    align_w.push(w.i((0, head))?);
+                }
+            }
+            x = (x + c)?;
+            let m = b
+                .fc2
+                .forward(&b.fc1.forward(&b.mlp_ln.forward(&x)?)?.gelu()?)?;
+            x = (x + m)?;
+        }
+        cache.len += n;
+        let rows = if align_w.is_empty() {
+            Vec::new()
+        } else {
+            // (pairs, n, frames) → per token: (pairs × frames).
+            let w = Tensor::stack(&align_w, 0)?.transpose(0, 1)?.contiguous()?;
+            let frames = w.dim(2)?;
+            let flat: Vec<f32> = w.flatten_all()?.to_vec1()?;
+            flat.chunks(align_w.len() * frames)
+                .map(|c| c.to_vec())
+                .collect()
+        };
+        Ok((self.ln.forward(&x)?, rows))
+    }
+
+    /// Logits of one position's hidden state `(d,)` against the tied token embedding.
+    pub fn logits(&self, h: &Tensor) -> Result<Vec<f32>> {
+        h.unsqueeze(0)?
+            .matmul(&self.embed.embeddings().t()?)?
+            .squeeze(0)?
+            .to_vec1()
+    }
+}
