@@ -524,7 +524,6 @@ impl PlaybackControl {
     }
 }
 
-
 /// A live device stream; dropping it stops the device.
 pub struct RunningStream {
     stream: cpal::Stream,
