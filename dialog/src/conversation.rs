@@ -332,6 +332,10 @@ impl Assistant {
     }
 }
 
+/// How long past the turn's end (on the recogniser's clock) the loop waits for a final that a
+/// partial announced: covers the recogniser's own VAD lag plus its `final_silence_ms` hold.
+const FINAL_HOLD: Duration = Duration::from_secs(2);
+
 /// Messages into the loop thread: recogniser output and control requests.
 pub(crate) enum LoopMsg {
     /// Recogniser events from input up to `pos` (input clock, 16 kHz).
@@ -724,6 +728,10 @@ struct Loop<'a, E: EventSink> {
     asr_pos: SampleIndex,
     /// A turn that ended and waits for the recogniser to finalise it: (ended at, input ms).
     awaiting: Option<u64>,
+    /// The recogniser has shown text (a partial) that no final has closed yet. Its own VAD ends
+    /// an utterance a little after the stand-alone VAD and holds the final for
+    /// `asr.final_silence_ms` more, so reaching `end_decided` is not enough to answer.
+    asr_pending: bool,
 }
 
 impl<'a, E: EventSink> Loop<'a, E> {
@@ -762,6 +770,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             has_vad: false,
             asr_pos: SampleIndex::ZERO,
             awaiting: None,
+            asr_pending: false,
         })
     }
 
@@ -931,6 +940,9 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     text: text.clone(),
                     stable_prefix_len: *stable_prefix_len,
                 });
+                if !text.trim().is_empty() {
+                    self.asr_pending = true;
+                }
                 if self.parts.dialog.speculative_prefill && self.detector.user_turn_open() {
                     let mut so_far = self.turn.text();
                     if !so_far.is_empty() {
@@ -954,6 +966,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     start_ms: Self::in_ms(*start),
                     end_ms: Self::in_ms(*end),
                 });
+                self.asr_pending = false;
                 let text = text.trim();
                 if self.turn.owns(*start) && !text.is_empty() {
                     self.turn.finals.push(text.to_string());
@@ -1013,6 +1026,15 @@ impl<'a, E: EventSink> Loop<'a, E> {
             return;
         };
         if self.turn.end_decided.is_some_and(|d| self.asr_pos < d) {
+            return;
+        }
+        // Bounded: a recogniser whose pending text never turns into a final (everything cut as
+        // hallucination) must not keep the user waiting for ever.
+        let hold_until = self
+            .turn
+            .end_decided
+            .map(|d| d.advance(SampleRate::PIPELINE.samples_in(FINAL_HOLD)));
+        if self.asr_pending && !self.input_done && hold_until.is_some_and(|h| self.asr_pos < h) {
             return;
         }
         self.awaiting = None;
