@@ -8,8 +8,6 @@ use common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "streaming Whisper (LocalAgreement-2) repeats the utterance's tail: WER 35.3% measured; \
-            transcript, assistant text (\"He could wait no longer.\") and audio (rms 0.057) all arrive"]
 async fn rust_client_speaks_and_hears_the_assistant() {
     let Some((speech, reference, _)) = utterance_48k() else {
         return;
