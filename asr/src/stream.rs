@@ -539,9 +539,14 @@ impl WhisperStream {
         let Some(start) = self.s.utt_start.take() else {
             return Ok(());
         };
-        self.s.paused_at = None;
-        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty()
-        {
+        // After a pause `settle` already decoded and committed the whole utterance; the audio
+        // since is silence by the VAD's account, and decoding it again only lets Whisper repeat
+        // the last word or catch the onset of the next one ("one two three" → "1 1 2 2 3").
+        let paused_at = self.s.paused_at.take();
+        let settled = paused_at.is_some();
+        let tail = if settled {
+            Vec::new()
+        } else if self.s.last_decode_end >= self.s.mel.end_frame() && !self.s.history.is_empty() {
             self.s.history.last().cloned().unwrap_or_default()
         } else {
             self.decode_window()?.unwrap_or_default()
@@ -585,7 +590,13 @@ impl WhisperStream {
         }
         self.s.history.clear();
         self.s.last_partial.clear();
-        self.s.window_start = self.s.mel.end_frame();
+        // A settled utterance ends at its speech end (or its last word, if later); the silence
+        // after it stays available, so the next utterance's pre-roll can reach a soft first word
+        // the VAD only caught the end of ("waiting. But he could…").
+        self.s.window_start = match paused_at {
+            Some(p) => ((p.max(end) as usize) / HOP).min(self.s.mel.end_frame()),
+            None => self.s.mel.end_frame(),
+        };
         self.s.mel.drain_front(self.s.window_start);
         self.s.last_decode_end = self.s.window_start;
         Ok(())
