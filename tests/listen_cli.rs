@@ -113,6 +113,18 @@ fn spoken_question_gets_a_spoken_answer_that_whisper_understands() {
     println!("answer: {answer}");
     assert!(!answer.trim().is_empty());
     assert_eq!(ends[0]["interrupted"], false);
+    // The model finished, so its statistics are known: the prompt holds at least the system
+    // prompt and the question, and the answer is at least one token.
+    let prompt = ends[0]["prompt_tokens"].as_u64().unwrap_or(0);
+    let generated = ends[0]["generated_tokens"].as_u64().unwrap_or(0);
+    assert!(prompt > 20 && generated > 0, "{}", ends[0]);
+    assert!(
+        ends[0]["reused_tokens"]
+            .as_u64()
+            .is_some_and(|r| r <= prompt),
+        "{}",
+        ends[0]
+    );
 
     let latency = of("turn_latency");
     assert_eq!(latency.len(), 1);

@@ -105,9 +105,6 @@ pub struct TurnLatency {
     pub tts_first_chunk_ms: Option<u64>,
     /// Onset: end of the user's speech → first answer sample played, on the output clock.
     pub onset_ms: u64,
-    /// Prompt tokens and how many of them the engine's KV cache already held (local engine).
-    pub prompt_tokens: Option<usize>,
-    pub reused_tokens: Option<usize>,
 }
 
 /// Everything the loop reports, in order. The JSON (`listen --json`, the WebRTC data channel) is
@@ -160,6 +157,13 @@ pub enum ConversationEvent {
         text: String,
         spoken: String,
         interrupted: bool,
+        /// The language model's account of the answer, once it finished (the latency event
+        /// comes at the first answer sample, usually before the model has): prompt tokens, how
+        /// many of them its KV cache already held (speculative prefill, earlier turns), tokens
+        /// generated. `None` when it did not finish (interrupted, failed, fallback sentence).
+        prompt_tokens: Option<usize>,
+        reused_tokens: Option<usize>,
+        generated_tokens: Option<usize>,
     },
     Error {
         message: String,
@@ -678,8 +682,8 @@ struct Answer {
     first_token: Option<Instant>,
     first_clause: Option<Instant>,
     first_chunk: Option<Instant>,
-    prompt_tokens: Option<usize>,
-    reused_tokens: Option<usize>,
+    /// The engine's statistics, once it finished.
+    llm_stats: Option<crate::llm::GenerationStats>,
     /// The turn's latency inputs (none for typed turns).
     turn_clock: Option<TurnClock>,
 }
@@ -1225,8 +1229,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             first_token: None,
             first_clause: None,
             first_chunk: None,
-            prompt_tokens: None,
-            reused_tokens: None,
+            llm_stats: None,
             turn_clock: clock,
         };
         match generation {
@@ -1299,8 +1302,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     }
                 }
                 crate::llm::Polled::Ready(Ok(crate::llm::LlmEvent::Finished(f))) => {
-                    a.prompt_tokens = Some(f.stats.prompt_tokens);
-                    a.reused_tokens = Some(f.stats.reused_tokens);
+                    a.llm_stats = Some(f.stats);
                     a.generation = None;
                     self.end_of_text();
                     return Ok(());
@@ -1468,8 +1470,6 @@ impl<'a, E: EventSink> Loop<'a, E> {
             first_clause_ms: since(a.started, a.first_clause),
             tts_first_chunk_ms: a.first_clause.and_then(|c| since(c, a.first_chunk)),
             onset_ms: onset_in.saturating_sub(clock.speech_end_ms),
-            prompt_tokens: a.prompt_tokens,
-            reused_tokens: a.reused_tokens,
         })
     }
 
@@ -1501,6 +1501,9 @@ impl<'a, E: EventSink> Loop<'a, E> {
             text: a.text.trim().to_string(),
             spoken: a.spoken.join(" "),
             interrupted: false,
+            prompt_tokens: a.llm_stats.as_ref().map(|s| s.prompt_tokens),
+            reused_tokens: a.llm_stats.as_ref().map(|s| s.reused_tokens),
+            generated_tokens: a.llm_stats.as_ref().map(|s| s.generated_tokens),
         });
         self.detector.set_assistant_speaking(false);
         let next = if self.detector.user_turn_open() {
@@ -1547,6 +1550,9 @@ impl<'a, E: EventSink> Loop<'a, E> {
             text: a.text.trim().to_string(),
             spoken: a.spoken.join(" "),
             interrupted: true,
+            prompt_tokens: a.llm_stats.as_ref().map(|s| s.prompt_tokens),
+            reused_tokens: a.llm_stats.as_ref().map(|s| s.reused_tokens),
+            generated_tokens: a.llm_stats.as_ref().map(|s| s.generated_tokens),
         });
         a.pending.clear();
         self.detector.set_assistant_speaking(false);

@@ -239,6 +239,7 @@ fn answer_ends(events: &[ConversationEvent]) -> Vec<(String, String, bool)> {
                 text,
                 spoken,
                 interrupted,
+                ..
             } => Some((text.clone(), spoken.clone(), *interrupted)),
             _ => None,
         })
