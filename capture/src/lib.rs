@@ -48,7 +48,8 @@ pub mod video;
 
 pub use config::{CaptureConfig, FileReadMode};
 pub use ring::{
-    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, RingMonitor, RingStats,
+    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, AudioRun, RingMonitor,
+    RingStats,
 };
 pub use video::{video_ring, PixelFormat, VideoConsumer, VideoFrame, VideoProducer, VideoStats};
 
