@@ -97,7 +97,14 @@ mod barrier {
         fn membarrier(cmd: libc::c_long) -> libc::c_long {
             // SAFETY: membarrier takes plain integers (cmd, flags, cpu_id) and touches no memory
             // of ours.
-            unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) }
+            unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    cmd,
+                    0 as libc::c_long,
+                    0 as libc::c_long,
+                )
+            }
         }
 
         pub(super) fn register() -> bool {
