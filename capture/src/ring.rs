@@ -24,16 +24,18 @@
 //! on a shared line; the fill level is derived (`stored - consumed`).
 //!
 //! Waiting: each waiting end spins (bounded, `spin_loop`), then yields, then parks; the other end
-//! wakes it only when it is actually parked (a "parked" flag, Dekker-style, so no wake-up is
-//! lost), so a hand-off between two running threads costs no system call. The handshake needs a
-//! full barrier on both sides; on Linux the waiting side issues it for both with `membarrier`
-//! (see [`barrier`]), so the side that publishes (the real-time producer on every push) orders
-//! its index store and flag load with a compiler fence only. A `SeqCst` fence there would stall
-//! every push until the store buffer drains the chunk just written, whose cache lines the
-//! consumer usually holds: profiled at two thirds of `push`'s own time for 480-sample chunks. A producer parked in [`AudioProducer::push_blocking`] asks for a batch
-//! of room (half the ring, or what it still has to write if less) and the consumer wakes it only
-//! once that much is free: one wake-up per half ring instead of one per chunk. Waiting calls read
-//! the clock only once they are about to wait, never on the path that finds data or room.
+//! wakes it only when it is actually parked (a "parked" flag checked after a `SeqCst` fence on
+//! both sides, Dekker-style, so no wake-up is lost), so a hand-off between two running threads
+//! costs no system call. The fence is about two thirds of `push`'s own time (it waits for the
+//! chunk just written to drain from the store buffer). An asymmetric handshake without it (the
+//! parking side calling Linux `membarrier`) was tried and rejected: `membarrier` waits for an
+//! interrupt on every CPU running one of the process's threads, which in this loaded VM took
+//! 23 µs typically and up to 14 ms, a delay the consumer of a live capture cannot afford.
+//!
+//! A producer parked in [`AudioProducer::push_blocking`] asks for a batch of room (half the ring,
+//! or what it still has to write if less) and the consumer wakes it only once that much is free:
+//! one wake-up per half ring instead of one per chunk. Waiting calls read the clock only once
+//! they are about to wait, never on the path that finds data or room.
 
 use ringbuf::traits::{Consumer, Observer, Producer, Raw, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
@@ -45,91 +47,6 @@ use std::time::{Duration, Instant};
 use vr_core::{SampleIndex, SampleRate};
 
 use crate::CaptureError;
-
-/// Asymmetric store-load barrier for the wake-up handshake: a compiler fence on the hot side, a
-/// process-wide `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` on the side about to park. The
-/// kernel runs a full barrier on every CPU executing one of this process's threads (and a thread
-/// that is not running passes one when it is scheduled), so for each hot-side "store index, then
-/// load flag" either the store is visible to the parking side's re-check or the load sees its
-/// flag. Where the system call is missing or registration is refused, both sides use a `SeqCst`
-/// fence (once registered, the kernel does not refuse the call; the heavy side still falls back
-/// to a fence, which alone would not be enough, if it ever did).
-mod barrier {
-    use std::sync::atomic::{compiler_fence, fence, Ordering};
-    use std::sync::OnceLock;
-
-    /// Whether `membarrier` private expedited mode is registered for this process.
-    pub(super) fn asymmetric() -> bool {
-        static REGISTERED: OnceLock<bool> = OnceLock::new();
-        *REGISTERED.get_or_init(register)
-    }
-
-    /// The hot side: called after publishing, before reading the peer's parked flag.
-    #[inline]
-    pub(super) fn light(asymmetric: bool) {
-        if asymmetric {
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
-    }
-
-    /// The parking side: called after raising its parked flag, before its last re-check.
-    pub(super) fn heavy(asymmetric: bool) {
-        if !(asymmetric && sys::private_expedited()) {
-            fence(Ordering::SeqCst);
-        }
-    }
-
-    fn register() -> bool {
-        let ok = sys::register();
-        tracing::debug!(asymmetric = ok, "audio ring wake-up barrier");
-        ok
-    }
-
-    #[cfg(target_os = "linux")]
-    mod sys {
-        // <linux/membarrier.h>
-        const QUERY: libc::c_long = 0;
-        const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
-        const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
-
-        fn membarrier(cmd: libc::c_long) -> libc::c_long {
-            // SAFETY: membarrier takes plain integers (cmd, flags, cpu_id) and touches no memory
-            // of ours.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_membarrier,
-                    cmd,
-                    0 as libc::c_long,
-                    0 as libc::c_long,
-                )
-            }
-        }
-
-        pub(super) fn register() -> bool {
-            let supported = membarrier(QUERY);
-            supported >= 0
-                && supported & PRIVATE_EXPEDITED != 0
-                && membarrier(REGISTER_PRIVATE_EXPEDITED) == 0
-        }
-
-        pub(super) fn private_expedited() -> bool {
-            membarrier(PRIVATE_EXPEDITED) == 0
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    mod sys {
-        pub(super) fn register() -> bool {
-            false
-        }
-
-        pub(super) fn private_expedited() -> bool {
-            false
-        }
-    }
-}
 
 /// Gap markers the consumer may lag behind by before the producer drops whole pushes; one marker
 /// per overrun episode, so this only fills when the consumer is stalled through many episodes.
@@ -240,8 +157,6 @@ struct Shared {
     consumer_thread: OnceLock<Thread>,
     producer_thread: OnceLock<Thread>,
     closed: AtomicBool,
-    /// Wake-up handshake uses `membarrier` (see [`barrier`]); fixed for the ring's life.
-    asymmetric: bool,
 }
 
 /// Read-only view of a ring's counters for any thread; also publishes them through `metrics`.
@@ -363,7 +278,6 @@ pub fn audio_ring(
         consumer_thread: OnceLock::new(),
         producer_thread: OnceLock::new(),
         closed: AtomicBool::new(false),
-        asymmetric: barrier::asymmetric(),
     });
     let cap = capacity_frames * channels;
     Ok((
@@ -443,9 +357,9 @@ impl AudioProducer {
         if n < frames {
             self.drop_frames(frames - n);
         }
-        // Pairs with the barrier in `wait_for_data`: either the consumer's re-check sees these
-        // frames or this load sees it parked (store-load order needs a full barrier).
-        barrier::light(self.shared.asymmetric);
+        // Pairs with the fence in `wait_for_data`: either the consumer's re-check sees these
+        // frames or this load sees it parked (store-load order needs a full fence).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if n > 0 && self.shared.consumer_parked.load(Ordering::Acquire) {
             if let Some(t) = self.shared.consumer_thread.get() {
                 t.unpark();
@@ -489,9 +403,9 @@ impl AudioProducer {
             let wants = left.min(self.cap / 2).max(self.channels);
             self.shared.producer_wants.store(wants, Ordering::Relaxed);
             self.shared.producer_parked.store(true, Ordering::Release);
-            // Pairs with the barrier in `consume`: either the consumer sees the flag, or this
+            // Pairs with the fence in `consume`: either the consumer sees the flag, or this
             // re-check sees the room it made.
-            barrier::heavy(self.shared.asymmetric);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.rb.vacant_len() < wants && !self.shared.closed.load(Ordering::Acquire) {
                 // The timeout also bounds a wait for room that never reaches `wants` (a consumer
                 // that stopped reading with little free): the loop then pushes what fits.
@@ -739,8 +653,8 @@ impl AudioConsumer {
             .consumed
             .consumed
             .store(self.read, Ordering::Relaxed);
-        // Pairs with the barrier in `push_blocking` (see `push`).
-        barrier::light(self.shared.asymmetric);
+        // Pairs with the fence in `push_blocking` (see `push`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.shared.producer_parked.load(Ordering::Acquire) {
             // Written before the flag, so the release/acquire pair makes it current.
             let wants = self.shared.producer_wants.load(Ordering::Relaxed);
@@ -830,9 +744,9 @@ impl AudioConsumer {
                 let _ = self.shared.consumer_thread.set(std::thread::current());
             }
             self.shared.consumer_parked.store(true, Ordering::Relaxed);
-            // Pairs with the barrier in `push`: either the producer sees the flag, or this
+            // Pairs with the fence in `push`: either the producer sees the flag, or this
             // re-check sees its frames.
-            barrier::heavy(self.shared.asymmetric);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.rb.occupied_len() == 0 && !self.shared.closed.load(Ordering::Acquire) {
                 std::thread::park_timeout(deadline - now);
             }
