@@ -512,6 +512,9 @@ impl Drop for AudioProducer {
             let _ = self.publish_gap();
         }
         self.shared.closed.store(true, Ordering::Release);
+        // Pairs with the fence in `wait_for_data`: a consumer registering itself to park either
+        // is seen here or sees `closed` in its re-check.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(t) = self.shared.consumer_thread.get() {
             t.unpark();
         }
@@ -822,6 +825,8 @@ impl AudioConsumer {
 impl Drop for AudioConsumer {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Pairs with the fence in `push_blocking` (see the producer's `drop`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(t) = self.shared.producer_thread.get() {
             t.unpark();
         }
