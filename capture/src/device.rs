@@ -253,25 +253,11 @@ impl Microphone {
                 )
                 .map_err(backend(ctx))?,
             cpal::SampleFormat::I16 => {
-                let mut scratch = vec![0f32; SCRATCH];
-                self.device
-                    .build_input_stream::<i16, _, _>(
-                        self.config,
-                        move |data: &[i16], _| push_converted(&mut producer, &mut scratch, data),
-                        err_cb,
-                        None,
-                    )
+                integer_input::<i16>(&self.device, self.config, producer, err_cb)
                     .map_err(backend(ctx))?
             }
             cpal::SampleFormat::I32 => {
-                let mut scratch = vec![0f32; SCRATCH];
-                self.device
-                    .build_input_stream::<i32, _, _>(
-                        self.config,
-                        move |data: &[i32], _| push_converted(&mut producer, &mut scratch, data),
-                        err_cb,
-                        None,
-                    )
+                integer_input::<i32>(&self.device, self.config, producer, err_cb)
                     .map_err(backend(ctx))?
             }
             other => {
@@ -307,6 +293,23 @@ impl ToF32 for i32 {
     fn to_f32(self) -> f32 {
         self as f32 / 2_147_483_648.0
     }
+}
+
+/// An input stream of integer samples, converted to f32 in a scratch buffer allocated here,
+/// before the stream starts: the callback itself never allocates.
+fn integer_input<T: ToF32 + cpal::SizedSample + Send + 'static>(
+    device: &cpal::Device,
+    config: cpal::StreamConfig,
+    mut producer: AudioProducer,
+    err_cb: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, cpal::Error> {
+    let mut scratch = vec![0f32; SCRATCH];
+    device.build_input_stream::<T, _, _>(
+        config,
+        move |data: &[T], _| push_converted(&mut producer, &mut scratch, data),
+        err_cb,
+        None,
+    )
 }
 
 /// Converts in scratch-sized steps so the callback never allocates, whatever the buffer size.

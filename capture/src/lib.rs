@@ -23,13 +23,14 @@
 //! use voicerelay_capture::{ring::audio_ring, file::{FileSource, Pacing}, resample::StreamResampler};
 //! use vr_core::SampleRate;
 //! # fn main() -> Result<(), voicerelay_capture::CaptureError> {
-//! let src = FileSource::open("speech.wav".as_ref(), Pacing::RealTime)?;
+//! let src = FileSource::open("speech.wav".as_ref(), Pacing::real_time())?;
 //! let (producer, mut consumer) = audio_ring("mic", src.format(), 48_000)?;
 //! let running = src.start(producer)?;
 //! let mut rs = StreamResampler::new(consumer.format(), SampleRate::PIPELINE)?;
+//! let channels = usize::from(consumer.format().channels);
 //! while consumer.wait_for_data(std::time::Duration::from_secs(1)) {
 //!     while let Some(chunk) = consumer.peek() {
-//!         let n = chunk.samples.len() / usize::from(consumer.format().channels);
+//!         let n = chunk.samples.len() / channels;
 //!         rs.push(chunk.samples, |mono16k| { /* feed ASR */ let _ = mono16k; })?;
 //!         consumer.consume(n);
 //!     }
@@ -48,7 +49,8 @@ pub mod video;
 
 pub use config::{CaptureConfig, FileReadMode};
 pub use ring::{
-    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, RingMonitor, RingStats,
+    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, AudioRun, RingMonitor,
+    RingStats,
 };
 pub use video::{video_ring, PixelFormat, VideoConsumer, VideoFrame, VideoProducer, VideoStats};
 

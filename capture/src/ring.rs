@@ -21,13 +21,26 @@
 //! or empty (consumer), so in steady state a push or a read costs one release store of the end's
 //! own index rather than a cache miss on the other end's. Counters are split by writer onto
 //! separate cache lines and updated with plain stores (one writer each), never read-modify-write
-//! on a shared line; the fill level is derived (`stored - consumed`). The waiting calls spin and
-//! yield briefly before parking, because a futex round trip per chunk costs more than the copy.
+//! on a shared line; the fill level is derived (`stored - consumed`).
+//!
+//! Waiting: each waiting end spins (bounded, `spin_loop`), then yields, then parks; the other end
+//! wakes it only when it is actually parked (a "parked" flag checked after a `SeqCst` fence on
+//! both sides, Dekker-style, so no wake-up is lost), so a hand-off between two running threads
+//! costs no system call. The fence is about two thirds of `push`'s own time (it waits for the
+//! chunk just written to drain from the store buffer). An asymmetric handshake without it (the
+//! parking side calling Linux `membarrier`) was tried and rejected: `membarrier` waits for an
+//! interrupt on every CPU running one of the process's threads, which in this loaded VM took
+//! 23 µs typically and up to 14 ms, a delay the consumer of a live capture cannot afford.
+//!
+//! A producer parked in [`AudioProducer::push_blocking`] asks for a batch of room (half the ring,
+//! or what it still has to write if less) and the consumer wakes it only once that much is free:
+//! one wake-up per half ring instead of one per chunk. Waiting calls read the clock only once
+//! they are about to wait, never on the path that finds data or room.
 
 use ringbuf::traits::{Consumer, Observer, Producer, Raw, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -139,6 +152,8 @@ struct Shared {
     consumer_parked: Padded<AtomicBool>,
     /// Read by the consumer on every release; written only when the producer parks.
     producer_parked: Padded<AtomicBool>,
+    /// Free samples the parked producer waits for (meaningful while `producer_parked`).
+    producer_wants: AtomicUsize,
     consumer_thread: OnceLock<Thread>,
     producer_thread: OnceLock<Thread>,
     closed: AtomicBool,
@@ -259,6 +274,7 @@ pub fn audio_ring(
         consumed: Padded::default(),
         consumer_parked: Padded::default(),
         producer_parked: Padded::default(),
+        producer_wants: AtomicUsize::new(0),
         consumer_thread: OnceLock::new(),
         producer_thread: OnceLock::new(),
         closed: AtomicBool::new(false),
@@ -356,17 +372,18 @@ impl AudioProducer {
     /// are not real-time (file readers running as fast as possible). Gives up after `timeout`
     /// without progress and returns the frames stored; stops early if the consumer is gone.
     pub fn push_blocking(&mut self, samples: &[f32], timeout: Duration) -> usize {
-        let mut done = 0usize;
         let total = samples.len() / self.channels;
-        let mut deadline = Instant::now() + timeout;
-        let _ = self.shared.producer_thread.set(std::thread::current());
+        let mut done = 0usize;
+        // Set once a wait starts: the path that finds room reads no clock.
+        let mut deadline: Option<Instant> = None;
         let mut backoff = Backoff(0);
         while done < total && !self.shared.closed.load(Ordering::Acquire) {
-            let vacant = self.vacant_samples((total - done) * self.channels) / self.channels;
+            let left = (total - done) * self.channels;
+            let vacant = self.vacant_samples(left) / self.channels;
             if vacant > 0 {
                 let n = vacant.min(total - done);
                 done += self.push(&samples[done * self.channels..(done + n) * self.channels]);
-                deadline = Instant::now() + timeout;
+                deadline = None;
                 backoff = Backoff(0);
                 continue;
             }
@@ -374,16 +391,27 @@ impl AudioProducer {
                 continue;
             }
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
             if now >= deadline {
                 break;
             }
+            if self.shared.producer_thread.get().is_none() {
+                let _ = self.shared.producer_thread.set(std::thread::current());
+            }
+            // Ask for a batch, not one slot: waking per chunk would make the consumer pay a
+            // futex wake and this thread a reschedule for every chunk it frees.
+            let wants = left.min(self.cap / 2).max(self.channels);
+            self.shared.producer_wants.store(wants, Ordering::Relaxed);
             self.shared.producer_parked.store(true, Ordering::Release);
-            // Re-check after announcing, so a consumer that read in between is not missed.
+            // Pairs with the fence in `consume`: either the consumer sees the flag, or this
+            // re-check sees the room it made.
             std::sync::atomic::fence(Ordering::SeqCst);
-            if self.rb.vacant_len() < self.channels {
+            if self.rb.vacant_len() < wants && !self.shared.closed.load(Ordering::Acquire) {
+                // The timeout also bounds a wait for room that never reaches `wants` (a consumer
+                // that stopped reading with little free): the loop then pushes what fits.
                 std::thread::park_timeout((deadline - now).min(Duration::from_millis(100)));
             }
-            self.shared.producer_parked.store(false, Ordering::Release);
+            self.shared.producer_parked.store(false, Ordering::Relaxed);
             backoff = Backoff(0);
         }
         done
@@ -484,6 +512,9 @@ impl Drop for AudioProducer {
             let _ = self.publish_gap();
         }
         self.shared.closed.store(true, Ordering::Release);
+        // Pairs with the fence in `wait_for_data`: a consumer registering itself to park either
+        // is seen here or sees `closed` in its re-check.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(t) = self.shared.consumer_thread.get() {
             t.unpark();
         }
@@ -497,6 +528,18 @@ pub struct AudioChunk<'a> {
     pub start: SampleIndex,
     /// Interleaved samples, a whole number of frames, contiguous in time (no gap inside).
     pub samples: &'a [f32],
+}
+
+/// Everything readable up to the next gap, borrowed without copying: `first` then `second`
+/// (empty unless the run wraps around the end of the ring's storage).
+#[derive(Debug)]
+pub struct AudioRun<'a> {
+    /// Stream position of the first frame of `first`.
+    pub start: SampleIndex,
+    /// Interleaved samples, a whole number of frames.
+    pub first: &'a [f32],
+    /// The frames that follow `first` in time, from the start of the storage.
+    pub second: &'a [f32],
 }
 
 /// The reading end; owned by exactly one thread.
@@ -540,33 +583,63 @@ impl AudioConsumer {
 
     /// The oldest contiguous run of frames in the ring (no copy), or `None` when empty. The run
     /// ends at the ring's wrap point or at the next gap, whichever comes first; release it with
-    /// [`AudioConsumer::consume`].
+    /// [`AudioConsumer::consume`]. [`AudioConsumer::peek_all`] also hands out the part after the
+    /// wrap point.
     pub fn peek(&mut self) -> Option<AudioChunk<'_>> {
-        let frames = self.contiguous_frames();
+        let run = self.peek_run(false)?;
+        Some(AudioChunk {
+            start: run.start,
+            samples: run.first,
+        })
+    }
+
+    /// Everything readable up to the next gap (no copy), or `None` when empty: one run of frames
+    /// contiguous in time, in one slice, or two when it wraps around the end of the ring's
+    /// storage. Release it (or a prefix) with [`AudioConsumer::consume`]. Reads the producer's
+    /// index afresh (one acquire load), so the run includes everything published so far.
+    pub fn peek_all(&mut self) -> Option<AudioRun<'_>> {
+        self.peek_run(true)
+    }
+
+    /// `fresh`: re-read the producer's index even if the cached one still shows data (`peek`
+    /// does not: its callers loop until the ring looks empty, which re-reads it anyway).
+    fn peek_run(&mut self, fresh: bool) -> Option<AudioRun<'_>> {
+        if fresh {
+            self.write_cache = self.rb.write_index();
+        }
+        let frames = self.readable_frames();
         if frames == 0 {
             return None;
         }
         let read = self.rb.read_index();
         let len = frames * self.channels;
         // SAFETY: this end holds the consumer rights; `read..read + len` is published data
-        // (below a write index acquired from the producer) within one contiguous run, and the
-        // producer does not touch it until `consume` moves the read index past it. The borrow
-        // of `self` keeps `consume` from running while the slice lives.
-        let (a, _) = unsafe { self.rb.unsafe_slices(read, index_add(read, len, self.cap)) };
-        debug_assert_eq!(a.len(), len);
+        // (below a write index acquired from the producer), and the producer does not touch it
+        // until `consume` moves the read index past it. The borrow of `self` keeps `consume`
+        // from running while the slices live.
+        let (a, b) = unsafe { self.rb.unsafe_slices(read, index_add(read, len, self.cap)) };
+        debug_assert_eq!(a.len() + b.len(), len);
         // SAFETY: published slots are initialised f32 (MaybeUninit<f32> has f32's layout).
-        let samples = unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), len) };
-        Some(AudioChunk {
+        let (first, second) = unsafe {
+            (
+                std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), a.len()),
+                std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()),
+            )
+        };
+        Some(AudioRun {
             start: self.next,
-            samples,
+            first,
+            second,
         })
     }
 
-    /// Releases the first `frames` frames (at most the length of the last [`peek`]).
+    /// Releases the first `frames` frames (at most what the last [`peek`] or [`peek_all`]
+    /// handed out), publishing the new read index with one release store.
     ///
     /// [`peek`]: AudioConsumer::peek
+    /// [`peek_all`]: AudioConsumer::peek_all
     pub fn consume(&mut self, frames: usize) {
-        let frames = frames.min(self.contiguous_frames());
+        let frames = frames.min(self.readable_frames());
         if frames == 0 {
             return;
         }
@@ -586,8 +659,13 @@ impl AudioConsumer {
         // Pairs with the fence in `push_blocking` (see `push`).
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.shared.producer_parked.load(Ordering::Acquire) {
-            if let Some(t) = self.shared.producer_thread.get() {
-                t.unpark();
+            // Written before the flag, so the release/acquire pair makes it current.
+            let wants = self.shared.producer_wants.load(Ordering::Relaxed);
+            // Fresh read of the producer's index: the cached one overstates what is occupied.
+            if self.rb.vacant_len() >= wants {
+                if let Some(t) = self.shared.producer_thread.get() {
+                    t.unpark();
+                }
             }
         }
     }
@@ -647,31 +725,48 @@ impl AudioConsumer {
     /// Parks until data is available, the producer is gone, or `timeout` passes. Returns true
     /// when data is available.
     pub fn wait_for_data(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let _ = self.shared.consumer_thread.set(std::thread::current());
+        // Set once a wait starts: the path that finds data reads no clock.
+        let mut deadline: Option<Instant> = None;
         let mut backoff = Backoff(0);
         loop {
-            if self.rb.occupied_len() > 0 {
+            if self.has_data() {
                 return true;
             }
             if self.shared.closed.load(Ordering::Acquire) {
                 return self.rb.occupied_len() > 0;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
             if backoff.snooze() {
                 continue;
             }
-            self.shared.consumer_parked.store(true, Ordering::Release);
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
+            if now >= deadline {
+                return false;
+            }
+            if self.shared.consumer_thread.get().is_none() {
+                let _ = self.shared.consumer_thread.set(std::thread::current());
+            }
+            self.shared.consumer_parked.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `push`: either the producer sees the flag, or this
+            // re-check sees its frames.
             std::sync::atomic::fence(Ordering::SeqCst);
             if self.rb.occupied_len() == 0 && !self.shared.closed.load(Ordering::Acquire) {
                 std::thread::park_timeout(deadline - now);
             }
-            self.shared.consumer_parked.store(false, Ordering::Release);
+            self.shared.consumer_parked.store(false, Ordering::Relaxed);
             backoff = Backoff(0);
         }
+    }
+
+    /// True when a frame is readable; re-reads the producer's index only when the cached one
+    /// shows none, so polling a ring that has data touches no shared line.
+    fn has_data(&mut self) -> bool {
+        let read = self.rb.read_index();
+        if index_distance(read, self.write_cache, self.cap) >= self.channels {
+            return true;
+        }
+        self.write_cache = self.rb.write_index();
+        index_distance(read, self.write_cache, self.cap) >= self.channels
     }
 
     /// Frames available to read now.
@@ -694,8 +789,8 @@ impl AudioConsumer {
         }
     }
 
-    /// Frames readable before the wrap point or the next gap.
-    fn contiguous_frames(&mut self) -> usize {
+    /// Frames readable before the next gap (across the wrap point).
+    fn readable_frames(&mut self) -> usize {
         // The consumer's own index is a plain field of its end; the producer's is re-read (an
         // acquire load of a line the producer writes) only when the cached one shows no data.
         let read = self.rb.read_index();
@@ -704,16 +799,15 @@ impl AudioConsumer {
             self.write_cache = self.rb.write_index();
             occupied = index_distance(read, self.write_cache, self.cap);
         }
-        let to_wrap = self.cap - read % self.cap;
-        let first = occupied.min(to_wrap) / self.channels;
-        if first == 0 {
+        let frames = occupied / self.channels;
+        if frames == 0 {
             return 0;
         }
         // Frames are visible, so every marker before them is too (published before the frames).
         self.apply_gaps();
         match self.gaps.try_peek() {
-            Some(g) => first.min((g.at - self.read) as usize),
-            None => first,
+            Some(g) => frames.min((g.at - self.read) as usize),
+            None => frames,
         }
     }
 
@@ -731,6 +825,8 @@ impl AudioConsumer {
 impl Drop for AudioConsumer {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Pairs with the fence in `push_blocking` (see the producer's `drop`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(t) = self.shared.producer_thread.get() {
             t.unpark();
         }

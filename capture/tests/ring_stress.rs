@@ -37,11 +37,20 @@ const MONO: AudioFormat = AudioFormat {
 #[test]
 fn hundred_million_samples_arrive_exactly_once_in_order() {
     const TOTAL: u64 = 100_000_000;
+    // Odd start: when the consumer only ever finds a full ring (a producer that refills it
+    // while the consumer drains), every run would otherwise begin exactly at the wrap point.
+    const SKEW: u64 = 1000;
     let (mut p, mut c) = audio_ring("stress", MONO, 16_384).unwrap();
+    let mut head = vec![0f32; SKEW as usize];
+    fill(&mut head, 0);
+    assert_eq!(p.push(&head), SKEW as usize);
+    let mut out = vec![0f32; SKEW as usize];
+    assert_eq!(c.pop_into(&mut out), Some((SampleIndex(0), SKEW as usize)));
+    assert_eq!(first_mismatch(&out, 0), None);
     let producer = std::thread::spawn(move || {
         let mut rng = StdRng::seed_from_u64(7);
         let mut buf = vec![0f32; 8192];
-        let mut sent = 0u64;
+        let mut sent = SKEW;
         while sent < TOTAL {
             let n = rng.gen_range(1..=8192u64).min(TOTAL - sent) as usize;
             fill(&mut buf[..n], sent);
@@ -52,30 +61,53 @@ fn hundred_million_samples_arrive_exactly_once_in_order() {
         p.monitor()
     });
     let mut rng = StdRng::seed_from_u64(8);
-    let mut next = 0u64;
+    let mut next = SKEW;
+    let mut wrapped_reads = 0u64;
     while c.wait_for_data(Duration::from_secs(30)) {
-        while let Some(chunk) = c.peek() {
-            assert_eq!(
-                chunk.start,
-                SampleIndex(next),
-                "timestamp of the next chunk"
-            );
-            // Take a random part of what is offered, so reads and writes interleave at odd sizes.
-            let take = rng.gen_range(1..=chunk.samples.len());
-            if let Some(k) = first_mismatch(&chunk.samples[..take], next) {
-                panic!(
-                    "sample {} is {} not {}",
-                    next + k as u64,
-                    chunk.samples[k],
-                    value(next + k as u64)
+        loop {
+            // Half the reads take everything readable (both halves when it wraps), half only
+            // the part before the wrap point; each takes a random prefix of what it is offered,
+            // so reads and writes interleave at odd sizes.
+            if rng.gen_bool(0.5) {
+                let Some(run) = c.peek_all() else { break };
+                assert_eq!(run.start, SampleIndex(next), "timestamp of the next run");
+                let (a, b) = (run.first, run.second);
+                let take = rng.gen_range(1..=a.len() + b.len());
+                let in_a = take.min(a.len());
+                if let Some(k) = first_mismatch(&a[..in_a], next) {
+                    panic!("sample {} is wrong (first half)", next + k as u64);
+                }
+                if let Some(k) = first_mismatch(&b[..take - in_a], next + in_a as u64) {
+                    panic!("sample {} is wrong (second half)", next + (in_a + k) as u64);
+                }
+                wrapped_reads += u64::from(!b.is_empty());
+                c.consume(take);
+                next += take as u64;
+            } else {
+                let Some(chunk) = c.peek() else { break };
+                assert_eq!(
+                    chunk.start,
+                    SampleIndex(next),
+                    "timestamp of the next chunk"
                 );
+                let take = rng.gen_range(1..=chunk.samples.len());
+                if let Some(k) = first_mismatch(&chunk.samples[..take], next) {
+                    panic!(
+                        "sample {} is {} not {}",
+                        next + k as u64,
+                        chunk.samples[k],
+                        value(next + k as u64)
+                    );
+                }
+                c.consume(take);
+                next += take as u64;
             }
-            c.consume(take);
-            next += take as u64;
         }
     }
     let monitor = producer.join().unwrap();
     assert_eq!(next, TOTAL, "every sample arrived");
+    assert!(wrapped_reads > 0, "some reads spanned the wrap point");
+    eprintln!("{wrapped_reads} reads took both halves of a wrapped run");
     assert_eq!(c.end_position(), Some(SampleIndex(TOTAL)));
     let s = monitor.stats();
     assert_eq!(
@@ -221,4 +253,53 @@ fn stereo_frames_stay_whole_and_timestamps_count_frames() {
         "frame 3 was dropped, so the next stored frame is 4"
     );
     assert!(audio_ring("bad", fmt, 0).is_err());
+}
+
+#[test]
+fn peek_all_hands_out_both_halves_of_a_wrapped_run_and_stops_at_a_gap() {
+    let (mut p, mut c) = audio_ring("wrap", MONO, 1000).unwrap();
+    let mut buf = vec![0f32; 800];
+    fill(&mut buf, 0);
+    assert_eq!(p.push(&buf), 800);
+    c.consume(800);
+    // 500 frames from ring position 800: 200 before the end of the storage, 300 after.
+    fill(&mut buf[..500], 800);
+    assert_eq!(p.push(&buf[..500]), 500);
+    let chunk = c.peek().unwrap();
+    assert_eq!((chunk.start, chunk.samples.len()), (SampleIndex(800), 200));
+    let run = c.peek_all().unwrap();
+    assert_eq!(
+        (run.start, run.first.len(), run.second.len()),
+        (SampleIndex(800), 200, 300)
+    );
+    assert_eq!(first_mismatch(run.first, 800), None);
+    assert_eq!(first_mismatch(run.second, 1000), None);
+    // Fill the ring (500 more fit), then overrun by 100: the next stored frames follow a gap.
+    fill(&mut buf[..600], 1300);
+    assert_eq!(p.push(&buf[..600]), 500);
+    c.consume(300);
+    fill(&mut buf[..50], 1900);
+    assert_eq!(p.push(&buf[..50]), 50);
+    // Readable before the gap: stream frames 1100..1800; after it, 1900..1950.
+    let run = c.peek_all().unwrap();
+    assert_eq!(run.start, SampleIndex(1100));
+    assert_eq!(run.first.len() + run.second.len(), 700, "stops at the gap");
+    let (first, second) = (run.first.len(), run.second.len());
+    assert_eq!(first_mismatch(run.first, 1100), None);
+    assert_eq!(first_mismatch(run.second, 1100 + first as u64), None);
+    c.consume(first + second);
+    let run = c.peek_all().unwrap();
+    assert_eq!(
+        (run.start, run.first.len() + run.second.len()),
+        (SampleIndex(1900), 50),
+        "the 100 dropped frames show as a jump in the timestamp"
+    );
+    assert_eq!(first_mismatch(run.first, 1900), None);
+    c.consume(50);
+    assert!(c.peek_all().is_none());
+    let s = c.monitor().stats();
+    assert_eq!(
+        (s.stored, s.overrun_frames, s.overrun_events, s.fill),
+        (1850, 100, 1, 0)
+    );
 }
