@@ -24,8 +24,12 @@ pub struct CaptureConfig {
     pub ring_ms: u32,
     /// Playback ring capacity in milliseconds.
     pub playback_ring_ms: u32,
-    /// Device buffer request in frames; 0 = the backend's default.
+    /// Output (speaker) device buffer request in frames; 0 = the backend's default.
     pub device_buffer_frames: u32,
+    /// Input (microphone) device buffer request in frames; 0 = the backend's default, which on
+    /// PulseAudio delivered the microphone in bursts 2 s apart (2 s of added latency, and
+    /// overruns of a 2 s ring).
+    pub input_buffer_frames: u32,
     /// File sources: "paced" (real time) or "fast".
     pub file_read: FileReadMode,
     /// Samples per push from a file source, in milliseconds of audio.
@@ -42,6 +46,7 @@ impl Default for CaptureConfig {
             ring_ms: 2000,
             playback_ring_ms: 1000,
             device_buffer_frames: 0,
+            input_buffer_frames: 480,
             file_read: FileReadMode::Paced,
             file_chunk_ms: 10,
             video_start_timeout_ms: 5000,
@@ -70,6 +75,11 @@ impl CaptureConfig {
         check_range(
             "capture.device_buffer_frames",
             self.device_buffer_frames,
+            0..=65_536,
+        )?;
+        check_range(
+            "capture.input_buffer_frames",
+            self.input_buffer_frames,
             0..=65_536,
         )?;
         check_range("capture.file_chunk_ms", self.file_chunk_ms, 1..=1000)?;

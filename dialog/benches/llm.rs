@@ -161,6 +161,39 @@ fn benches(c: &mut Criterion) {
         r.as_secs_f64() / f.as_secs_f64(),
         f.saturating_sub(r)
     );
+    // Dense f32 prefill (the default) against the quantized-only weights, same prompt, fresh
+    // cache, interleaved.
+    let store = vr_core::ModelStore::from_env().expect("model store");
+    let mut quantized = LocalLlm::from_store(
+        &store,
+        "qwen2.5-0.5b",
+        &LocalOptions {
+            dense_prefill: false,
+            ..LocalOptions::default()
+        },
+    )
+    .expect("load qwen2.5-0.5b");
+    let (mut dense_t, mut quant_t) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        s.llm.reset().unwrap();
+        let t = Instant::now();
+        first_token(&mut s.llm, &s.turn2);
+        dense_t.push(t.elapsed());
+        quantized.reset().unwrap();
+        let t = Instant::now();
+        first_token(&mut quantized, &s.turn2);
+        quant_t.push(t.elapsed());
+    }
+    dense_t.sort();
+    quant_t.sort();
+    let (d, q) = (dense_t[ROUNDS / 2], quant_t[ROUNDS / 2]);
+    println!(
+        "SUMMARY fresh prefill of {} tokens: dense f32 {d:?}, quantized {q:?}, ratio dense/quantized {:.3}",
+        prompt2.len(),
+        d.as_secs_f64() / q.as_secs_f64()
+    );
+    drop(quantized);
+
     s.llm.sync_prompt(&prompt_n, &|| false).unwrap();
     let fin = s
         .llm

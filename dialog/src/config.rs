@@ -61,6 +61,8 @@ pub struct LlmConfig {
     pub max_context_tokens: usize,
     /// Local prefill tokens per forward pass.
     pub prefill_chunk: usize,
+    /// Local: keep an f32 copy of the weights for prefill (see [`LocalOptions::dense_prefill`]).
+    pub dense_prefill: bool,
 }
 
 impl DialogConfig {
@@ -162,6 +164,7 @@ impl LlmConfig {
         LocalOptions {
             max_context: self.max_context_tokens,
             prefill_chunk: self.prefill_chunk,
+            dense_prefill: self.dense_prefill,
         }
     }
 

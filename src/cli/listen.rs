@@ -117,7 +117,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             (src.format(), None, Some(src))
         }
         None => {
-            let mic = Microphone::open(&cfg.capture.input_device, cfg.capture.device_buffer_frames)
+            let mic = Microphone::open(&cfg.capture.input_device, cfg.capture.input_buffer_frames)
                 .context(
                     "no usable microphone (no sound card?); use --input FILE.wav to listen to a file",
                 )?;

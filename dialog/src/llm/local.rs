@@ -37,6 +37,10 @@ pub struct LocalOptions {
     /// Prompt tokens per forward pass during prefill. Larger is faster per token; smaller lets a
     /// speculative prefill yield sooner.
     pub prefill_chunk: usize,
+    /// Also hold the layer weights dequantized to f32 and run prompt chunks through a dense GEMM
+    /// (Qwen2; several times faster prefill for ~4× the weights' memory: 1.4 GB more for
+    /// Qwen2.5-0.5B). Decoding stays on the quantized weights.
+    pub dense_prefill: bool,
 }
 
 impl Default for LocalOptions {
@@ -44,6 +48,7 @@ impl Default for LocalOptions {
         Self {
             max_context: 4096,
             prefill_chunk: 64,
+            dense_prefill: true,
         }
     }
 }
@@ -156,6 +161,7 @@ impl LocalLlm {
                 &mut file,
                 &device,
                 max_context,
+                opts.dense_prefill,
             )?),
             "gemma3" => Arch::Gemma3(gemma3::ModelWeights::from_gguf(
                 &content,

@@ -14,11 +14,50 @@ use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::repeat_kv;
 
+/// Rows (prompt positions in one forward pass) from which a projection uses the dense copy.
+const DENSE_FROM_ROWS: usize = 4;
+
+/// A weight matrix kept quantized for decoding and, optionally, dequantized to f32 as well for
+/// prefill. candle's quantized CPU matmul costs the same per row whatever the row count (each row
+/// is its own int8 dot-product sweep over the weights), so a 60-token prompt took as long as
+/// decoding 60 tokens; a dense f32 GEMM amortises the weights over the rows and runs several
+/// times faster from a handful of rows on. One row (decoding) stays on the quantized path, which
+/// reads 7× fewer bytes.
+#[derive(Debug, Clone)]
+struct Proj {
+    quantized: QMatMul,
+    dense: Option<QMatMul>,
+}
+
+impl Proj {
+    fn new(q: candle_core::quantized::QTensor, dense: bool) -> Result<Self> {
+        let dense = if dense {
+            Some(QMatMul::Tensor(q.dequantize(&q.device())?))
+        } else {
+            None
+        };
+        Ok(Self {
+            quantized: QMatMul::from_qtensor(q)?,
+            dense,
+        })
+    }
+}
+
+impl Module for Proj {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
+        match &self.dense {
+            Some(d) if rows >= DENSE_FROM_ROWS => d.forward(xs),
+            _ => self.quantized.forward(xs),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate: QMatMul,
-    down: QMatMul,
-    up: QMatMul,
+    gate: Proj,
+    down: Proj,
+    up: Proj,
 }
 
 impl Module for Mlp {
@@ -31,13 +70,13 @@ impl Module for Mlp {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Proj,
+    wk: Proj,
+    wv: Proj,
     bq: Tensor,
     bk: Tensor,
     bv: Tensor,
-    wo: QMatMul,
+    wo: Proj,
     attention_norm: RmsNorm,
     mlp: Mlp,
     ffn_norm: RmsNorm,
@@ -142,6 +181,7 @@ impl ModelWeights {
         reader: &mut R,
         device: &Device,
         max_positions: usize,
+        dense_prefill: bool,
     ) -> Result<Self> {
         let md_get = |s: &str| match ct.metadata.get(s) {
             None => candle_core::bail!("cannot find {s} in GGUF metadata"),
@@ -178,18 +218,18 @@ impl ModelWeights {
             let p = format!("blk.{i}");
             let mut t = |name: &str| ct.tensor(reader, &format!("{p}.{name}"), device);
             let layer = Layer {
-                wq: QMatMul::from_qtensor(t("attn_q.weight")?)?,
-                wk: QMatMul::from_qtensor(t("attn_k.weight")?)?,
-                wv: QMatMul::from_qtensor(t("attn_v.weight")?)?,
+                wq: Proj::new(t("attn_q.weight")?, dense_prefill)?,
+                wk: Proj::new(t("attn_k.weight")?, dense_prefill)?,
+                wv: Proj::new(t("attn_v.weight")?, dense_prefill)?,
                 bq: t("attn_q.bias")?.dequantize(device)?,
                 bk: t("attn_k.bias")?.dequantize(device)?,
                 bv: t("attn_v.bias")?.dequantize(device)?,
-                wo: QMatMul::from_qtensor(t("attn_output.weight")?)?,
+                wo: Proj::new(t("attn_output.weight")?, dense_prefill)?,
                 attention_norm: RmsNorm::from_qtensor(t("attn_norm.weight")?, rms_norm_eps)?,
                 mlp: Mlp {
-                    gate: QMatMul::from_qtensor(t("ffn_gate.weight")?)?,
-                    down: QMatMul::from_qtensor(t("ffn_down.weight")?)?,
-                    up: QMatMul::from_qtensor(t("ffn_up.weight")?)?,
+                    gate: Proj::new(t("ffn_gate.weight")?, dense_prefill)?,
+                    down: Proj::new(t("ffn_down.weight")?, dense_prefill)?,
+                    up: Proj::new(t("ffn_up.weight")?, dense_prefill)?,
                 },
                 ffn_norm: RmsNorm::from_qtensor(t("ffn_norm.weight")?, rms_norm_eps)?,
                 n_head: head_count,
