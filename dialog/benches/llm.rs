@@ -141,21 +141,16 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // Ratio summary from interleaved runs (same conditions for both arms), medians.
-    const ROUNDS: usize = 5;
-    let (mut fresh, mut reuse) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        s.llm.reset().unwrap();
+    let [f, r] = interleaved_medians(|arm| {
+        if arm == 0 {
+            s.llm.reset().unwrap();
+        } else {
+            s.llm.sync_prompt(&s.turn1, &|| false).unwrap();
+        }
         let t = Instant::now();
         first_token(&mut s.llm, &s.turn2);
-        fresh.push(t.elapsed());
-        s.llm.sync_prompt(&s.turn1, &|| false).unwrap();
-        let t = Instant::now();
-        first_token(&mut s.llm, &s.turn2);
-        reuse.push(t.elapsed());
-    }
-    fresh.sort();
-    reuse.sort();
-    let (f, r) = (fresh[ROUNDS / 2], reuse[ROUNDS / 2]);
+        t.elapsed()
+    });
     println!(
         "SUMMARY ttft turn 2: fresh prefill {f:?}, KV reuse {r:?}, ratio reuse/fresh {:.3} (saved {:?} per turn)",
         r.as_secs_f64() / f.as_secs_f64(),
@@ -173,20 +168,13 @@ fn benches(c: &mut Criterion) {
         },
     )
     .expect("load qwen2.5-0.5b");
-    let (mut dense_t, mut quant_t) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        s.llm.reset().unwrap();
+    let [d, q] = interleaved_medians(|arm| {
+        let llm = if arm == 0 { &mut s.llm } else { &mut quantized };
+        llm.reset().unwrap();
         let t = Instant::now();
-        first_token(&mut s.llm, &s.turn2);
-        dense_t.push(t.elapsed());
-        quantized.reset().unwrap();
-        let t = Instant::now();
-        first_token(&mut quantized, &s.turn2);
-        quant_t.push(t.elapsed());
-    }
-    dense_t.sort();
-    quant_t.sort();
-    let (d, q) = (dense_t[ROUNDS / 2], quant_t[ROUNDS / 2]);
+        first_token(llm, &s.turn2);
+        t.elapsed()
+    });
     println!(
         "SUMMARY fresh prefill of {} tokens: dense f32 {d:?}, quantized {q:?}, ratio dense/quantized {:.3}",
         prompt2.len(),
@@ -208,6 +196,22 @@ fn benches(c: &mut Criterion) {
         fin.stats.generated_tokens,
         (fin.stats.generated_tokens.saturating_sub(1)) as f64 / decode.as_secs_f64().max(1e-9)
     );
+}
+
+/// Medians of `ROUNDS` interleaved runs of two arms (`run(0)`, `run(1)`), so load from other
+/// processes hits both alike.
+fn interleaved_medians(mut run: impl FnMut(usize) -> Duration) -> [Duration; 2] {
+    const ROUNDS: usize = 5;
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (arm, t) in times.iter_mut().enumerate() {
+            t.push(run(arm));
+        }
+    }
+    times.map(|mut t| {
+        t.sort();
+        t[ROUNDS / 2]
+    })
 }
 
 criterion_group!(llm, benches);

@@ -424,7 +424,10 @@ fn dense_prefill_matches_the_quantized_weights() {
     let mut agreed = 0;
     for (d, q) in dense_tokens.iter().zip(&quant_tokens) {
         let (fd, fq) = (d.features.as_ref().unwrap(), q.features.as_ref().unwrap());
-        println!("{:?} {:.4} | {:?} {:.4}", d.text, fd.logprob, q.text, fq.logprob);
+        println!(
+            "{:?} {:.4} | {:?} {:.4}",
+            d.text, fd.logprob, q.text, fq.logprob
+        );
         if d.id != q.id {
             let near_tie = 0.5f32.ln();
             assert!(
