@@ -3,6 +3,11 @@
 //! private network namespace (`unshare -n`, loopback only). The page must show the final
 //! transcript (WER ≤ 15%) and the assistant's text, and the browser's inbound-rtp stats must
 //! show received assistant audio. The screenshot is kept in `target/test-artifacts/`.
+//!
+//! Chromium's fake microphone starts its file wherever capture starts. The page opens the
+//! microphone only once the server's conversation says it listens (its first `voice` event), and
+//! the file starts with [`LEAD_SILENCE_S`] of silence, so the whole sentence is heard from its
+//! first word however long the session took to start.
 
 mod common;
 
@@ -14,10 +19,10 @@ fn skip(why: &str) {
     println!("SKIP webrtc_browser: {why}");
 }
 
+/// Silence before the speech in the fake microphone's file.
+const LEAD_SILENCE_S: usize = 3;
+
 #[test]
-#[ignore = "flaky: Chromium's fake microphone starts the looped file wherever capture begins, so the \
-            page may hear only its tail (one run: finals 'for a full hour … waiting.' + 'And he could \
-            wait no longer.' = 1 error in 17; next run: 'no longer' only); inbound audio passes"]
 fn chromium_uses_the_page_end_to_end() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
@@ -47,8 +52,8 @@ fn chromium_uses_the_page_end_to_end() {
         .expect("run tests/browser/setup.sh");
     assert!(st.success(), "npm ci for playwright-core failed");
 
-    // Chromium loops the fake-microphone file: speech, then long enough a silence for the
-    // answer to come back before the sentence repeats.
+    // Chromium loops the fake-microphone file: lead-in silence, speech, then long enough a
+    // silence for the answer to come back before the sentence repeats.
     let out = artifact_dir();
     let wav = out.join("browser-mic.wav");
     let spec = hound::WavSpec {
@@ -58,9 +63,8 @@ fn chromium_uses_the_page_end_to_end() {
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(&wav, spec).expect("mic wav");
-    for s in speech
-        .iter()
-        .copied()
+    for s in std::iter::repeat_n(0.0, 48_000 * LEAD_SILENCE_S)
+        .chain(speech.iter().copied())
         .chain(std::iter::repeat_n(0.0, 48_000 * 30))
     {
         w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
@@ -98,6 +102,21 @@ fn chromium_uses_the_page_end_to_end() {
         Some(0),
         "{result}"
     );
+    // The server said it listens (its first `voice` event names the voice) before the page
+    // opened the microphone, so the file's speech reached a running conversation.
+    let at = |k: &str| result[k].as_f64();
+    let (connected, listening, mic) = (at("connectedAt"), at("listeningAt"), at("micAt"));
+    println!(
+        "page: Connect → server listening {:.0} ms → microphone open {:.0} ms later (voice {})",
+        listening.unwrap_or(f64::NAN) - connected.unwrap_or(f64::NAN),
+        mic.unwrap_or(f64::NAN) - listening.unwrap_or(f64::NAN),
+        result["voice"]
+    );
+    assert_eq!(result["voice"].as_str(), Some("piper"), "{result}");
+    assert!(
+        matches!((connected, listening, mic), (Some(c), Some(l), Some(m)) if c <= l && l <= m),
+        "the microphone must open after the server listens: {result}"
+    );
     let finals: Vec<&str> = result["finals"]
         .as_array()
         .into_iter()
@@ -105,7 +124,8 @@ fn chromium_uses_the_page_end_to_end() {
         .filter_map(|v| v.as_str())
         .collect();
     // The speaker pauses mid-sentence, so the utterance can arrive as several finals; the fake
-    // microphone loops the file, so later finals may repeat it. Score the best prefix of finals.
+    // microphone loops the file, so later finals may repeat it. Score the best prefix of finals
+    // (it starts at the first final: a sentence heard from its middle would fail here).
     let (first, w) = (1..=finals.len().max(1))
         .map(|k| {
             let joined = finals[..k.min(finals.len())].join(" ");

@@ -251,10 +251,20 @@ pub(crate) async fn create_session(
     slot: Slot<'_>,
     offer: RTCSessionDescription,
 ) -> Result<Created, OfferError> {
+    let t0 = Instant::now();
     let prepared = prepare(cfg, pipeline).await?;
+    let conversation_ms = t0.elapsed().as_millis() as u64;
     match answer_offer(cfg, offer).await {
         Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)) => {
             let id = start(cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt);
+            let ready_ms = t0.elapsed().as_millis() as u64;
+            metrics::histogram!("transport_session_start_ms").record(ready_ms as f64);
+            tracing::info!(
+                session = %id,
+                conversation_ms,
+                answer_ms = ready_ms - conversation_ms,
+                "session ready in {ready_ms} ms"
+            );
             Ok(Created { id, answer_sdp })
         }
         Err(e) => {
