@@ -62,7 +62,14 @@ async fn rust_client_speaks_and_hears_the_assistant() {
     assert!(rms > 0.02, "assistant audio rms {rms} is not speech level");
 
     // The conversation announced its voice when it started listening.
-    let first_voice = c.received.lock().unwrap().of_type("voice").first().cloned().cloned();
+    let first_voice = c
+        .received
+        .lock()
+        .unwrap()
+        .of_type("voice")
+        .first()
+        .cloned()
+        .cloned();
     let first_voice = first_voice.expect("no voice event at the start");
     assert_eq!(first_voice["voice"], "piper", "{first_voice}");
     assert_eq!(first_voice["sample_rate"], 22050, "{first_voice}");
@@ -112,7 +119,12 @@ async fn rust_client_speaks_and_hears_the_assistant() {
         for k in ["speech_end_ms", "endpointing_ms", "asr_final_ms"] {
             assert!(typed[k].is_null(), "{k} should be null: {typed}");
         }
-        for k in ["llm_first_token_ms", "first_clause_ms", "tts_first_chunk_ms", "onset_ms"] {
+        for k in [
+            "llm_first_token_ms",
+            "first_clause_ms",
+            "tts_first_chunk_ms",
+            "onset_ms",
+        ] {
             assert!(typed[k].as_u64().is_some(), "{k} missing: {typed}");
         }
         let onset = typed["onset_ms"].as_u64().unwrap();
@@ -123,7 +135,9 @@ async fn rust_client_speaks_and_hears_the_assistant() {
         );
         let spoken = r.of_type("answer_end")[ends_before]["spoken"].clone();
         assert!(
-            spoken.as_str().is_some_and(|t| t.chars().any(char::is_alphabetic)),
+            spoken
+                .as_str()
+                .is_some_and(|t| t.chars().any(char::is_alphabetic)),
             "typed turn answer spoke nothing: {spoken}"
         );
         let loud = r.frames[frames_before..]
@@ -131,7 +145,10 @@ async fn rust_client_speaks_and_hears_the_assistant() {
             .filter(|(_, peak)| *peak > 0.003)
             .count();
         println!("flite answer: {loud} packets with sound; spoke {spoken}");
-        assert!(loud >= 25, "the flite answer's audio did not arrive ({loud} loud packets)");
+        assert!(
+            loud >= 25,
+            "the flite answer's audio did not arrive ({loud} loud packets)"
+        );
     }
 
     // Bad settings: one clear error each, the voice stays, the session keeps answering.
@@ -163,9 +180,11 @@ async fn rust_client_speaks_and_hears_the_assistant() {
     let ends_before = c.received.lock().unwrap().of_type("answer_end").len();
     c.send_json(serde_json::json!({"type": "text", "text": "Thank you."}))
         .await;
-    c.wait_for(Duration::from_secs(120), "an answer after the bad settings", |r| {
-        r.of_type("answer_end").len() > ends_before
-    })
+    c.wait_for(
+        Duration::from_secs(120),
+        "an answer after the bad settings",
+        |r| r.of_type("answer_end").len() > ends_before,
+    )
     .await;
     {
         let r = c.received.lock().unwrap();

@@ -230,8 +230,9 @@ pub type RecognizerFactory =
 /// Builds a synthesizer for a conversation: `None` is the configured voice (with its fallback),
 /// `Some(kind)` that voice exactly (a session's voice change). Must be cheap: weights are
 /// loaded once when the factory is made, not per call.
-pub type SynthesizerFactory =
-    Arc<dyn Fn(Option<vr_tts::VoiceKind>) -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
+pub type SynthesizerFactory = Arc<
+    dyn Fn(Option<vr_tts::VoiceKind>) -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync,
+>;
 
 /// Builds the stand-alone VAD that drives turn taking (see [`AssistantParts::vad`]).
 pub type VadFactory = Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
@@ -427,9 +428,8 @@ impl ConversationHandle {
     /// [`ConversationEvent::Voice`], or an [`ConversationEvent::Error`] (the voice stays as it
     /// was) when that voice cannot be opened. An unknown name is refused here.
     pub fn set_voice(&self, voice: &str) -> Result<(), String> {
-        let kind = vr_tts::VoiceKind::parse(voice).ok_or_else(|| {
-            format!("unknown voice {voice:?}; available: piper, flite, espeak")
-        })?;
+        let kind = vr_tts::VoiceKind::parse(voice)
+            .ok_or_else(|| format!("unknown voice {voice:?}; available: piper, flite, espeak"))?;
         let _ = self.control.tx.send(LoopMsg::Voice(kind));
         Ok(())
     }

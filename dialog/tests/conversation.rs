@@ -503,34 +503,49 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
     }
 }
 
-/// Share of the energy of `x` (at `rate`) between `lo` Hz and `hi` Hz: a plain DFT over 10 ms
-/// frames, summed.
-fn band_share(x: &[f32], rate: u32, lo: f64, hi: f64) -> f64 {
-    let n = rate as usize / 100;
-    let (mut band, mut total) = (0f64, 0f64);
+/// Median fundamental frequency (Hz) of the voiced 40 ms frames of `x` (at `rate`): per frame,
+/// the normalised autocorrelation over lags of 60–400 Hz; frames loud enough and periodic
+/// enough (best ≥ 0.5) count, at the shortest-lag local peak within 85% of the best (so a
+/// period's multiple is not taken for the period).
+fn median_f0(x: &[f32], rate: u32) -> Option<f64> {
+    let n = rate as usize / 25;
+    let (min_lag, max_lag) = (rate as usize / 400, rate as usize / 60);
+    let mut f0s = Vec::new();
     for frame in x.chunks_exact(n) {
-        for k in 1..n / 2 {
-            let f = k as f64 * 100.0;
-            let w = 2.0 * std::f64::consts::PI * k as f64 / n as f64;
-            let (mut re, mut im) = (0f64, 0f64);
-            for (i, v) in frame.iter().enumerate() {
-                re += f64::from(*v) * (w * i as f64).cos();
-                im -= f64::from(*v) * (w * i as f64).sin();
-            }
-            let p = re * re + im * im;
-            total += p;
-            if (lo..hi).contains(&f) {
-                band += p;
-            }
+        let energy: f64 = frame.iter().map(|v| f64::from(*v).powi(2)).sum();
+        if (energy / n as f64).sqrt() < 0.02 {
+            continue;
+        }
+        let r: Vec<f64> = (min_lag..=max_lag)
+            .map(|lag| {
+                let (mut c, mut e1, mut e2) = (0f64, 0f64, 0f64);
+                for i in 0..n - lag {
+                    let (a, b) = (f64::from(frame[i]), f64::from(frame[i + lag]));
+                    c += a * b;
+                    e1 += a * a;
+                    e2 += b * b;
+                }
+                c / (e1 * e2).sqrt().max(1e-12)
+            })
+            .collect();
+        let best = r.iter().copied().fold(0f64, f64::max);
+        if best < 0.5 {
+            continue;
+        }
+        let peak =
+            (1..r.len() - 1).find(|&i| r[i] >= 0.85 * best && r[i] >= r[i - 1] && r[i] >= r[i + 1]);
+        if let Some(i) = peak {
+            f0s.push(f64::from(rate) / (min_lag + i) as f64);
         }
     }
-    band / total.max(1e-12)
+    f0s.sort_by(f64::total_cmp);
+    f0s.get(f0s.len() / 2).copied()
 }
 
 /// Typed turns get the same latency breakdown as spoken ones, with the speech stages absent;
 /// `set_voice` switches the voice between answers (a `Voice` event with the new rate, and the
-/// answer's audio really is the new voice: flite's 16 kHz speech has no energy above 8 kHz,
-/// Piper's 22.05 kHz speech has); an unknown voice is refused and changes nothing.
+/// answer's audio really is the new voice: Piper's joe is a low male voice, flite's slt a higher
+/// female one); an unknown voice is refused and changes nothing.
 #[test]
 fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -644,19 +659,21 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     let last_on = loud.iter().rposition(|l| *l).unwrap();
     let piper = &wav[first_on * frame..(end + 1) * frame];
     let flite = &wav[second_on * frame..(last_on + 1) * frame];
-    let (hp, hf) = (
-        band_share(piper, 48_000, 8_500.0, 11_000.0),
-        band_share(flite, 48_000, 8_500.0, 11_000.0),
-    );
+    assert!(piper.len() > 48_000 && flite.len() > 48_000);
+    let (fp, ff) = (median_f0(piper, 48_000), median_f0(flite, 48_000));
     println!(
-        "energy share 8.5-11 kHz: piper answer {hp:.2e} ({:.2} s), flite answer {hf:.2e} ({:.2} s)",
+        "median F0: first answer {fp:?} Hz ({:.2} s), second answer {ff:?} Hz ({:.2} s)",
         piper.len() as f64 / 48_000.0,
         flite.len() as f64 / 48_000.0
     );
-    assert!(piper.len() > 48_000 && flite.len() > 48_000);
-    assert!(hp > 1e-3, "Piper's answer has no energy above 8.5 kHz: {hp:.2e}");
+    let (fp, ff) = (fp.unwrap(), ff.unwrap());
+    // Measured on `voicerelay say`: Piper's joe ≈ 87 Hz, flite's slt ≈ 170 Hz.
     assert!(
-        hf < hp / 20.0,
-        "the second answer is not flite's 16 kHz speech: {hf:.2e} vs Piper's {hp:.2e}"
+        fp < 125.0,
+        "the first answer is not Piper's male voice: F0 {fp:.0} Hz"
+    );
+    assert!(
+        ff > 140.0,
+        "the second answer is not flite's female voice: F0 {ff:.0} Hz"
     );
 }

@@ -31,6 +31,7 @@ const { chromium } = require('playwright-core');
       voice: window.vr.voice, connectedAt: window.vr.connectedAt, listeningAt: window.vr.listeningAt, micAt: window.vr.micAt,
       inbound: await window.vrInboundAudio(),
       transcriptText: document.getElementById('transcript').textContent,
+      events: window.vr.events.filter((e) => e.type !== 'partial'),
     }));
     const heard = r.inbound && r.inbound.totalAudioEnergy > 0.01;
     if ((r.finals.length > 0 && r.assistant.length > 0 && heard) || r.errors.length > 0 || Date.now() > deadline) break;

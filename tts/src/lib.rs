@@ -190,7 +190,8 @@ pub enum TtsError {
     Espeak(String),
     #[error("flite: {0}")]
     Flite(String),
-    #[error("the {voice} voice is unavailable: {reason}")]
+    /// The voice's model could not be loaded (when it was first needed); `reason` says why.
+    #[error("{reason}")]
     VoiceUnavailable { voice: VoiceKind, reason: String },
     #[error("synthesis was interrupted")]
     Interrupted,

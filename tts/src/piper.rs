@@ -287,11 +287,7 @@ impl PiperVoice {
         let run_options = Arc::clone(&self.run_options);
         // Held for this one run (see `PiperModel`); a poisoned lock only means another voice's
         // run panicked, which leaves the session itself usable.
-        let mut session = self
-            .model
-            .session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut session = self.model.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = if self.model.has_sid {
             let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(onnx)?;
             session.run_with_options(

@@ -173,7 +173,11 @@ impl VoiceBank {
             }
             Err(e) => e,
         };
-        let mut candidates = vec![self.cfg.fallback_kind(), VoiceKind::Flite, VoiceKind::Espeak];
+        let mut candidates = vec![
+            self.cfg.fallback_kind(),
+            VoiceKind::Flite,
+            VoiceKind::Espeak,
+        ];
         candidates.dedup();
         let mut last_err = first_err.to_string();
         for kind in candidates.into_iter().filter(|k| *k != wanted) {
