@@ -857,10 +857,16 @@ impl<'a, E: EventSink> Loop<'a, E> {
     }
 
     fn set_state(&mut self, to: LoopState) {
+        let at_ms = self.now_ms();
+        self.set_state_at(to, at_ms);
+    }
+
+    /// A state change that happened at `at_ms` (input clock), which may be a little before the
+    /// loop noticed it.
+    fn set_state_at(&mut self, to: LoopState, at_ms: u64) {
         if self.state != to {
             let from = self.state;
             self.state = to;
-            let at_ms = self.now_ms();
             self.emit(ConversationEvent::State { from, to, at_ms });
         }
     }
@@ -1554,7 +1560,10 @@ impl<'a, E: EventSink> Loop<'a, E> {
         if let Some(first) = first {
             self.summary.answers += 1;
             self.detector.set_assistant_speaking(true);
-            self.set_state(LoopState::Speaking);
+            // Dated at the first sample's play-out, not at this poll: a loop thread held up by a
+            // busy CPU would otherwise report Speaking late.
+            let at_ms = self.out_to_in_ms(first);
+            self.set_state_at(LoopState::Speaking, at_ms);
             if let Some(lat) = self.latency(first) {
                 self.summary.latencies.push(lat.clone());
                 self.emit(ConversationEvent::TurnLatency(lat));

@@ -27,7 +27,7 @@ const { chromium } = require('playwright-core');
   for (;;) {
     r = await page.evaluate(async () => ({
       state: window.vr.state, finals: window.vr.finals, assistant: window.vr.assistant,
-      errors: window.vr.errors, latencies: window.vr.latencies, micRms: window.vr.micRms || 0,
+      errors: window.vr.errors, latencies: window.vr.latencies, micRms: window.vr.micRms || 0, micPeak: window.vr.micPeak || 0,
       voice: window.vr.voice, connectedAt: window.vr.connectedAt, listeningAt: window.vr.listeningAt, micAt: window.vr.micAt,
       inbound: await window.vrInboundAudio(),
       transcriptText: document.getElementById('transcript').textContent,

@@ -66,7 +66,10 @@ async function openMic() {
 }
 
 function startMeter(stream) {
-  meterCtx = new AudioContext();
+  // Created in the Connect click (a user gesture): one made later, when the server says it
+  // listens, would start suspended and the meter would never move.
+  if (!meterCtx) meterCtx = new AudioContext();
+  meterCtx.resume().catch(() => {});
   const an = meterCtx.createAnalyser(); an.fftSize = 1024;
   meterCtx.createMediaStreamSource(stream).connect(an);
   const buf = new Float32Array(an.fftSize);
@@ -75,7 +78,7 @@ function startMeter(stream) {
     an.getFloatTimeDomainData(buf);
     let s = 0; for (const v of buf) s += v * v;
     const rms = Math.sqrt(s / buf.length);
-    window.vr.micRms = rms;
+    window.vr.micRms = rms; window.vr.micPeak = Math.max(window.vr.micPeak || 0, rms);
     $('level').style.width = Math.min(100, rms * 400) + '%';
     requestAnimationFrame(tick);
   };
@@ -94,6 +97,7 @@ function waitForIce(pc, ms) {
 
 async function connect() {
   $('connect').disabled = true; $('error').textContent = '';
+  if (!meterCtx) meterCtx = new AudioContext();
   try {
     setStatus('connecting');
     window.vr.connectedAt = performance.now(); window.vr.listeningAt = null; window.vr.micAt = null;

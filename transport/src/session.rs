@@ -455,9 +455,11 @@ impl Prepared {
     }
 }
 
-/// Starts the session's conversation. Done before the peer connection exists: building a
-/// recogniser and a voice takes seconds, and ICE checks start as soon as the answer is set, so
-/// a slow start after answering would let ICE fail before the client even has the answer.
+/// Starts the session's conversation. Done before the peer connection exists, so the
+/// conversation is already reading the input ring when the first packet can arrive: nothing the
+/// client says is dropped or left waiting for a pipeline still starting (the ring holds
+/// `input_ring_ms` should the conversation fall behind). With the weights shared this takes
+/// milliseconds; a slow pipeline here delays the answer, never the ICE checks after it.
 async fn prepare(
     cfg: &TransportConfig,
     pipeline: Arc<dyn Pipeline>,
