@@ -121,7 +121,10 @@ fn chromium_uses_the_page_end_to_end() {
     // The page's level meter saw the microphone's speech (RMS ≈ 0.05 for this utterance).
     let mic_peak = result["micPeak"].as_f64().unwrap_or(0.0);
     println!("page microphone meter peak RMS {mic_peak:.3}");
-    assert!(mic_peak > 0.01, "the microphone meter never moved: {result}");
+    assert!(
+        mic_peak > 0.01,
+        "the microphone meter never moved: {result}"
+    );
     assert!(
         matches!((connected, listening, mic), (Some(c), Some(l), Some(m)) if c <= l && l <= m),
         "the microphone must open after the server listens: {result}"

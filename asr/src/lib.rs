@@ -103,7 +103,7 @@ pub struct RecognizerModels {
 #[derive(Clone)]
 enum Engine {
     Whisper {
-        model: models::whisper::WhisperModel,
+        model: Box<models::whisper::WhisperModel>,
         silero: Option<std::sync::Arc<models::silero::Silero>>,
     },
     Moonshine(std::sync::Arc<models::moonshine_streaming::MoonshineStreaming>),
@@ -132,7 +132,7 @@ impl RecognizerModels {
                 ))
             }
             "whisper" => Engine::Whisper {
-                model: models::whisper::load_configured(asr, store)?,
+                model: Box::new(models::whisper::load_configured(asr, store)?),
                 silero: if asr.vad_gate {
                     Some(std::sync::Arc::new(models::silero::Silero::from_store(
                         store,
@@ -162,7 +162,7 @@ impl RecognizerModels {
                 moonshine::RecognizerOptions::default(),
             )?)),
             Engine::Whisper { model, silero } => {
-                let mut rec = stream::WhisperStream::new(model.clone(), self.asr.clone())?;
+                let mut rec = stream::WhisperStream::new((**model).clone(), self.asr.clone())?;
                 if let Some(s) = silero {
                     rec = rec.with_vad(vad::SileroVad::new(s.clone(), self.vad.clone())?);
                 }
