@@ -87,34 +87,106 @@ pub enum AsrError {
     },
 }
 
-/// The configured streaming recogniser: `[asr]` chooses the engine and model, gated by the
-/// Silero VAD (`[vad]`) when `asr.vad_gate` is set. Shared by `transcribe`, `serve`, `listen` and
-/// the conversation loop (which builds one per session).
+/// The configured recogniser's weights, loaded once: `[asr]` chooses the engine and model, gated
+/// by the Silero VAD (`[vad]`) when `asr.vad_gate` is set. [`RecognizerModels::recognizer`]
+/// hands out independent streams that share the weights (Whisper's tensors, tokenizer and mel
+/// filters; Silero's and Moonshine's models behind `Arc`s) and own only their state (mel frames,
+/// windows, KV caches, VAD state), so a new stream costs milliseconds, not a model load.
+/// Cloning shares the same weights.
+#[derive(Clone)]
+pub struct RecognizerModels {
+    engine: Engine,
+    asr: config::AsrConfig,
+    vad: vad::VadConfig,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Whisper {
+        model: Box<models::whisper::WhisperModel>,
+        silero: Option<std::sync::Arc<models::silero::Silero>>,
+    },
+    Moonshine(std::sync::Arc<models::moonshine_streaming::MoonshineStreaming>),
+}
+
+impl RecognizerModels {
+    /// Loads the configured engine's weights (and Silero's, when the VAD gates Whisper).
+    pub fn load(
+        asr: &config::AsrConfig,
+        vad: &vad::VadConfig,
+        store: &vr_core::ModelStore,
+    ) -> Result<Self, AsrError> {
+        asr.validate()
+            .map_err(|e| AsrError::Config(e.to_string()))?;
+        let engine = match asr.engine.as_str() {
+            "moonshine" => {
+                if asr.model_dir.is_empty() {
+                    return Err(AsrError::Config(
+                        "asr.engine = \"moonshine\" needs asr.model_dir (a Moonshine streaming checkpoint directory)".into(),
+                    ));
+                }
+                Engine::Moonshine(std::sync::Arc::new(
+                    models::moonshine_streaming::MoonshineStreaming::load(std::path::Path::new(
+                        &asr.model_dir,
+                    ))?,
+                ))
+            }
+            "whisper" => Engine::Whisper {
+                model: Box::new(models::whisper::load_configured(asr, store)?),
+                silero: if asr.vad_gate {
+                    Some(std::sync::Arc::new(models::silero::Silero::from_store(
+                        store,
+                    )?))
+                } else {
+                    None
+                },
+            },
+            other => {
+                return Err(AsrError::Config(format!(
+                    "asr.engine = {other:?} is not available; use \"whisper\" or \"moonshine\""
+                )))
+            }
+        };
+        Ok(Self {
+            engine,
+            asr: asr.clone(),
+            vad: vad.clone(),
+        })
+    }
+
+    /// A new stream at sample 0 over the shared weights.
+    pub fn recognizer(&self) -> Result<Box<dyn StreamingRecognizer>, AsrError> {
+        match &self.engine {
+            Engine::Moonshine(m) => Ok(Box::new(moonshine::MoonshineRecognizer::new(
+                m.clone(),
+                moonshine::RecognizerOptions::default(),
+            )?)),
+            Engine::Whisper { model, silero } => {
+                let mut rec = stream::WhisperStream::new((**model).clone(), self.asr.clone())?;
+                if let Some(s) = silero {
+                    rec = rec.with_vad(vad::SileroVad::new(s.clone(), self.vad.clone())?);
+                }
+                Ok(Box::new(rec))
+            }
+        }
+    }
+
+    /// The Silero weights the recogniser's VAD uses, if it has one (so a stand-alone VAD can
+    /// share them instead of loading its own).
+    pub fn silero(&self) -> Option<&std::sync::Arc<models::silero::Silero>> {
+        match &self.engine {
+            Engine::Whisper { silero, .. } => silero.as_ref(),
+            Engine::Moonshine(_) => None,
+        }
+    }
+}
+
+/// The configured streaming recogniser (see [`RecognizerModels`]), loading its weights: for one
+/// stream (`transcribe`, `eval`). Whoever needs several streams keeps a [`RecognizerModels`].
 pub fn build_recognizer(
     asr: &config::AsrConfig,
     vad: &vad::VadConfig,
     store: &vr_core::ModelStore,
 ) -> Result<Box<dyn StreamingRecognizer>, AsrError> {
-    match asr.engine.as_str() {
-        "moonshine" => {
-            if asr.model_dir.is_empty() {
-                return Err(AsrError::Config(
-                    "asr.engine = \"moonshine\" needs asr.model_dir (a Moonshine streaming checkpoint directory)".into(),
-                ));
-            }
-            let rec = moonshine::MoonshineRecognizer::load(std::path::Path::new(&asr.model_dir))?;
-            Ok(Box::new(rec))
-        }
-        "whisper" => {
-            let model = models::whisper::load_configured(asr, store)?;
-            let mut rec = stream::WhisperStream::new(model, asr.clone())?;
-            if asr.vad_gate {
-                rec = rec.with_vad(vad::SileroVad::from_store(store, vad.clone())?);
-            }
-            Ok(Box::new(rec))
-        }
-        other => Err(AsrError::Config(format!(
-            "asr.engine = {other:?} is not available; use \"whisper\" or \"moonshine\""
-        ))),
-    }
+    RecognizerModels::load(asr, vad, store)?.recognizer()
 }

@@ -83,27 +83,40 @@ pub enum LoopState {
     Speaking,
 }
 
+/// How the user's turn came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnInput {
+    /// Spoken: the recogniser and the turn detector ended it.
+    Speech,
+    /// Typed ([`ConversationHandle::send_text`]): no speech stages.
+    Text,
+}
+
 /// Per-turn latency breakdown. All durations in milliseconds; `None` when the stage did not
-/// happen in this turn (a fallback sentence has no LLM token). The stages overlap in time (the
-/// recogniser finalises while the endpointer waits), so they do not sum to the onset.
+/// happen in this turn (a typed turn has no speech end, endpointing or ASR final; a fallback
+/// sentence has no LLM token). The stages overlap in time (the recogniser finalises while the
+/// endpointer waits), so they do not sum to the onset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TurnLatency {
-    /// Turn number in this conversation, from 1.
+    /// Turn number in this conversation, from 1 (spoken and typed turns share the count).
     pub turn: u32,
+    pub input: TurnInput,
     /// End of the user's speech (the VAD's speech end of the turn's last segment), input clock.
-    pub speech_end_ms: u64,
+    pub speech_end_ms: Option<u64>,
     /// Endpointing wait: end of speech → the turn detector's `TurnEnded` (input clock: the
     /// silence timeout plus whatever the recogniser's delivery delay added).
-    pub endpointing_ms: u64,
+    pub endpointing_ms: Option<u64>,
     /// ASR finalisation: end of speech → the turn's final transcript reached the loop.
-    pub asr_final_ms: u64,
+    pub asr_final_ms: Option<u64>,
     /// `generate` called → first token.
     pub llm_first_token_ms: Option<u64>,
     /// `generate` called → first complete clause handed to the synthesizer.
     pub first_clause_ms: Option<u64>,
     /// First clause handed to the synthesizer → its first audio chunk.
     pub tts_first_chunk_ms: Option<u64>,
-    /// Onset: end of the user's speech → first answer sample played, on the output clock.
+    /// Onset: end of the user's speech (a typed turn: the text reaching the loop) → first
+    /// answer sample played, on the output clock.
     pub onset_ms: u64,
 }
 
@@ -150,6 +163,13 @@ pub enum ConversationEvent {
         dropped_ms: u64,
     },
     TurnLatency(TurnLatency),
+    /// The voice answers are spoken with: once at the start, then after each change
+    /// ([`ConversationHandle::set_voice`]; applied between answers). `sample_rate`: the voice's
+    /// own rate in Hz, before resampling to the output.
+    Voice {
+        voice: vr_tts::VoiceKind,
+        sample_rate: u32,
+    },
     /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
     /// started playing (the fallback sentence when the LLM could not be reached);
     /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.
@@ -211,9 +231,12 @@ pub struct ConversationSummary {
 /// Builds one streaming recogniser per conversation.
 pub type RecognizerFactory =
     Arc<dyn Fn() -> Result<Box<dyn StreamingRecognizer>, DialogError> + Send + Sync>;
-/// Builds one synthesizer per conversation.
-pub type SynthesizerFactory =
-    Arc<dyn Fn() -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync>;
+/// Builds a synthesizer for a conversation: `None` is the configured voice (with its fallback),
+/// `Some(kind)` that voice exactly (a session's voice change). Must be cheap: weights are
+/// loaded once when the factory is made, not per call.
+pub type SynthesizerFactory = Arc<
+    dyn Fn(Option<vr_tts::VoiceKind>) -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync,
+>;
 
 /// Builds the stand-alone VAD that drives turn taking (see [`AssistantParts::vad`]).
 pub type VadFactory = Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
@@ -261,8 +284,10 @@ impl Assistant {
         Ok(Self { parts })
     }
 
-    /// The configured assistant: the `[llm]` engine (loaded now), the `[asr]`/`[vad]` recogniser
-    /// and the `[tts]` voice (built per conversation), `[dialog]` turn taking and persona.
+    /// The configured assistant: the `[llm]` engine, the `[asr]`/`[vad]` recogniser weights and
+    /// the `[tts]` voice, all loaded now and shared by every conversation (each builds only its
+    /// own streams: recogniser and VAD state, a synthesis worker); `[dialog]` turn taking and
+    /// persona.
     pub fn from_configs(
         store: &vr_core::ModelStore,
         dialog: &DialogConfig,
@@ -273,18 +298,26 @@ impl Assistant {
     ) -> Result<Self, DialogError> {
         crate::config::validate_together(dialog, llm)?;
         let (engine, token_counter) = llm.build_engine_and_counter(store)?;
-        let (asr_cfg, vad_cfg, rec_store) = (asr.clone(), vad.clone(), store.clone());
-        let recognizer: RecognizerFactory = Arc::new(move || {
-            vr_asr::build_recognizer(&asr_cfg, &vad_cfg, &rec_store).map_err(DialogError::from)
-        });
-        let (tts_cfg, tts_store) = (tts.clone(), store.clone());
-        let synthesizer: SynthesizerFactory = Arc::new(move || {
-            let s = vr_tts::StreamingSynthesizer::from_config(&tts_cfg, &tts_store)?;
+        let t0 = Instant::now();
+        let models = vr_asr::RecognizerModels::load(asr, vad, store)?;
+        let silero = match models.silero() {
+            Some(s) => s.clone(),
+            None => Arc::new(vr_asr::models::silero::Silero::from_store(store)?),
+        };
+        let recognizer: RecognizerFactory =
+            Arc::new(move || models.recognizer().map_err(DialogError::from));
+        let bank = Arc::new(vr_tts::VoiceBank::load(tts, store)?);
+        let synthesizer: SynthesizerFactory = Arc::new(move |kind| {
+            let s = bank.synthesizer(kind)?;
             if let Some(why) = s.fallback_reason() {
                 tracing::warn!(voice = %s.voice(), reason = why, "fallback voice");
             }
             Ok(Box::new(s) as Box<dyn Synthesizer>)
         });
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            "recogniser, VAD and voice weights loaded"
+        );
         Self::new(AssistantParts {
             dialog: dialog.clone(),
             llm: Arc::from(engine),
@@ -295,9 +328,9 @@ impl Assistant {
             min_clause_chars: tts.min_chunk_chars,
             max_clause_chars: tts.max_chunk_chars,
             vad: {
-                let (vad_cfg, vad_store) = (vad.clone(), store.clone());
+                let vad_cfg = vad.clone();
                 Some(Arc::new(move || {
-                    vr_asr::vad::SileroVad::from_store(&vad_store, vad_cfg.clone())
+                    vr_asr::vad::SileroVad::new(silero.clone(), vad_cfg.clone())
                         .map_err(DialogError::from)
                 }) as VadFactory)
             },
@@ -316,7 +349,7 @@ impl Assistant {
     /// A new session with empty memory: builds its recogniser and synthesizer.
     pub fn conversation(&self) -> Result<Conversation, DialogError> {
         let recognizer = (self.parts.recognizer)()?;
-        let synthesizer = (self.parts.synthesizer)()?;
+        let synthesizer = (self.parts.synthesizer)(None)?;
         let vad = match &self.parts.vad {
             Some(f) => Some(f()?),
             None => None,
@@ -362,7 +395,9 @@ pub(crate) enum LoopMsg {
     /// The recogniser failed; the conversation ends with this error.
     AsrFailed(String),
     Interrupt,
-    Text(String),
+    /// Typed input, and the moment it was sent.
+    Text(String, Instant),
+    Voice(vr_tts::VoiceKind),
     Stop,
 }
 
@@ -386,7 +421,21 @@ impl ConversationHandle {
 
     /// Typed user input: a complete user turn without audio.
     pub fn send_text(&self, text: impl Into<String>) {
-        let _ = self.control.tx.send(LoopMsg::Text(text.into()));
+        let _ = self
+            .control
+            .tx
+            .send(LoopMsg::Text(text.into(), Instant::now()));
+    }
+
+    /// Speaks the next answers with `voice` ("piper", "flite" or "espeak"). Applied at once
+    /// when no answer is in flight, else when the current one ends; confirmed by a
+    /// [`ConversationEvent::Voice`], or an [`ConversationEvent::Error`] (the voice stays as it
+    /// was) when that voice cannot be opened. An unknown name is refused here.
+    pub fn set_voice(&self, voice: &str) -> Result<(), String> {
+        let kind = vr_tts::VoiceKind::parse(voice)
+            .ok_or_else(|| format!("unknown voice {voice:?}; available: piper, flite, espeak"))?;
+        let _ = self.control.tx.send(LoopMsg::Voice(kind));
+        Ok(())
     }
 
     /// Ends the conversation now: the answer is cancelled, `run` returns.
@@ -445,7 +494,7 @@ impl Conversation {
             .spawn(move || asr_thread(samples_rx, recognizer, asr_tx, asr_stop))
             .map_err(|e| DialogError::Runtime(format!("cannot start the ASR thread: {e}")))?;
         let result = {
-            let mut lp = Loop::new(&parts, synthesizer.as_ref(), output.as_mut(), events)?;
+            let mut lp = Loop::new(&parts, synthesizer, output.as_mut(), events)?;
             lp.has_vad = has_vad;
             lp.run(&rx, &control.stop)
         };
@@ -684,16 +733,20 @@ struct Answer {
     first_chunk: Option<Instant>,
     /// The engine's statistics, once it finished.
     llm_stats: Option<crate::llm::GenerationStats>,
-    /// The turn's latency inputs (none for typed turns).
+    /// The turn's latency inputs.
     turn_clock: Option<TurnClock>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct TurnClock {
     turn: u32,
-    speech_end_ms: u64,
-    endpointing_ms: u64,
-    asr_final_ms: u64,
+    input: TurnInput,
+    /// Where the onset is measured from (input clock): the end of speech, or the typed text's
+    /// arrival.
+    start_ms: u64,
+    speech_end_ms: Option<u64>,
+    endpointing_ms: Option<u64>,
+    asr_final_ms: Option<u64>,
 }
 
 /// A pending overlap: the output was paused at its VAD speech start.
@@ -707,7 +760,10 @@ struct Overlap {
 
 struct Loop<'a, E: EventSink> {
     parts: &'a AssistantParts,
-    synth: &'a dyn Synthesizer,
+    /// Owned: a voice change replaces it between answers.
+    synth: Box<dyn Synthesizer>,
+    /// A voice change waiting for the answer in flight to end.
+    pending_voice: Option<vr_tts::VoiceKind>,
     output: &'a mut dyn AudioOutput,
     events: E,
     detector: crate::turn::TurnDetector,
@@ -741,7 +797,7 @@ struct Loop<'a, E: EventSink> {
 impl<'a, E: EventSink> Loop<'a, E> {
     fn new(
         parts: &'a AssistantParts,
-        synth: &'a dyn Synthesizer,
+        synth: Box<dyn Synthesizer>,
         output: &'a mut dyn AudioOutput,
         events: E,
     ) -> Result<Self, DialogError> {
@@ -758,6 +814,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             ),
             parts,
             synth,
+            pending_voice: None,
             output,
             events,
             state: LoopState::Listening,
@@ -804,10 +861,16 @@ impl<'a, E: EventSink> Loop<'a, E> {
     }
 
     fn set_state(&mut self, to: LoopState) {
+        let at_ms = self.now_ms();
+        self.set_state_at(to, at_ms);
+    }
+
+    /// A state change that happened at `at_ms` (input clock), which may be a little before the
+    /// loop noticed it.
+    fn set_state_at(&mut self, to: LoopState, at_ms: u64) {
         if self.state != to {
             let from = self.state;
             self.state = to;
-            let at_ms = self.now_ms();
             self.emit(ConversationEvent::State { from, to, at_ms });
         }
     }
@@ -817,6 +880,10 @@ impl<'a, E: EventSink> Loop<'a, E> {
         rx: &mpsc::Receiver<LoopMsg>,
         stop: &AtomicBool,
     ) -> Result<ConversationSummary, DialogError> {
+        self.emit(ConversationEvent::Voice {
+            voice: self.synth.voice(),
+            sample_rate: self.synth.sample_rate().hz(),
+        });
         loop {
             if stop.load(Ordering::SeqCst) {
                 self.cancel_answer();
@@ -844,6 +911,9 @@ impl<'a, E: EventSink> Loop<'a, E> {
             self.feed_output()?;
             self.announce();
             self.maybe_finish_answer();
+            if self.answer.is_none() {
+                self.apply_voice();
+            }
             if self.input_done
                 && self.answer.is_none()
                 && self.awaiting.is_none()
@@ -914,12 +984,29 @@ impl<'a, E: EventSink> Loop<'a, E> {
                     self.set_state(LoopState::Listening);
                 }
             }
-            LoopMsg::Text(text) => {
+            LoopMsg::Text(text, sent) => {
                 let text = text.trim().to_string();
                 if !text.is_empty() {
                     self.cancel_answer();
                     self.set_state(LoopState::Thinking);
-                    self.start_answer(text, None);
+                    self.turns += 1;
+                    // The input clock when the text was sent (it may have waited in the queue).
+                    let at_ms = self.now_ms().saturating_sub(millis(sent.elapsed()));
+                    let clock = TurnClock {
+                        turn: self.turns,
+                        input: TurnInput::Text,
+                        start_ms: at_ms,
+                        speech_end_ms: None,
+                        endpointing_ms: None,
+                        asr_final_ms: None,
+                    };
+                    self.start_answer(text, Some(clock));
+                }
+            }
+            LoopMsg::Voice(kind) => {
+                self.pending_voice = Some(kind);
+                if self.answer.is_none() {
+                    self.apply_voice();
                 }
             }
             LoopMsg::Stop => return Ok(false),
@@ -1052,13 +1139,16 @@ impl<'a, E: EventSink> Loop<'a, E> {
         let speech_end_ms = self.turn.speech_end.map_or(ended_ms, Self::in_ms);
         let clock = TurnClock {
             turn: self.turns,
-            speech_end_ms,
-            endpointing_ms: ended_ms.saturating_sub(speech_end_ms),
-            asr_final_ms: self
-                .turn
-                .final_at_ms
-                .unwrap_or(ended_ms)
-                .saturating_sub(speech_end_ms),
+            input: TurnInput::Speech,
+            start_ms: speech_end_ms,
+            speech_end_ms: Some(speech_end_ms),
+            endpointing_ms: Some(ended_ms.saturating_sub(speech_end_ms)),
+            asr_final_ms: Some(
+                self.turn
+                    .final_at_ms
+                    .unwrap_or(ended_ms)
+                    .saturating_sub(speech_end_ms),
+            ),
         };
         self.start_answer(text, Some(clock));
     }
@@ -1175,7 +1265,35 @@ impl<'a, E: EventSink> Loop<'a, E> {
         });
     }
 
+    /// Switches to the pending voice (called only with no answer in flight: the old
+    /// synthesizer has nothing left that could still play).
+    fn apply_voice(&mut self) {
+        let Some(kind) = self.pending_voice.take() else {
+            return;
+        };
+        match (self.parts.synthesizer)(Some(kind)) {
+            Ok(s) => {
+                // The new synthesizer counts utterances from 0; the old one is dropped (its
+                // worker stops) here.
+                self.synth = s;
+                self.tts_utterance = 0;
+                tracing::info!(voice = %kind, "voice changed");
+                self.emit(ConversationEvent::Voice {
+                    voice: self.synth.voice(),
+                    sample_rate: self.synth.sample_rate().hz(),
+                });
+            }
+            Err(e) => self.emit(ConversationEvent::Error {
+                message: format!(
+                    "cannot switch to the {kind} voice, still speaking with {}: {e}",
+                    self.synth.voice()
+                ),
+            }),
+        }
+    }
+
     fn start_answer(&mut self, user_text: String, clock: Option<TurnClock>) {
+        self.apply_voice();
         let synth_rate = self.synth.sample_rate();
         let out_rate = self.output.rate();
         let resampler = if synth_rate == out_rate {
@@ -1444,7 +1562,10 @@ impl<'a, E: EventSink> Loop<'a, E> {
         if let Some(first) = first {
             self.summary.answers += 1;
             self.detector.set_assistant_speaking(true);
-            self.set_state(LoopState::Speaking);
+            // Dated at the first sample's play-out, not at this poll: a loop thread held up by a
+            // busy CPU would otherwise report Speaking late.
+            let at_ms = self.out_to_in_ms(first);
+            self.set_state_at(LoopState::Speaking, at_ms);
             if let Some(lat) = self.latency(first) {
                 self.summary.latencies.push(lat.clone());
                 self.emit(ConversationEvent::TurnLatency(lat));
@@ -1463,13 +1584,14 @@ impl<'a, E: EventSink> Loop<'a, E> {
         let since = |from: Instant, to: Option<Instant>| to.map(|t| millis(t - from));
         Some(TurnLatency {
             turn: clock.turn,
+            input: clock.input,
             speech_end_ms: clock.speech_end_ms,
             endpointing_ms: clock.endpointing_ms,
             asr_final_ms: clock.asr_final_ms,
             llm_first_token_ms: since(a.started, a.first_token),
             first_clause_ms: since(a.started, a.first_clause),
             tts_first_chunk_ms: a.first_clause.and_then(|c| since(c, a.first_chunk)),
-            onset_ms: onset_in.saturating_sub(clock.speech_end_ms),
+            onset_ms: onset_in.saturating_sub(clock.start_ms),
         })
     }
 

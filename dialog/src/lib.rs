@@ -26,7 +26,7 @@ pub mod turn;
 pub use config::{DialogConfig, LlmBackend, LlmConfig};
 pub use conversation::{
     Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
-    ConversationSummary, EventSink, LoopState, TurnLatency, WavOutput,
+    ConversationSummary, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
 };
 pub use llm::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine,

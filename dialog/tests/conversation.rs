@@ -384,20 +384,15 @@ fn backchannel_does_not_interrupt_and_barge_in_stops_audio_within_100ms() {
     assert!(!ends[2].1.is_empty());
     for l in &run.summary.latencies {
         println!(
-            "turn {}: onset {} ms (endpointing {}, asr final {}, llm first token {:?}, first clause {:?}, tts first chunk {:?})",
+            "turn {}: onset {} ms (endpointing {:?}, asr final {:?}, llm first token {:?}, first clause {:?}, tts first chunk {:?})",
             l.turn, l.onset_ms, l.endpointing_ms, l.asr_final_ms, l.llm_first_token_ms, l.first_clause_ms, l.tts_first_chunk_ms
         );
     }
 }
 
-/// An OpenAI-compatible backend with nothing listening: each turn gets the spoken fallback
-/// sentence (an error event, the sentence as assistant text, its audio in the output) and the
-/// next turn is still heard and handled.
-#[test]
-fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(store) = store() else { return };
-    let c = configs();
+/// The configured assistant, except that its language model is an OpenAI-compatible endpoint
+/// with nothing listening: every answer is the spoken fallback sentence (no LLM to load).
+fn dead_llm_assistant(c: &Cfg, store: &vr_core::ModelStore) -> Assistant {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -410,22 +405,16 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
         ..OpenAiOptions::new(format!("http://127.0.0.1:{port}"))
     })
     .unwrap();
-    let (asr, vad, rec_store) = (c.asr.clone(), c.vad.clone(), store.clone());
-    let (tts, tts_store) = (c.tts.clone(), store.clone());
-    let synthesizer: SynthesizerFactory = Arc::new(move || {
-        Ok(
-            Box::new(vr_tts::StreamingSynthesizer::from_config(&tts, &tts_store)?)
-                as Box<dyn Synthesizer>,
-        )
-    });
-    let assistant = Assistant::new(AssistantParts {
+    let models = vr_asr::RecognizerModels::load(&c.asr, &c.vad, store).unwrap();
+    let bank = Arc::new(vr_tts::VoiceBank::load(&c.tts, store).unwrap());
+    let synthesizer: SynthesizerFactory =
+        Arc::new(move |kind| Ok(Box::new(bank.synthesizer(kind)?) as Box<dyn Synthesizer>));
+    Assistant::new(AssistantParts {
         dialog: c.dialog.clone(),
         llm: Arc::new(engine),
         sampling: c.llm.sampling(),
         token_counter: Arc::new(voicerelay_dialog::memory::ByteEstimate) as SharedCounter,
-        recognizer: Arc::new(move || {
-            vr_asr::build_recognizer(&asr, &vad, &rec_store).map_err(DialogError::from)
-        }),
+        recognizer: Arc::new(move || models.recognizer().map_err(DialogError::from)),
         synthesizer,
         min_clause_chars: c.tts.min_chunk_chars,
         max_clause_chars: c.tts.max_chunk_chars,
@@ -438,7 +427,18 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
         },
         vad_end_lag: Duration::from_millis(u64::from(c.vad.min_silence_ms + c.vad.speech_pad_ms)),
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// An OpenAI-compatible backend with nothing listening: each turn gets the spoken fallback
+/// sentence (an error event, the sentence as assistant text, its audio in the output) and the
+/// next turn is still heard and handled.
+#[test]
+fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(store) = store() else { return };
+    let c = configs();
+    let assistant = dead_llm_assistant(&c, &store);
     let voice = vr_tts::StreamingSynthesizer::from_config(&c.tts, &store).unwrap();
     let q1 = speak(&voice, "What is the weather like today?");
     let q2 = speak(&voice, "Are you still there?");
@@ -502,4 +502,179 @@ fn dead_llm_endpoint_speaks_the_fallback_and_keeps_listening() {
         let seg = &run.wav[i..(i + out_index(1000)).min(run.wav.len())];
         assert!(peak(seg) > 0.05, "fallback at {s} ms is silent");
     }
+}
+
+/// Median fundamental frequency (Hz) of the voiced 40 ms frames of `x` (at `rate`): per frame,
+/// the normalised autocorrelation over lags of 60–400 Hz; frames loud enough and periodic
+/// enough (best ≥ 0.5) count, at the shortest-lag local peak within 85% of the best (so a
+/// period's multiple is not taken for the period).
+fn median_f0(x: &[f32], rate: u32) -> Option<f64> {
+    let n = rate as usize / 25;
+    let (min_lag, max_lag) = (rate as usize / 400, rate as usize / 60);
+    let mut f0s = Vec::new();
+    for frame in x.chunks_exact(n) {
+        let energy: f64 = frame.iter().map(|v| f64::from(*v).powi(2)).sum();
+        if (energy / n as f64).sqrt() < 0.02 {
+            continue;
+        }
+        let r: Vec<f64> = (min_lag..=max_lag)
+            .map(|lag| {
+                let (mut c, mut e1, mut e2) = (0f64, 0f64, 0f64);
+                for i in 0..n - lag {
+                    let (a, b) = (f64::from(frame[i]), f64::from(frame[i + lag]));
+                    c += a * b;
+                    e1 += a * a;
+                    e2 += b * b;
+                }
+                c / (e1 * e2).sqrt().max(1e-12)
+            })
+            .collect();
+        let best = r.iter().copied().fold(0f64, f64::max);
+        if best < 0.5 {
+            continue;
+        }
+        let peak =
+            (1..r.len() - 1).find(|&i| r[i] >= 0.85 * best && r[i] >= r[i - 1] && r[i] >= r[i + 1]);
+        if let Some(i) = peak {
+            f0s.push(f64::from(rate) / (min_lag + i) as f64);
+        }
+    }
+    f0s.sort_by(f64::total_cmp);
+    f0s.get(f0s.len() / 2).copied()
+}
+
+/// Typed turns get the same latency breakdown as spoken ones, with the speech stages absent;
+/// `set_voice` switches the voice between answers (a `Voice` event with the new rate, and the
+/// answer's audio really is the new voice: Piper's joe is a low male voice, flite's slt a higher
+/// female one); an unknown voice is refused and changes nothing.
+#[test]
+fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(store) = store() else { return };
+    let c = configs();
+    let assistant = dead_llm_assistant(&c, &store);
+    let out_rate = SampleRate(48_000);
+    let dir = tempfile::tempdir().unwrap();
+    let wav_path = dir.path().join("out.wav");
+    let conv = assistant.conversation().unwrap();
+    let handle = conv.handle();
+    let (producer, consumer) =
+        vr_capture::audio_ring("test-input", vr_capture::AudioFormat::PIPELINE, 16_000).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let output = WavOutput::create(&wav_path, out_rate).unwrap();
+    let runner = std::thread::spawn(move || conv.run(consumer, Box::new(output), tx));
+    let mut events = Vec::new();
+    let mut wait_for = |what: &str, done: &dyn Fn(&[ConversationEvent]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&events) {
+            assert!(Instant::now() < deadline, "no {what}: {events:#?}");
+            if let Ok(ev) = rx.recv_timeout(Duration::from_millis(50)) {
+                events.push(ev);
+            }
+        }
+    };
+    let answer_ends = |evs: &[ConversationEvent]| {
+        evs.iter()
+            .filter(|e| matches!(e, ConversationEvent::AnswerEnd { .. }))
+            .count()
+    };
+    wait_for("voice at the start", &|evs| {
+        evs.iter()
+            .any(|e| matches!(e, ConversationEvent::Voice { .. }))
+    });
+    handle.send_text("Hello there.");
+    wait_for("first answer", &|evs| answer_ends(evs) == 1);
+    assert_eq!(
+        handle.set_voice("festival").unwrap_err(),
+        "unknown voice \"festival\"; available: piper, flite, espeak"
+    );
+    handle.set_voice("flite").unwrap();
+    handle.send_text("Are you there?");
+    wait_for("second answer", &|evs| answer_ends(evs) == 2);
+    drop(producer);
+    let summary = runner.join().unwrap().unwrap();
+    for ev in rx.try_iter() {
+        events.push(ev);
+    }
+
+    let voices: Vec<(vr_tts::VoiceKind, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ConversationEvent::Voice { voice, sample_rate } => Some((*voice, *sample_rate)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        voices,
+        [
+            (vr_tts::VoiceKind::Piper, 22_050),
+            (vr_tts::VoiceKind::Flite, 16_000)
+        ]
+    );
+    // Two typed turns, numbered like spoken ones; speech stages absent, the others measured.
+    assert_eq!(summary.latencies.len(), 2, "{:?}", summary.latencies);
+    for (i, l) in summary.latencies.iter().enumerate() {
+        println!("typed turn latency: {l:?}");
+        assert_eq!(l.turn, i as u32 + 1);
+        assert_eq!(l.input, voicerelay_dialog::TurnInput::Text);
+        assert_eq!(
+            (l.speech_end_ms, l.endpointing_ms, l.asr_final_ms),
+            (None, None, None)
+        );
+        // The fallback sentence has no LLM token, but a first clause and its audio.
+        assert_eq!(l.llm_first_token_ms, None);
+        let first_clause = l.first_clause_ms.unwrap();
+        let tts = l.tts_first_chunk_ms.unwrap();
+        assert!(
+            l.onset_ms + 50 >= first_clause + tts && l.onset_ms < 20_000,
+            "onset {} ms must cover the first clause ({first_clause} ms) and its synthesis ({tts} ms)",
+            l.onset_ms
+        );
+    }
+
+    // The two answers in the output: the first and the last run of sound.
+    let mut r = hound::WavReader::open(&wav_path).unwrap();
+    let wav: Vec<f32> = r.samples::<f32>().map(Result::unwrap).collect();
+    let frame = 480;
+    let loud: Vec<bool> = wav
+        .chunks(frame)
+        .map(|f| f.iter().fold(0f32, |m, v| m.max(v.abs())) > 0.01)
+        .collect();
+    let first_on = loud.iter().position(|l| *l).unwrap();
+    let first_off = first_on + loud[first_on..].iter().position(|l| !*l).unwrap_or(0);
+    // Within an answer words are never 500 ms apart; between the answers they are.
+    let mut end = first_on;
+    let mut quiet = 0;
+    for (i, l) in loud.iter().enumerate().skip(first_off) {
+        if *l {
+            end = i;
+            quiet = 0;
+        } else {
+            quiet += 1;
+            if quiet > 50 {
+                break;
+            }
+        }
+    }
+    let second_on = end + 1 + loud[end + 1..].iter().position(|l| *l).unwrap();
+    let last_on = loud.iter().rposition(|l| *l).unwrap();
+    let piper = &wav[first_on * frame..(end + 1) * frame];
+    let flite = &wav[second_on * frame..(last_on + 1) * frame];
+    assert!(piper.len() > 48_000 && flite.len() > 48_000);
+    let (fp, ff) = (median_f0(piper, 48_000), median_f0(flite, 48_000));
+    println!(
+        "median F0: first answer {fp:?} Hz ({:.2} s), second answer {ff:?} Hz ({:.2} s)",
+        piper.len() as f64 / 48_000.0,
+        flite.len() as f64 / 48_000.0
+    );
+    let (fp, ff) = (fp.unwrap(), ff.unwrap());
+    // Measured on `voicerelay say`: Piper's joe ≈ 87 Hz, flite's slt ≈ 170 Hz.
+    assert!(
+        fp < 125.0,
+        "the first answer is not Piper's male voice: F0 {fp:.0} Hz"
+    );
+    assert!(
+        ff > 140.0,
+        "the second answer is not flite's female voice: F0 {ff:.0} Hz"
+    );
 }

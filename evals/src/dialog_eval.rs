@@ -48,8 +48,9 @@ pub struct StageLatency {
 impl From<&TurnLatency> for StageLatency {
     fn from(l: &TurnLatency) -> Self {
         Self {
-            endpointing_ms: l.endpointing_ms,
-            asr_final_ms: l.asr_final_ms,
+            // Eval turns are spoken, so the speech stages are always present.
+            endpointing_ms: l.endpointing_ms.unwrap_or_default(),
+            asr_final_ms: l.asr_final_ms.unwrap_or_default(),
             llm_first_token_ms: l.llm_first_token_ms,
             first_clause_ms: l.first_clause_ms,
             tts_first_chunk_ms: l.tts_first_chunk_ms,

@@ -279,11 +279,11 @@ fn print_event(
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             writeln!(
                 out,
-                "[turn {}] onset {} ms = end of speech → first audio (endpointing {} ms, ASR final {} ms, LLM first token {} ms, first clause {} ms, TTS first chunk {} ms)",
+                "[turn {}] onset {} ms = end of speech (or typed text) → first audio (endpointing {} ms, ASR final {} ms, LLM first token {} ms, first clause {} ms, TTS first chunk {} ms)",
                 l.turn,
                 l.onset_ms,
-                l.endpointing_ms,
-                l.asr_final_ms,
+                opt(l.endpointing_ms),
+                opt(l.asr_final_ms),
                 opt(l.llm_first_token_ms),
                 opt(l.first_clause_ms),
                 opt(l.tts_first_chunk_ms),

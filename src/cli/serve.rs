@@ -71,7 +71,7 @@ async fn shutdown_signal() {
 
 mod pipeline {
     //! Each WebRTC session runs its own [`vr_dialog::Conversation`] on its own thread; the
-    //! assistant (LLM weights, recogniser and voice recipes) is loaded once and shared.
+    //! assistant (LLM, recogniser, VAD and voice weights) is loaded once and shared.
     use super::*;
     use vr_core::{SampleIndex, SampleRate};
     use vr_dialog::conversation::{AudioOutput, ConversationEvent, ConversationHandle};
@@ -83,7 +83,8 @@ mod pipeline {
         let store = crate::cli::models::store(cfg)?;
         let assistant =
             Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
-        // Build one conversation now so a missing model fails at start, not on the first call.
+        // Build one conversation now so a broken model fails at start, not on the first call
+        // (cheap: the weights above are shared, a conversation only makes its own state).
         drop(assistant.conversation()?);
         Ok(Arc::new(Dialog { assistant }))
     }
@@ -128,13 +129,28 @@ mod pipeline {
             &self,
             settings: &serde_json::Map<String, serde_json::Value>,
         ) -> Result<(), String> {
-            // The loop has no per-session settings yet (voice, persona and language model are
-            // the server's [tts]/[dialog]/[llm] config); say which keys were not applied.
-            let keys: Vec<&str> = settings.keys().map(String::as_str).collect();
-            Err(format!(
-                "{} cannot be changed during a session; the server's config sets them",
-                keys.join(", ")
-            ))
+            // Everything is checked before anything is applied: a message with one bad key
+            // changes nothing.
+            let mut voice = None;
+            for (k, v) in settings {
+                match (k.as_str(), v) {
+                    ("voice", serde_json::Value::String(name)) => voice = Some(name.as_str()),
+                    ("voice", other) => {
+                        return Err(format!(
+                            "\"voice\" must be a string (piper, flite or espeak), not {other}"
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(format!(
+                            "unknown setting {other:?}; a session can change: voice"
+                        ))
+                    }
+                }
+            }
+            match voice {
+                Some(name) => self.0.set_voice(name),
+                None => Ok(()),
+            }
         }
         fn stop(&self) {
             self.0.stop();

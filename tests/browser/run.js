@@ -1,5 +1,5 @@
 // Drives headless Debian chromium through the VoiceRelay page: Connect, let the fake
-// microphone (a WAV file) speak, wait for the final transcript, the assistant's text and
+// microphone (a WAV file; the page opens it once the server's conversation listens) speak, wait for the final transcript, the assistant's text and
 // received assistant audio (inbound-rtp energy), screenshot, print one RESULT line.
 // usage: node run.js URL MIC_WAV SCREENSHOT_PNG
 'use strict';
@@ -27,9 +27,11 @@ const { chromium } = require('playwright-core');
   for (;;) {
     r = await page.evaluate(async () => ({
       state: window.vr.state, finals: window.vr.finals, assistant: window.vr.assistant,
-      errors: window.vr.errors, latencies: window.vr.latencies, micRms: window.vr.micRms || 0,
+      errors: window.vr.errors, latencies: window.vr.latencies, micRms: window.vr.micRms || 0, micPeak: window.vr.micPeak || 0,
+      voice: window.vr.voice, connectedAt: window.vr.connectedAt, listeningAt: window.vr.listeningAt, micAt: window.vr.micAt,
       inbound: await window.vrInboundAudio(),
       transcriptText: document.getElementById('transcript').textContent,
+      events: window.vr.events.filter((e) => e.type !== 'partial'),
     }));
     const heard = r.inbound && r.inbound.totalAudioEnergy > 0.01;
     if ((r.finals.length > 0 && r.assistant.length > 0 && heard) || r.errors.length > 0 || Date.now() > deadline) break;

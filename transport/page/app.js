@@ -3,9 +3,12 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 // Read by the end-to-end browser test; also handy from the console.
-window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], events: [], errors: [] };
+// `connectedAt`/`listeningAt`/`micAt`: performance.now() when Connect was pressed, when the
+// server's conversation said it listens (its first `voice` event), when the microphone opened.
+window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], events: [], errors: [],
+  voice: null, connectedAt: null, listeningAt: null, micAt: null };
 
-let pc = null, dc = null, mic = null, location_ = null, meterCtx = null, turn = 0, current = null;
+let pc = null, dc = null, mic = null, sender = null, location_ = null, meterCtx = null, turn = 0, current = null;
 
 function setStatus(s) { window.vr.state = s; $('status').textContent = s; }
 function showError(msg) { window.vr.errors.push(msg); $('error').textContent = msg; }
@@ -39,13 +42,34 @@ function onEvent(ev) {
       for (const c of cells) { const td = document.createElement('td'); td.textContent = c == null ? '–' : Math.round(c); row.appendChild(td); }
       $('latency').tBodies[0].appendChild(row); break;
     }
+    case 'voice':
+      window.vr.voice = ev.voice; $('voice').value = ev.voice; $('voice').disabled = false;
+      // The first one means the conversation is reading our audio: only now is the microphone
+      // opened, so nothing said before the server listens is lost.
+      if (window.vr.listeningAt == null) { window.vr.listeningAt = performance.now(); openMic(); }
+      break;
     case 'error':
       showError(ev.message); break;
   }
 }
 
+async function openMic() {
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
+    if (!pc || !sender) { mic.getTracks().forEach((t) => t.stop()); mic = null; return; }
+    await sender.replaceTrack(mic.getAudioTracks()[0]);
+    window.vr.micAt = performance.now();
+    startMeter(mic);
+  } catch (err) {
+    showError('microphone: ' + (err.message || err));
+  }
+}
+
 function startMeter(stream) {
-  meterCtx = new AudioContext();
+  // Created in the Connect click (a user gesture): one made later, when the server says it
+  // listens, would start suspended and the meter would never move.
+  if (!meterCtx) meterCtx = new AudioContext();
+  meterCtx.resume().catch(() => {});
   const an = meterCtx.createAnalyser(); an.fftSize = 1024;
   meterCtx.createMediaStreamSource(stream).connect(an);
   const buf = new Float32Array(an.fftSize);
@@ -54,7 +78,7 @@ function startMeter(stream) {
     an.getFloatTimeDomainData(buf);
     let s = 0; for (const v of buf) s += v * v;
     const rms = Math.sqrt(s / buf.length);
-    window.vr.micRms = rms;
+    window.vr.micRms = rms; window.vr.micPeak = Math.max(window.vr.micPeak || 0, rms);
     $('level').style.width = Math.min(100, rms * 400) + '%';
     requestAnimationFrame(tick);
   };
@@ -73,13 +97,15 @@ function waitForIce(pc, ms) {
 
 async function connect() {
   $('connect').disabled = true; $('error').textContent = '';
+  if (!meterCtx) meterCtx = new AudioContext();
   try {
     setStatus('connecting');
+    window.vr.connectedAt = performance.now(); window.vr.listeningAt = null; window.vr.micAt = null;
     const cfg = await (await fetch('/v1/client-config')).json();
-    mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true }, video: false });
-    startMeter(mic);
     pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
-    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+    // The audio section is negotiated now; the microphone track joins it once the server's
+    // conversation listens (see openMic).
+    sender = pc.addTransceiver('audio', { direction: 'sendrecv' }).sender;
     dc = pc.createDataChannel('events');
     dc.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (err) { showError('bad event: ' + err); } };
     pc.ontrack = (e) => { $('remote').srcObject = e.streams[0] || new MediaStream([e.track]); };
@@ -114,12 +140,13 @@ async function disconnect() {
   const loc = location_; location_ = null;
   if (loc) { try { await fetch(loc, { method: 'DELETE', headers: authHeaders() }); } catch (_) {} }
   if (pc) { pc.close(); pc = null; }
+  sender = null;
   if (mic) { mic.getTracks().forEach((t) => t.stop()); mic = null; }
   if (meterCtx) { meterCtx.close(); meterCtx = null; }
   dc = null;
   $('level').style.width = '0';
   $('connect').disabled = false; $('disconnect').disabled = true;
-  $('interrupt').disabled = true; $('text').disabled = true;
+  $('interrupt').disabled = true; $('text').disabled = true; $('voice').disabled = true;
   setStatus('disconnected');
 }
 
@@ -141,6 +168,7 @@ window.vrInboundAudio = async () => {
 $('connect').onclick = connect;
 $('disconnect').onclick = disconnect;
 $('interrupt').onclick = () => send({ type: 'interrupt' });
+$('voice').onchange = (e) => send({ type: 'config', voice: e.target.value });
 $('text').onkeydown = (e) => {
   if (e.key === 'Enter' && e.target.value.trim()) {
     send({ type: 'text', text: e.target.value.trim() });

@@ -5,7 +5,9 @@
 //! Client → server messages (JSON objects with a `type`):
 //! - `{"type":"interrupt"}`: stop the assistant now (as if the user had barged in).
 //! - `{"type":"text","text":"What time is it?"}`: typed input, a turn without audio.
-//! - `{"type":"config", ...settings}`: e.g. `{"type":"config","voice":"flite"}`.
+//! - `{"type":"config", ...settings}`: this session's settings, e.g.
+//!   `{"type":"config","voice":"flite"}`; the pipeline applies them or says why not (an `error`
+//!   event), see [`PipelineControl::configure`].
 
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -429,6 +429,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "session lifetimes"
     );
+    describe_histogram!(
+        "transport_session_start_ms",
+        Unit::Milliseconds,
+        "offer received → conversation running and answer ready"
+    );
     describe_counter!(
         "transport_rtp_packets_received_total",
         "incoming RTP audio packets"

@@ -251,10 +251,20 @@ pub(crate) async fn create_session(
     slot: Slot<'_>,
     offer: RTCSessionDescription,
 ) -> Result<Created, OfferError> {
+    let t0 = Instant::now();
     let prepared = prepare(cfg, pipeline).await?;
+    let conversation_ms = t0.elapsed().as_millis() as u64;
     match answer_offer(cfg, offer).await {
         Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)) => {
             let id = start(cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt);
+            let ready_ms = t0.elapsed().as_millis() as u64;
+            metrics::histogram!("transport_session_start_ms").record(ready_ms as f64);
+            tracing::info!(
+                session = %id,
+                conversation_ms,
+                answer_ms = ready_ms - conversation_ms,
+                "session ready in {ready_ms} ms"
+            );
             Ok(Created { id, answer_sdp })
         }
         Err(e) => {
@@ -445,9 +455,11 @@ impl Prepared {
     }
 }
 
-/// Starts the session's conversation. Done before the peer connection exists: building a
-/// recogniser and a voice takes seconds, and ICE checks start as soon as the answer is set, so
-/// a slow start after answering would let ICE fail before the client even has the answer.
+/// Starts the session's conversation. Done before the peer connection exists, so the
+/// conversation is already reading the input ring when the first packet can arrive: nothing the
+/// client says is dropped or left waiting for a pipeline still starting (the ring holds
+/// `input_ring_ms` should the conversation fall behind). With the weights shared this takes
+/// milliseconds; a slow pipeline here delays the answer, never the ICE checks after it.
 async fn prepare(
     cfg: &TransportConfig,
     pipeline: Arc<dyn Pipeline>,

@@ -55,7 +55,7 @@ use vr_core::{SampleIndex, SampleRate};
 pub use chunker::ClauseChunker;
 pub use config::TtsConfig;
 pub use stream::StreamingSynthesizer;
-pub use voices::{open_voice, EspeakVoice, FliteEngine, OpenedVoice};
+pub use voices::{open_voice, EspeakVoice, FliteEngine, OpenedVoice, VoiceBank};
 
 /// Held around every call into flite or espeak-ng: both draw noise from libc `rand()`, and
 /// flite's output is only reproducible if nobody else advances that generator mid-synthesis.
@@ -190,6 +190,9 @@ pub enum TtsError {
     Espeak(String),
     #[error("flite: {0}")]
     Flite(String),
+    /// The voice's model could not be loaded (when it was first needed); `reason` says why.
+    #[error("{reason}")]
+    VoiceUnavailable { voice: VoiceKind, reason: String },
     #[error("synthesis was interrupted")]
     Interrupted,
     #[error("the synthesis worker has stopped")]

@@ -136,24 +136,24 @@ pub struct PiperPaths {
     pub onnxruntime: PathBuf,
 }
 
-pub struct PiperVoice {
-    session: Session,
+/// A Piper voice's model, loaded once and shared by every [`PiperVoice`] speaking with it.
+///
+/// ONNX Runtime's `Run` is not safe to call concurrently on one session (`ort` 2.0 therefore
+/// makes `Session::run` take `&mut self`: some execution-provider allocators and statistics are
+/// not thread safe), so the session sits behind a mutex. It is only ever taken by a voice's
+/// synthesis worker thread for one sentence's run, never by an audio or async thread. Two
+/// sessions speaking at once take turns per sentence; on the two cores this targets, one run
+/// already keeps `tts.threads` cores busy, so a second session copy (another 60 MB and a
+/// second load) would not make the answers come sooner.
+pub struct PiperModel {
+    session: Mutex<Session>,
     cfg: PiperVoiceConfig,
-    scales: [f32; 3],
     has_sid: bool,
-    sentence_silence: usize,
-    run_options: Arc<RunOptions>,
 }
 
-impl PiperVoice {
-    /// Loads the model on `threads` intra-op threads. `speed` > 1 speaks faster;
-    /// `sentence_silence_ms` of silence follows each sentence end.
-    pub fn load(
-        paths: &PiperPaths,
-        threads: usize,
-        speed: f32,
-        sentence_silence_ms: u32,
-    ) -> Result<Self, TtsError> {
+impl PiperModel {
+    /// Loads the model on `threads` intra-op threads.
+    pub fn load(paths: &PiperPaths, threads: usize) -> Result<Self, TtsError> {
         let cfg = PiperVoiceConfig::load(&paths.config)?;
         if !paths.model.is_file() {
             return Err(TtsError::Io {
@@ -173,27 +173,69 @@ impl PiperVoice {
             .commit_from_file(&paths.model)
             .map_err(|e| TtsError::Onnx(format!("{}: {e}", paths.model.display())))?;
         let has_sid = session.inputs().iter().any(|i| i.name() == "sid");
-        let inf = cfg.inference;
+        Ok(Self {
+            session: Mutex::new(session),
+            cfg,
+            has_sid,
+        })
+    }
+
+    pub fn config(&self) -> &PiperVoiceConfig {
+        &self.cfg
+    }
+}
+
+/// One speaker's use of a [`PiperModel`]: its speed, sentence silence and the run options a
+/// barge-in terminates (so cancelling one session never cuts another's sentence).
+pub struct PiperVoice {
+    model: Arc<PiperModel>,
+    scales: [f32; 3],
+    sentence_silence: usize,
+    run_options: Arc<RunOptions>,
+}
+
+impl PiperVoice {
+    /// Loads the model on `threads` intra-op threads. `speed` > 1 speaks faster;
+    /// `sentence_silence_ms` of silence follows each sentence end.
+    pub fn load(
+        paths: &PiperPaths,
+        threads: usize,
+        speed: f32,
+        sentence_silence_ms: u32,
+    ) -> Result<Self, TtsError> {
+        Self::new(
+            Arc::new(PiperModel::load(paths, threads)?),
+            speed,
+            sentence_silence_ms,
+        )
+    }
+
+    /// A voice over an already loaded model.
+    pub fn new(
+        model: Arc<PiperModel>,
+        speed: f32,
+        sentence_silence_ms: u32,
+    ) -> Result<Self, TtsError> {
+        let inf = model.cfg.inference;
         let scales = [
             inf.noise_scale,
             inf.length_scale / speed.max(0.1),
             inf.noise_w,
         ];
-        let sentence_silence =
-            (u64::from(cfg.audio.sample_rate) * u64::from(sentence_silence_ms) / 1000) as usize;
+        let sentence_silence = (u64::from(model.cfg.audio.sample_rate)
+            * u64::from(sentence_silence_ms)
+            / 1000) as usize;
         let run_options = Arc::new(RunOptions::new().map_err(|e| TtsError::Onnx(e.to_string()))?);
         Ok(Self {
-            session,
-            cfg,
+            model,
             scales,
-            has_sid,
             sentence_silence,
             run_options,
         })
     }
 
     pub fn config(&self) -> &PiperVoiceConfig {
-        &self.cfg
+        &self.model.cfg
     }
 
     /// Piper's phoneme strings for `text`, one per sentence.
@@ -201,7 +243,7 @@ impl PiperVoice {
         let mut sentences = Vec::new();
         let mut current = String::new();
         for (piece, term) in split_clauses(text) {
-            let clauses = espeak::phonemize_ipa(piece, &self.cfg.espeak.voice)?;
+            let clauses = espeak::phonemize_ipa(piece, &self.model.cfg.espeak.voice)?;
             let ph = clauses
                 .iter()
                 .map(|c| strip_language_flags(c))
@@ -243,14 +285,17 @@ impl PiperVoice {
         let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(onnx)?;
         let scales = Tensor::from_array(([3usize], self.scales.to_vec())).map_err(onnx)?;
         let run_options = Arc::clone(&self.run_options);
-        let outputs = if self.has_sid {
+        // Held for this one run (see `PiperModel`); a poisoned lock only means another voice's
+        // run panicked, which leaves the session itself usable.
+        let mut session = self.model.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = if self.model.has_sid {
             let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(onnx)?;
-            self.session.run_with_options(
+            session.run_with_options(
                 ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid],
                 &run_options,
             )
         } else {
-            self.session.run_with_options(
+            session.run_with_options(
                 ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales],
                 &run_options,
             )
@@ -276,7 +321,7 @@ impl VoiceEngine for PiperVoice {
     }
 
     fn sample_rate(&self) -> SampleRate {
-        SampleRate(self.cfg.audio.sample_rate)
+        SampleRate(self.model.cfg.audio.sample_rate)
     }
 
     fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError> {
@@ -287,7 +332,7 @@ impl VoiceEngine for PiperVoice {
         let sentences = self.phonemize(text)?;
         let mut audio = Vec::new();
         for s in sentences {
-            let (ids, missing) = self.cfg.phoneme_ids(&s);
+            let (ids, missing) = self.model.cfg.phoneme_ids(&s);
             if missing > 0 {
                 tracing::debug!(missing, phonemes = %s, "phonemes not in the voice's map were skipped");
             }

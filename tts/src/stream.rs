@@ -78,12 +78,17 @@ pub struct StreamingSynthesizer {
 }
 
 impl StreamingSynthesizer {
-    /// Opens the configured voice (falling back with a warning) and starts the worker.
+    /// Opens the configured voice (falling back with a warning) and starts the worker. Loads
+    /// the voice's model: for many synthesizers over one load, use a [`crate::VoiceBank`].
     pub fn from_config(cfg: &TtsConfig, store: &ModelStore) -> Result<Self, TtsError> {
         let opened = open_voice(cfg, store)?;
         let mut s = Self::new(opened.engine, cfg)?;
         s.fallback_reason = opened.fallback_reason;
         Ok(s)
+    }
+
+    pub(crate) fn set_fallback_reason(&mut self, reason: Option<String>) {
+        self.fallback_reason = reason;
     }
 
     /// Starts the worker thread around `engine`.

@@ -24,6 +24,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{model::Whisper, Config};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 /// Seconds per timestamp token step.
@@ -391,26 +392,52 @@ pub struct Decoded {
 }
 
 /// A loaded Whisper model with its tokenizer and mel filters; kept in memory and reused.
+///
+/// Cloning is cheap and is how several streams share one load: candle tensors are reference
+/// counted, and the tokenizer, cached decoder and vocabulary tables sit behind `Arc`s. Only the
+/// clone's own mutable state is fresh (candle's decoder keeps a cross-attention cache; the
+/// clone starts with it empty), so clones may run on different threads at once.
 pub struct WhisperModel {
     /// candle's model: its encoder runs here; its decoder (no self-attention cache) is kept as the
     /// reference the cached decoder is tested against.
     model: Whisper,
-    decoder: KvDecoder,
-    alignment_heads: Vec<(usize, usize)>,
+    decoder: Arc<KvDecoder>,
+    alignment_heads: Arc<[(usize, usize)]>,
     /// Decode with the self-attention KV cache (default). Off re-runs the whole token sequence
     /// for every new token, as candle's decoder does: kept for the benchmark's baseline.
     pub use_kv_cache: bool,
     /// Suppressed at the first sampled position (blank and EOT, from the CT2 config's
     /// `suppress_ids_begin`; OpenAI's `SuppressBlank`).
-    suppress_begin: Vec<u32>,
-    tokenizer: Tokenizer,
+    suppress_begin: Arc<[u32]>,
+    tokenizer: Arc<Tokenizer>,
     pub special: SpecialTokens,
     pub config: Config,
     mel: crate::mel::MelFrontEnd,
-    suppress: Vec<u32>,
+    suppress: Arc<[u32]>,
     /// Per token id: does its text begin a new word (leading space)?
-    word_start: Vec<bool>,
+    word_start: Arc<[bool]>,
     device: Device,
+}
+
+impl Clone for WhisperModel {
+    fn clone(&self) -> Self {
+        let mut model = self.model.clone();
+        model.reset_kv_cache();
+        Self {
+            model,
+            decoder: Arc::clone(&self.decoder),
+            alignment_heads: Arc::clone(&self.alignment_heads),
+            use_kv_cache: self.use_kv_cache,
+            suppress_begin: Arc::clone(&self.suppress_begin),
+            tokenizer: Arc::clone(&self.tokenizer),
+            special: self.special.clone(),
+            config: self.config.clone(),
+            mel: self.mel.clone(),
+            suppress: Arc::clone(&self.suppress),
+            word_start: Arc::clone(&self.word_start),
+            device: self.device.clone(),
+        }
+    }
 }
 
 impl WhisperModel {
@@ -500,7 +527,7 @@ impl WhisperModel {
         suppress.sort_unstable();
         suppress.dedup();
         suppress.retain(|t| (*t as usize) < config.vocab_size);
-        let word_start = (0..config.vocab_size as u32)
+        let word_start: Arc<[bool]> = (0..config.vocab_size as u32)
             .map(|i| {
                 tokenizer
                     .id_to_token(i)
@@ -514,15 +541,15 @@ impl WhisperModel {
         };
         Ok(Self {
             model,
-            decoder,
-            alignment_heads: w.alignment_heads,
+            decoder: Arc::new(decoder),
+            alignment_heads: w.alignment_heads.into(),
             use_kv_cache: true,
-            suppress_begin,
-            tokenizer,
+            suppress_begin: suppress_begin.into(),
+            tokenizer: Arc::new(tokenizer),
             special,
             config,
             mel,
-            suppress,
+            suppress: suppress.into(),
             word_start,
             device: device.clone(),
         })
@@ -647,11 +674,11 @@ impl WhisperModel {
             }
             let n = ys.dim(1)?;
             let mut l = self.decoder.logits(&ys.i((0, n - 1))?)?;
-            for &s in &self.suppress {
+            for &s in self.suppress.iter() {
                 l[s as usize] = f32::NEG_INFINITY;
             }
             if tokens.len() == sample_begin {
-                for &s in &self.suppress_begin {
+                for &s in self.suppress_begin.iter() {
                     l[s as usize] = f32::NEG_INFINITY;
                 }
             }

@@ -623,11 +623,14 @@ impl LlmEngine for LocalEngine {
 
 impl Drop for LocalEngine {
     fn drop(&mut self) {
-        // Closing the queue ends the worker after its current job; outstanding generations were
-        // cancelled when their handles dropped.
+        // Shutdown counts as newer work: a running speculative prefill stops at its next chunk
+        // and queued ones are skipped. Closing the queue ends the worker after its current job;
+        // outstanding generations were cancelled when their handles dropped.
+        self.pending.fetch_add(1, Ordering::SeqCst);
         self.jobs = None;
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+        // Not joined: one model step in flight (the first prefill of a cold model takes seconds
+        // on a busy CPU) must not hold up whoever drops the engine, e.g. a server exiting on
+        // SIGTERM. The worker owns everything it uses and ends right after that step.
+        drop(self.worker.take());
     }
 }
