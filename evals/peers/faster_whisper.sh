@@ -11,27 +11,18 @@
 #      `cargo run --bin voicerelay`), FW_MODEL (tiny.en | base, default tiny.en).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# shellcheck source=common.sh
+. "$here/common.sh"
 split="${1:-test}"
 model="${FW_MODEL:-tiny.en}"
 out="${2:-$root/eval-results/peer-faster-whisper-$model-$split}"
 limit="${3:-}"
-venv="$HOME/.cache/voicerelay/venvs/faster-whisper"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet "faster-whisper==1.2.1"
 fi
-models="${VOICERELAY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/voicerelay/models}"
-corpus="${VOICERELAY_CORPUS:-$root/../shared/corpus}"
 mkdir -p "$out"
 "$venv/bin/python" "$here/fw_decode.py" --model "$models/whisper-$model" --model-name "$model" \
     --corpus "$corpus" --split "$split" --out "$out/trace.json" ${limit:+--limit "$limit"}
-if [ -n "${VOICERELAY_BIN:-}" ]; then
-    "$VOICERELAY_BIN" eval ingest "$out/trace.json" --corpus "$corpus" --split "$split" --out "$out"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voicerelay/target}"
-    cd "$root"
-    cargo run --quiet --bin voicerelay -- eval ingest "$out/trace.json" --corpus "$corpus" \
-        --split "$split" --out "$out"
-fi
+ingest_trace "$out" "$split"

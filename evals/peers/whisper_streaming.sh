@@ -17,7 +17,8 @@
 # Env: as faster_whisper.sh, plus WHISPER_ONLINE_PY, WS_MIN_CHUNK (seconds, default 1.0).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# shellcheck source=common.sh
+. "$here/common.sh"
 split="${1:-test}"
 model="${FW_MODEL:-tiny.en}"
 out="${2:-$root/eval-results/peer-whisper_streaming-$model-$split}"
@@ -28,24 +29,14 @@ if [ ! -f "$src" ]; then
          "copy it from https://github.com/ufal/whisper_streaming to that path (see this script's header)."
     exit 0
 fi
-venv="$HOME/.cache/voicerelay/venvs/faster-whisper"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper, librosa" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     # whisper_online.py imports librosa and soundfile at module level.
     "$venv/bin/pip" install --quiet "faster-whisper==1.2.1" librosa soundfile
 fi
-models="${VOICERELAY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/voicerelay/models}"
-corpus="${VOICERELAY_CORPUS:-$root/../shared/corpus}"
 mkdir -p "$out"
 "$venv/bin/python" "$here/ws_online.py" --whisper-online "$src" --model "$models/whisper-$model" \
     --model-name "$model" --corpus "$corpus" --split "$split" --out "$out/trace.json" \
     --min-chunk-size "${WS_MIN_CHUNK:-1.0}" ${limit:+--limit "$limit"}
-if [ -n "${VOICERELAY_BIN:-}" ]; then
-    "$VOICERELAY_BIN" eval ingest "$out/trace.json" --corpus "$corpus" --split "$split" --out "$out"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voicerelay/target}"
-    cd "$root"
-    cargo run --quiet --bin voicerelay -- eval ingest "$out/trace.json" --corpus "$corpus" \
-        --split "$split" --out "$out"
-fi
+ingest_trace "$out" "$split"
