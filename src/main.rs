@@ -46,6 +46,14 @@ enum Command {
     Eval(cli::eval::Args),
 }
 
+/// Which build this binary is, for the start-up log: a user's first conversation must not run
+/// on an unoptimised build unknowingly (`scripts/start` builds `--release`).
+pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

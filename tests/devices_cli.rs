@@ -39,7 +39,7 @@ fn error_line_without_sound_server(args: &[&str]) -> String {
 #[test]
 fn no_sound_card_is_a_clear_error() {
     if std::path::Path::new("/dev/snd").exists() {
-        eprintln!("SKIP: this machine has a sound card (/dev/snd exists)");
+        vr_core::prereq::missing("this machine has a sound card (/dev/snd exists)");
         return;
     }
     let line = error_line_without_sound_server(&["devices"]);
@@ -76,7 +76,7 @@ fn active_seconds(path: &std::path::Path) -> f64 {
 #[test]
 fn say_plays_through_the_speaker_sink() {
     if std::env::var_os("VOICERELAY_PULSE").is_none() {
-        eprintln!("SKIP: needs a PulseAudio session (run under scripts/with-pulseaudio)");
+        vr_core::prereq::missing("needs a PulseAudio session (run under scripts/with-pulseaudio)");
         return;
     }
     const TEXT: &str = "Hello from the speaker sink, one two three.";

@@ -6,30 +6,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn corpus() -> Option<std::path::PathBuf> {
-    let dir = vr_core::paths::corpus_dir();
-    if dir.join("manifest.jsonl").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIP: corpus not found at {} (set VOICERELAY_CORPUS)",
-            dir.display()
-        );
-        None
-    }
+    vr_core::prereq::corpus()
 }
 
 fn models_present(names: &[&str]) -> bool {
-    let Ok(store) = vr_core::ModelStore::from_env() else {
-        eprintln!("SKIP: no model store");
-        return false;
-    };
-    for n in names {
-        if store.dir(n).is_err() {
-            eprintln!("SKIP: {n} not in the model cache (run scripts/bootstrap)");
-            return false;
-        }
-    }
-    true
+    vr_core::prereq::models(names).is_some()
 }
 
 /// The binary under test; `VOICERELAY_TEST_BIN` overrides it (a shared target directory's

@@ -31,17 +31,8 @@ fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
 }
 
 fn models_present() -> bool {
-    let Ok(store) = vr_core::ModelStore::from_env() else {
-        eprintln!("SKIP: no model store");
-        return false;
-    };
-    for m in ["qwen2.5-0.5b", "whisper-tiny.en", "silero-vad", "piper-joe"] {
-        if store.dir(m).is_err() {
-            eprintln!("SKIP: model {m} is not in the model cache");
-            return false;
-        }
-    }
-    true
+    vr_core::prereq::models(&["qwen2.5-0.5b", "whisper-tiny.en", "silero-vad", "piper-joe"])
+        .is_some()
 }
 
 /// Pads a mono WAV with silence before and after (a user does not start speaking at sample 0).

@@ -29,7 +29,7 @@ fn silence_gives_no_events() {
 #[test]
 fn final_equals_offline_greedy_over_the_utterance() {
     let Some(audio) = read_clip(CLIP) else {
-        eprintln!("SKIP: corpus clip {CLIP} absent");
+        vr_core::prereq::missing(format_args!("corpus clip {CLIP} absent"));
         return;
     };
     let m = model();
@@ -85,7 +85,7 @@ fn final_equals_offline_greedy_over_the_utterance() {
 #[test]
 fn partials_commit_a_prefix_the_final_keeps() {
     let Some(audio) = read_clip(CLIP) else {
-        eprintln!("SKIP: corpus clip {CLIP} absent");
+        vr_core::prereq::missing(format_args!("corpus clip {CLIP} absent"));
         return;
     };
     let mut r =

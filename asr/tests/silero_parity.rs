@@ -23,7 +23,7 @@ struct GoldenFile {
 
 #[test]
 fn candle_port_matches_onnx_runtime_within_0_01() {
-    let Some(corpus) = common::corpus("candle_port_matches_onnx_runtime_within_0_01") else {
+    let Some(corpus) = common::corpus() else {
         return;
     };
     let text = std::fs::read_to_string(concat!(
@@ -63,7 +63,7 @@ fn candle_port_matches_onnx_runtime_within_0_01() {
 
 #[test]
 fn streaming_equals_offline_for_any_push_size() {
-    let Some(corpus) = common::corpus("streaming_equals_offline_for_any_push_size") else {
+    let Some(corpus) = common::corpus() else {
         return;
     };
     let model = common::model();
@@ -112,7 +112,7 @@ fn streaming_equals_offline_for_any_push_size() {
 
 #[test]
 fn reset_restarts_the_stream() {
-    let Some(corpus) = common::corpus("reset_restarts_the_stream") else {
+    let Some(corpus) = common::corpus() else {
         return;
     };
     let model = common::model();

@@ -47,8 +47,7 @@ fn ms(samples: i64) -> i64 {
 
 #[test]
 fn speech_between_silences_starts_and_ends_near_its_edges() {
-    let Some(corpus) = common::corpus("speech_between_silences_starts_and_ends_near_its_edges")
-    else {
+    let Some(corpus) = common::corpus() else {
         return;
     };
     let model = common::model();

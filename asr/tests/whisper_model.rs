@@ -33,7 +33,7 @@ fn corpus_clip(id: &str) -> Option<Vec<f32>> {
     let dir = vr_core::paths::corpus_dir();
     let p = dir.join("wav").join(format!("{id}.wav"));
     if !p.exists() {
-        eprintln!("SKIP: corpus clip {} not found", p.display());
+        vr_core::prereq::missing(format_args!("corpus clip {} not found", p.display()));
         return None;
     }
     Some(read_wav(&p))

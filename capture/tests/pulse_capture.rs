@@ -32,12 +32,12 @@ fn best_window_rms(x: &[f32], len: usize) -> f64 {
 #[test]
 fn corpus_wav_played_into_null_sink_is_captured_in_real_time() {
     if std::env::var("VOICERELAY_PULSE").as_deref() != Ok("1") {
-        eprintln!("SKIP: real capture test needs PulseAudio; run under scripts/with-pulseaudio");
+        vr_core::prereq::missing("needs a PulseAudio session; run under scripts/with-pulseaudio");
         return;
     }
     let wav = vr_core::paths::corpus_dir().join("wav/ls_1089-134686-0000.wav");
     if !wav.exists() {
-        eprintln!("SKIP: corpus file {} is absent", wav.display());
+        vr_core::prereq::missing(format_args!("corpus file {} is absent", wav.display()));
         return;
     }
     let (file_fmt, file_samples) = read_audio_file(&wav).unwrap();

@@ -42,14 +42,7 @@ fn configs() -> Cfg {
 }
 
 fn store() -> Option<vr_core::ModelStore> {
-    let store = vr_core::ModelStore::from_env().ok()?;
-    for m in ["qwen2.5-0.5b", "whisper-tiny.en", "silero-vad", "piper-joe"] {
-        if store.dir(m).is_err() {
-            eprintln!("SKIP: model {m} is not in the model cache");
-            return None;
-        }
-    }
-    Some(store)
+    vr_core::prereq::models(&["qwen2.5-0.5b", "whisper-tiny.en", "silero-vad", "piper-joe"])
 }
 
 /// `text` spoken by the configured voice, at 16 kHz.

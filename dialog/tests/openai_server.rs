@@ -219,10 +219,10 @@ fn streams_from_a_real_llama_cpp_server() {
         })
     });
     if !python.exists() || ready_marker.is_none() {
-        println!(
-            "SKIP streams_from_a_real_llama_cpp_server: no llama-cpp-python venv at {} (create it with dialog/scripts/llama_server_venv.sh)",
+        vr_core::prereq::missing(format_args!(
+            "no llama-cpp-python venv at {} (create it with dialog/scripts/llama_server_venv.sh)",
             llama_venv().display()
-        );
+        ));
         return;
     }
     let store = vr_core::ModelStore::from_env().unwrap();

@@ -1,7 +1,9 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 # Shared by the peer scripts (sourced, not run): paths every peer uses, and scoring a peer's
 # trace with `voicerelay eval ingest` so its report has the same schema as `voicerelay eval asr`.
 # Expects `here` (the peers directory) to be set by the caller.
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "${here:?set here before sourcing common.sh}/../.." && pwd)"
 models="${VOICERELAY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/voicerelay/models}"
 corpus="${VOICERELAY_CORPUS:-$root/../shared/corpus}"
 venv="$HOME/.cache/voicerelay/venvs/faster-whisper"

@@ -24,18 +24,14 @@ fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
 
 #[test]
 fn piper_speech_is_transcribed_by_whisper_tiny_en_with_wer_at_most_ten_percent() {
-    let store = vr_core::ModelStore::from_env().expect("model store");
-    let (Ok(whisper_dir), Ok(mel)) = (
-        store.dir("whisper-tiny.en"),
-        store.file("whisper-mel", "melfilters.bytes"),
-    ) else {
-        println!("SKIPPED: whisper-tiny.en not in the model cache (run scripts/bootstrap)");
+    let Some(store) = vr_core::prereq::models(&["whisper-tiny.en", "whisper-mel", "piper-joe"])
+    else {
         return;
     };
-    if store.dir("piper-joe").is_err() {
-        println!("SKIPPED: piper-joe not in the model cache (run scripts/bootstrap)");
-        return;
-    }
+    let whisper_dir = store.dir("whisper-tiny.en").expect("verified above");
+    let mel = store
+        .file("whisper-mel", "melfilters.bytes")
+        .expect("verified above");
     let tts = StreamingSynthesizer::from_config(&TtsConfig::default(), &store).expect("tts");
     assert_eq!(tts.voice(), VoiceKind::Piper, "{:?}", tts.fallback_reason());
     let rate = tts.sample_rate();

@@ -55,13 +55,13 @@ fn stats(name: &str, v: &[f64]) -> String {
 
 fn corpus_or_skip() -> Option<Corpus> {
     let corpus = Corpus::open_default().expect("manifest parses");
-    if corpus.is_none() {
-        eprintln!(
-            "SKIP: corpus not found at {} (set VOICERELAY_CORPUS)",
+    vr_core::prereq::require_some(
+        corpus,
+        format_args!(
+            "corpus not found at {} (set VOICERELAY_CORPUS)",
             vr_core::paths::corpus_dir().display()
-        );
-    }
-    corpus
+        ),
+    )
 }
 
 /// Offline WER over the test split, with each utterance's audio for reuse.

@@ -40,7 +40,11 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         // The one line scripts and tests wait for.
         println!("VoiceRelay listening on http://{local}/");
         std::io::stdout().flush()?;
-        tracing::info!(%local, "open the URL in a browser and press Connect");
+        tracing::info!(
+            %local,
+            build = crate::BUILD_PROFILE,
+            "open the URL in a browser and press Connect"
+        );
         vr_transport::serve(listener, server, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())

@@ -217,16 +217,16 @@ pub async fn wait_metric(url: &str, name: &str, want: f64, timeout: Duration) ->
     None
 }
 
-/// The test utterance as 48 kHz mono f32 and its reference text, or None (with the reason
-/// printed) when the corpus is absent.
+/// The test utterance as 48 kHz mono f32 and its reference text, or None when the corpus is
+/// absent (a failure under CI: `vr_core::prereq`).
 pub fn utterance_48k() -> Option<(Vec<f32>, String, PathBuf)> {
     let corpus = match vr_evals::corpus::Corpus::open_default() {
         Ok(Some(c)) => c,
         Ok(None) => {
-            println!(
-                "SKIP: speech corpus not found at {} (set VOICERELAY_CORPUS)",
+            vr_core::prereq::missing(format_args!(
+                "speech corpus not found at {} (set VOICERELAY_CORPUS)",
                 vr_core::paths::corpus_dir().display()
-            );
+            ));
             return None;
         }
         Err(e) => panic!("corpus manifest: {e}"),

@@ -43,7 +43,7 @@ pub fn read_clip(id: &str) -> Option<Vec<f32>> {
     )
 }
 
-/// Goldens of one fixture model, or `None` (with a printed reason) when the corpus is absent.
+/// Goldens of one fixture model, or `None` when the corpus is absent (see `vr_core::prereq`).
 pub fn goldens(model: &str) -> Option<Goldens> {
     let dir = fixture_dir(model);
     let meta: serde_json::Value = serde_json::from_str(
@@ -54,10 +54,10 @@ pub fn goldens(model: &str) -> Option<Goldens> {
     for c in meta["clips"].as_array().expect("clips") {
         let id = c["id"].as_str().expect("id").to_string();
         let Some(audio) = read_clip(&id) else {
-            eprintln!(
-                "SKIP: corpus clip {id} not found under {} (set VOICERELAY_CORPUS)",
+            vr_core::prereq::missing(format_args!(
+                "corpus clip {id} not found under {} (set VOICERELAY_CORPUS)",
                 vr_core::paths::corpus_dir().display()
-            );
+            ));
             return None;
         };
         assert_eq!(

@@ -12,18 +12,9 @@ pub fn model() -> Arc<Silero> {
     Arc::new(Silero::from_store(&store).unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// The corpus directory, or `None` (after saying so) when it is absent.
-pub fn corpus(test: &str) -> Option<PathBuf> {
-    let dir = vr_core::paths::corpus_dir();
-    if dir.join("manifest.jsonl").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: corpus not found at {} (set VOICERELAY_CORPUS)",
-            dir.display()
-        );
-        None
-    }
+/// The corpus directory, or `None` when it is absent (a failure under CI: `vr_core::prereq`).
+pub fn corpus() -> Option<PathBuf> {
+    vr_core::prereq::corpus()
 }
 
 /// A corpus utterance as f32 in [-1, 1); the corpus is 16 kHz mono 16-bit PCM.

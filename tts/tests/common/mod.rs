@@ -5,20 +5,10 @@ use std::time::Duration;
 use voicerelay_tts::{OpenedVoice, TtsConfig, TtsEvent, VoiceKind};
 use vr_core::ModelStore;
 
-/// The Piper voice from the model cache, or `None` (with a printed reason) when the cache has not
-/// been filled by `scripts/bootstrap`.
+/// The Piper voice from the model cache, or `None` when the cache has not been filled by
+/// `scripts/bootstrap` (a failure under CI: `vr_core::prereq`).
 pub fn piper(cfg: &TtsConfig) -> Option<OpenedVoice> {
-    let store = match ModelStore::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            println!("SKIPPED: model store unavailable: {e}");
-            return None;
-        }
-    };
-    if let Err(e) = store.dir("piper-joe") {
-        println!("SKIPPED: Piper voice not in the model cache ({e}); run scripts/bootstrap");
-        return None;
-    }
+    let store: ModelStore = vr_core::prereq::models(&["piper-joe"])?;
     let cfg = TtsConfig {
         voice: "piper".into(),
         ..cfg.clone()
