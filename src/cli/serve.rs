@@ -14,6 +14,10 @@ pub struct Args {
     /// HTTP listen address, IP:port (overrides transport.bind); port 0 picks a free one.
     #[arg(long)]
     bind: Option<String>,
+    /// Serve a non-loopback address without transport.auth_token: anyone who reaches the port
+    /// can then use the assistant. Refused without this flag.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
@@ -22,7 +26,16 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         tcfg.bind = b;
     }
     tcfg.validate()?;
+    tcfg.check_exposure(args.insecure)?;
     let addr = tcfg.bind_addr()?;
+    if !addr.ip().is_loopback() && tcfg.auth_token.is_empty() {
+        // Only reachable with --insecure (check_exposure refuses otherwise): say it loudly.
+        eprintln!(
+            "WARNING: serving {addr} WITHOUT authentication (--insecure): anyone who can reach \
+             this port can start conversations; set transport.auth_token"
+        );
+        tracing::warn!(%addr, "serving a non-loopback address without authentication (--insecure)");
+    }
     let pipeline = pipeline::build(cfg).context("cannot load the conversation pipeline")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -101,7 +101,7 @@ async function connect() {
   try {
     setStatus('connecting');
     window.vr.connectedAt = performance.now(); window.vr.listeningAt = null; window.vr.micAt = null;
-    const cfg = await (await fetch('/v1/client-config')).json();
+    const cfg = await (await fetch('/v1/client-config', { headers: authHeaders() })).json();
     pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     // The audio section is negotiated now; the microphone track joins it once the server's
     // conversation listens (see openMic).

@@ -15,9 +15,15 @@ pub struct IceServerConfig {
     /// TURN user name; empty for STUN.
     #[serde(default)]
     pub username: String,
-    /// TURN password; empty for STUN.
+    /// TURN password; empty for STUN. Static: prefer `secret`, whose credentials expire.
     #[serde(default)]
     pub credential: String,
+    /// Shared secret of a TURN server using time-limited credentials (TURN REST API, coturn's
+    /// `static-auth-secret`). When set, every authorised client (and the server itself) gets a
+    /// user name `<expiry>:voicerelay` and an HMAC-SHA1 credential valid for
+    /// `transport.turn_credential_ttl_s`; `username`/`credential` must then be empty.
+    #[serde(default)]
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,8 +38,15 @@ pub struct TransportConfig {
     pub ice_servers: Vec<IceServerConfig>,
     /// Bearer token required on `/v1/sessions`; empty = no authentication.
     pub auth_token: String,
-    /// Origins allowed by CORS; `["*"]` = any, `[]` = same-origin only.
+    /// Origins allowed by CORS; `["*"]` = any, `[]` = same-origin only (the default). A request
+    /// from any other origin is refused with 403.
     pub cors_allowed_origins: Vec<String>,
+    /// Host names accepted in the `Host` header besides loopback names (a reverse proxy's name).
+    /// Bound to loopback, only loopback names and these are served (DNS rebinding); bound
+    /// elsewhere with this empty, any host is.
+    pub allowed_hosts: Vec<String>,
+    /// Lifetime of the TURN credentials made from an ICE server's `secret`, in seconds.
+    pub turn_credential_ttl_s: u64,
     /// Concurrent sessions; one more gets HTTP 503.
     pub max_sessions: usize,
     /// Largest accepted offer body, in bytes.
@@ -76,7 +89,9 @@ impl Default for TransportConfig {
             udp_addrs: vec!["0.0.0.0:0".into()],
             ice_servers: Vec::new(),
             auth_token: String::new(),
-            cors_allowed_origins: vec!["*".into()],
+            cors_allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            turn_credential_ttl_s: 3600,
             max_sessions: 4,
             max_offer_bytes: 64 * 1024,
             gather_timeout_ms: 2000,
@@ -98,6 +113,73 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
+    /// Refuses to serve a non-loopback address without a token: anyone who can reach the port
+    /// could then start conversations on this machine's models. `insecure` (`serve --insecure`)
+    /// overrides it; the caller warns loudly then.
+    pub fn check_exposure(&self, insecure: bool) -> Result<(), ConfigError> {
+        let addr = self.bind_addr()?;
+        if addr.ip().is_loopback() || !self.auth_token.is_empty() || insecure {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "transport.bind".into(),
+            value: self.bind.clone(),
+            reason: "a non-loopback address needs transport.auth_token (set \
+                     VOICERELAY__TRANSPORT__AUTH_TOKEN); `serve --insecure` serves it without one"
+                .into(),
+        })
+    }
+
+    /// Whether the HTTP listener is on a loopback address (Host checks apply then).
+    pub fn bound_to_loopback(&self) -> bool {
+        self.bind_addr().is_ok_and(|a| a.ip().is_loopback())
+    }
+
+    /// The ICE servers as a peer uses them at `now_unix_s`: entries with a TURN `secret` get a
+    /// user name and credential that expire `turn_credential_ttl_s` later; the secret itself
+    /// never leaves the server.
+    pub fn ice_servers_at(&self, now_unix_s: u64) -> Vec<IceServerConfig> {
+        let expires = now_unix_s.saturating_add(self.turn_credential_ttl_s);
+        self.ice_servers
+            .iter()
+            .filter_map(|s| {
+                if s.secret.is_empty() {
+                    return Some(s.clone());
+                }
+                match crate::guard::turn_rest_credential(&s.secret, expires, "voicerelay") {
+                    Ok((username, credential)) => Some(IceServerConfig {
+                        urls: s.urls.clone(),
+                        username,
+                        credential,
+                        secret: String::new(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(urls = ?s.urls, error = %e, "TURN secret unusable; server left out");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// A copy with every secret replaced, for printing (`voicerelay config`).
+    pub fn redacted(&self) -> Self {
+        let hide = |v: &str| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                "<redacted>".to_string()
+            }
+        };
+        let mut c = self.clone();
+        c.auth_token = hide(&c.auth_token);
+        for s in &mut c.ice_servers {
+            s.credential = hide(&s.credential);
+            s.secret = hide(&s.secret);
+        }
+        c
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         check_range("transport.udp_addrs count", self.udp_addrs.len(), 1..=16)?;
@@ -126,11 +208,15 @@ impl TransportConfig {
                         reason: "must start with stun:, stuns:, turn: or turns:".into(),
                     });
                 }
-                if u.starts_with("turn") && (s.username.is_empty() || s.credential.is_empty()) {
+                let has_static = !s.username.is_empty() && !s.credential.is_empty();
+                let has_secret = !s.secret.is_empty();
+                if u.starts_with("turn") && has_static == has_secret {
                     return Err(ConfigError::Invalid {
                         key: "transport.ice_servers".into(),
                         value: u.clone(),
-                        reason: "a TURN server needs username and credential".into(),
+                        reason: "a TURN server needs either a secret (time-limited credentials) \
+                                 or username and credential, not both"
+                            .into(),
                     });
                 }
             }
@@ -165,6 +251,16 @@ impl TransportConfig {
                 });
             }
         }
+        check_range(
+            "transport.allowed_hosts count",
+            self.allowed_hosts.len(),
+            0..=64,
+        )?;
+        check_range(
+            "transport.turn_credential_ttl_s",
+            self.turn_credential_ttl_s,
+            60..=86_400,
+        )?;
         check_range("transport.max_sessions", self.max_sessions, 1..=1024)?;
         check_range(
             "transport.max_offer_bytes",
@@ -286,11 +382,12 @@ mod tests {
                 urls: vec!["turn:example.org:3478".into()],
                 username: String::new(),
                 credential: String::new(),
+                secret: String::new(),
             }],
             ..Default::default()
         };
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("TURN server needs username"), "{e}");
+        assert!(e.contains("TURN server needs either a secret"), "{e}");
         let c = TransportConfig {
             ice_keepalive_ms: 5000,
             ..Default::default()

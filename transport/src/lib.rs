@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod jitter;
 mod media;
 pub mod opus;

@@ -5,16 +5,19 @@
 //! | `POST /v1/sessions` | SDP offer in (`application/sdp`, or JSON `{type, sdp}`), `201` + answer + `Location` |
 //! | `DELETE /v1/sessions/{id}` | ends the session; `204` once it is freed |
 //! | `GET /v1/sessions` | live sessions (id, connection state, age) |
-//! | `GET /v1/client-config` | ICE servers and whether a token is needed (for the page) |
+//! | `GET /v1/client-config` | whether a token is needed; ICE servers (time-limited TURN credentials) only with the token |
 //! | `GET /healthz` | `{"status":"ok",...}`; `503` while shutting down |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /`, `/app.js` | the browser client |
 //!
-//! Every refusal is JSON: `{"error": "<code>", "reason": "<what to change>"}`.
+//! Every refusal is JSON: `{"error": "<code>", "reason": "<what to change>"}`. Before any route,
+//! the Host and Origin checks (`guard.rs`) refuse, with 403, requests under a non-loopback host
+//! name to a loopback server (DNS rebinding) and requests from another site's page.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -74,6 +77,10 @@ impl Server {
             .route("/v1/sessions", get(list_sessions).post(post_session))
             .route("/v1/sessions/{id}", delete(delete_session))
             .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                check_host_and_origin,
+            ))
             .with_state(self.clone());
         match self.cors() {
             Some(cors) => r.layer(cors),
@@ -313,25 +320,100 @@ async fn list_sessions(State(srv): State<Arc<Server>>, headers: HeaderMap) -> Re
     Json(serde_json::json!({"sessions": list, "max_sessions": srv.registry.max()})).into_response()
 }
 
-async fn client_config(State(srv): State<Arc<Server>>) -> Response {
-    let ice: Vec<_> = srv
-        .cfg
-        .ice_servers
-        .iter()
-        .map(|s| {
-            let mut o = serde_json::json!({"urls": s.urls});
-            if !s.username.is_empty() {
-                o["username"] = s.username.clone().into();
-                o["credential"] = s.credential.clone().into();
-            }
-            o
-        })
-        .collect();
+/// Seconds since the Unix epoch (TURN credential expiry); 0 if the clock is before 1970.
+pub(crate) fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The page asks first without a token to learn whether one is needed; ICE servers (TURN
+/// credentials) are handed out only to a request that passes authentication.
+async fn client_config(State(srv): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let auth_required = !srv.cfg.auth_token.is_empty();
+    let authorised = srv.check_auth(&headers).is_ok();
+    let ice: Vec<_> = if authorised {
+        srv.cfg
+            .ice_servers_at(unix_now_s())
+            .into_iter()
+            .map(|s| {
+                let mut o = serde_json::json!({"urls": s.urls});
+                if !s.username.is_empty() {
+                    o["username"] = s.username.into();
+                    o["credential"] = s.credential.into();
+                }
+                o
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Json(serde_json::json!({
         "ice_servers": ice,
-        "auth_required": !srv.cfg.auth_token.is_empty(),
+        "auth_required": auth_required,
+        "authorised": authorised,
     }))
     .into_response()
+}
+
+/// Host and Origin checks in front of every route (see `guard.rs`).
+async fn check_host_and_origin(
+    State(srv): State<Arc<Server>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // Owned copies: nothing may borrow the request (its body is not Sync) across the await.
+    let (host, origin) = {
+        let header_str = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // HTTP/1.1 puts the authority in Host; HTTP/2 in the URI.
+        let host =
+            header_str(header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+        (host, header_str(header::ORIGIN))
+    };
+    let cfg = &srv.cfg;
+    let refused = if !crate::guard::host_allowed(
+        host.as_deref(),
+        cfg.bound_to_loopback(),
+        &cfg.allowed_hosts,
+    ) {
+        Some(refusal(
+            403,
+            "host_not_allowed",
+            format!(
+                "host {:?} is not served here (a loopback server answers only to loopback \
+                 names; add the name to transport.allowed_hosts)",
+                host.as_deref().unwrap_or("")
+            ),
+        ))
+    } else if !crate::guard::origin_allowed(
+        origin.as_deref(),
+        host.as_deref(),
+        &cfg.cors_allowed_origins,
+    ) {
+        Some(refusal(
+            403,
+            "origin_not_allowed",
+            format!(
+                "requests from origin {:?} are not allowed (transport.cors_allowed_origins)",
+                origin.as_deref().unwrap_or("")
+            ),
+        ))
+    } else {
+        None
+    };
+    match refused {
+        Some(r) => {
+            metrics::counter!("transport_http_refused_total", "reason" => r.code).increment(1);
+            tracing::info!(status = r.status, code = r.code, reason = %r.reason, "request refused");
+            r.into_response()
+        }
+        None => next.run(req).await,
+    }
 }
 
 async fn healthz(State(srv): State<Arc<Server>>) -> Response {

@@ -312,12 +312,12 @@ async fn answer_offer(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let ice_servers = cfg
-        .ice_servers
-        .iter()
+        .ice_servers_at(crate::server::unix_now_s())
+        .into_iter()
         .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone(),
-            credential: s.credential.clone(),
+            urls: s.urls,
+            username: s.username,
+            credential: s.credential,
         })
         .collect();
     let (ev_tx, ev_rx) = mpsc::channel(64);
