@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 const MAX_CONCEALED_RUN: u64 = 50;
 /// Packets held behind a gap at most, whatever the window says.
 const MAX_HELD: usize = 64;
+/// A packet this far behind the next one to play (2 s of 20 ms frames) is no late arrival: the
+/// peer restarted its sequence numbers lower. Two such packets in a row re-anchor the buffer
+/// (one alone may be a stray duplicate); without this a backward jump of up to 32768 would drop
+/// every packet, deafening the session for up to 11 minutes until the numbers caught up.
+const RESTART_DISTANCE: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
@@ -36,6 +41,8 @@ pub struct JitterStats {
     pub lost: u64,
     /// Lost in runs too long to conceal, skipped.
     pub skipped: u64,
+    /// Backward sequence jumps taken as a restart of the peer's numbering.
+    pub restarts: u64,
 }
 
 pub struct JitterBuffer {
@@ -46,6 +53,8 @@ pub struct JitterBuffer {
     next: Option<u64>,
     /// Highest extended sequence number seen, the reference for unwrapping.
     highest: u64,
+    /// A packet far behind `next` that may start a restarted sequence: (extended seq, payload).
+    restart_candidate: Option<(u64, Bytes)>,
     stats: JitterStats,
 }
 
@@ -56,6 +65,7 @@ impl JitterBuffer {
             held: BTreeMap::new(),
             next: None,
             highest: 0,
+            restart_candidate: None,
             stats: JitterStats::default(),
         }
     }
@@ -80,7 +90,22 @@ impl JitterBuffer {
     pub fn push(&mut self, seq: u16, payload: Bytes, now: Instant) {
         let ext = self.extend(seq);
         let next = *self.next.get_or_insert(ext);
-        if ext < next {
+        if ext + RESTART_DISTANCE < next {
+            match self.restart_candidate.take() {
+                Some((prev, first)) if prev + 1 == ext => {
+                    self.restart(prev, first, now);
+                    self.highest = ext;
+                }
+                _ => {
+                    self.stats.late += 1;
+                    self.restart_candidate = Some((ext, payload));
+                    return;
+                }
+            }
+        } else {
+            self.restart_candidate = None;
+        }
+        if self.next.is_some_and(|n| ext < n) {
             self.stats.late += 1;
             return;
         }
@@ -90,6 +115,19 @@ impl JitterBuffer {
         }
         self.stats.received += 1;
         self.held.insert(ext, (payload, now));
+    }
+
+    /// Re-anchors on a restarted sequence starting at `first_ext`: what was held of the old
+    /// numbering is dropped (counted as skipped), and the candidate packet, counted late when it
+    /// arrived, is played after all.
+    fn restart(&mut self, first_ext: u64, first: Bytes, now: Instant) {
+        self.stats.restarts += 1;
+        self.stats.skipped += self.held.len() as u64;
+        self.stats.late -= 1;
+        self.stats.received += 1;
+        self.held.clear();
+        self.held.insert(first_ext, (first, now));
+        self.next = Some(first_ext);
     }
 
     /// The next packet (or loss) to decode, if one is due at `now`.
@@ -218,5 +256,60 @@ mod tests {
         );
         assert_eq!(jb.stats().skipped, 999);
         assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn a_backward_sequence_jump_is_a_restart_not_eleven_minutes_of_late_packets() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        for (i, seq) in (40_000u16..40_010).enumerate() {
+            jb.push(seq, p(i as u8), t0);
+        }
+        assert_eq!(drain(&mut jb, t0).len(), 10);
+        // The peer restarts 30000 lower (a reconnect, a new encoder): ~10 minutes behind.
+        jb.push(10_000, p(100), t0);
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![],
+            "one far-behind packet may be a stray"
+        );
+        jb.push(10_001, p(101), t0);
+        jb.push(10_002, p(102), t0);
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![
+                Playout::Packet(p(100)),
+                Playout::Packet(p(101)),
+                Playout::Packet(p(102))
+            ]
+        );
+        let st = jb.stats();
+        assert_eq!((st.restarts, st.late, st.received), (1, 0, 13));
+        // And the new numbering goes on normally, including its own reordering.
+        jb.push(10_004, p(104), t0);
+        jb.push(10_003, p(103), t0);
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![Playout::Packet(p(103)), Playout::Packet(p(104))]
+        );
+    }
+
+    #[test]
+    fn a_single_stray_old_packet_does_not_restart_the_stream() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        for (i, seq) in (5_000u16..5_005).enumerate() {
+            jb.push(seq, p(i as u8), t0);
+        }
+        drain(&mut jb, t0);
+        jb.push(1_000, p(99), t0); // a replayed packet from long ago
+        jb.push(5_005, p(5), t0);
+        jb.push(1_500, p(98), t0); // another, not its successor
+        jb.push(5_006, p(6), t0);
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![Playout::Packet(p(5)), Playout::Packet(p(6))]
+        );
+        assert_eq!((jb.stats().restarts, jb.stats().late), (0, 2));
     }
 }
