@@ -85,46 +85,7 @@ fn a_spoken_turn_is_answered_and_remembered() {
         tts_first_chunk_ms: Some(200),
         onset_ms: 1_100,
     };
-    assert_eq!(
-        sim.events(),
-        vec![
-            turn(TurnStarted, TurnReason::VadSpeechStart, 1_000),
-            state(Listening, UserSpeaking, 1_250),
-            ConversationEvent::Partial {
-                text: "what time".into(),
-                stable_prefix_len: 0
-            },
-            turn(Paused, TurnReason::VadSpeechEnd, 2_000),
-            ConversationEvent::Final {
-                text: " What time is it? ".into(),
-                start_ms: 1_000,
-                end_ms: 2_000
-            },
-            turn(
-                TurnEnded,
-                TurnReason::SilenceTimeout { silence: ms(600) },
-                2_600
-            ),
-            state(UserSpeaking, Thinking, 2_600),
-            turn(
-                TurnCommitted,
-                TurnReason::GraceExpired { grace: ms(400) },
-                3_000
-            ),
-            state(Thinking, Speaking, 3_100),
-            ConversationEvent::TurnLatency(latency.clone()),
-            said("It is noon.", 3_100),
-            ConversationEvent::AnswerEnd {
-                text: "It is noon.".into(),
-                spoken: "It is noon.".into(),
-                interrupted: false,
-                prompt_tokens: Some(20),
-                reused_tokens: Some(15),
-                generated_tokens: Some(4),
-            },
-            state(Speaking, Listening, 3_300),
-        ]
-    );
+    assert_eq!(sim.events(), spoken_turn_events(&latency));
     let request = &sim.requests()[0].1;
     assert_eq!(request.messages, messages(&[(User, "What time is it?")]));
     assert_eq!(
@@ -139,6 +100,47 @@ fn a_spoken_turn_is_answered_and_remembered() {
     assert_eq!((summary.turns, summary.answers, summary.errors), (1, 1, 0));
     assert_eq!(summary.latencies, vec![latency]);
     assert_eq!(sim.core.next_deadline(), None);
+}
+
+/// What the spoken turn of `a_spoken_turn_is_answered_and_remembered` reports, in order.
+fn spoken_turn_events(latency: &TurnLatency) -> Vec<ConversationEvent> {
+    vec![
+        turn(TurnStarted, TurnReason::VadSpeechStart, 1_000),
+        state(Listening, UserSpeaking, 1_250),
+        ConversationEvent::Partial {
+            text: "what time".into(),
+            stable_prefix_len: 0,
+        },
+        turn(Paused, TurnReason::VadSpeechEnd, 2_000),
+        ConversationEvent::Final {
+            text: " What time is it? ".into(),
+            start_ms: 1_000,
+            end_ms: 2_000,
+        },
+        turn(
+            TurnEnded,
+            TurnReason::SilenceTimeout { silence: ms(600) },
+            2_600,
+        ),
+        state(UserSpeaking, Thinking, 2_600),
+        turn(
+            TurnCommitted,
+            TurnReason::GraceExpired { grace: ms(400) },
+            3_000,
+        ),
+        state(Thinking, Speaking, 3_100),
+        ConversationEvent::TurnLatency(latency.clone()),
+        said("It is noon.", 3_100),
+        ConversationEvent::AnswerEnd {
+            text: "It is noon.".into(),
+            spoken: "It is noon.".into(),
+            interrupted: false,
+            prompt_tokens: Some(20),
+            reused_tokens: Some(15),
+            generated_tokens: Some(4),
+        },
+        state(Speaking, Listening, 3_300),
+    ]
 }
 
 #[test]
