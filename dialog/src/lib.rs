@@ -5,7 +5,9 @@
 //! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
 //! the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
 //! ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
-//! ties recogniser, LLM and synthesizer together ([`conversation`]).
+//! ties recogniser, LLM and synthesizer together ([`conversation`]). [`core`] is the same
+//! conversation as a sans-IO state machine on virtual time (events and `now` in, actions out;
+//! no threads, clocks or channels), which the threaded loop is to be rebuilt on.
 //!
 //! Must not touch: audio devices directly; it consumes recogniser events and drives a
 //! synthesizer, and its caller wires audio in and out. The only network access is the
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod conversation;
+pub mod core;
 pub mod llm;
 pub mod memory;
 pub mod models;
