@@ -31,6 +31,8 @@ fn publish(p: &mut Published, now: JitterStats, overrun: u64) {
     metrics::counter!("transport_rtp_packets_late_total").increment(d(now.late, p.jitter.late));
     metrics::counter!("transport_rtp_packets_duplicate_total")
         .increment(d(now.duplicates, p.jitter.duplicates));
+    metrics::counter!("transport_rtp_sequence_restarts_total")
+        .increment(d(now.restarts, p.jitter.restarts));
     metrics::counter!("transport_input_ring_overrun_frames_total").increment(d(overrun, p.overrun));
     p.jitter = now;
     p.overrun = overrun;

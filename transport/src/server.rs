@@ -499,6 +499,14 @@ fn describe_metrics() {
     );
     describe_counter!("transport_sessions_started_total", "sessions created");
     describe_counter!(
+        "transport_rtp_sequence_restarts_total",
+        "backward RTP sequence jumps taken as a restart of the peer's numbering"
+    );
+    describe_counter!(
+        "transport_http_refused_total",
+        "HTTP requests refused by the Host/Origin checks, by reason"
+    );
+    describe_counter!(
         "transport_sessions_ended_total",
         "sessions freed, by reason"
     );
