@@ -67,11 +67,9 @@ impl Sandbox {
         // Each stand-in records its argv (apt-get also the environment it was given).
         write_exe(
             &bin.join("apt-get"),
-            &format!(
-                "printf 'apt-get %s [DEBIAN_FRONTEND=%s TMPDIR=%s]\\n' \"$*\" \
-                 \"${{DEBIAN_FRONTEND:-}}\" \"${{TMPDIR:-}}\" >> \"$STANDIN_LOG\"\n\
-                 [ \"$(id -u)\" = 0 ] || {{ echo 'apt-get: not root' >&2; exit 100; }}"
-            ),
+            "printf 'apt-get %s [DEBIAN_FRONTEND=%s TMPDIR=%s]\\n' \"$*\" \
+             \"${DEBIAN_FRONTEND:-}\" \"${TMPDIR:-}\" >> \"$STANDIN_LOG\"\n\
+             [ \"$(id -u)\" = 0 ] || { echo 'apt-get: not root' >&2; exit 100; }",
         );
         // Nothing is installed: dpkg-query knows no package.
         write_exe(
@@ -89,7 +87,9 @@ impl Sandbox {
             // sudo runs the command as root: the stand-in id answers 0 inside it.
             write_exe(
                 &bin.join("sudo"),
-                &format!("printf 'sudo %s\\n' \"$*\" >> \"$STANDIN_LOG\"\n[ \"$1\" = -- ] && shift\nSTANDIN_UID=0 exec \"$@\""),
+                "printf 'sudo %s\\n' \"$*\" >> \"$STANDIN_LOG\"\n\
+                 [ \"$1\" = -- ] && shift\n\
+                 STANDIN_UID=0 exec \"$@\"",
             );
         }
         write_exe(
