@@ -7,6 +7,11 @@
 //! same samples, as soon as their last sample arrives. Whisper's normalisation
 //! (`(max(x, max_all − 8) + 4) / 4`) needs the maximum over the whole input, so it is applied per
 //! encoder window by [`normalize`], not per frame.
+//!
+//! The same front end also computes the Hugging Face / OpenAI convention (`WhisperFeatureExtractor`,
+//! which Smart Turn was trained on) when built with [`Spectrum::OneSided`]: the plain `|rfft|²`
+//! without the doubled bins, filters from [`slaney_filters`], and frames centred on hop multiples
+//! by reflect padding ([`MelFrontEnd::log_mel_centered`]).
 
 use candle_core::{Device, Tensor};
 
@@ -14,6 +19,17 @@ pub const N_FFT: usize = 400;
 pub const HOP: usize = 160;
 /// Frequency bins of a 400-point real FFT.
 pub const N_FREQ: usize = N_FFT / 2 + 1;
+
+/// How the power spectrum treats the mirrored half of the real FFT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spectrum {
+    /// whisper.cpp and candle: bins 1..=199 doubled (the mirrored half folded in). What the
+    /// project's Whisper was validated with.
+    Folded,
+    /// OpenAI Whisper and Hugging Face `WhisperFeatureExtractor`: `|rfft|²` as it is. The folded
+    /// spectrum is this one plus log10(2) in most bands, which shifts every normalised feature.
+    OneSided,
+}
 
 /// The fixed parts of the front end: window, DFT matrix, filter bank.
 #[derive(Debug, Clone)]
@@ -23,14 +39,20 @@ pub struct MelFrontEnd {
     dft: Tensor,
     /// `(N_FREQ, n_mels)`.
     filters: Tensor,
-    /// Whisper's mirrored-half folding: bins 1..=199 doubled.
-    fold: Tensor,
+    /// Whisper's mirrored-half folding (bins 1..=199 doubled); `None` for [`Spectrum::OneSided`].
+    fold: Option<Tensor>,
     n_mels: usize,
 }
 
 impl MelFrontEnd {
-    /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`).
+    /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`); the folded
+    /// spectrum of whisper.cpp and candle.
     pub fn new(filters: &[f32]) -> Result<Self, candle_core::Error> {
+        Self::with_spectrum(filters, Spectrum::Folded)
+    }
+
+    /// Like [`MelFrontEnd::new`] with the given spectrum convention.
+    pub fn with_spectrum(filters: &[f32], spectrum: Spectrum) -> Result<Self, candle_core::Error> {
         if filters.is_empty() || !filters.len().is_multiple_of(N_FREQ) {
             candle_core::bail!(
                 "filter bank of {} values is not n_mels x {N_FREQ}",
@@ -56,10 +78,15 @@ impl MelFrontEnd {
         let filters = Tensor::from_slice(filters, (n_mels, N_FREQ), &Device::Cpu)?
             .t()?
             .contiguous()?;
-        let mut fold = vec![2f32; N_FREQ];
-        fold[0] = 1.0;
-        fold[N_FFT / 2] = 1.0;
-        let fold = Tensor::from_vec(fold, (1, N_FREQ), &Device::Cpu)?;
+        let fold = match spectrum {
+            Spectrum::Folded => {
+                let mut fold = vec![2f32; N_FREQ];
+                fold[0] = 1.0;
+                fold[N_FFT / 2] = 1.0;
+                Some(Tensor::from_vec(fold, (1, N_FREQ), &Device::Cpu)?)
+            }
+            Spectrum::OneSided => None,
+        };
         Ok(Self {
             hann,
             dft,
@@ -90,7 +117,10 @@ impl MelFrontEnd {
         let y = x.matmul(&self.dft)?;
         let re = y.narrow(1, 0, N_FREQ)?;
         let im = y.narrow(1, N_FREQ, N_FREQ)?;
-        let power = (re.sqr()? + im.sqr()?)?.broadcast_mul(&self.fold)?;
+        let mut power = (re.sqr()? + im.sqr()?)?;
+        if let Some(fold) = &self.fold {
+            power = power.broadcast_mul(fold)?;
+        }
         let mel = power.matmul(&self.filters)?.maximum(1e-10f32)?.log()?;
         (mel * std::f64::consts::LOG10_E)?.flatten_all()?.to_vec1()
     }
@@ -105,6 +135,26 @@ impl MelFrontEnd {
         self.frames(samples, n)
     }
 
+    /// Offline, frames centred on every hop multiple (`torch.stft(center=True)`, as Hugging Face's
+    /// `WhisperFeatureExtractor` frames): the clip is reflect-padded by `N_FFT / 2` on both sides,
+    /// giving `len / HOP + 1` raw frames (frame-major). Needs more than `N_FFT / 2` samples.
+    pub fn log_mel_centered(&self, samples: &[f32]) -> Result<Vec<f32>, candle_core::Error> {
+        let pad = N_FFT / 2;
+        if samples.len() <= pad {
+            candle_core::bail!(
+                "reflect padding needs more than {pad} samples, got {}",
+                samples.len()
+            );
+        }
+        let mut s = Vec::with_capacity(samples.len() + 2 * pad);
+        // numpy `reflect`: the edge sample is not repeated.
+        s.extend(samples[1..=pad].iter().rev());
+        s.extend_from_slice(samples);
+        let n = samples.len();
+        s.extend(samples[n - 1 - pad..n - 1].iter().rev());
+        self.log_mel_frames(&s)
+    }
+
     /// Offline, whole clip: zero-pads the end so every sample lies in some frame, then
     /// normalises. Returns channel-major mel and the frame count.
     pub fn log_mel_padded(&self, samples: &[f32]) -> Result<(Vec<f32>, usize), candle_core::Error> {
@@ -113,6 +163,47 @@ impl MelFrontEnd {
         let raw = self.log_mel_frames(&s)?;
         Ok(normalize(&raw, self.n_mels))
     }
+}
+
+/// The Slaney-scale, Slaney-normalised triangular mel filter bank of `librosa.filters.mel` and
+/// Hugging Face's `mel_filter_bank(norm="slaney", mel_scale="slaney")` over `0 ..= sample_rate / 2`,
+/// row-major `(n_mels, N_FREQ)` like `melfilters.bytes` (which OpenAI generated the same way).
+/// Computed in f64 as the references do, then rounded once.
+pub fn slaney_filters(n_mels: usize, sample_rate: u32) -> Vec<f32> {
+    const MIN_LOG_HZ: f64 = 1000.0;
+    const MIN_LOG_MEL: f64 = 15.0;
+    let logstep = 27.0 / 6.4f64.ln();
+    let hz_to_mel = |f: f64| {
+        if f >= MIN_LOG_HZ {
+            MIN_LOG_MEL + (f / MIN_LOG_HZ).ln() * logstep
+        } else {
+            3.0 * f / 200.0
+        }
+    };
+    let mel_to_hz = |m: f64| {
+        if m >= MIN_LOG_MEL {
+            MIN_LOG_HZ * ((m - MIN_LOG_MEL) / logstep).exp()
+        } else {
+            200.0 * m / 3.0
+        }
+    };
+    let nyquist = f64::from(sample_rate / 2);
+    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(nyquist));
+    // Filter edges: n_mels + 2 points evenly spaced in mel (numpy linspace).
+    let edges: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut out = vec![0f32; n_mels * N_FREQ];
+    for m in 0..n_mels {
+        let enorm = 2.0 / (edges[m + 2] - edges[m]);
+        for k in 0..N_FREQ {
+            let f = nyquist * k as f64 / (N_FREQ - 1) as f64;
+            let down = (f - edges[m]) / (edges[m + 1] - edges[m]);
+            let up = (edges[m + 2] - f) / (edges[m + 2] - edges[m + 1]);
+            out[m * N_FREQ + k] = (down.min(up).max(0.0) * enorm) as f32;
+        }
+    }
+    out
 }
 
 /// Whisper's normalisation over a window of raw frames (frame-major), returned channel-major
