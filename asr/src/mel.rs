@@ -8,10 +8,12 @@
 //! (`(max(x, max_all − 8) + 4) / 4`) needs the maximum over the whole input, so it is applied per
 //! encoder window by [`normalize`], not per frame.
 //!
-//! The same front end also computes the Hugging Face / OpenAI convention (`WhisperFeatureExtractor`,
-//! which Smart Turn was trained on) when built with [`Spectrum::OneSided`]: the plain `|rfft|²`
-//! without the doubled bins, filters from [`slaney_filters`], and frames centred on hop multiples
-//! by reflect padding ([`MelFrontEnd::log_mel_centered`]).
+//! [`HfMelFrontEnd`] is the other Whisper convention, Hugging Face's `WhisperFeatureExtractor`
+//! (and OpenAI's): the plain one-sided power `|rfft|²` (no doubled bins), frames centred by
+//! reflect padding, the Slaney filter bank of [`slaney_filters`], all in f64 as numpy computes it,
+//! normalised by [`normalize_f64`]. Smart Turn was trained on these features, and its 8-bit
+//! model is so sensitive to them (1e-6 of noise moves some clips' probability by 0.1) that only
+//! numpy's precision reproduces its reference outputs.
 
 use candle_core::{Device, Tensor};
 
@@ -19,17 +21,6 @@ pub const N_FFT: usize = 400;
 pub const HOP: usize = 160;
 /// Frequency bins of a 400-point real FFT.
 pub const N_FREQ: usize = N_FFT / 2 + 1;
-
-/// How the power spectrum treats the mirrored half of the real FFT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spectrum {
-    /// whisper.cpp and candle: bins 1..=199 doubled (the mirrored half folded in). What the
-    /// project's Whisper was validated with.
-    Folded,
-    /// OpenAI Whisper and Hugging Face `WhisperFeatureExtractor`: `|rfft|²` as it is. The folded
-    /// spectrum is this one plus log10(2) in most bands, which shifts every normalised feature.
-    OneSided,
-}
 
 /// The fixed parts of the front end: window, DFT matrix, filter bank.
 #[derive(Debug, Clone)]
@@ -39,20 +30,14 @@ pub struct MelFrontEnd {
     dft: Tensor,
     /// `(N_FREQ, n_mels)`.
     filters: Tensor,
-    /// Whisper's mirrored-half folding (bins 1..=199 doubled); `None` for [`Spectrum::OneSided`].
-    fold: Option<Tensor>,
+    /// Whisper's mirrored-half folding: bins 1..=199 doubled.
+    fold: Tensor,
     n_mels: usize,
 }
 
 impl MelFrontEnd {
-    /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`); the folded
-    /// spectrum of whisper.cpp and candle.
+    /// `filters`: the `(n_mels, 201)` row-major filter bank (`melfilters.bytes`).
     pub fn new(filters: &[f32]) -> Result<Self, candle_core::Error> {
-        Self::with_spectrum(filters, Spectrum::Folded)
-    }
-
-    /// Like [`MelFrontEnd::new`] with the given spectrum convention.
-    pub fn with_spectrum(filters: &[f32], spectrum: Spectrum) -> Result<Self, candle_core::Error> {
         if filters.is_empty() || !filters.len().is_multiple_of(N_FREQ) {
             candle_core::bail!(
                 "filter bank of {} values is not n_mels x {N_FREQ}",
@@ -65,28 +50,15 @@ impl MelFrontEnd {
                 (0.5 * (1.0 - (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos())) as f32
             })
             .collect();
-        let mut m = vec![0f32; N_FFT * 2 * N_FREQ];
-        for n in 0..N_FFT {
-            for k in 0..N_FREQ {
-                // Reduce k·n mod N first so the angle stays exact for large products.
-                let a = 2.0 * std::f64::consts::PI * ((k * n) % N_FFT) as f64 / N_FFT as f64;
-                m[n * 2 * N_FREQ + k] = a.cos() as f32;
-                m[n * 2 * N_FREQ + N_FREQ + k] = a.sin() as f32;
-            }
-        }
+        let m: Vec<f32> = dft_matrix().into_iter().map(|v| v as f32).collect();
         let dft = Tensor::from_vec(m, (N_FFT, 2 * N_FREQ), &Device::Cpu)?;
         let filters = Tensor::from_slice(filters, (n_mels, N_FREQ), &Device::Cpu)?
             .t()?
             .contiguous()?;
-        let fold = match spectrum {
-            Spectrum::Folded => {
-                let mut fold = vec![2f32; N_FREQ];
-                fold[0] = 1.0;
-                fold[N_FFT / 2] = 1.0;
-                Some(Tensor::from_vec(fold, (1, N_FREQ), &Device::Cpu)?)
-            }
-            Spectrum::OneSided => None,
-        };
+        let mut fold = vec![2f32; N_FREQ];
+        fold[0] = 1.0;
+        fold[N_FFT / 2] = 1.0;
+        let fold = Tensor::from_vec(fold, (1, N_FREQ), &Device::Cpu)?;
         Ok(Self {
             hann,
             dft,
@@ -117,10 +89,7 @@ impl MelFrontEnd {
         let y = x.matmul(&self.dft)?;
         let re = y.narrow(1, 0, N_FREQ)?;
         let im = y.narrow(1, N_FREQ, N_FREQ)?;
-        let mut power = (re.sqr()? + im.sqr()?)?;
-        if let Some(fold) = &self.fold {
-            power = power.broadcast_mul(fold)?;
-        }
+        let power = (re.sqr()? + im.sqr()?)?.broadcast_mul(&self.fold)?;
         let mel = power.matmul(&self.filters)?.maximum(1e-10f32)?.log()?;
         (mel * std::f64::consts::LOG10_E)?.flatten_all()?.to_vec1()
     }
@@ -135,26 +104,6 @@ impl MelFrontEnd {
         self.frames(samples, n)
     }
 
-    /// Offline, frames centred on every hop multiple (`torch.stft(center=True)`, as Hugging Face's
-    /// `WhisperFeatureExtractor` frames): the clip is reflect-padded by `N_FFT / 2` on both sides,
-    /// giving `len / HOP + 1` raw frames (frame-major). Needs more than `N_FFT / 2` samples.
-    pub fn log_mel_centered(&self, samples: &[f32]) -> Result<Vec<f32>, candle_core::Error> {
-        let pad = N_FFT / 2;
-        if samples.len() <= pad {
-            candle_core::bail!(
-                "reflect padding needs more than {pad} samples, got {}",
-                samples.len()
-            );
-        }
-        let mut s = Vec::with_capacity(samples.len() + 2 * pad);
-        // numpy `reflect`: the edge sample is not repeated.
-        s.extend(samples[1..=pad].iter().rev());
-        s.extend_from_slice(samples);
-        let n = samples.len();
-        s.extend(samples[n - 1 - pad..n - 1].iter().rev());
-        self.log_mel_frames(&s)
-    }
-
     /// Offline, whole clip: zero-pads the end so every sample lies in some frame, then
     /// normalises. Returns channel-major mel and the frame count.
     pub fn log_mel_padded(&self, samples: &[f32]) -> Result<(Vec<f32>, usize), candle_core::Error> {
@@ -165,11 +114,25 @@ impl MelFrontEnd {
     }
 }
 
+/// `(N_FFT, 2 N_FREQ)` row-major: cosine columns then sine columns of the real DFT, in f64.
+fn dft_matrix() -> Vec<f64> {
+    let mut m = vec![0f64; N_FFT * 2 * N_FREQ];
+    for n in 0..N_FFT {
+        for k in 0..N_FREQ {
+            // Reduce k·n mod N first so the angle stays exact for large products.
+            let a = 2.0 * std::f64::consts::PI * ((k * n) % N_FFT) as f64 / N_FFT as f64;
+            m[n * 2 * N_FREQ + k] = a.cos();
+            m[n * 2 * N_FREQ + N_FREQ + k] = a.sin();
+        }
+    }
+    m
+}
+
 /// The Slaney-scale, Slaney-normalised triangular mel filter bank of `librosa.filters.mel` and
 /// Hugging Face's `mel_filter_bank(norm="slaney", mel_scale="slaney")` over `0 ..= sample_rate / 2`,
-/// row-major `(n_mels, N_FREQ)` like `melfilters.bytes` (which OpenAI generated the same way).
-/// Computed in f64 as the references do, then rounded once.
-pub fn slaney_filters(n_mels: usize, sample_rate: u32) -> Vec<f32> {
+/// row-major `(n_mels, N_FREQ)` like `melfilters.bytes` (which OpenAI generated the same way), in
+/// f64 as the references compute it.
+pub fn slaney_filters(n_mels: usize, sample_rate: u32) -> Vec<f64> {
     const MIN_LOG_HZ: f64 = 1000.0;
     const MIN_LOG_MEL: f64 = 15.0;
     let logstep = 27.0 / 6.4f64.ln();
@@ -193,17 +156,107 @@ pub fn slaney_filters(n_mels: usize, sample_rate: u32) -> Vec<f32> {
     let edges: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
         .collect();
-    let mut out = vec![0f32; n_mels * N_FREQ];
+    let mut out = vec![0f64; n_mels * N_FREQ];
     for m in 0..n_mels {
         let enorm = 2.0 / (edges[m + 2] - edges[m]);
         for k in 0..N_FREQ {
             let f = nyquist * k as f64 / (N_FREQ - 1) as f64;
             let down = (f - edges[m]) / (edges[m + 1] - edges[m]);
             let up = (edges[m + 2] - f) / (edges[m + 2] - edges[m + 1]);
-            out[m * N_FREQ + k] = (down.min(up).max(0.0) * enorm) as f32;
+            out[m * N_FREQ + k] = down.min(up).max(0.0) * enorm;
         }
     }
     out
+}
+
+/// Hugging Face's Whisper log-mel (`WhisperFeatureExtractor`, numpy backend), in f64: frames
+/// centred by reflect padding, numpy's periodic Hann window, one-sided power, Slaney filters,
+/// log10 with a 1e-10 floor.
+#[derive(Debug, Clone)]
+pub struct HfMelFrontEnd {
+    hann: Vec<f64>,
+    /// `(N_FFT, 2 N_FREQ)` f64.
+    dft: Tensor,
+    /// `(N_FREQ, n_mels)` f64.
+    filters: Tensor,
+    n_mels: usize,
+}
+
+impl HfMelFrontEnd {
+    pub fn new(n_mels: usize, sample_rate: u32) -> Result<Self, candle_core::Error> {
+        // numpy `hanning(N + 1)[:-1]`, written as numpy writes it (0.5 + 0.5 cos(pi n / N) over
+        // n = -N, -N + 2, ...) so the window is bit-identical.
+        let hann = (0..N_FFT)
+            .map(|i| {
+                let n = 2.0 * i as f64 - N_FFT as f64;
+                0.5 + 0.5 * (std::f64::consts::PI * n / N_FFT as f64).cos()
+            })
+            .collect();
+        let dft = Tensor::from_vec(dft_matrix(), (N_FFT, 2 * N_FREQ), &Device::Cpu)?;
+        let filters = Tensor::from_vec(
+            slaney_filters(n_mels, sample_rate),
+            (n_mels, N_FREQ),
+            &Device::Cpu,
+        )?
+        .t()?
+        .contiguous()?;
+        Ok(Self {
+            hann,
+            dft,
+            filters,
+            n_mels,
+        })
+    }
+
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
+    /// Raw log10 mel frames (frame-major, f64) centred on every hop multiple
+    /// (`torch.stft(center=True)`): `samples` is reflect-padded by `N_FFT / 2` on both sides,
+    /// giving `len / HOP + 1` frames. Needs more than `N_FFT / 2` samples.
+    pub fn log_mel_centered(&self, samples: &[f32]) -> Result<Vec<f64>, candle_core::Error> {
+        let pad = N_FFT / 2;
+        let len = samples.len();
+        if len <= pad {
+            candle_core::bail!("reflect padding needs more than {pad} samples, got {len}");
+        }
+        // numpy `reflect`: the edge sample is not repeated.
+        let mut s: Vec<f64> = Vec::with_capacity(len + 2 * pad);
+        s.extend(samples[1..=pad].iter().rev().map(|&v| f64::from(v)));
+        s.extend(samples.iter().map(|&v| f64::from(v)));
+        s.extend(samples[len - 1 - pad..len - 1].iter().rev().map(|&v| f64::from(v)));
+        let n = (s.len() - N_FFT) / HOP + 1;
+        let mut x = vec![0f64; n * N_FFT];
+        for i in 0..n {
+            let src = &s[i * HOP..i * HOP + N_FFT];
+            for (j, v) in x[i * N_FFT..(i + 1) * N_FFT].iter_mut().enumerate() {
+                *v = src[j] * self.hann[j];
+            }
+        }
+        let x = Tensor::from_vec(x, (n, N_FFT), &Device::Cpu)?;
+        let y = x.matmul(&self.dft)?;
+        let re = y.narrow(1, 0, N_FREQ)?;
+        let im = y.narrow(1, N_FREQ, N_FREQ)?;
+        let power = (re.sqr()? + im.sqr()?)?;
+        let mel: Vec<f64> = power.matmul(&self.filters)?.flatten_all()?.to_vec1()?;
+        Ok(mel.into_iter().map(|v| v.max(1e-10).log10()).collect())
+    }
+}
+
+/// [`normalize`] in f64 (numpy's order: clamp at max − 8, `(x + 4) / 4`, then round to f32),
+/// returned channel-major `(n_mels, n_frames)`.
+pub fn normalize_f64(raw: &[f64], n_mels: usize) -> (Vec<f32>, usize) {
+    let n = raw.len() / n_mels;
+    let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let floor = max - 8.0;
+    let mut out = vec![0f32; n * n_mels];
+    for i in 0..n {
+        for j in 0..n_mels {
+            out[j * n + i] = ((raw[i * n_mels + j].max(floor) + 4.0) / 4.0) as f32;
+        }
+    }
+    (out, n)
 }
 
 /// Whisper's normalisation over a window of raw frames (frame-major), returned channel-major

@@ -3,11 +3,13 @@
 
 Runs pipecat-ai 1.14.0's `LocalSmartTurnAnalyzerV3._predict_endpoint` (its numpy Whisper
 features + ONNX Runtime on the bundled `smart-turn-v3.2-cpu.onnx`) on 16 kHz mono WAV clips,
-each cut at an optional end time, and prints one JSON object per clip.
+each cut at an optional end time, and prints one JSON object per clip. Pin onnxruntime to the
+version in core/models.toml (1.31.1): the model is 8-bit and other versions' fused kernels give
+slightly different probabilities (jfk_inaugural: 0.817 with 1.31.1, 0.834 with 1.32.0).
 
 Environment (once):
     python3 -m venv ~/.cache/voicerelay/venvs/smartturn
-    ~/.cache/voicerelay/venvs/smartturn/bin/pip install pipecat-ai==1.14.0 onnxruntime numpy soxr
+    ~/.cache/voicerelay/venvs/smartturn/bin/pip install pipecat-ai==1.14.0 onnxruntime==1.31.1 numpy soxr
 
 usage: ~/.cache/voicerelay/venvs/smartturn/bin/python dialog/scripts/smart_turn_reference.py \
            WAV[@END_SECONDS] ...

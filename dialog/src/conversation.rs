@@ -548,6 +548,20 @@ fn input_thread(
     }
 }
 
+/// The detector's config: Smart Turn's verdicts come from the stand-alone VAD's thread, so
+/// without that VAD or the model the silence timer decides (`dialog.silence_timeout_ms`).
+fn turn_config(parts: &AssistantParts) -> crate::turn::TurnConfig {
+    let cfg = parts.dialog.turn_config();
+    if parts.turn_model.is_some() && parts.vad.is_some() {
+        cfg
+    } else {
+        crate::turn::TurnConfig {
+            end_of_turn: crate::turn::EndOfTurn::Timer,
+            ..cfg
+        }
+    }
+}
+
 /// The end-of-turn model and the last 8 s of 16 kHz audio it judges.
 type TurnModelInput = (
     Arc<crate::smart_turn::SmartTurn>,
@@ -857,7 +871,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             .samples_in(Duration::from_millis(parts.dialog.output_lead_ms))
             as usize;
         Ok(Self {
-            detector: crate::turn::TurnDetector::new(parts.dialog.turn_config()),
+            detector: crate::turn::TurnDetector::new(turn_config(parts)),
             memory: crate::memory::ConversationMemory::new(
                 parts.dialog.system_message(),
                 parts.dialog.max_memory_tokens,
@@ -1018,7 +1032,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             LoopMsg::InputEnded { pos } => {
                 self.input_done = true;
                 // No more audio: whatever turn is open ends as if silence followed.
-                let cfg = self.parts.dialog.turn_config();
+                let cfg = turn_config(&self.parts);
                 let horizon = pos.advance(
                     cfg.sample_rate
                         .samples_in(cfg.pause_timeout() + cfg.grace + cfg.backchannel_min),

@@ -2,9 +2,10 @@
 //! by it on virtual time.
 //!
 //! Expected probabilities: `dialog/scripts/smart_turn_reference.py` (pipecat-ai 1.14.0's
-//! `LocalSmartTurnAnalyzerV3._predict_endpoint`: its numpy Whisper features and ONNX Runtime
-//! 1.32 from PyPI on the bundled model) on the corpus clips below, cut at the given time where one is
-//! given:
+//! `LocalSmartTurnAnalyzerV3._predict_endpoint`: its numpy Whisper features, on the bundled model,
+//! run by ONNX Runtime 1.31.1 from PyPI, the version the model store ships) on the corpus clips
+//! below, cut at the given time where one is given. The runtime version matters: the model is
+//! 8-bit and ORT 1.32.0's fused kernels give jfk_inaugural 0.834 instead of 0.817.
 //!
 //! ```sh
 //! cd ../shared/corpus && ~/.cache/voicerelay/venvs/smartturn/bin/python \
@@ -13,8 +14,10 @@
 //!
 //! The clips were chosen from a run of that script over every corpus clip up to 12 s, whole and
 //! cut at half its length: finished sentences scoring high, sentences cut mid-way scoring low,
-//! some in between (0.22, 0.37, 0.49: the threshold region, where parity matters most), and one
-//! longer than the model's 8 s window (jfk, 11 s: truncation).
+//! some in between (0.22 to 0.50: the threshold region, where parity matters most), and one
+//! longer than the model's 8 s window (jfk, 11 s: truncation). librivox_ss01_0930 is the most
+//! sensitive seen: 1e-6 of noise on its features moves it between 0.07 and 0.36, which is why the
+//! features are computed to numpy's precision.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,7 +35,7 @@ const REFERENCE: &[(&str, Option<f64>, f32)] = &[
     // "go forward ten meters" (complete command)
     ("ps_goforward", None, 0.986_523_03),
     // JFK, 11 s: only the last 8 s are judged.
-    ("jfk_inaugural", None, 0.834_087_07),
+    ("jfk_inaugural", None, 0.817_083_7),
     ("librivox_ss01_0930", None, 0.220_906_76),
     ("so762_000440043", None, 0.490_154_47),
     ("ps_cards_004", None, 0.374_717),
@@ -42,6 +45,10 @@ const REFERENCE: &[(&str, Option<f64>, f32)] = &[
     ("ls_1089-134686-0000", Some(5.22), 0.024_070_68),
     // "THE BIRCH CANOE SLID ON ..." cut at 1.63 s.
     ("sb_example1_harvard", Some(1.63), 0.027_008_206),
+    // Near the threshold (dev clips cut mid-way).
+    ("so762_004610065", Some(4.13), 0.383_990_1),
+    ("mfa_youknow", Some(2.4), 0.460_694_07),
+    ("an4_an148_fclc", Some(2.0), 0.5),
 ];
 
 fn store() -> vr_core::ModelStore {
@@ -106,7 +113,7 @@ fn slaney_filters_match_the_whisper_filter_bank_in_the_store() {
     let diff = ours
         .iter()
         .zip(&shipped)
-        .map(|(a, b)| (a - b).abs())
+        .map(|(a, b)| (*a as f32 - b).abs())
         .fold(0f32, f32::max);
     println!("slaney filters vs melfilters.bytes: max abs diff {diff:e}");
     assert!(diff < 1e-6, "max abs diff {diff}");
@@ -206,12 +213,12 @@ fn drive(
 fn detector_ends_a_complete_turn_at_vad_stop_plus_model_time_and_falls_back_otherwise() {
     let corpus = corpus();
     let m = model();
-    let silence = vec![0f32; 3 * 16_000];
+    let quiet = vec![0f32; 3 * 16_000];
     // Model time is a parameter here (virtual time); the eval uses the measured one.
     let model_time = Duration::from_millis(40);
 
     // Complete: "Ask her to bring these things with her from the store." + 3 s of silence.
-    let audio = [read_wav(&corpus, "vctk_p225_002_mic1"), silence.clone()].concat();
+    let audio = [read_wav(&corpus, "vctk_p225_002_mic1"), quiet.clone()].concat();
     let evs = drive(&audio, &m, model_time);
     let pause = evs
         .iter()
@@ -246,9 +253,9 @@ fn detector_ends_a_complete_turn_at_vad_stop_plus_model_time_and_falls_back_othe
     );
     assert_eq!(ended[0].at, pause.at.advance(16 * silence.as_millis() as u64));
 
-    // Incomplete: the same speaker's "THE BIRCH CANOE SLID ON" cut mid-sentence, then silence:
+    // Incomplete: "THE BIRCH CANOE SLID ON" cut mid-sentence, then silence:
     // the model says wait, and the 1500 ms fallback timer ends the turn.
-    let audio = [clip(&corpus, "sb_example1_harvard", Some(1.63)), silence].concat();
+    let audio = [clip(&corpus, "sb_example1_harvard", Some(1.63)), quiet].concat();
     let evs = drive(&audio, &m, model_time);
     let waiting = evs
         .iter()

@@ -39,7 +39,14 @@ pub const PAUSE_MAX_MS: u64 = 900;
 /// A pause is inserted no closer than this to the speech onset or end.
 const EDGE_MS: u64 = 400;
 /// Inserted pauses in one utterance are at least this far apart (each makes its own turn).
-const GAP_SPACING_MS: u64 = 600;
+const GAP_SPACING_MS: u64 = 500;
+/// A word gap is a frame at least this far below the speech's median frame level.
+const GAP_DIP_DB: f64 = 10.0;
+/// At most this many paused turns per utterance, 1.5 per second of speech...
+const GAPS_PER_UTTERANCE: usize = 6;
+/// ... and only from utterances up to this long (the 50–80 s readings would cost 100 times the
+/// model runs of a sentence for the same one pause).
+const PAUSED_MAX_S: f64 = 15.0;
 /// Energy frames for the gap finder.
 const FRAME_MS: u64 = 10;
 
@@ -65,8 +72,9 @@ fn ms_samples(ms: u64) -> usize {
 }
 
 /// Cut points (sample indices) at word gaps: the quietest 10 ms frames at least `EDGE_MS` inside
-/// the speech, each at least 15 dB below the speech's median frame level (a real dip, not a
-/// quieter syllable), `GAP_SPACING_MS` apart, at most one per second of speech.
+/// the speech, each at least `GAP_DIP_DB` below the speech's median frame level (a real dip, not
+/// a quieter syllable), `GAP_SPACING_MS` apart, at most 1.5 per second of speech and
+/// `GAPS_PER_UTTERANCE` in all.
 pub fn word_gaps(audio: &[f32]) -> Vec<usize> {
     let frame = ms_samples(FRAME_MS);
     let db: Vec<f64> = audio
@@ -88,10 +96,11 @@ pub fn word_gaps(audio: &[f32]) -> Vec<usize> {
     speech.sort_by(|a, b| a.total_cmp(b));
     let median = speech[speech.len() / 2];
     let mut candidates: Vec<usize> = (first + edge..last - edge)
-        .filter(|&i| db[i] < median - 15.0)
+        .filter(|&i| db[i] < median - GAP_DIP_DB)
         .collect();
     candidates.sort_by(|&a, &b| db[a].total_cmp(&db[b]).then(a.cmp(&b)));
-    let most = ((last - first) * FRAME_MS as usize / 1000).max(1);
+    let most = ((last - first) * FRAME_MS as usize * 3 / 2000)
+        .clamp(1, GAPS_PER_UTTERANCE);
     let spacing = (GAP_SPACING_MS / FRAME_MS) as usize;
     let mut picked: Vec<usize> = Vec::new();
     for c in candidates {
@@ -126,6 +135,9 @@ pub fn build_cases(
             audio: whole(&[&lead, &clip, &tail]),
             pause_ms: None,
         });
+        if u.duration_s > PAUSED_MAX_S {
+            continue;
+        }
         for (k, cut) in word_gaps(&clip).into_iter().enumerate() {
             // Evenly spread over 300..=900 ms, in a fixed order (golden-ratio steps).
             let frac = (n_pause as f64 * 0.618_033_988_75).fract();
@@ -226,6 +238,10 @@ pub struct CaseOutcome {
     pub kind: CaseKind,
     /// The turn ended before the speech's last VAD end (inside a pause of speech that goes on).
     pub cut_off: bool,
+    /// ... and the speech did not resume within the grace period: the turn was split in two
+    /// (the assistant answers the first part). A cut-off that is not a split only costs the
+    /// answer started too early, which the loop drops.
+    pub split: bool,
     /// The VAD's last speech end → the `TurnEnded` after it, ms.
     pub latency_ms: Option<f64>,
     /// What ended it: "timer" or "model".
@@ -279,11 +295,15 @@ pub fn replay(trace: &CaseTrace, cfg: TurnConfig) -> Option<CaseOutcome> {
         .filter(|e| e.kind == TurnEventKind::TurnEnded)
         .collect();
     let cut_off = ends.iter().any(|e| e.at < last_end);
+    let split = out
+        .iter()
+        .any(|e| e.kind == TurnEventKind::TurnCommitted && e.at < last_end);
     let fin = ends.iter().find(|e| e.at >= last_end);
     Some(CaseOutcome {
         id: trace.id.clone(),
         kind: trace.kind,
         cut_off,
+        split,
         latency_ms: fin.map(|e| rate.duration_of(e.at.since(last_end)).as_secs_f64() * 1e3),
         ended_by: fin.map(|e| match e.reason {
             vr_dialog::turn::TurnReason::TurnModelComplete { .. } => "model",
@@ -302,6 +322,9 @@ pub struct Row {
     pub latency_p90_ms: Option<f64>,
     pub cut_offs: usize,
     pub cut_off_rate: f64,
+    /// Cut-offs where the speech did not resume within the grace period (turn split in two).
+    pub splits: usize,
+    pub split_rate: f64,
     /// Turns the model ended (the rest: the timer).
     pub ended_by_model: usize,
 }
@@ -309,6 +332,14 @@ pub struct Row {
 pub fn row(system: &str, audio: &str, outcomes: &[&CaseOutcome]) -> Row {
     let lat: Vec<f64> = outcomes.iter().filter_map(|o| o.latency_ms).collect();
     let cut_offs = outcomes.iter().filter(|o| o.cut_off).count();
+    let splits = outcomes.iter().filter(|o| o.split).count();
+    let rate = |n: usize| {
+        if outcomes.is_empty() {
+            0.0
+        } else {
+            n as f64 / outcomes.len() as f64
+        }
+    };
     Row {
         system: system.to_string(),
         audio: audio.to_string(),
@@ -316,11 +347,9 @@ pub fn row(system: &str, audio: &str, outcomes: &[&CaseOutcome]) -> Row {
         latency_p50_ms: percentile(&lat, 50.0),
         latency_p90_ms: percentile(&lat, 90.0),
         cut_offs,
-        cut_off_rate: if outcomes.is_empty() {
-            0.0
-        } else {
-            cut_offs as f64 / outcomes.len() as f64
-        },
+        cut_off_rate: rate(cut_offs),
+        splits,
+        split_rate: rate(splits),
         ended_by_model: outcomes
             .iter()
             .filter(|o| o.ended_by == Some("model"))
@@ -357,12 +386,12 @@ pub fn compute_percentiles(traces: &[CaseTrace]) -> (Option<f64>, Option<f64>, u
 pub fn table(rows: &[Row]) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
     let mut s = format!(
-        "{:<44} {:<13} {:>5} {:>8} {:>8} {:>9} {:>7}\n",
-        "system", "audio", "turns", "P50 ms", "P90 ms", "cut-offs", "model"
+        "{:<48} {:<13} {:>5} {:>7} {:>7} {:>12} {:>12} {:>6}\n",
+        "system", "audio", "turns", "P50 ms", "P90 ms", "cut-offs", "splits", "model"
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<44} {:<13} {:>5} {:>8} {:>8} {:>4} {:>4.1}% {:>7}\n",
+            "{:<48} {:<13} {:>5} {:>7} {:>7} {:>4} {:>6.1}% {:>4} {:>6.1}% {:>6}\n",
             r.system,
             r.audio,
             r.turns,
@@ -370,6 +399,8 @@ pub fn table(rows: &[Row]) -> String {
             f(r.latency_p90_ms),
             r.cut_offs,
             100.0 * r.cut_off_rate,
+            r.splits,
+            100.0 * r.split_rate,
             r.ended_by_model
         ));
     }
