@@ -225,7 +225,12 @@ impl HfMelFrontEnd {
         let mut s: Vec<f64> = Vec::with_capacity(len + 2 * pad);
         s.extend(samples[1..=pad].iter().rev().map(|&v| f64::from(v)));
         s.extend(samples.iter().map(|&v| f64::from(v)));
-        s.extend(samples[len - 1 - pad..len - 1].iter().rev().map(|&v| f64::from(v)));
+        s.extend(
+            samples[len - 1 - pad..len - 1]
+                .iter()
+                .rev()
+                .map(|&v| f64::from(v)),
+        );
         let n = (s.len() - N_FFT) / HOP + 1;
         let mut x = vec![0f64; n * N_FFT];
         for i in 0..n {

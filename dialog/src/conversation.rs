@@ -661,12 +661,26 @@ fn input_pump(
             }
             input.consume(frames);
         }
-        forward(&mut mono, &mut pos, false, read_at, &mut vad, &mut turn_model)?;
+        forward(
+            &mut mono,
+            &mut pos,
+            false,
+            read_at,
+            &mut vad,
+            &mut turn_model,
+        )?;
     }
     if let Some(r) = resampler.as_mut() {
         r.finish(|m| mono.extend_from_slice(m))?;
     }
-    forward(&mut mono, &mut pos, true, Instant::now(), &mut vad, &mut turn_model)?;
+    forward(
+        &mut mono,
+        &mut pos,
+        true,
+        Instant::now(),
+        &mut vad,
+        &mut turn_model,
+    )?;
     if let Some(v) = vad.as_mut() {
         let events = v.finish().into_iter().map(vr_asr::AsrEvent::from).collect();
         let _ = tx.send(LoopMsg::Vad {
@@ -1032,7 +1046,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             LoopMsg::InputEnded { pos } => {
                 self.input_done = true;
                 // No more audio: whatever turn is open ends as if silence followed.
-                let cfg = turn_config(&self.parts);
+                let cfg = turn_config(self.parts);
                 let horizon = pos.advance(
                     cfg.sample_rate
                         .samples_in(cfg.pause_timeout() + cfg.grace + cfg.backchannel_min),

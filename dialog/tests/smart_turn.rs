@@ -23,9 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use voicerelay_dialog::smart_turn::{SmartTurn, N_FRAMES, N_MELS};
-use voicerelay_dialog::turn::{
-    EndOfTurn, TurnConfig, TurnDetector, TurnEventKind, TurnReason,
-};
+use voicerelay_dialog::turn::{EndOfTurn, TurnConfig, TurnDetector, TurnEventKind, TurnReason};
 use vr_core::{SampleIndex, SampleRate};
 
 /// (clip, cut at seconds, pipecat's probability).
@@ -79,7 +77,11 @@ fn read_wav(corpus: &Path, id: &str) -> Vec<f32> {
     let path = corpus.join("wav").join(format!("{id}.wav"));
     let mut r = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(
-        (r.spec().channels, r.spec().sample_rate, r.spec().bits_per_sample),
+        (
+            r.spec().channels,
+            r.spec().sample_rate,
+            r.spec().bits_per_sample
+        ),
         (1, 16_000, 16),
         "{}",
         path.display()
@@ -138,7 +140,10 @@ fn probabilities_match_pipecat_within_1e_3() {
         );
         worst = worst.max(diff);
     }
-    println!("smart turn parity: {} clips, max |diff| {worst:.2e}", REFERENCE.len());
+    println!(
+        "smart turn parity: {} clips, max |diff| {worst:.2e}",
+        REFERENCE.len()
+    );
     assert!(worst < 1e-3, "max |rust - pipecat| = {worst}");
 }
 
@@ -195,9 +200,7 @@ fn drive(
         out.extend(d.tick(now));
         for ev in vad.push(piece).unwrap() {
             match ev {
-                vr_asr::vad::VadEvent::SpeechStarted { at } => {
-                    out.extend(d.speech_started(at))
-                }
+                vr_asr::vad::VadEvent::SpeechStarted { at } => out.extend(d.speech_started(at)),
                 vr_asr::vad::VadEvent::SpeechEnded { at } => {
                     out.extend(d.speech_ended(at));
                     let p = m.probability(&audio[..pos]).unwrap();
@@ -251,7 +254,10 @@ fn detector_ends_a_complete_turn_at_vad_stop_plus_model_time_and_falls_back_othe
         (Duration::from_millis(170)..Duration::from_millis(170 + 32)).contains(&vad_lag),
         "VAD lag {vad_lag:?}"
     );
-    assert_eq!(ended[0].at, pause.at.advance(16 * silence.as_millis() as u64));
+    assert_eq!(
+        ended[0].at,
+        pause.at.advance(16 * silence.as_millis() as u64)
+    );
 
     // Incomplete: "THE BIRCH CANOE SLID ON" cut mid-sentence, then silence:
     // the model says wait, and the 1500 ms fallback timer ends the turn.

@@ -99,8 +99,7 @@ pub fn word_gaps(audio: &[f32]) -> Vec<usize> {
         .filter(|&i| db[i] < median - GAP_DIP_DB)
         .collect();
     candidates.sort_by(|&a, &b| db[a].total_cmp(&db[b]).then(a.cmp(&b)));
-    let most = ((last - first) * FRAME_MS as usize * 3 / 2000)
-        .clamp(1, GAPS_PER_UTTERANCE);
+    let most = ((last - first) * FRAME_MS as usize * 3 / 2000).clamp(1, GAPS_PER_UTTERANCE);
     let spacing = (GAP_SPACING_MS / FRAME_MS) as usize;
     let mut picked: Vec<usize> = Vec::new();
     for c in candidates {
@@ -423,6 +422,9 @@ mod tests {
         a.extend(vec![0f32; 3200]);
         let g = word_gaps(&a);
         assert_eq!(g.len(), 1, "{g:?}");
-        assert!((3200 + 16_000..3200 + 16_000 + 1280).contains(&g[0]), "{g:?}");
+        assert!(
+            (3200 + 16_000..3200 + 16_000 + 1280).contains(&g[0]),
+            "{g:?}"
+        );
     }
 }
