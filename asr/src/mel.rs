@@ -7,6 +7,13 @@
 //! same samples, as soon as their last sample arrives. Whisper's normalisation
 //! (`(max(x, max_all − 8) + 4) / 4`) needs the maximum over the whole input, so it is applied per
 //! encoder window by [`normalize`], not per frame.
+//!
+//! [`HfMelFrontEnd`] is the other Whisper convention, Hugging Face's `WhisperFeatureExtractor`
+//! (and OpenAI's): the plain one-sided power `|rfft|²` (no doubled bins), frames centred by
+//! reflect padding, the Slaney filter bank of [`slaney_filters`], all in f64 as numpy computes it,
+//! normalised by [`normalize_f64`]. Smart Turn was trained on these features, and its 8-bit
+//! model is so sensitive to them (1e-6 of noise moves some clips' probability by 0.1) that only
+//! numpy's precision reproduces its reference outputs.
 
 use candle_core::{Device, Tensor};
 
@@ -43,15 +50,7 @@ impl MelFrontEnd {
                 (0.5 * (1.0 - (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos())) as f32
             })
             .collect();
-        let mut m = vec![0f32; N_FFT * 2 * N_FREQ];
-        for n in 0..N_FFT {
-            for k in 0..N_FREQ {
-                // Reduce k·n mod N first so the angle stays exact for large products.
-                let a = 2.0 * std::f64::consts::PI * ((k * n) % N_FFT) as f64 / N_FFT as f64;
-                m[n * 2 * N_FREQ + k] = a.cos() as f32;
-                m[n * 2 * N_FREQ + N_FREQ + k] = a.sin() as f32;
-            }
-        }
+        let m: Vec<f32> = dft_matrix().into_iter().map(|v| v as f32).collect();
         let dft = Tensor::from_vec(m, (N_FFT, 2 * N_FREQ), &Device::Cpu)?;
         let filters = Tensor::from_slice(filters, (n_mels, N_FREQ), &Device::Cpu)?
             .t()?
@@ -113,6 +112,156 @@ impl MelFrontEnd {
         let raw = self.log_mel_frames(&s)?;
         Ok(normalize(&raw, self.n_mels))
     }
+}
+
+/// `(N_FFT, 2 N_FREQ)` row-major: cosine columns then sine columns of the real DFT, in f64.
+fn dft_matrix() -> Vec<f64> {
+    let mut m = vec![0f64; N_FFT * 2 * N_FREQ];
+    for n in 0..N_FFT {
+        for k in 0..N_FREQ {
+            // Reduce k·n mod N first so the angle stays exact for large products.
+            let a = 2.0 * std::f64::consts::PI * ((k * n) % N_FFT) as f64 / N_FFT as f64;
+            m[n * 2 * N_FREQ + k] = a.cos();
+            m[n * 2 * N_FREQ + N_FREQ + k] = a.sin();
+        }
+    }
+    m
+}
+
+/// The Slaney-scale, Slaney-normalised triangular mel filter bank of `librosa.filters.mel` and
+/// Hugging Face's `mel_filter_bank(norm="slaney", mel_scale="slaney")` over `0 ..= sample_rate / 2`,
+/// row-major `(n_mels, N_FREQ)` like `melfilters.bytes` (which OpenAI generated the same way), in
+/// f64 as the references compute it.
+pub fn slaney_filters(n_mels: usize, sample_rate: u32) -> Vec<f64> {
+    const MIN_LOG_HZ: f64 = 1000.0;
+    const MIN_LOG_MEL: f64 = 15.0;
+    let logstep = 27.0 / 6.4f64.ln();
+    let hz_to_mel = |f: f64| {
+        if f >= MIN_LOG_HZ {
+            MIN_LOG_MEL + (f / MIN_LOG_HZ).ln() * logstep
+        } else {
+            3.0 * f / 200.0
+        }
+    };
+    let mel_to_hz = |m: f64| {
+        if m >= MIN_LOG_MEL {
+            MIN_LOG_HZ * ((m - MIN_LOG_MEL) / logstep).exp()
+        } else {
+            200.0 * m / 3.0
+        }
+    };
+    let nyquist = f64::from(sample_rate / 2);
+    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(nyquist));
+    // Filter edges: n_mels + 2 points evenly spaced in mel (numpy linspace).
+    let edges: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut out = vec![0f64; n_mels * N_FREQ];
+    for m in 0..n_mels {
+        let enorm = 2.0 / (edges[m + 2] - edges[m]);
+        for k in 0..N_FREQ {
+            let f = nyquist * k as f64 / (N_FREQ - 1) as f64;
+            let down = (f - edges[m]) / (edges[m + 1] - edges[m]);
+            let up = (edges[m + 2] - f) / (edges[m + 2] - edges[m + 1]);
+            out[m * N_FREQ + k] = down.min(up).max(0.0) * enorm;
+        }
+    }
+    out
+}
+
+/// Hugging Face's Whisper log-mel (`WhisperFeatureExtractor`, numpy backend), in f64: frames
+/// centred by reflect padding, numpy's periodic Hann window, one-sided power, Slaney filters,
+/// log10 with a 1e-10 floor.
+#[derive(Debug, Clone)]
+pub struct HfMelFrontEnd {
+    hann: Vec<f64>,
+    /// `(N_FFT, 2 N_FREQ)` f64.
+    dft: Tensor,
+    /// `(N_FREQ, n_mels)` f64.
+    filters: Tensor,
+    n_mels: usize,
+}
+
+impl HfMelFrontEnd {
+    pub fn new(n_mels: usize, sample_rate: u32) -> Result<Self, candle_core::Error> {
+        // numpy `hanning(N + 1)[:-1]`, written as numpy writes it (0.5 + 0.5 cos(pi n / N) over
+        // n = -N, -N + 2, ...) so the window is bit-identical.
+        let hann = (0..N_FFT)
+            .map(|i| {
+                let n = 2.0 * i as f64 - N_FFT as f64;
+                0.5 + 0.5 * (std::f64::consts::PI * n / N_FFT as f64).cos()
+            })
+            .collect();
+        let dft = Tensor::from_vec(dft_matrix(), (N_FFT, 2 * N_FREQ), &Device::Cpu)?;
+        let filters = Tensor::from_vec(
+            slaney_filters(n_mels, sample_rate),
+            (n_mels, N_FREQ),
+            &Device::Cpu,
+        )?
+        .t()?
+        .contiguous()?;
+        Ok(Self {
+            hann,
+            dft,
+            filters,
+            n_mels,
+        })
+    }
+
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
+    /// Raw log10 mel frames (frame-major, f64) centred on every hop multiple
+    /// (`torch.stft(center=True)`): `samples` is reflect-padded by `N_FFT / 2` on both sides,
+    /// giving `len / HOP + 1` frames. Needs more than `N_FFT / 2` samples.
+    pub fn log_mel_centered(&self, samples: &[f32]) -> Result<Vec<f64>, candle_core::Error> {
+        let pad = N_FFT / 2;
+        let len = samples.len();
+        if len <= pad {
+            candle_core::bail!("reflect padding needs more than {pad} samples, got {len}");
+        }
+        // numpy `reflect`: the edge sample is not repeated.
+        let mut s: Vec<f64> = Vec::with_capacity(len + 2 * pad);
+        s.extend(samples[1..=pad].iter().rev().map(|&v| f64::from(v)));
+        s.extend(samples.iter().map(|&v| f64::from(v)));
+        s.extend(
+            samples[len - 1 - pad..len - 1]
+                .iter()
+                .rev()
+                .map(|&v| f64::from(v)),
+        );
+        let n = (s.len() - N_FFT) / HOP + 1;
+        let mut x = vec![0f64; n * N_FFT];
+        for i in 0..n {
+            let src = &s[i * HOP..i * HOP + N_FFT];
+            for (j, v) in x[i * N_FFT..(i + 1) * N_FFT].iter_mut().enumerate() {
+                *v = src[j] * self.hann[j];
+            }
+        }
+        let x = Tensor::from_vec(x, (n, N_FFT), &Device::Cpu)?;
+        let y = x.matmul(&self.dft)?;
+        let re = y.narrow(1, 0, N_FREQ)?;
+        let im = y.narrow(1, N_FREQ, N_FREQ)?;
+        let power = (re.sqr()? + im.sqr()?)?;
+        let mel: Vec<f64> = power.matmul(&self.filters)?.flatten_all()?.to_vec1()?;
+        Ok(mel.into_iter().map(|v| v.max(1e-10).log10()).collect())
+    }
+}
+
+/// [`normalize`] in f64 (numpy's order: clamp at max − 8, `(x + 4) / 4`, then round to f32),
+/// returned channel-major `(n_mels, n_frames)`.
+pub fn normalize_f64(raw: &[f64], n_mels: usize) -> (Vec<f32>, usize) {
+    let n = raw.len() / n_mels;
+    let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let floor = max - 8.0;
+    let mut out = vec![0f32; n * n_mels];
+    for i in 0..n {
+        for j in 0..n_mels {
+            out[j * n + i] = ((raw[i * n_mels + j].max(floor) + 4.0) / 4.0) as f32;
+        }
+    }
+    (out, n)
 }
 
 /// Whisper's normalisation over a window of raw frames (frame-major), returned channel-major

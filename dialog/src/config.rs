@@ -3,7 +3,7 @@
 use crate::llm::local::{LocalEngine, LocalLlm, LocalOptions};
 use crate::llm::openai::{OpenAiEngine, OpenAiOptions};
 use crate::llm::{ChatMessage, LlmEngine, Sampling};
-use crate::turn::TurnConfig;
+use crate::turn::{EndOfTurn, TurnConfig};
 use crate::DialogError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -29,6 +29,62 @@ pub struct DialogConfig {
     pub speculative_prefill: bool,
     /// How far ahead of playback the loop writes answer audio into the output.
     pub output_lead_ms: u64,
+    /// `[dialog.turn]`: what ends a paused turn.
+    #[serde(default)]
+    pub turn: TurnSettings,
+}
+
+/// `dialog.turn.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnMode {
+    /// `silence_timeout_ms` of silence after the VAD's speech end.
+    Timer,
+    /// Smart Turn v3.2 on the VAD's speech end, `fallback_timeout_ms` as the fallback.
+    SmartTurn,
+}
+
+/// `[dialog.turn]`: the end-of-turn decision (documented in `configs/default.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSettings {
+    pub mode: TurnMode,
+    /// Smart Turn: complete when its probability is above this.
+    pub threshold: f32,
+    /// Smart Turn: silence after the VAD's speech end that ends the turn whatever the model said.
+    pub fallback_timeout_ms: u64,
+    /// Smart Turn: ONNX Runtime intra-op threads.
+    pub threads: usize,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            mode: TurnMode::Timer,
+            threshold: 0.5,
+            fallback_timeout_ms: 1500,
+            threads: 1,
+        }
+    }
+}
+
+impl TurnSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "dialog.turn.threshold".into(),
+                value: self.threshold.to_string(),
+                reason: "must be above 0 and below 1".into(),
+            });
+        }
+        check_range(
+            "dialog.turn.fallback_timeout_ms",
+            self.fallback_timeout_ms,
+            50..=10_000,
+        )?;
+        check_range("dialog.turn.threads", self.threads, 1..=16)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -91,7 +147,7 @@ impl DialogConfig {
             0..=5_000,
         )?;
         check_range("dialog.output_lead_ms", self.output_lead_ms, 20..=5_000)?;
-        Ok(())
+        self.turn.validate()
     }
 
     /// The system message: persona, a blank line, then the instructions.
@@ -111,6 +167,13 @@ impl DialogConfig {
             grace: Duration::from_millis(self.grace_ms),
             backchannel_min: Duration::from_millis(self.backchannel_min_ms),
             half_duplex: self.half_duplex,
+            end_of_turn: match self.turn.mode {
+                TurnMode::Timer => EndOfTurn::Timer,
+                TurnMode::SmartTurn => EndOfTurn::Model {
+                    threshold: self.turn.threshold,
+                    fallback_timeout: Duration::from_millis(self.turn.fallback_timeout_ms),
+                },
+            },
         }
     }
 }
@@ -276,6 +339,47 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("dialog.grace_ms"), "{e}");
+        for (turn, key) in [
+            (
+                TurnSettings {
+                    threshold: 1.0,
+                    ..d.turn.clone()
+                },
+                "dialog.turn.threshold",
+            ),
+            (
+                TurnSettings {
+                    fallback_timeout_ms: 10,
+                    ..d.turn.clone()
+                },
+                "dialog.turn.fallback_timeout_ms",
+            ),
+            (
+                TurnSettings {
+                    threads: 0,
+                    ..d.turn.clone()
+                },
+                "dialog.turn.threads",
+            ),
+        ] {
+            let e = DialogConfig { turn, ..d.clone() }.validate().unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let smart: DialogConfig = {
+            let mut t: toml::Table = include_str!("../../configs/default.toml").parse().unwrap();
+            t["dialog"]["turn"]
+                .as_table_mut()
+                .unwrap()
+                .insert("mode".into(), "smart_turn".into());
+            t["dialog"].clone().try_into().unwrap()
+        };
+        assert_eq!(
+            smart.turn_config().end_of_turn,
+            EndOfTurn::Model {
+                threshold: smart.turn.threshold,
+                fallback_timeout: Duration::from_millis(smart.turn.fallback_timeout_ms)
+            }
+        );
         let e = LlmConfig {
             backend: LlmBackend::Openai,
             url: "localhost:8080".into(),

@@ -270,6 +270,9 @@ pub struct AssistantParts {
     /// `vad.speech_pad_ms`): the backchannel timer waits this long before calling an overlap a
     /// barge-in, so a short "yeah" whose end is not reported yet is not mistaken for one.
     pub vad_end_lag: Duration,
+    /// `dialog.turn.mode = "smart_turn"`: the end-of-turn model, run by the VAD thread on each
+    /// speech end of the stand-alone VAD (needs `vad`); `None`: the silence timer alone.
+    pub turn_model: Option<Arc<crate::smart_turn::SmartTurn>>,
 }
 
 /// Loads the weights once and hands out cheap per-session [`Conversation`]s.
@@ -335,6 +338,12 @@ impl Assistant {
                 }) as VadFactory)
             },
             vad_end_lag: Duration::from_millis(u64::from(vad.min_silence_ms + vad.speech_pad_ms)),
+            turn_model: match dialog.turn.mode {
+                crate::config::TurnMode::Timer => None,
+                crate::config::TurnMode::SmartTurn => Some(Arc::new(
+                    crate::smart_turn::SmartTurn::from_store(store, dialog.turn.threads)?,
+                )),
+            },
         })
     }
 
@@ -387,6 +396,12 @@ pub(crate) enum LoopMsg {
         events: Vec<vr_asr::AsrEvent>,
         pos: SampleIndex,
         read_at: Instant,
+    },
+    /// The end-of-turn model's verdict on the pause that began at `speech_end`, known at `pos`.
+    TurnModel {
+        speech_end: SampleIndex,
+        probability: f32,
+        pos: SampleIndex,
     },
     /// The input ended at `pos` (its producer was dropped and everything was recognised).
     InputEnded {
@@ -484,9 +499,10 @@ impl Conversation {
         let has_vad = vad.is_some();
         let (samples_tx, samples_rx) = mpsc::channel::<Vec<f32>>();
         let (in_tx, in_stop) = (control.tx.clone(), control.stop.clone());
+        let turn_model = parts.turn_model.clone();
         let input_thread = std::thread::Builder::new()
             .name("vad".into())
-            .spawn(move || input_thread(input, vad, samples_tx, in_tx, in_stop))
+            .spawn(move || input_thread(input, vad, turn_model, samples_tx, in_tx, in_stop))
             .map_err(|e| DialogError::Runtime(format!("cannot start the input thread: {e}")))?;
         let (asr_tx, asr_stop) = (control.tx.clone(), control.stop.clone());
         let asr = std::thread::Builder::new()
@@ -521,18 +537,42 @@ const ASR_PIECE: usize = 512;
 fn input_thread(
     mut input: vr_capture::AudioConsumer,
     mut vad: Option<vr_asr::vad::SileroVad>,
+    turn_model: Option<Arc<crate::smart_turn::SmartTurn>>,
     samples: mpsc::Sender<Vec<f32>>,
     tx: mpsc::Sender<LoopMsg>,
     stop: Arc<AtomicBool>,
 ) {
-    if let Err(e) = input_pump(&mut input, vad.as_mut(), &samples, &tx, &stop) {
+    let turn_model = turn_model.map(|m| (m, std::collections::VecDeque::new()));
+    if let Err(e) = input_pump(&mut input, vad.as_mut(), turn_model, &samples, &tx, &stop) {
         let _ = tx.send(LoopMsg::AsrFailed(e.to_string()));
     }
 }
 
+/// The detector's config: Smart Turn's verdicts come from the stand-alone VAD's thread, so
+/// without that VAD or the model the silence timer decides (`dialog.silence_timeout_ms`).
+fn turn_config(parts: &AssistantParts) -> crate::turn::TurnConfig {
+    let cfg = parts.dialog.turn_config();
+    if parts.turn_model.is_some() && parts.vad.is_some() {
+        cfg
+    } else {
+        crate::turn::TurnConfig {
+            end_of_turn: crate::turn::EndOfTurn::Timer,
+            ..cfg
+        }
+    }
+}
+
+/// The end-of-turn model and the last 8 s of 16 kHz audio it judges.
+type TurnModelInput = (
+    Arc<crate::smart_turn::SmartTurn>,
+    std::collections::VecDeque<f32>,
+);
+
 fn input_pump(
     input: &mut vr_capture::AudioConsumer,
     mut vad: Option<&mut vr_asr::vad::SileroVad>,
+    // The model and the last 8 s of 16 kHz audio it judges.
+    mut turn_model: Option<TurnModelInput>,
     samples: &mpsc::Sender<Vec<f32>>,
     tx: &mpsc::Sender<LoopMsg>,
     stop: &AtomicBool,
@@ -553,7 +593,8 @@ fn input_pump(
                    pos: &mut SampleIndex,
                    all: bool,
                    read_at: Instant,
-                   vad: &mut Option<&mut vr_asr::vad::SileroVad>| {
+                   vad: &mut Option<&mut vr_asr::vad::SileroVad>,
+                   turn_model: &mut Option<TurnModelInput>| {
         let whole = if all {
             mono.len()
         } else {
@@ -563,12 +604,36 @@ fn input_pump(
             *pos = pos.advance(piece.len() as u64);
             if let Some(v) = vad.as_mut() {
                 let events = v.push(piece)?;
-                let events = events.into_iter().map(vr_asr::AsrEvent::from).collect();
+                let events: Vec<vr_asr::AsrEvent> =
+                    events.into_iter().map(vr_asr::AsrEvent::from).collect();
+                let ends: Vec<SampleIndex> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        vr_asr::AsrEvent::SpeechEnded { at } => Some(*at),
+                        _ => None,
+                    })
+                    .collect();
                 let _ = tx.send(LoopMsg::Vad {
                     events,
                     pos: *pos,
                     read_at,
                 });
+                if let Some((model, tail)) = turn_model.as_mut() {
+                    tail.extend(piece.iter().copied());
+                    let excess = tail.len().saturating_sub(crate::smart_turn::WINDOW_SAMPLES);
+                    tail.drain(..excess);
+                    // The VAD's speech end is the short stop: judge the audio up to here. The
+                    // verdict is dated by the compute time it took (input clock ≈ wall clock).
+                    for at in ends {
+                        let t0 = Instant::now();
+                        let probability = model.probability(tail.make_contiguous())?;
+                        let _ = tx.send(LoopMsg::TurnModel {
+                            speech_end: at,
+                            probability,
+                            pos: pos.advance(SampleRate::PIPELINE.samples_in(t0.elapsed())),
+                        });
+                    }
+                }
             }
         }
         if whole > 0 {
@@ -596,12 +661,26 @@ fn input_pump(
             }
             input.consume(frames);
         }
-        forward(&mut mono, &mut pos, false, read_at, &mut vad)?;
+        forward(
+            &mut mono,
+            &mut pos,
+            false,
+            read_at,
+            &mut vad,
+            &mut turn_model,
+        )?;
     }
     if let Some(r) = resampler.as_mut() {
         r.finish(|m| mono.extend_from_slice(m))?;
     }
-    forward(&mut mono, &mut pos, true, Instant::now(), &mut vad)?;
+    forward(
+        &mut mono,
+        &mut pos,
+        true,
+        Instant::now(),
+        &mut vad,
+        &mut turn_model,
+    )?;
     if let Some(v) = vad.as_mut() {
         let events = v.finish().into_iter().map(vr_asr::AsrEvent::from).collect();
         let _ = tx.send(LoopMsg::Vad {
@@ -806,7 +885,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
             .samples_in(Duration::from_millis(parts.dialog.output_lead_ms))
             as usize;
         Ok(Self {
-            detector: crate::turn::TurnDetector::new(parts.dialog.turn_config()),
+            detector: crate::turn::TurnDetector::new(turn_config(parts)),
             memory: crate::memory::ConversationMemory::new(
                 parts.dialog.system_message(),
                 parts.dialog.max_memory_tokens,
@@ -956,13 +1035,21 @@ impl<'a, E: EventSink> Loop<'a, E> {
                 }
                 self.try_start_awaited();
             }
+            LoopMsg::TurnModel {
+                speech_end,
+                probability,
+                pos,
+            } => {
+                let evs = self.detector.turn_model(speech_end, probability, pos);
+                self.handle_turn_events(evs, pos)?;
+            }
             LoopMsg::InputEnded { pos } => {
                 self.input_done = true;
                 // No more audio: whatever turn is open ends as if silence followed.
-                let cfg = self.parts.dialog.turn_config();
+                let cfg = turn_config(self.parts);
                 let horizon = pos.advance(
                     cfg.sample_rate
-                        .samples_in(cfg.silence_timeout + cfg.grace + cfg.backchannel_min),
+                        .samples_in(cfg.pause_timeout() + cfg.grace + cfg.backchannel_min),
                 );
                 for t in self.detector.tick(horizon) {
                     self.on_turn(t, pos)?;
@@ -1181,7 +1268,7 @@ impl<'a, E: EventSink> Loop<'a, E> {
                 self.turn = TurnRecord::starting_at(t.turn_start);
                 self.set_state(LoopState::UserSpeaking);
             }
-            K::Paused => {}
+            K::Paused | K::Waiting => {}
             K::Resumed => {
                 // Within the grace period: the answer started for the shorter turn is dropped.
                 if self.answer.is_some() {

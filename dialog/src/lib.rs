@@ -3,7 +3,7 @@
 //! Owns: deciding when the user's turn ends ([`turn`]), producing the assistant's answer
 //! ([`llm`]: the engine trait, the local candle GGUF engine with KV-cache reuse and speculative
 //! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
-//! the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
+//! the end-of-turn model ([`smart_turn`], Smart Turn v3.2 on ONNX Runtime), the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
 //! ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
 //! ties recogniser, LLM and synthesizer together ([`conversation`]). [`core`] is the same
 //! conversation as a sans-IO state machine on virtual time (events and `now` in, actions out;
@@ -24,9 +24,10 @@ pub mod core;
 pub mod llm;
 pub mod memory;
 pub mod models;
+pub mod smart_turn;
 pub mod turn;
 
-pub use config::{DialogConfig, LlmBackend, LlmConfig};
+pub use config::{DialogConfig, LlmBackend, LlmConfig, TurnMode, TurnSettings};
 pub use conversation::{
     Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
     ConversationSummary, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
@@ -91,6 +92,8 @@ pub enum DialogError {
     Tts(#[from] vr_tts::TtsError),
     #[error("audio: {0}")]
     Capture(#[from] vr_capture::CaptureError),
+    #[error("ONNX model {path}: {reason}")]
+    Onnx { path: String, reason: String },
     #[error("audio output: {reason}")]
     Output { reason: String },
 }

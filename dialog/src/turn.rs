@@ -10,6 +10,12 @@
 //! 1. User speech while idle starts a turn.
 //! 2. A VAD speech-end pauses the turn; it ends after `silence_timeout` of continued silence.
 //!    Speech resuming before that continues the turn.
+//!    With [`EndOfTurn::Model`] the caller runs an end-of-turn model (Smart Turn) when the VAD
+//!    reports the speech end (its `min_silence_ms` hangover is the short stop) and hands the
+//!    probability in with [`TurnDetector::turn_model`] and the sample position at which it was
+//!    known: above the threshold the turn ends right there; otherwise it waits
+//!    ([`TurnEventKind::Waiting`]) and the silence timer, `fallback_timeout`, is the fallback.
+//!    A result for a pause that is already over (speech resumed, or the timer fired) is ignored.
 //! 3. For `grace` after a turn ended, resumed speech still continues that same turn (the loop
 //!    discards the answer it started and waits for the longer transcript); after the grace period
 //!    the turn is committed.
@@ -27,7 +33,22 @@ use std::time::Duration;
 use vr_asr::AsrEvent;
 use vr_core::{SampleIndex, SampleRate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What ends a paused turn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EndOfTurn {
+    /// `silence_timeout` of silence after the VAD's speech end.
+    Timer,
+    /// The end-of-turn model's verdict, with `fallback_timeout` of silence as the fallback.
+    Model {
+        /// Complete when the probability is above this.
+        threshold: f32,
+        /// Silence after the VAD's speech end that ends the turn whatever the model said (it
+        /// replaces `silence_timeout`: the model already ended the turns it found complete).
+        fallback_timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TurnConfig {
     /// Rate of the sample clock the events and `now` are on (the pipeline's 16 kHz).
     pub sample_rate: SampleRate,
@@ -35,6 +56,19 @@ pub struct TurnConfig {
     pub grace: Duration,
     pub backchannel_min: Duration,
     pub half_duplex: bool,
+    pub end_of_turn: EndOfTurn,
+}
+
+impl TurnConfig {
+    /// The silence after a VAD speech end that ends the turn by timer.
+    pub fn pause_timeout(&self) -> Duration {
+        match self.end_of_turn {
+            EndOfTurn::Timer => self.silence_timeout,
+            EndOfTurn::Model {
+                fallback_timeout, ..
+            } => fallback_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +78,9 @@ pub enum TurnEventKind {
     TurnStarted,
     /// The user paused within a turn (VAD speech end); the silence timer runs.
     Paused,
+    /// The end-of-turn model judged the paused turn incomplete: keep waiting (the silence timer
+    /// still runs as the fallback).
+    Waiting,
     /// Speech resumed within the same turn (before the timeout or within the grace period).
     Resumed,
     /// The user's turn is over: answer now.
@@ -60,7 +97,7 @@ pub enum TurnEventKind {
     Ignored,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum TurnReason {
     VadSpeechStart,
@@ -76,6 +113,18 @@ pub enum TurnReason {
     /// `silence` of silence since the VAD end reached the configured timeout.
     SilenceTimeout {
         silence: Duration,
+    },
+    /// The end-of-turn model found the turn complete (`probability` > `threshold`), known
+    /// `silence` after the VAD's speech end.
+    TurnModelComplete {
+        probability: f32,
+        threshold: f32,
+        silence: Duration,
+    },
+    /// The end-of-turn model found the turn incomplete (`probability` ≤ `threshold`).
+    TurnModelIncomplete {
+        probability: f32,
+        threshold: f32,
     },
     GraceExpired {
         grace: Duration,
@@ -95,7 +144,7 @@ pub enum TurnReason {
     HalfDuplex,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TurnEvent {
     /// When the decision takes effect on the sample clock.
     pub at: SampleIndex,
@@ -170,7 +219,7 @@ impl TurnDetector {
     pub fn next_deadline(&self) -> Option<SampleIndex> {
         match self.state {
             State::Paused { speech_end, .. } => {
-                Some(speech_end.advance(self.samples(self.cfg.silence_timeout)))
+                Some(speech_end.advance(self.samples(self.cfg.pause_timeout())))
             }
             State::Grace { ended_at, .. } => Some(ended_at.advance(self.samples(self.cfg.grace))),
             State::Overlap { start } => Some(start.advance(self.samples(self.cfg.backchannel_min))),
@@ -304,6 +353,59 @@ impl TurnDetector {
         out
     }
 
+    /// The end-of-turn model's `probability` for the pause that began at the VAD speech end
+    /// `speech_end` (the `at` of the `SpeechEnded` it was run for), known at sample `now` (the
+    /// model ran on the audio up to the VAD's report and took its time: `now` includes both).
+    /// Ignored in [`EndOfTurn::Timer`] mode and when that pause is over.
+    pub fn turn_model(
+        &mut self,
+        speech_end: SampleIndex,
+        probability: f32,
+        now: SampleIndex,
+    ) -> Vec<TurnEvent> {
+        let mut out = self.tick(now);
+        let EndOfTurn::Model { threshold, .. } = self.cfg.end_of_turn else {
+            return out;
+        };
+        let State::Paused {
+            turn_start,
+            speech_end: current,
+        } = self.state
+        else {
+            return out;
+        };
+        if current != speech_end {
+            return out;
+        }
+        if probability > threshold {
+            self.state = State::Grace {
+                turn_start,
+                ended_at: now,
+            };
+            out.push(TurnEvent {
+                at: now,
+                kind: TurnEventKind::TurnEnded,
+                reason: TurnReason::TurnModelComplete {
+                    probability,
+                    threshold,
+                    silence: self.dur(speech_end, now),
+                },
+                turn_start,
+            });
+        } else {
+            out.push(TurnEvent {
+                at: now,
+                kind: TurnEventKind::Waiting,
+                reason: TurnReason::TurnModelIncomplete {
+                    probability,
+                    threshold,
+                },
+                turn_start,
+            });
+        }
+        out
+    }
+
     pub fn speech_ended(&mut self, at: SampleIndex) -> Vec<TurnEvent> {
         let mut out = self.tick(at);
         match self.state {
@@ -355,7 +457,98 @@ mod tests {
             grace: Duration::from_millis(400),
             backchannel_min: Duration::from_millis(500),
             half_duplex: false,
+            end_of_turn: EndOfTurn::Timer,
         }
+    }
+
+    fn model_cfg() -> TurnConfig {
+        TurnConfig {
+            end_of_turn: EndOfTurn::Model {
+                threshold: 0.5,
+                fallback_timeout: Duration::from_millis(1500),
+            },
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn complete_verdict_ends_the_turn_when_the_model_answers() {
+        let mut d = TurnDetector::new(model_cfg());
+        d.speech_started(t(0));
+        // The VAD reports the end (at 1000 ms) after its 200 ms hangover; the model then takes
+        // 45 ms: the turn ends at 1245 ms, 245 ms after the speech end.
+        assert_eq!(kinds(&d.speech_ended(t(1000))), [Paused]);
+        assert!(d.tick(t(1200)).is_empty());
+        let e = d.turn_model(t(1000), 0.93, t(1245));
+        assert_eq!(kinds(&e), [TurnEnded]);
+        assert_eq!((e[0].at, e[0].turn_start), (t(1245), t(0)));
+        assert_eq!(
+            e[0].reason,
+            TurnReason::TurnModelComplete {
+                probability: 0.93,
+                threshold: 0.5,
+                silence: Duration::from_millis(245)
+            }
+        );
+        // Grace still applies: speech within it continues the same turn.
+        assert_eq!(kinds(&d.speech_started(t(1500))), [Resumed]);
+    }
+
+    #[test]
+    fn incomplete_verdict_waits_for_the_fallback_timer() {
+        let mut d = TurnDetector::new(model_cfg());
+        d.speech_started(t(0));
+        d.speech_ended(t(1000));
+        let e = d.turn_model(t(1000), 0.12, t(1250));
+        assert_eq!(kinds(&e), [Waiting]);
+        assert_eq!(
+            e[0].reason,
+            TurnReason::TurnModelIncomplete {
+                probability: 0.12,
+                threshold: 0.5
+            }
+        );
+        assert!(d.user_turn_open());
+        // Not the 600 ms timer: the fallback (1500 ms) ends it.
+        assert!(d.tick(t(2499)).is_empty());
+        let e = d.tick(t(2500));
+        assert_eq!(kinds(&e), [TurnEnded]);
+        assert_eq!(
+            e[0].reason,
+            TurnReason::SilenceTimeout {
+                silence: Duration::from_millis(1500)
+            }
+        );
+        // Speech resuming before the fallback continues the turn instead.
+        let mut d = TurnDetector::new(model_cfg());
+        d.speech_started(t(0));
+        d.speech_ended(t(1000));
+        d.turn_model(t(1000), 0.2, t(1250));
+        assert_eq!(kinds(&d.speech_started(t(1800))), [Resumed]);
+    }
+
+    #[test]
+    fn stale_model_results_are_ignored() {
+        let mut d = TurnDetector::new(model_cfg());
+        d.speech_started(t(0));
+        d.speech_ended(t(1000));
+        d.speech_started(t(1100));
+        // The verdict for the pause at 1000 ms arrives after speech resumed: no effect.
+        assert!(d.turn_model(t(1000), 0.99, t(1260)).is_empty());
+        d.speech_ended(t(2000));
+        // Still the old pause's verdict: the new pause is untouched.
+        assert!(d.turn_model(t(1000), 0.99, t(2100)).is_empty());
+        assert!(d.user_turn_open());
+        // A verdict later than the fallback: the timer already ended the turn.
+        let e = d.turn_model(t(2000), 0.99, t(3600));
+        assert_eq!(kinds(&e), [TurnEnded]);
+        assert!(matches!(e[0].reason, TurnReason::SilenceTimeout { .. }));
+        // Timer mode ignores model results altogether.
+        let mut d = TurnDetector::new(cfg());
+        d.speech_started(t(0));
+        d.speech_ended(t(1000));
+        assert!(d.turn_model(t(1000), 0.99, t(1200)).is_empty());
+        assert_eq!(kinds(&d.tick(t(1600))), [TurnEnded]);
     }
 
     fn t(ms: u64) -> SampleIndex {

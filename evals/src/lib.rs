@@ -14,6 +14,7 @@ pub mod report;
 pub mod resources;
 pub mod schema;
 pub mod streaming;
+pub mod turn_eval;
 pub mod wer;
 
 #[derive(Debug, thiserror::Error)]

@@ -37,24 +37,26 @@ enum Command {
     Compare(CompareArgs),
     /// Spoken turns through the conversation loop: onset latency with its per-stage breakdown.
     Dialog(super::eval_dialog::DialogArgs),
+    /// End of turn: silence timer vs Smart Turn (endpointing latency, false cut-offs).
+    Turn(super::eval_turn::TurnArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SplitArg {
+pub enum SplitArg {
     Dev,
     Test,
     All,
 }
 
 impl SplitArg {
-    fn split(self) -> Split {
+    pub fn split(self) -> Split {
         match self {
             SplitArg::Dev => Split::Dev,
             SplitArg::Test => Split::Test,
             SplitArg::All => Split::All,
         }
     }
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             SplitArg::Dev => "dev",
             SplitArg::Test => "test",
@@ -179,6 +181,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dialog(a) => super::eval_dialog::run(cfg, a),
+        Command::Turn(a) => super::eval_turn::run(cfg, a),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod config_cmd;
 pub mod devices;
 pub mod eval;
 pub mod eval_dialog;
+pub mod eval_turn;
 pub mod listen;
 pub mod models;
 pub mod say;

@@ -55,7 +55,9 @@ use vr_core::{SampleIndex, SampleRate};
 pub use chunker::ClauseChunker;
 pub use config::TtsConfig;
 pub use stream::StreamingSynthesizer;
-pub use voices::{open_voice, EspeakVoice, FliteEngine, OpenedVoice, VoiceBank};
+pub use voices::{
+    open_voice, EspeakVoice, FliteEngine, OpenedVoice, VoiceBank, ORT_LIB, ORT_MODEL,
+};
 
 /// Held around every call into flite or espeak-ng: both draw noise from libc `rand()`, and
 /// flite's output is only reproducible if nobody else advances that generator mid-synthesis.

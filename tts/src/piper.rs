@@ -103,8 +103,9 @@ impl PiperVoiceConfig {
 }
 
 /// Process-wide ONNX Runtime environment: `ort` allows one per process, so every Piper voice
-/// shares it. Once a library has loaded, later paths are ignored.
-fn environment(lib: &Path) -> Result<Environment, TtsError> {
+/// shares it, and so do other ONNX models (the Smart Turn end-of-turn model in `dialog`). Once a
+/// library has loaded, later paths are ignored.
+pub fn environment(lib: &Path) -> Result<Environment, TtsError> {
     static ENV: Mutex<Option<Environment>> = Mutex::new(None);
     let mut guard = ENV.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(env) = guard.as_ref() {
