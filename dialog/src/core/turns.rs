@@ -255,7 +255,7 @@ impl ConversationCore {
                 self.try_start_awaited();
             }
             K::TurnCommitted => self.turn.prepared.clear(),
-            K::Paused | K::Overlap | K::BargeIn | K::Backchannel | K::Ignored => {}
+            K::Paused | K::Waiting | K::Overlap | K::BargeIn | K::Backchannel | K::Ignored => {}
         }
     }
 

@@ -9,7 +9,7 @@ use super::*;
 use crate::conversation::{ConversationEvent, LoopState, TurnInput, TurnLatency};
 use crate::llm::{ChatMessage, GenerateRequest, Sampling, Token};
 use crate::memory::ByteEstimate;
-use crate::turn::{TurnConfig, TurnEventKind, TurnReason};
+use crate::turn::{EndOfTurn, TurnConfig, TurnEventKind, TurnReason};
 use std::sync::Arc;
 use std::time::Duration;
 use vr_core::SampleRate;
@@ -26,6 +26,7 @@ fn cfg() -> CoreConfig {
             grace: Duration::from_millis(400),
             backchannel_min: Duration::from_millis(500),
             half_duplex: false,
+            end_of_turn: EndOfTurn::Timer,
         },
         system: ChatMessage::system(SYSTEM),
         max_memory_tokens: 1536,
