@@ -23,7 +23,7 @@ pub mod memory;
 pub mod models;
 pub mod turn;
 
-pub use config::{DialogConfig, LlmBackend, LlmConfig};
+pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind};
 pub use conversation::{
     Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
     ConversationSummary, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
@@ -46,6 +46,8 @@ pub enum DialogError {
     Candle(#[from] candle_core::Error),
     #[error("GGUF {path}: {reason}")]
     Gguf { path: String, reason: String },
+    #[error("llama.cpp: {0}")]
+    LlamaCpp(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("unsupported model architecture `{arch}` (supported: qwen2, gemma3)")]
