@@ -72,6 +72,19 @@ fn ids(tokens: &[Token]) -> Vec<u32> {
         .collect()
 }
 
+/// llama.cpp is compiled for this CPU (`-march=native` through `target-cpu=native`, CMake
+/// Release), with its repacked quantized kernels, and without AMX (its Q4_K matmul crashes here;
+/// see .cargo/config.toml).
+#[test]
+fn build_is_optimised_for_this_cpu() {
+    let info = voicerelay_dialog::llm::llamacpp::system_info().expect("llama.cpp backend");
+    println!("{info}");
+    assert!(info.contains("AVX2 = 1"), "{info}");
+    assert!(info.contains("FMA = 1"), "{info}");
+    assert!(info.contains("REPACK = 1"), "{info}");
+    assert!(!info.contains("AMX_INT8 = 1"), "{info}");
+}
+
 #[test]
 fn greedy_answer_and_features() {
     let _guard = one_at_a_time();

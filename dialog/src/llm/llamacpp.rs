@@ -116,6 +116,23 @@ unsafe extern "C" fn log_to_tracing(
     }
 }
 
+/// llama.cpp's summary of the CPU features it was compiled for ("AVX2 = 1 | … | REPACK = 1 |"),
+/// which shows whether the build is optimised for this machine.
+#[allow(unsafe_code)]
+pub fn system_info() -> Result<String, DialogError> {
+    backend()?;
+    // SAFETY: returns a pointer to a NUL-terminated string in a static buffer inside llama.cpp,
+    // valid until the next call; it is copied before anything else can call it again from here.
+    let info = unsafe { llama_cpp_sys_2::llama_print_system_info() };
+    if info.is_null() {
+        return Ok(String::new());
+    }
+    // SAFETY: non-null and NUL-terminated, as above.
+    Ok(unsafe { std::ffi::CStr::from_ptr(info) }
+        .to_string_lossy()
+        .into_owned())
+}
+
 /// One GGUF model loaded by llama.cpp, with the tokenizer and chat template the engine uses.
 pub struct LlamaCppModel {
     model: LlamaModel,
@@ -205,6 +222,7 @@ impl LlamaCppModel {
             template.source
         );
         tracing::info!(model = %label, "loaded llama.cpp LLM");
+        tracing::debug!(system_info = %system_info()?, "llama.cpp build");
         Ok(Self {
             n_ctx_train: usize::try_from(model.n_ctx_train()).unwrap_or(usize::MAX),
             model,
