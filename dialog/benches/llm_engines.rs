@@ -1,6 +1,7 @@
 //! The two in-process LLM engines side by side on the same Qwen2.5-0.5B Q4_K_M file, in one run:
 //! fresh prefill of the same ~100-token prompt and greedy decoding, as the shipped config runs
-//! them (`llm.prefill_chunk`, `llm.threads`; candle with its dense f32 prefill). Rounds alternate
+//! them (`llm.prefill_chunk`, `llm.threads`; candle with its dense f32 prefill), plus llama.cpp
+//! on one thread. Rounds alternate
 //! the engines and the medians are reported, so load from other processes hits both alike; the
 //! load average before and after is printed with the build profile.
 //!
@@ -11,7 +12,7 @@
 //! Needs the model store (scripts/bootstrap).
 
 use std::time::{Duration, Instant};
-use voicerelay_dialog::llm::llamacpp::{LlamaCppLlm, LlamaCppModel};
+use voicerelay_dialog::llm::llamacpp::{LlamaCppLlm, LlamaCppModel, LlamaCppOptions};
 use voicerelay_dialog::llm::local::{LocalLlm, PrefillStats};
 use voicerelay_dialog::llm::template::PromptEnd;
 use voicerelay_dialog::{CancelToken, ChatMessage, Finished, GenerateRequest, LlmConfig, LlmEvent};
@@ -126,8 +127,17 @@ fn main() {
     let mut llama = ll_model
         .session(&cfg.llamacpp_options())
         .expect("llama.cpp context");
+    // The same engine on one thread: on a shared 2-core machine a second compute thread can cost
+    // more at ggml's barriers (spinning for a descheduled peer) than it adds.
+    let mut llama1 = ll_model
+        .session(&LlamaCppOptions {
+            threads: 1,
+            ..cfg.llamacpp_options()
+        })
+        .expect("llama.cpp context");
     println!("candle:    {}", candle.describe());
     println!("llama.cpp: {}", llama.describe());
+    println!("llama.cpp: {}", llama1.describe());
 
     let prefill_req = GenerateRequest::new(conversation());
     let prompt = Bench::prompt(&candle, &prefill_req);
@@ -142,19 +152,24 @@ fn main() {
     decode_req.assistant_prefix = "Here is a long story. Once upon a time".into();
     let decode_prompt = Bench::prompt(&candle, &decode_req);
 
-    let names = ["candle", "llama.cpp"];
-    let mut engines: [&mut dyn Bench; 2] = [&mut candle, &mut llama];
+    let names = [
+        "candle (dense f32 prefill, rayon pool)".to_string(),
+        format!("llama.cpp, {} threads", cfg.threads),
+        "llama.cpp, 1 thread".to_string(),
+    ];
+    let mut engines: [&mut dyn Bench; 3] = [&mut candle, &mut llama, &mut llama1];
+    const ARMS: usize = 3;
     // Warm-up: first touches of the weights (mmap faults, repacking, allocator growth).
     for e in engines.iter_mut() {
         e.reset();
         e.sync(&prompt);
     }
-    let mut prefill: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut prefill_s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut decode: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut prefill: [Vec<f64>; ARMS] = Default::default();
+    let mut prefill_s: [Vec<f64>; ARMS] = Default::default();
+    let mut decode: [Vec<f64>; ARMS] = Default::default();
     for round in 0..ROUNDS {
-        // Alternate which engine goes first so neither always follows the other.
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Rotate which engine goes first so none always follows the same one.
+        let order: Vec<usize> = (0..ARMS).map(|k| (k + round) % ARMS).collect();
         for &i in &order {
             let e = &mut engines[i];
             e.reset();
@@ -183,9 +198,14 @@ fn main() {
                 .max(Duration::from_micros(1));
             decode[i].push((n - 1) as f64 / d.as_secs_f64());
         }
+        let cells: Vec<String> = (0..ARMS)
+            .map(|i| format!("{:.1}/{:.2}", prefill[i][round], decode[i][round]))
+            .collect();
         println!(
-            "round {round}: prefill {:.1} / {:.1} tok/s, decode {:.2} / {:.2} tok/s (candle / llama.cpp), load {}",
-            prefill[0][round], prefill[1][round], decode[0][round], decode[1][round], loadavg()
+            "round {round}: prefill/decode tok/s {} (candle, llama.cpp {}t, llama.cpp 1t), load {}",
+            cells.join("  "),
+            cfg.threads,
+            loadavg()
         );
     }
     let p = prefill.map(median);
@@ -200,20 +220,19 @@ fn main() {
         loadavg()
     );
     println!(
-        "| engine | fresh prefill ({} tok) | prefill tok/s | decode tok/s |",
+        "| engine | fresh prefill ({} tok) | prefill tok/s | decode tok/s | vs candle (prefill, decode) |",
         prompt.len()
     );
-    println!("|---|---|---|---|");
-    for i in 0..2 {
+    println!("|---|---|---|---|---|");
+    for i in 0..ARMS {
         println!(
-            "| {} | {:.3} s | {:.1} | {:.2} |",
-            names[i], ps[i], p[i], d[i]
+            "| {} | {:.3} s | {:.1} | {:.2} | {:.2}x, {:.2}x |",
+            names[i],
+            ps[i],
+            p[i],
+            d[i],
+            p[i] / p[0],
+            d[i] / d[0]
         );
     }
-    println!(
-        "| llama.cpp / candle | {:.2}x faster | {:.2}x | {:.2}x |",
-        ps[0] / ps[1],
-        p[1] / p[0],
-        d[1] / d[0]
-    );
 }
