@@ -224,10 +224,9 @@ fn main() {
         prompt.len()
     );
     println!("|---|---|---|---|---|");
-    for i in 0..ARMS {
+    for (i, name) in names.iter().enumerate() {
         println!(
-            "| {} | {:.3} s | {:.1} | {:.2} | {:.2}x, {:.2}x |",
-            names[i],
+            "| {name} | {:.3} s | {:.1} | {:.2} | {:.2}x, {:.2}x |",
             ps[i],
             p[i],
             d[i],

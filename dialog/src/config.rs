@@ -282,6 +282,9 @@ mod tests {
         validate_together(&d, &l).unwrap();
         assert_eq!(l.backend, LlmBackend::Local);
         assert_eq!(l.model, "qwen2.5-0.5b");
+        // Chosen by `cargo bench --workspace --bench llm_engines` (README, "LLM engines").
+        assert_eq!(l.engine, LocalEngineKind::Llamacpp);
+        assert_eq!(l.llamacpp_options().threads, 2);
         let sys = d.system_message();
         assert!(
             sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim())
@@ -317,6 +320,20 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("llm.temperature"), "{e}");
+        let e = LlmConfig {
+            threads: 0,
+            ..l.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("llm.threads"), "{e}");
+        let mut t: toml::Table = include_str!("../../configs/default.toml").parse().unwrap();
+        t["llm"]["engine"] = toml::Value::String("onnx".into());
+        let e = t["llm"].clone().try_into::<LlmConfig>().unwrap_err();
+        assert!(
+            e.to_string().contains("candle") && e.to_string().contains("llamacpp"),
+            "{e}"
+        );
         let e = validate_together(
             &DialogConfig {
                 max_memory_tokens: 4000,
