@@ -1,18 +1,19 @@
 //! Dialog: turn detection, LLM engines and the conversation loop with barge-in.
 //!
 //! Owns: deciding when the user's turn ends ([`turn`]), producing the assistant's answer
-//! ([`llm`]: the engine trait, the local candle GGUF engine with KV-cache reuse and speculative
-//! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
-//! the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
-//! ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
+//! ([`llm`]: the engine trait, the local GGUF engines on llama.cpp and on candle with KV-cache
+//! reuse and speculative prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one
+//! file per candle architecture), the conversation memory bounded by tokens ([`memory`]) and the
+//! `[dialog]`/`[llm]` config ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
 //! ties recogniser, LLM and synthesizer together ([`conversation`]).
 //!
 //! Must not touch: audio devices directly; it consumes recogniser events and drives a
 //! synthesizer, and its caller wires audio in and out. The only network access is the
 //! OpenAI-compatible client talking to a configured LLM server.
 //!
-//! Threads: the local engine runs on one worker thread of its own (model compute never blocks an
-//! async runtime); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
+//! Threads: a local engine runs on one worker thread of its own (model compute never blocks an
+//! async runtime; llama.cpp adds `llm.threads - 1` compute threads per forward pass, candle uses
+//! rayon's pool); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
 //! creates. Turn detection is a pure state machine on the sample clock.
 #![deny(unsafe_code)]
 
