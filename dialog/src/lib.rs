@@ -4,8 +4,8 @@
 //! ([`llm`]: the engine trait, the local GGUF engines on llama.cpp and on candle with KV-cache
 //! reuse and speculative prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one
 //! file per candle architecture), the conversation memory bounded by tokens ([`memory`]) and the
-//! `[dialog]`/`[llm]` config ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
-//! ties recogniser, LLM and synthesizer together ([`conversation`]).
+//! `[dialog]`/`[llm]` config ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking
+//! loop with barge-in that ties recogniser, LLM and synthesizer together ([`conversation`]).
 //!
 //! Must not touch: audio devices directly; it consumes recogniser events and drives a
 //! synthesizer, and its caller wires audio in and out. The only network access is the
