@@ -1,7 +1,7 @@
 //! The two in-process LLM engines side by side on the same Qwen2.5-0.5B Q4_K_M file, in one run:
 //! fresh prefill of the same ~100-token prompt and greedy decoding, as the shipped config runs
-//! them (`llm.prefill_chunk`, `llm.threads`; candle with its dense f32 prefill), plus llama.cpp
-//! on one thread. Rounds alternate
+//! them (`llm.prefill_chunk`; candle with its dense f32 prefill), llama.cpp on 1 thread (the
+//! shipped `llm.threads`) and on 2. Rounds alternate
 //! the engines and the medians are reported, so load from other processes hits both alike; the
 //! load average before and after is printed with the build profile.
 //!
@@ -124,26 +124,28 @@ fn main() {
     let mut candle =
         LocalLlm::from_store(&store, &cfg.model, &cfg.local_options()).expect("candle model");
     let ll_model = LlamaCppModel::from_store(&store, &cfg.model).expect("llama.cpp model");
-    let mut llama = ll_model
-        .session(&cfg.llamacpp_options())
-        .expect("llama.cpp context");
-    // The same engine on one thread: on a shared 2-core machine a second compute thread can cost
-    // more at ggml's barriers (spinning for a descheduled peer) than it adds.
-    let mut llama1 = ll_model
-        .session(&LlamaCppOptions {
-            threads: 1,
-            ..cfg.llamacpp_options()
-        })
-        .expect("llama.cpp context");
+    // llama.cpp on 1 thread (the shipped `llm.threads`) and on 2: on a shared 2-core machine the
+    // second compute thread can cost more at ggml's barriers (spinning for a descheduled peer)
+    // than it adds.
+    let with_threads = |threads| {
+        ll_model
+            .session(&LlamaCppOptions {
+                threads,
+                ..cfg.llamacpp_options()
+            })
+            .expect("llama.cpp context")
+    };
+    let mut llama1 = with_threads(1);
+    let mut llama = with_threads(2);
     println!("candle:    {}", candle.describe());
-    println!("llama.cpp: {}", llama.describe());
     println!("llama.cpp: {}", llama1.describe());
+    println!("llama.cpp: {}", llama.describe());
 
     let prefill_req = GenerateRequest::new(conversation());
     let prompt = Bench::prompt(&candle, &prefill_req);
     assert_eq!(
         prompt,
-        Bench::prompt(&llama, &prefill_req),
+        Bench::prompt(&llama1, &prefill_req),
         "both engines feed the same ids"
     );
     let mut decode_req = GenerateRequest::new(conversation());
@@ -154,10 +156,10 @@ fn main() {
 
     let names = [
         "candle (dense f32 prefill, rayon pool)".to_string(),
-        format!("llama.cpp, {} threads", cfg.threads),
         "llama.cpp, 1 thread".to_string(),
+        "llama.cpp, 2 threads".to_string(),
     ];
-    let mut engines: [&mut dyn Bench; 3] = [&mut candle, &mut llama, &mut llama1];
+    let mut engines: [&mut dyn Bench; 3] = [&mut candle, &mut llama1, &mut llama];
     const ARMS: usize = 3;
     // Warm-up: first touches of the weights (mmap faults, repacking, allocator growth).
     for e in engines.iter_mut() {
@@ -202,9 +204,8 @@ fn main() {
             .map(|i| format!("{:.1}/{:.2}", prefill[i][round], decode[i][round]))
             .collect();
         println!(
-            "round {round}: prefill/decode tok/s {} (candle, llama.cpp {}t, llama.cpp 1t), load {}",
+            "round {round}: prefill/decode tok/s {} (candle, llama.cpp 1t, llama.cpp 2t), load {}",
             cells.join("  "),
-            cfg.threads,
             loadavg()
         );
     }

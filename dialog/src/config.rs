@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(l.model, "qwen2.5-0.5b");
         // Chosen by `cargo bench --workspace --bench llm_engines` (README, "LLM engines").
         assert_eq!(l.engine, LocalEngineKind::Llamacpp);
-        assert_eq!(l.llamacpp_options().threads, 2);
+        assert_eq!(l.llamacpp_options().threads, 1);
         let sys = d.system_message();
         assert!(
             sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim())

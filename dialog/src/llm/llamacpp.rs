@@ -63,7 +63,7 @@ impl Default for LlamaCppOptions {
         Self {
             max_context: 4096,
             prefill_chunk: 64,
-            threads: 2,
+            threads: 1,
         }
     }
 }
@@ -273,7 +273,12 @@ impl LlamaCppModel {
             head_valid: false,
             prefill_chunk: chunk,
             capacity,
-            label: format!("{}, {} threads", self.label, opts.threads.max(1)),
+            label: format!(
+                "{}, {} thread{}",
+                self.label,
+                opts.threads.max(1),
+                if opts.threads > 1 { "s" } else { "" }
+            ),
         })
     }
 }
