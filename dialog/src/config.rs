@@ -1,5 +1,6 @@
 //! The `[dialog]` and `[llm]` config sections (documented key by key in `configs/default.toml`).
 
+use crate::llm::llamacpp::{LlamaCppEngine, LlamaCppModel, LlamaCppOptions};
 use crate::llm::local::{LocalEngine, LocalLlm, LocalOptions};
 use crate::llm::openai::{OpenAiEngine, OpenAiOptions};
 use crate::llm::{ChatMessage, LlmEngine, Sampling};
@@ -94,11 +95,25 @@ pub enum LlmBackend {
     Openai,
 }
 
+/// Which in-process engine runs a local GGUF model (`llm.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEngineKind {
+    /// candle (`llm::local`): the only one that also returns hidden states.
+    Candle,
+    /// llama.cpp (`llm::llamacpp`): same features, several times faster on the CPU.
+    Llamacpp,
+}
+
 /// `[llm]`: which engine answers and how.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     pub backend: LlmBackend,
+    /// Local: which in-process engine runs the model.
+    pub engine: LocalEngineKind,
+    /// Local llama.cpp: compute threads (candle uses rayon's global pool, `RAYON_NUM_THREADS`).
+    pub threads: usize,
     /// Local: model-store entry (`qwen2.5-0.5b`, `gemma3-270m`). OpenAI: the `model` sent.
     pub model: String,
     /// OpenAI-compatible server root.
@@ -212,6 +227,7 @@ impl LlmConfig {
             256..=131072,
         )?;
         check_range("llm.prefill_chunk", self.prefill_chunk, 1..=2048)?;
+        check_range("llm.threads", self.threads, 1..=64)?;
         Ok(())
     }
 
@@ -228,6 +244,14 @@ impl LlmConfig {
             max_context: self.max_context_tokens,
             prefill_chunk: self.prefill_chunk,
             dense_prefill: self.dense_prefill,
+        }
+    }
+
+    pub fn llamacpp_options(&self) -> LlamaCppOptions {
+        LlamaCppOptions {
+            max_context: self.max_context_tokens,
+            prefill_chunk: self.prefill_chunk,
+            threads: self.threads,
         }
     }
 
@@ -252,14 +276,23 @@ impl LlmConfig {
         &self,
         store: &vr_core::ModelStore,
     ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
-        Ok(match self.backend {
-            LlmBackend::Local => {
+        Ok(match (self.backend, self.engine) {
+            (LlmBackend::Local, LocalEngineKind::Candle) => {
                 let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
                 let counter: crate::conversation::SharedCounter =
                     std::sync::Arc::new(llm.tokenizer().clone());
                 (Box::new(LocalEngine::new(llm)?), counter)
             }
-            LlmBackend::Openai => (
+            (LlmBackend::Local, LocalEngineKind::Llamacpp) => {
+                let model = LlamaCppModel::from_store(store, &self.model)?;
+                let counter: crate::conversation::SharedCounter =
+                    std::sync::Arc::new(model.tokenizer().clone());
+                (
+                    Box::new(LlamaCppEngine::new(model, self.llamacpp_options())?),
+                    counter,
+                )
+            }
+            (LlmBackend::Openai, _) => (
                 Box::new(OpenAiEngine::new(self.openai_options())?),
                 std::sync::Arc::new(crate::memory::ByteEstimate),
             ),
@@ -271,14 +304,7 @@ impl LlmConfig {
         &self,
         store: &vr_core::ModelStore,
     ) -> Result<Box<dyn LlmEngine>, DialogError> {
-        Ok(match self.backend {
-            LlmBackend::Local => Box::new(LocalEngine::new(LocalLlm::from_store(
-                store,
-                &self.model,
-                &self.local_options(),
-            )?)?),
-            LlmBackend::Openai => Box::new(OpenAiEngine::new(self.openai_options())?),
-        })
+        Ok(self.build_engine_and_counter(store)?.0)
     }
 }
 
@@ -319,6 +345,9 @@ mod tests {
         validate_together(&d, &l).unwrap();
         assert_eq!(l.backend, LlmBackend::Local);
         assert_eq!(l.model, "qwen2.5-0.5b");
+        // Chosen by `cargo bench --workspace --bench llm_engines` (README, "LLM engines").
+        assert_eq!(l.engine, LocalEngineKind::Llamacpp);
+        assert_eq!(l.llamacpp_options().threads, 1);
         let sys = d.system_message();
         assert!(
             sys.content.contains(d.persona.trim()) && sys.content.contains(d.system_prompt.trim())
@@ -395,6 +424,20 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("llm.temperature"), "{e}");
+        let e = LlmConfig {
+            threads: 0,
+            ..l.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("llm.threads"), "{e}");
+        let mut t: toml::Table = include_str!("../../configs/default.toml").parse().unwrap();
+        t["llm"]["engine"] = toml::Value::String("onnx".into());
+        let e = t["llm"].clone().try_into::<LlmConfig>().unwrap_err();
+        assert!(
+            e.to_string().contains("candle") && e.to_string().contains("llamacpp"),
+            "{e}"
+        );
         let e = validate_together(
             &DialogConfig {
                 max_memory_tokens: 4000,

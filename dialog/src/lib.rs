@@ -1,11 +1,12 @@
 //! Dialog: turn detection, LLM engines and the conversation loop with barge-in.
 //!
 //! Owns: deciding when the user's turn ends ([`turn`]), producing the assistant's answer
-//! ([`llm`]: the engine trait, the local candle GGUF engine with KV-cache reuse and speculative
-//! prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one file per architecture),
-//! the end-of-turn model ([`smart_turn`], Smart Turn v3.2 on ONNX Runtime), the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]` config
-//! ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in that
-//! ties recogniser, LLM and synthesizer together ([`conversation`]). [`core`] is the same
+//! ([`llm`]: the engine trait, the local GGUF engines on llama.cpp and on candle with KV-cache
+//! reuse and speculative prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one
+//! file per candle architecture), the end-of-turn model ([`smart_turn`], Smart Turn v3.2 on ONNX
+//! Runtime), the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]`
+//! config ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in
+//! that ties recogniser, LLM and synthesizer together ([`conversation`]). [`core`] is the same
 //! conversation as a sans-IO state machine on virtual time (events and `now` in, actions out;
 //! no threads, clocks or channels), which the threaded loop is to be rebuilt on.
 //!
@@ -13,8 +14,9 @@
 //! synthesizer, and its caller wires audio in and out. The only network access is the
 //! OpenAI-compatible client talking to a configured LLM server.
 //!
-//! Threads: the local engine runs on one worker thread of its own (model compute never blocks an
-//! async runtime); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
+//! Threads: a local engine runs on one worker thread of its own (model compute never blocks an
+//! async runtime; llama.cpp adds `llm.threads - 1` compute threads per forward pass, candle uses
+//! rayon's pool); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
 //! creates. Turn detection is a pure state machine on the sample clock.
 #![deny(unsafe_code)]
 
@@ -27,7 +29,7 @@ pub mod models;
 pub mod smart_turn;
 pub mod turn;
 
-pub use config::{DialogConfig, LlmBackend, LlmConfig, TurnMode, TurnSettings};
+pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind, TurnMode, TurnSettings};
 pub use conversation::{
     Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
     ConversationSummary, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
@@ -50,6 +52,8 @@ pub enum DialogError {
     Candle(#[from] candle_core::Error),
     #[error("GGUF {path}: {reason}")]
     Gguf { path: String, reason: String },
+    #[error("llama.cpp: {0}")]
+    LlamaCpp(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("unsupported model architecture `{arch}` (supported: qwen2, gemma3)")]

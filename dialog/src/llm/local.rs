@@ -458,7 +458,7 @@ impl LocalLlm {
 /// characters that depend on its neighbours, so each step decodes a short window of preceding
 /// ids with and without the new one and emits the difference, holding back an incomplete UTF-8
 /// character until the token that completes it.
-struct Detokenizer {
+pub(crate) struct Detokenizer {
     ids: Vec<u32>,
     /// Index in `ids` where the window starts.
     start: usize,
@@ -469,7 +469,7 @@ struct Detokenizer {
 const DETOK_CONTEXT: usize = 4;
 
 impl Detokenizer {
-    fn new(prompt: &[u32]) -> Self {
+    pub(crate) fn new(prompt: &[u32]) -> Self {
         let ctx = &prompt[prompt.len().saturating_sub(DETOK_CONTEXT)..];
         Self {
             ids: ctx.to_vec(),
@@ -478,7 +478,7 @@ impl Detokenizer {
         }
     }
 
-    fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, DialogError> {
+    pub(crate) fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, DialogError> {
         self.ids.push(id);
         let dec = |ids: &[u32]| {
             tok.decode(ids, false)

@@ -9,8 +9,10 @@
 //! nothing after a cancel, so a barge-in never lets a stale token through.
 //!
 //! Engines: [`local::LocalEngine`] (candle GGUF on this machine, with KV-cache reuse across turns
-//! and speculative prefill via [`LlmEngine::prepare`]) and [`openai::OpenAiEngine`] (any
-//! OpenAI-compatible streaming server: vLLM, llama.cpp server, Ollama).
+//! and speculative prefill via [`LlmEngine::prepare`]), [`llamacpp::LlamaCppEngine`] (the same
+//! GGUF files and the same features run by llama.cpp in-process, several times faster on the CPU;
+//! no hidden state) and [`openai::OpenAiEngine`] (any OpenAI-compatible streaming server: vLLM,
+//! llama.cpp server, Ollama).
 //!
 //! ```ignore
 //! let mut gen = engine.generate(GenerateRequest::new(messages))?;
@@ -22,6 +24,7 @@
 //! }
 //! ```
 
+pub mod llamacpp;
 pub mod local;
 pub mod openai;
 pub mod sampling;
@@ -111,7 +114,7 @@ pub struct GenerateRequest {
     /// Upper bound on generated tokens.
     pub max_tokens: usize,
     pub sampling: Sampling,
-    /// Also return the final hidden state per token (local engine only; ~3.5 KB per token).
+    /// Also return the final hidden state per token (candle engine only; ~3.5 KB per token).
     pub want_hidden: bool,
 }
 

@@ -1,0 +1,707 @@
+//! The llama.cpp engine: the same GGUF files as the candle engine, run by llama.cpp (crate
+//! `llama-cpp-2`; `llama-cpp-sys-2` builds llama.cpp from the source it bundles, CPU only, nothing
+//! downloaded at build or run time).
+//!
+//! It mirrors [`super::local`] step for step, so the two are interchangeable behind [`LlmEngine`]
+//! and comparable token for token: prompts are rendered by the same [`ChatTemplate`] and tokenized
+//! by the same `tokenizer.json` from the model store (both engines feed identical ids; the GGUF
+//! vocabulary is checked to agree on the control tokens at load), tokens are chosen by the same
+//! [`Sampler`] from the full logits, and the per-token features come from the same [`features`].
+//! llama.cpp only replaces the forward pass — its quantized CPU kernels are several times faster
+//! than candle's on this model (README, "LLM engines").
+//!
+//! [`LlamaCppModel`] holds the weights (read-only, memory-mapped). [`LlamaCppLlm`] is one llama.cpp
+//! context (KV cache) borrowing it: the synchronous core, which tracks the ids in its KV cache,
+//! computes only the suffix after the longest common prefix with a new prompt and removes the
+//! positions past that prefix from the cache first (cross-turn reuse and speculative-prefill
+//! rollback are the same operation). [`LlamaCppEngine`] runs one on its own worker thread with the
+//! same job queue as [`super::local::LocalEngine`]: a speculative prefill yields between chunks as
+//! soon as newer work arrives, a generation checks its cancel token before every forward pass.
+//!
+//! Not provided: the final hidden state ([`TokenFeatures::hidden`] is always `None`). llama.cpp
+//! returns it only from a context with `embeddings` enabled, which makes every prompt position an
+//! output (a 152k-wide logits row per prefill token) and `llama-cpp-2` has no per-batch switch;
+//! a verifier that needs hidden states keeps the candle engine.
+
+use super::local::{Detokenizer, PrefillStats};
+use super::sampling::{features, Sampler};
+use super::template::{ChatTemplate, PromptEnd};
+use super::{
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation,
+    GenerationSender, GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
+};
+use crate::DialogError;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// Options fixed when a context is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaCppOptions {
+    /// KV-cache capacity in positions (prompt + answer).
+    pub max_context: usize,
+    /// Prompt tokens per `llama_decode` during prefill (also llama.cpp's batch size). Larger is
+    /// faster per token; smaller lets a speculative prefill yield sooner.
+    pub prefill_chunk: usize,
+    /// Threads llama.cpp computes with, for decoding and for prefill.
+    pub threads: usize,
+}
+
+impl Default for LlamaCppOptions {
+    fn default() -> Self {
+        Self {
+            max_context: 4096,
+            prefill_chunk: 64,
+            threads: 1,
+        }
+    }
+}
+
+/// llama.cpp's process-wide initialisation (`llama_backend_init` may run once per process; the
+/// backend is never freed, models and contexts of any engine share it).
+fn backend() -> Result<&'static LlamaBackend, DialogError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            route_logs_to_tracing();
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| DialogError::LlamaCpp(format!("backend initialisation: {e}")))
+}
+
+/// llama.cpp and ggml print to stderr unless given a log callback. Theirs is chattier than ours
+/// (every metadata key and tensor buffer at load), so their INFO becomes our DEBUG; warnings and
+/// errors keep their level. Target `llama_cpp`, e.g. `RUST_LOG=info,llama_cpp=debug`.
+#[allow(unsafe_code)]
+fn route_logs_to_tracing() {
+    // SAFETY: registers a plain function with no user data; llama.cpp stores the pointer and
+    // calls it from whichever thread logs, which `log_to_tracing` allows (it only reads its
+    // arguments and calls `tracing`).
+    unsafe { llama_cpp_sys_2::llama_log_set(Some(log_to_tracing), std::ptr::null_mut()) };
+}
+
+#[allow(unsafe_code)]
+unsafe extern "C" fn log_to_tracing(
+    level: llama_cpp_sys_2::ggml_log_level,
+    text: *const std::os::raw::c_char,
+    _user_data: *mut std::os::raw::c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string that stays valid for the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+    let text = text.trim_end();
+    if text.is_empty() {
+        return;
+    }
+    match level {
+        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => tracing::error!(target: "llama_cpp", "{text}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama_cpp", "{text}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_INFO => tracing::debug!(target: "llama_cpp", "{text}"),
+        // DEBUG and CONT (the rest of an unfinished line, e.g. progress dots).
+        _ => tracing::trace!(target: "llama_cpp", "{text}"),
+    }
+}
+
+/// llama.cpp's summary of the CPU features it was compiled for ("AVX2 = 1 | … | REPACK = 1 |"),
+/// which shows whether the build is optimised for this machine.
+#[allow(unsafe_code)]
+pub fn system_info() -> Result<String, DialogError> {
+    backend()?;
+    // SAFETY: returns a pointer to a NUL-terminated string in a static buffer inside llama.cpp,
+    // valid until the next call; it is copied before anything else can call it again from here.
+    let info = unsafe { llama_cpp_sys_2::llama_print_system_info() };
+    if info.is_null() {
+        return Ok(String::new());
+    }
+    // SAFETY: non-null and NUL-terminated, as above.
+    Ok(unsafe { std::ffi::CStr::from_ptr(info) }
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// One GGUF model loaded by llama.cpp, with the tokenizer and chat template the engine uses.
+pub struct LlamaCppModel {
+    model: LlamaModel,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    stop_ids: Vec<u32>,
+    n_ctx_train: usize,
+    label: String,
+}
+
+impl LlamaCppModel {
+    /// Loads `model` (a directory with `model.gguf` and `tokenizer.json`) from the verified store.
+    pub fn from_store(store: &vr_core::ModelStore, model: &str) -> Result<Self, DialogError> {
+        let dir = store.dir(model)?;
+        Self::from_files(&dir.join("model.gguf"), &dir.join("tokenizer.json"))
+    }
+
+    pub fn from_files(gguf: &Path, tokenizer: &Path) -> Result<Self, DialogError> {
+        let gguf_err = |reason: String| DialogError::Gguf {
+            path: gguf.display().to_string(),
+            reason,
+        };
+        // llama.cpp only says "failed to load" (and llama-cpp-2 asserts in debug builds), so a
+        // missing file is named here.
+        if !gguf.is_file() {
+            return Err(gguf_err("no such file".into()));
+        }
+        let tokenizer = Tokenizer::from_file(tokenizer)
+            .map_err(|e| DialogError::Tokenizer(format!("{}: {e}", tokenizer.display())))?;
+        let model = LlamaModel::load_from_file(backend()?, gguf, &LlamaModelParams::default())
+            .map_err(|e| gguf_err(format!("llama.cpp cannot load it: {e}")))?;
+        let meta = |k: &str| model.meta_val_str(k).ok();
+        let template = ChatTemplate::detect(meta("tokenizer.chat_template").as_deref(), |t| {
+            tokenizer.token_to_id(t).is_some()
+        })?;
+        let vocab = model.vocab();
+        // The prompt is tokenized by tokenizer.json and fed to llama.cpp as ids, so both must be
+        // the same vocabulary: the ids must be in range, and the control tokens the template
+        // emits must map to the same ids in both.
+        let hf_size = tokenizer.get_vocab_size(true);
+        let n_vocab = usize::try_from(vocab.n_tokens()).unwrap_or(0);
+        if hf_size > n_vocab {
+            return Err(DialogError::Tokenizer(format!(
+                "tokenizer.json has {hf_size} tokens but the GGUF vocabulary only {n_vocab}: they belong to different models"
+            )));
+        }
+        let markers: &[&str] = match template.family {
+            super::template::TemplateFamily::ChatMl { .. } => &["<|im_start|>", "<|im_end|>"],
+            super::template::TemplateFamily::Gemma => &["<start_of_turn>", "<end_of_turn>"],
+        };
+        for &marker in markers.iter().chain(template.stop_tokens()) {
+            let Some(hf) = tokenizer.token_to_id(marker) else {
+                continue;
+            };
+            let ll: Vec<i32> = vocab
+                .tokenize(marker.as_bytes(), false, true)
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            if ll.len() != 1 || i64::from(ll[0]) != i64::from(hf) {
+                return Err(DialogError::Tokenizer(format!(
+                    "tokenizer.json maps {marker} to {hf}, the GGUF vocabulary to {ll:?}: they belong to different models"
+                )));
+            }
+        }
+        let mut stop_ids: Vec<u32> = template
+            .stop_tokens()
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Ok(eos) = u32::try_from(vocab.eos().0) {
+            if !stop_ids.contains(&eos) {
+                stop_ids.push(eos);
+            }
+        }
+        if stop_ids.is_empty() {
+            return Err(DialogError::Tokenizer(format!(
+                "no end-of-turn token for {}",
+                template.name()
+            )));
+        }
+        let arch = meta("general.architecture").unwrap_or_else(|| "unknown".into());
+        let name = meta("general.name").unwrap_or_else(|| arch.clone());
+        let label = format!(
+            "llama.cpp {name} ({arch}, {} template from {})",
+            template.name(),
+            template.source
+        );
+        tracing::info!(model = %label, "loaded llama.cpp LLM");
+        tracing::debug!(system_info = %system_info()?, "llama.cpp build");
+        Ok(Self {
+            n_ctx_train: usize::try_from(model.n_ctx_train()).unwrap_or(usize::MAX),
+            model,
+            tokenizer,
+            template,
+            stop_ids,
+            label,
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.label
+    }
+
+    /// The tokenizer prompts are encoded with (clone it for a memory counter).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// A new context (empty KV cache) on these weights.
+    pub fn session(&self, opts: &LlamaCppOptions) -> Result<LlamaCppLlm<'_>, DialogError> {
+        let capacity = opts.max_context.clamp(16, self.n_ctx_train.max(16));
+        let chunk = opts.prefill_chunk.clamp(1, capacity);
+        let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let threads = i32::try_from(opts.threads.max(1)).unwrap_or(i32::MAX);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(to_u32(capacity)))
+            .with_n_batch(to_u32(chunk))
+            .with_n_ubatch(to_u32(chunk))
+            .with_n_seq_max(1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_embeddings(false);
+        let ctx = self
+            .model
+            .new_context(backend()?, params)
+            .map_err(|e| DialogError::LlamaCpp(format!("cannot create a context: {e}")))?;
+        Ok(LlamaCppLlm {
+            model: self,
+            ctx,
+            batch: LlamaBatch::new(chunk, 1),
+            cached: Vec::new(),
+            head: Vec::new(),
+            head_valid: false,
+            prefill_chunk: chunk,
+            capacity,
+            label: format!(
+                "{}, {} thread{}",
+                self.label,
+                opts.threads.max(1),
+                if opts.threads > 1 { "s" } else { "" }
+            ),
+        })
+    }
+}
+
+/// One llama.cpp context on a [`LlamaCppModel`]: the KV cache and the ids in it.
+pub struct LlamaCppLlm<'m> {
+    model: &'m LlamaCppModel,
+    ctx: LlamaContext<'m>,
+    /// Reused for every `llama_decode`; holds up to `prefill_chunk` tokens.
+    batch: LlamaBatch<'static>,
+    /// Ids whose keys/values are in the cache, in order (positions 0..len).
+    cached: Vec<u32>,
+    /// Logits at the last cached position (copied out: llama.cpp's buffer is overwritten by the
+    /// next decode and its accessor panics on a stale index).
+    head: Vec<f32>,
+    /// False after a rollback or reset: `head` no longer belongs to the last cached position.
+    head_valid: bool,
+    prefill_chunk: usize,
+    capacity: usize,
+    label: String,
+}
+
+impl LlamaCppLlm<'_> {
+    pub fn describe(&self) -> &str {
+        &self.label
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.model.tokenizer
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Token ids currently in the KV cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forgets the cache (a new conversation).
+    pub fn reset(&mut self) {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+        self.head_valid = false;
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, DialogError> {
+        let enc = self
+            .model
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| DialogError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Tokens of the prompt for `messages` ending as `end`.
+    pub fn prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        end: PromptEnd<'_>,
+    ) -> Result<Vec<u32>, DialogError> {
+        self.tokenize(&self.model.template.render(messages, end)?)
+    }
+
+    /// Removes every cached position from `keep` on. llama.cpp refuses partial removal only for
+    /// recurrent models; then the whole cache goes and the prompt is recomputed.
+    fn truncate(&mut self, keep: usize) {
+        let removed = u32::try_from(keep)
+            .ok()
+            .and_then(|p0| self.ctx.clear_kv_cache_seq(Some(0), Some(p0), None).ok())
+            .unwrap_or(false);
+        if removed {
+            self.cached.truncate(keep);
+            self.head_valid = false;
+        } else {
+            tracing::debug!(
+                keep,
+                "llama.cpp cannot remove part of the cache; clearing it"
+            );
+            self.reset();
+        }
+    }
+
+    /// Brings the cache to exactly `tokens`, computing only what differs from its current
+    /// contents. `interrupt` is polled between chunks; when it returns true the work done so far
+    /// stays cached (still a valid prefix) and `complete` is false.
+    pub fn sync_prompt(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
+        if tokens.is_empty() {
+            return Err(DialogError::BadRequest {
+                reason: "empty prompt".into(),
+            });
+        }
+        if tokens.len() > self.capacity {
+            return Err(DialogError::ContextOverflow {
+                needed: tokens.len(),
+                capacity: self.capacity,
+            });
+        }
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == tokens.len() && self.cached.len() == tokens.len() && self.head_valid {
+            return Ok(PrefillStats {
+                prompt_tokens: tokens.len(),
+                reused: common,
+                computed: 0,
+                complete: true,
+            });
+        }
+        // The next token is chosen from the output at the prompt's last position, so that position
+        // is recomputed when the cache holds the whole prompt but not its output.
+        let keep = common.min(tokens.len() - 1);
+        if keep < self.cached.len() {
+            self.truncate(keep);
+        }
+        let start = self.cached.len();
+        let mut stats = PrefillStats {
+            prompt_tokens: tokens.len(),
+            reused: start,
+            computed: 0,
+            complete: false,
+        };
+        for chunk in tokens[start..].chunks(self.prefill_chunk) {
+            if interrupt() {
+                return Ok(stats);
+            }
+            self.feed(chunk)?;
+            stats.computed += chunk.len();
+        }
+        stats.complete = true;
+        Ok(stats)
+    }
+
+    /// One `llama_decode` of `chunk` (at most `prefill_chunk` ids) after the cached positions;
+    /// only the last position's logits are requested.
+    fn feed(&mut self, chunk: &[u32]) -> Result<(), DialogError> {
+        let pos = self.cached.len();
+        if pos + chunk.len() > self.capacity {
+            return Err(DialogError::ContextOverflow {
+                needed: pos + chunk.len(),
+                capacity: self.capacity,
+            });
+        }
+        self.batch.clear();
+        for (i, &id) in chunk.iter().enumerate() {
+            let token = i32::try_from(id).map_err(|_| DialogError::BadRequest {
+                reason: format!("token id {id} out of range"),
+            })?;
+            let p = i32::try_from(pos + i).map_err(|_| DialogError::ContextOverflow {
+                needed: pos + i,
+                capacity: self.capacity,
+            })?;
+            self.batch
+                .add(LlamaToken(token), p, &[0], i + 1 == chunk.len())
+                .map_err(|e| DialogError::LlamaCpp(format!("batch: {e}")))?;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            // A failed decode may have left part of the batch in the cache: start clean.
+            self.reset();
+            return Err(DialogError::LlamaCpp(format!("decode: {e}")));
+        }
+        self.cached.extend_from_slice(chunk);
+        // The batch's last entry is the only one with logits requested.
+        let last = self.batch.n_tokens() - 1;
+        self.head.clear();
+        self.head.extend_from_slice(self.ctx.get_logits_ith(last));
+        self.head_valid = true;
+        Ok(())
+    }
+
+    /// Logits at the last cached position (after a complete `sync_prompt` or a generated token).
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.head_valid.then_some(self.head.as_slice())
+    }
+
+    /// Speculative prefill: caches the prompt up to the user's unfinished turn (`messages` ends
+    /// with the partial user message).
+    pub fn prefill_open_turn(
+        &mut self,
+        messages: &[ChatMessage],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
+        let tokens = self.prompt_tokens(messages, PromptEnd::OpenUserTurn)?;
+        self.sync_prompt(&tokens, interrupt)
+    }
+
+    /// Runs one generation, handing each event to `emit` (which returns false to stop, e.g. when
+    /// the consumer has gone). Returns how it finished. Same contract as
+    /// [`super::local::LocalLlm::generate`].
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        emit: &mut dyn FnMut(LlmEvent) -> bool,
+    ) -> Result<Finished, DialogError> {
+        let started = Instant::now();
+        let prompt = self.prompt_tokens(
+            &req.messages,
+            PromptEnd::Assistant {
+                prefix: &req.assistant_prefix,
+            },
+        )?;
+        let prefill = self.sync_prompt(&prompt, &|| cancel.is_cancelled())?;
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: prefill.reused,
+            ..GenerationStats::default()
+        };
+        let finish = |reason, mut stats: GenerationStats| {
+            stats.total = started.elapsed();
+            Finished { reason, stats }
+        };
+        if !prefill.complete {
+            return Ok(finish(FinishReason::Cancelled, stats));
+        }
+        let mut sampler = Sampler::new(req.sampling);
+        let mut detok = Detokenizer::new(&prompt);
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(finish(FinishReason::Cancelled, stats));
+            }
+            if stats.generated_tokens >= req.max_tokens {
+                let f = finish(FinishReason::Length, stats);
+                emit(LlmEvent::Finished(f.clone()));
+                return Ok(f);
+            }
+            let logits = self.last_logits().ok_or_else(|| DialogError::BadRequest {
+                reason: "no logits after prefill".into(),
+            })?;
+            let id = sampler.sample(logits);
+            let id32 = u32::try_from(id).map_err(|_| DialogError::BadRequest {
+                reason: format!("sampled id {id} out of range"),
+            })?;
+            if self.model.stop_ids.contains(&id32) {
+                let f = finish(FinishReason::Stop, stats);
+                emit(LlmEvent::Finished(f.clone()));
+                return Ok(f);
+            }
+            let (logprob, entropy, margin) = features(logits, id);
+            let token = Token {
+                text: detok.push(&self.model.tokenizer, id32)?,
+                id: Some(id32),
+                features: Some(TokenFeatures {
+                    logprob,
+                    entropy: Some(entropy),
+                    margin: Some(margin),
+                    // See the module docs: not available from llama.cpp here.
+                    hidden: None,
+                }),
+            };
+            stats.generated_tokens += 1;
+            if stats.generated_tokens == 1 {
+                stats.time_to_first_token = started.elapsed();
+            }
+            if !emit(LlmEvent::Token(token)) {
+                return Ok(finish(FinishReason::Cancelled, stats));
+            }
+            if stats.generated_tokens >= req.max_tokens || cancel.is_cancelled() {
+                // The last token is not fed: nobody needs the logits after it.
+                continue;
+            }
+            if self.cached.len() + 1 > self.capacity {
+                let f = finish(FinishReason::Length, stats);
+                emit(LlmEvent::Finished(f.clone()));
+                return Ok(f);
+            }
+            self.feed(&[id32])?;
+        }
+    }
+}
+
+enum Job {
+    Prepare(Vec<ChatMessage>),
+    Generate {
+        req: Box<GenerateRequest>,
+        tx: GenerationSender,
+        cancel: CancelToken,
+    },
+    /// Answered once every job queued before it is done.
+    Barrier(mpsc::Sender<()>),
+}
+
+impl Job {
+    /// Work that a queued speculative prefill should give way to.
+    fn is_work(&self) -> bool {
+        !matches!(self, Job::Barrier(_))
+    }
+}
+
+/// A [`LlamaCppLlm`] on its own worker thread, usable from sync or async code. The worker owns
+/// the model and creates the context on it (the context borrows the model, so both live in the
+/// worker's frame).
+pub struct LlamaCppEngine {
+    jobs: Option<mpsc::Sender<Job>>,
+    pending: Arc<AtomicUsize>,
+    label: String,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl LlamaCppEngine {
+    /// Starts the worker; returns once its context exists (or with the error creating it).
+    pub fn new(model: LlamaCppModel, opts: LlamaCppOptions) -> Result<Self, DialogError> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<String, DialogError>>(1);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let pending_w = pending.clone();
+        let worker = std::thread::Builder::new()
+            .name("llm-llamacpp".into())
+            .spawn(move || {
+                let mut llm = match model.session(&opts) {
+                    Ok(llm) => llm,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(llm.describe().to_string()));
+                while let Ok(job) = rx.recv() {
+                    if job.is_work() {
+                        pending_w.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    match job {
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                        Job::Prepare(messages) => {
+                            // A newer job makes this prefill moot: the cache keeps whatever
+                            // prefix it already computed.
+                            let newer = || pending_w.load(Ordering::SeqCst) > 0;
+                            if newer() {
+                                continue;
+                            }
+                            match llm.prefill_open_turn(&messages, &newer) {
+                                Ok(s) => tracing::debug!(
+                                    reused = s.reused,
+                                    computed = s.computed,
+                                    complete = s.complete,
+                                    "speculative prefill"
+                                ),
+                                Err(e) => tracing::warn!(error = %e, "speculative prefill failed"),
+                            }
+                        }
+                        Job::Generate { req, tx, cancel } => {
+                            let mut emit = |ev: LlmEvent| tx.blocking_send(Ok(ev));
+                            if let Err(e) = llm.generate(&req, &cancel, &mut emit) {
+                                tx.blocking_send(Err(e));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| DialogError::Runtime(format!("cannot start LLM worker thread: {e}")))?;
+        let label = ready_rx.recv().map_err(|_| DialogError::EngineStopped)??;
+        Ok(Self {
+            jobs: Some(jobs),
+            pending,
+            label,
+            worker: Some(worker),
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), DialogError> {
+        let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
+        let work = job.is_work();
+        if work {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+        }
+        jobs.send(job).map_err(|_| {
+            if work {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+            DialogError::EngineStopped
+        })
+    }
+
+    /// Blocks until every job submitted before this call has finished (a speculative prefill
+    /// included). For tests and benchmarks; the loop never needs to wait.
+    pub fn wait_idle(&self) -> Result<(), DialogError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(Job::Barrier(tx))?;
+        rx.recv().map_err(|_| DialogError::EngineStopped)
+    }
+}
+
+impl LlmEngine for LlamaCppEngine {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
+        super::check_request(&req)?;
+        let cancel = CancelToken::new();
+        let (tx, generation) = Generation::channel(cancel.clone());
+        self.submit(Job::Generate {
+            req: Box::new(req),
+            tx,
+            cancel,
+        })?;
+        Ok(generation)
+    }
+
+    fn prepare(&self, messages: &[ChatMessage]) {
+        if let Err(e) = self.submit(Job::Prepare(messages.to_vec())) {
+            tracing::warn!(error = %e, "speculative prefill not queued");
+        }
+    }
+}
+
+impl Drop for LlamaCppEngine {
+    fn drop(&mut self) {
+        // As for LocalEngine: shutdown counts as newer work, so a running speculative prefill
+        // stops at its next chunk; closing the queue ends the worker after its current job, which
+        // is not joined so that one decode in flight never holds up whoever drops the engine.
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.jobs = None;
+        drop(self.worker.take());
+    }
+}
