@@ -252,6 +252,7 @@ impl LlmConfig {
             max_context: self.max_context_tokens,
             prefill_chunk: self.prefill_chunk,
             threads: self.threads,
+            hidden_states: false,
         }
     }
 

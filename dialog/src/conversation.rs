@@ -188,6 +188,21 @@ pub enum ConversationEvent {
     Error {
         message: String,
     },
+    /// Dual path: the verifier's decision on the fast model's draft. `score`: its probability
+    /// that the slow model accepts the draft (`None` when it could not score it); `kept`: the
+    /// draft is spoken and the slow model continues after it, else it is dropped unheard and the
+    /// slow model answers alone; `draft_ms`: answer start → decision.
+    Draft {
+        text: String,
+        score: Option<f32>,
+        kept: bool,
+        draft_ms: u64,
+    },
+    /// Dual path: silence between the kept draft's last sample and the continuation's first
+    /// (0 when the continuation was queued before the draft ran out), output clock.
+    Seam {
+        gap_ms: u64,
+    },
 }
 
 /// Where events go: a channel, a printer, a WebRTC data channel.

@@ -28,6 +28,7 @@ pub mod memory;
 pub mod models;
 pub mod smart_turn;
 pub mod turn;
+pub mod verifier;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind, TurnMode, TurnSettings};
 pub use conversation::{

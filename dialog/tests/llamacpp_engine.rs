@@ -42,11 +42,16 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 fn session(chunk: usize) -> LlamaCppLlm<'static> {
+    session_with(chunk, false)
+}
+
+fn session_with(chunk: usize, hidden_states: bool) -> LlamaCppLlm<'static> {
     model()
         .session(&LlamaCppOptions {
             max_context: 2048,
             prefill_chunk: chunk,
             threads: 2,
+            hidden_states,
         })
         .expect("context")
 }
@@ -249,6 +254,7 @@ fn speculative_prefill_through_the_engine_reuses_and_rolls_back() {
             max_context: 2048,
             prefill_chunk: 16,
             threads: 2,
+            hidden_states: false,
         },
     )
     .unwrap();
@@ -440,8 +446,100 @@ fn greedy_tokens_agree_with_the_candle_engine() {
     }
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The dual path's verifier reads the drafter's final hidden state. A llama.cpp session opened
+/// with `hidden_states` reports it per token; it must be the same vector candle computes from the
+/// same file (final norm, 896 wide), and turning it on must not change the tokens.
+#[test]
+fn hidden_states_match_the_candle_engine() {
+    let _guard = one_at_a_time();
+    const N: usize = 6;
+    let mut req = GenerateRequest::new(ask("What is the capital of France?"));
+    req.max_tokens = N;
+    req.want_hidden = true;
+    let (_, plain, _) = run(&mut session(64), &req);
+    let (text, toks, _) = run(&mut session_with(64, true), &req);
+    assert_eq!(ids(&plain), ids(&toks), "hidden_states changed the tokens");
+    let store = vr_core::ModelStore::from_env().expect("model store");
+    let mut candle = LocalLlm::from_store(
+        &store,
+        "qwen2.5-0.5b",
+        &LocalOptions {
+            max_context: 2048,
+            ..LocalOptions::default()
+        },
+    )
+    .expect("candle qwen2.5-0.5b");
+    let mut toks_c = Vec::new();
+    candle
+        .generate(&req, &CancelToken::new(), &mut |ev| {
+            if let LlmEvent::Token(t) = ev {
+                toks_c.push(t);
+            }
+            true
+        })
+        .unwrap();
+    println!("{text:?}");
+    let agree = ids(&toks)
+        .iter()
+        .zip(&ids(&toks_c))
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(agree >= 3, "{:?} vs {:?}", ids(&toks), ids(&toks_c));
+    for (i, (l, c)) in toks.iter().zip(&toks_c).take(agree).enumerate() {
+        let hl = l.features.as_ref().and_then(|f| f.hidden.as_ref());
+        let hc = c.features.as_ref().and_then(|f| f.hidden.as_ref());
+        let (hl, hc) = (hl.expect("llama.cpp hidden"), hc.expect("candle hidden"));
+        assert_eq!(hl.len(), 896);
+        assert_eq!(hl.len(), hc.len());
+        let cos = cosine(hl, hc);
+        println!("  {i} {:?} cosine {cos:.4}", l.text);
+        assert!(cos > 0.97, "token {i} {:?}: cosine {cos}", l.text);
+    }
+    // Without the option the request's want_hidden is not honoured (no silent zero vectors).
+    assert!(plain
+        .iter()
+        .all(|t| t.features.as_ref().is_some_and(|f| f.hidden.is_none())));
+}
+
 /// `llm.engine = "llamacpp"` in the shipped config builds this engine through the same path the
 /// app uses.
+/// Scoring a continuation gives the log-probabilities the model had when it generated it, after
+/// any cache state (here: a different prompt cached first).
+#[test]
+fn scored_continuation_matches_generation_logprobs() {
+    let _guard = one_at_a_time();
+    let mut req = GenerateRequest::new(ask("What is the capital of France?"));
+    req.max_tokens = 6;
+    let mut llm = session(64);
+    let (_, toks, _) = run(&mut llm, &req);
+    let messages = ask("What is the capital of France?");
+    let prompt = llm
+        .prompt_tokens(&messages, PromptEnd::Assistant { prefix: "" })
+        .unwrap();
+    let other = llm
+        .prompt_tokens(&ask("Name a colour."), PromptEnd::Assistant { prefix: "" })
+        .unwrap();
+    llm.sync_prompt(&other, &|| false).unwrap();
+    let scored = llm.score_continuation(&prompt, &ids(&toks)).unwrap();
+    assert_eq!(scored.len(), toks.len());
+    for (t, s) in toks.iter().zip(&scored) {
+        let g = t.features.as_ref().expect("features").logprob;
+        assert!(
+            (g - s).abs() < 0.02,
+            "{:?}: generated {g}, scored {s}",
+            t.text
+        );
+    }
+    // A token outside the vocabulary is an error, not a panic.
+    assert!(llm.score_continuation(&prompt, &[u32::MAX]).is_err());
+}
+
 #[test]
 fn config_selects_the_engine() {
     let _guard = one_at_a_time();

@@ -1,5 +1,6 @@
 //! The assistant's side: one answer from its generation request to its end, cancelled or not.
 
+use super::dual::Draft;
 use super::time::Millis;
 use super::{Action, AnswerId, ClauseId, ConversationCore, LlmFailure};
 use crate::conversation::{ConversationEvent, TurnInput, TurnLatency, UNREACHABLE_SENTENCE};
@@ -59,17 +60,24 @@ pub(crate) struct Answer {
     /// Its first sample has been reported playing (Speaking, latency).
     pub(crate) onset_reported: bool,
     fallback: bool,
-    started: Millis,
-    first_token: Option<Millis>,
+    pub(crate) started: Millis,
+    pub(crate) first_token: Option<Millis>,
     first_clause: Option<Millis>,
     pub(crate) first_chunk: Option<Millis>,
     stats: Option<GenerationStats>,
     clock: Option<TurnClock>,
+    /// The dual path's draft, when the answer is drafted.
+    pub(crate) draft: Option<Draft>,
 }
 
 impl Answer {
+    /// Text the answer says (the kept draft, then the continuation).
+    pub(crate) fn push_text(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
     /// Hands one clause to the synthesizer.
-    fn speak(&mut self, text: String, now: Millis, actions: &mut Vec<Action>) {
+    pub(crate) fn speak(&mut self, text: String, now: Millis, actions: &mut Vec<Action>) {
         self.first_clause.get_or_insert(now);
         let clause = ClauseId(self.clauses.len() as u32);
         self.clauses.push(text.clone());
@@ -107,10 +115,22 @@ impl ConversationCore {
         let mut request = GenerateRequest::new(self.memory.messages_with_user(&user_text));
         request.max_tokens = self.cfg.max_answer_tokens;
         request.sampling = self.cfg.sampling;
-        self.actions.push(Action::StartGeneration {
-            answer: id,
-            request,
-        });
+        let draft = match self.cfg.dual.as_ref().map(|d| d.draft_max_tokens) {
+            Some(max_tokens) => {
+                self.actions.push(Action::StartDraft {
+                    answer: id,
+                    request: self.draft_request(&request, max_tokens),
+                });
+                Some(Draft::new(request))
+            }
+            None => {
+                self.actions.push(Action::StartGeneration {
+                    answer: id,
+                    request,
+                });
+                None
+            }
+        };
         self.answer = Some(Answer {
             id,
             user_text,
@@ -138,6 +158,7 @@ impl ConversationCore {
             first_chunk: None,
             stats: None,
             clock: Some(clock),
+            draft,
         });
     }
 
@@ -146,6 +167,7 @@ impl ConversationCore {
         if !self.generating(id) {
             return; // A cancelled answer's token: never spoken.
         }
+        self.note_continuation(id);
         let Some(a) = self.answer.as_mut() else {
             return;
         };
@@ -177,6 +199,9 @@ impl ConversationCore {
         if !self.generating(id) {
             return; // A cancelled generation's failure concerns nobody.
         }
+        if self.take_over_from_slow(id, &failure.message) {
+            return;
+        }
         tracing::warn!(error = %failure.message, unreachable = failure.unreachable, "language model failed");
         self.emit(ConversationEvent::Error {
             message: failure.message,
@@ -198,10 +223,16 @@ impl ConversationCore {
     /// it plays), the LLM stops, the synthesizer forgets it.
     pub(super) fn cancel_answer(&mut self) {
         self.flush_output();
+        let drafting = self.draft_in_flight();
         let Some(a) = self.answer.take() else {
             return;
         };
-        if !a.llm_done {
+        if drafting {
+            self.actions.push(Action::CancelDraft { answer: a.id });
+        }
+        // With a draft still undecided, no continuation was started.
+        let continuing = a.draft.as_ref().is_none_or(|d| d.decided);
+        if !a.llm_done && continuing {
             self.actions.push(Action::CancelGeneration { answer: a.id });
         }
         self.actions.push(Action::CancelSpeech { answer: a.id });

@@ -5,6 +5,8 @@ use crate::config::DialogConfig;
 use crate::conversation::ConversationEvent;
 use crate::llm::{ChatMessage, GenerateRequest, GenerationStats, Sampling, Token};
 use crate::turn::TurnConfig;
+use crate::verifier::Verifier;
+use std::sync::Arc;
 use std::time::Duration;
 use vr_core::SampleRate;
 use vr_tts::VoiceKind;
@@ -78,6 +80,13 @@ pub enum Event {
         answer: AnswerId,
         failure: LlmFailure,
     },
+    /// One token of `answer`'s draft (the dual path's fast model), with its features.
+    DraftToken { answer: AnswerId, token: Token },
+    /// The drafter stopped by itself before the draft was full; `complete`: it ended its
+    /// message (the whole answer is the draft), else it hit its length.
+    DraftFinished { answer: AnswerId, complete: bool },
+    /// The drafter failed: the slow path answers alone.
+    DraftFailed { answer: AnswerId, reason: String },
     /// Audio of one clause of `answer`, already at the output's rate (the driver resamples the
     /// voice's audio, and flushes its resampler before [`Event::TtsDone`]).
     TtsAudio {
@@ -123,6 +132,20 @@ pub enum Action {
     },
     /// Stop generating `answer`; tokens still in flight are ignored.
     CancelGeneration { answer: AnswerId },
+    /// Dual path: draft the first words of `answer` on the fast model (with the hidden state);
+    /// report its tokens as [`Event::DraftToken`], its end as [`Event::DraftFinished`].
+    StartDraft {
+        answer: AnswerId,
+        request: GenerateRequest,
+    },
+    /// Stop drafting `answer` (the draft is full, or the answer was cancelled).
+    CancelDraft { answer: AnswerId },
+    /// Dual path, the slow model failed: the fast model completes `answer` from its kept draft
+    /// (`request.assistant_prefix`); its tokens come back as [`Event::LlmToken`] of `answer`.
+    StartFastCompletion {
+        answer: AnswerId,
+        request: GenerateRequest,
+    },
     /// Synthesize one clause of `answer`, after the ones before it. The core has already cut the
     /// text into clauses: the synthesizer speaks `text` as it is.
     SpeakText {
@@ -174,6 +197,39 @@ pub struct CoreConfig {
     /// How long past the turn's end (on the recogniser's clock) to wait for a final that a
     /// partial announced: the recogniser's own VAD lag plus its `final_silence_ms` hold.
     pub final_hold: Duration,
+    /// The dual path (fast draft, verifier, slow continuation); `None`: one model answers.
+    pub dual: Option<DualPathConfig>,
+}
+
+/// How the dual path drafts and decides.
+#[derive(Debug, Clone)]
+pub struct DualPathConfig {
+    /// Words in a draft: the drafter stops before the token that starts the next one.
+    pub draft_words: usize,
+    /// Most tokens the drafter may take for them.
+    pub draft_max_tokens: usize,
+    /// Keep the draft when the verifier scores at least this; 0 keeps every draft, 1 none.
+    pub keep_threshold: f32,
+    pub verifier: Arc<Verifier>,
+}
+
+impl PartialEq for DualPathConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.draft_words == other.draft_words
+            && self.draft_max_tokens == other.draft_max_tokens
+            && self.keep_threshold == other.keep_threshold
+            && Arc::ptr_eq(&self.verifier, &other.verifier)
+    }
+}
+
+impl DualPathConfig {
+    /// The verifier's decision for a draft scored `score` (`None`: it could not be scored).
+    pub fn keeps(&self, score: Option<f32>) -> bool {
+        if self.keep_threshold <= 0.0 {
+            return true;
+        }
+        self.keep_threshold < 1.0 && score.is_some_and(|s| s >= self.keep_threshold)
+    }
 }
 
 impl CoreConfig {
@@ -191,6 +247,7 @@ impl CoreConfig {
             max_clause_chars: 180,
             vad_end_lag: Duration::from_millis(230),
             final_hold: Duration::from_secs(2),
+            dual: None,
         }
     }
 }

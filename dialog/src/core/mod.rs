@@ -54,6 +54,7 @@
 #![deny(clippy::disallowed_methods)]
 
 mod answer;
+mod dual;
 mod io;
 mod output;
 mod time;
@@ -62,7 +63,7 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-pub use io::{Action, AnswerId, ClauseId, CoreConfig, Event, LlmFailure};
+pub use io::{Action, AnswerId, ClauseId, CoreConfig, DualPathConfig, Event, LlmFailure};
 pub use time::Millis;
 
 use crate::conversation::{ConversationEvent, ConversationSummary, LoopState, SharedCounter};
@@ -181,6 +182,9 @@ impl ConversationCore {
             }
             Event::LlmToken { answer, token } => self.on_llm_token(answer, token),
             Event::LlmFinished { answer, stats } => self.on_llm_finished(answer, stats),
+            Event::DraftToken { answer, token } => self.on_draft_token(answer, token),
+            Event::DraftFinished { answer, complete } => self.on_draft_finished(answer, complete),
+            Event::DraftFailed { answer, reason } => self.on_draft_failed(answer, reason),
             Event::LlmFailed { answer, failure } => self.on_llm_failed(answer, failure),
             Event::TtsAudio {
                 answer,

@@ -22,6 +22,8 @@ impl ConversationCore {
             return; // Another (cancelled) answer's audio: never played.
         };
         a.first_chunk.get_or_insert(now);
+        let seam = clause.0 == 1 && a.last_clause != Some(clause);
+        let at = a.produced;
         if a.last_clause != Some(clause) {
             let text = a
                 .clauses
@@ -33,6 +35,9 @@ impl ConversationCore {
         }
         a.produced += samples.len() as u64;
         a.pending.extend(samples);
+        if seam {
+            self.mark_seam(id, at);
+        }
     }
 
     pub(super) fn on_tts_done(&mut self, id: AnswerId) {
@@ -86,6 +91,27 @@ impl ConversationCore {
         if queued >= lead {
             return;
         }
+        let n = (lead - queued).min(a.pending.len() as u64);
+        // The continuation after a kept draft: silence before it only when it starts this write
+        // on an output that ran dry (inside a write, it follows the draft sample for sample).
+        let (written, ran_dry, idle_since) =
+            (a.written, queued == 0 && a.run.is_some(), a.queue_end);
+        let seam_gap = a
+            .draft
+            .as_mut()
+            .filter(|d| {
+                !d.seam_reported
+                    && d.seam_frame
+                        .is_some_and(|f| f >= written && f < written + n)
+            })
+            .map(|d| {
+                d.seam_reported = true;
+                if ran_dry && d.seam_frame == Some(written) {
+                    played.saturating_sub(idle_since)
+                } else {
+                    0
+                }
+            });
         if queued == 0 {
             // Nothing queued: this write starts playing now.
             a.run = Some(Run {
@@ -95,7 +121,7 @@ impl ConversationCore {
             a.queue_end = played;
         }
         a.first_out.get_or_insert(a.queue_end);
-        let n = (lead - queued).min(a.pending.len() as u64) as usize;
+        let n = n as usize;
         let samples: Vec<f32> = a.pending.drain(..n).collect();
         a.written += n as u64;
         a.queue_end += n as u64;
@@ -103,6 +129,9 @@ impl ConversationCore {
             answer: a.id,
             samples,
         });
+        if let Some(gap) = seam_gap {
+            self.report_seam(gap);
+        }
     }
 
     /// Reports what started playing: the answer's first sample (→ Speaking, latency) and each

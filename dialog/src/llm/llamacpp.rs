@@ -18,10 +18,12 @@
 //! same job queue as [`super::local::LocalEngine`]: a speculative prefill yields between chunks as
 //! soon as newer work arrives, a generation checks its cancel token before every forward pass.
 //!
-//! Not provided: the final hidden state ([`TokenFeatures::hidden`] is always `None`). llama.cpp
-//! returns it only from a context with `embeddings` enabled, which makes every prompt position an
-//! output (a 152k-wide logits row per prefill token) and `llama-cpp-2` has no per-batch switch;
-//! a verifier that needs hidden states keeps the candle engine.
+//! The final hidden state ([`TokenFeatures::hidden`], the dual path's verifier reads it) comes
+//! only from a session opened with [`LlamaCppOptions::hidden_states`]: llama.cpp then runs its
+//! context with `embeddings` on, which makes every position of every batch an output (logits and
+//! hidden state for each prefill token: about a third more prefill work on Qwen-0.5B, whose
+//! vocabulary projection is large), and `llama-cpp-2` has no per-batch switch. Only the drafter
+//! pays it.
 
 use super::local::{Detokenizer, PrefillStats};
 use super::sampling::{features, Sampler};
@@ -31,7 +33,7 @@ use super::{
     GenerationSender, GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
 };
 use crate::DialogError;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -56,6 +58,9 @@ pub struct LlamaCppOptions {
     pub prefill_chunk: usize,
     /// Threads llama.cpp computes with, for decoding and for prefill.
     pub threads: usize,
+    /// Report the final-norm hidden state with each generated token (when the request asks for
+    /// it). Costs every prefill position an output; see the module docs.
+    pub hidden_states: bool,
 }
 
 impl Default for LlamaCppOptions {
@@ -64,6 +69,7 @@ impl Default for LlamaCppOptions {
             max_context: 4096,
             prefill_chunk: 64,
             threads: 1,
+            hidden_states: false,
         }
     }
 }
@@ -259,7 +265,13 @@ impl LlamaCppModel {
             .with_n_seq_max(1)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_embeddings(false);
+            .with_embeddings(opts.hidden_states);
+        // Per-token (unpooled) hidden states: the model's own pooling type would average them.
+        let params = if opts.hidden_states {
+            params.with_pooling_type(LlamaPoolingType::None)
+        } else {
+            params
+        };
         let ctx = self
             .model
             .new_context(backend()?, params)
@@ -270,6 +282,8 @@ impl LlamaCppModel {
             batch: LlamaBatch::new(chunk, 1),
             cached: Vec::new(),
             head: Vec::new(),
+            head_hidden: Vec::new(),
+            hidden_states: opts.hidden_states,
             head_valid: false,
             prefill_chunk: chunk,
             capacity,
@@ -294,6 +308,9 @@ pub struct LlamaCppLlm<'m> {
     /// Logits at the last cached position (copied out: llama.cpp's buffer is overwritten by the
     /// next decode and its accessor panics on a stale index).
     head: Vec<f32>,
+    /// Final-norm hidden state at the last cached position, when `hidden_states` is on.
+    head_hidden: Vec<f32>,
+    hidden_states: bool,
     /// False after a rollback or reset: `head` no longer belongs to the last cached position.
     head_valid: bool,
     prefill_chunk: usize,
@@ -439,8 +456,11 @@ impl LlamaCppLlm<'_> {
                 needed: pos + i,
                 capacity: self.capacity,
             })?;
+            // With embeddings on llama.cpp outputs every position anyway (and warns when one is
+            // not marked).
+            let output = self.hidden_states || i + 1 == chunk.len();
             self.batch
-                .add(LlamaToken(token), p, &[0], i + 1 == chunk.len())
+                .add(LlamaToken(token), p, &[0], output)
                 .map_err(|e| DialogError::LlamaCpp(format!("batch: {e}")))?;
         }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
@@ -453,6 +473,14 @@ impl LlamaCppLlm<'_> {
         let last = self.batch.n_tokens() - 1;
         self.head.clear();
         self.head.extend_from_slice(self.ctx.get_logits_ith(last));
+        if self.hidden_states {
+            let hidden = self
+                .ctx
+                .embeddings_ith(last)
+                .map_err(|e| DialogError::LlamaCpp(format!("hidden state: {e}")))?;
+            self.head_hidden.clear();
+            self.head_hidden.extend_from_slice(hidden);
+        }
         self.head_valid = true;
         Ok(())
     }
@@ -460,6 +488,44 @@ impl LlamaCppLlm<'_> {
     /// Logits at the last cached position (after a complete `sync_prompt` or a generated token).
     pub fn last_logits(&self) -> Option<&[f32]> {
         self.head_valid.then_some(self.head.as_slice())
+    }
+
+    /// Log-probability of each token of `continuation` following `prompt`, one forward pass per
+    /// continuation token after the prompt's prefill (which reuses the cache like
+    /// [`Self::sync_prompt`]). This is how the dual path's data scores a draft under the slow
+    /// model.
+    ///
+    /// # Errors
+    /// An empty prompt, a context overflow or a llama.cpp failure.
+    pub fn score_continuation(
+        &mut self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<f32>, DialogError> {
+        if prompt.len() + continuation.len() > self.capacity {
+            return Err(DialogError::ContextOverflow {
+                needed: prompt.len() + continuation.len(),
+                capacity: self.capacity,
+            });
+        }
+        self.sync_prompt(prompt, &|| false)?;
+        let mut out = Vec::with_capacity(continuation.len());
+        for (i, &id) in continuation.iter().enumerate() {
+            let logits = self.last_logits().ok_or_else(|| DialogError::BadRequest {
+                reason: "no logits after prefill".into(),
+            })?;
+            let index = usize::try_from(id).unwrap_or(usize::MAX);
+            if index >= logits.len() {
+                return Err(DialogError::BadRequest {
+                    reason: format!("token {id} is outside the vocabulary ({})", logits.len()),
+                });
+            }
+            out.push(features(logits, index).0);
+            if i + 1 < continuation.len() {
+                self.feed(&[id])?;
+            }
+        }
+        Ok(out)
     }
 
     /// Speculative prefill: caches the prompt up to the user's unfinished turn (`messages` ends
@@ -533,8 +599,8 @@ impl LlamaCppLlm<'_> {
                     logprob,
                     entropy: Some(entropy),
                     margin: Some(margin),
-                    // See the module docs: not available from llama.cpp here.
-                    hidden: None,
+                    hidden: (req.want_hidden && self.hidden_states)
+                        .then(|| self.head_hidden.clone()),
                 }),
             };
             stats.generated_tokens += 1;

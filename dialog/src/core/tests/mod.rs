@@ -3,6 +3,7 @@
 
 mod answers;
 mod barge_in;
+mod dual;
 mod turns;
 
 use super::*;
@@ -39,6 +40,7 @@ fn cfg() -> CoreConfig {
         max_clause_chars: 180,
         vad_end_lag: Duration::from_millis(100),
         final_hold: Duration::from_secs(2),
+        dual: None,
     }
 }
 
@@ -225,6 +227,11 @@ fn brief(a: &Action) -> String {
             request.messages.last().map_or("", |m| m.content.as_str())
         ),
         Action::CancelGeneration { answer } => format!("cancel-gen {}", answer.0),
+        Action::StartDraft { answer, .. } => format!("draft {}", answer.0),
+        Action::CancelDraft { answer } => format!("cancel-draft {}", answer.0),
+        Action::StartFastCompletion { answer, request } => {
+            format!("fast-complete {} {:?}", answer.0, request.assistant_prefix)
+        }
         Action::SpeakText {
             answer,
             clause,

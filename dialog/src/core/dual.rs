@@ -1,0 +1,264 @@
+//! The dual path (RelayS2S): a fast model drafts the answer's first words, a small verifier
+//! decides from the drafter's own token features whether the slow model would have started
+//! that way, and the slow model continues after a kept draft (or answers alone).
+//!
+//! Order of work, chosen for two cores: the draft runs first and alone ([`Action::StartDraft`]);
+//! the slow model starts when the verifier has decided, with the kept draft forced as the start
+//! of its message (`assistant_prefix`), so the two never compete for the cores and the slow
+//! model's prefill and first tokens run while the draft is being spoken. The draft is decided
+//! before it is heard: a discarded draft is never spoken.
+//!
+//! Failures never leave a draft hanging: if the drafter fails the slow model answers alone; if
+//! the slow model fails before its first token, the fast model completes the answer from the
+//! kept draft ([`Action::StartFastCompletion`]).
+
+use super::{Action, AnswerId, ConversationCore};
+use crate::conversation::ConversationEvent;
+use crate::llm::{GenerateRequest, Token, TokenFeatures};
+use crate::verifier::draft_token_count;
+
+/// One answer's draft and what became of it.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    tokens: Vec<Token>,
+    /// The request the slow model gets (with the draft as its prefix when kept).
+    request: GenerateRequest,
+    /// The drafter is still producing tokens.
+    pub(crate) drafting: bool,
+    /// The verifier has decided (and the slow model, or nothing, has been started).
+    pub(crate) decided: bool,
+    pub(crate) kept: bool,
+    /// The continuation (slow model, or the fast completion) produced a token.
+    pub(crate) continued: bool,
+    /// The fast model took over from a failed slow model.
+    pub(crate) fast_completion: bool,
+    /// Answer frame where the continuation's audio starts, once its first chunk arrived.
+    pub(crate) seam_frame: Option<u64>,
+    pub(crate) seam_reported: bool,
+}
+
+impl Draft {
+    pub(crate) fn new(request: GenerateRequest) -> Self {
+        Self {
+            tokens: Vec::new(),
+            request,
+            drafting: true,
+            decided: false,
+            kept: false,
+            continued: false,
+            fast_completion: false,
+            seam_frame: None,
+            seam_reported: false,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.tokens.iter().map(|t| t.text.as_str()).collect()
+    }
+
+    fn features(&self) -> Option<Vec<TokenFeatures>> {
+        self.tokens.iter().map(|t| t.features.clone()).collect()
+    }
+}
+
+impl ConversationCore {
+    /// The drafter's request: the answer's own messages, drafting greedily with hidden states.
+    pub(super) fn draft_request(
+        &self,
+        request: &GenerateRequest,
+        max_tokens: usize,
+    ) -> GenerateRequest {
+        let mut draft = request.clone();
+        draft.max_tokens = max_tokens;
+        draft.want_hidden = true;
+        draft
+    }
+
+    /// The answer `id` is in flight and still drafting.
+    fn drafting(&mut self, id: AnswerId) -> Option<&mut super::answer::Answer> {
+        self.answer
+            .as_mut()
+            .filter(|a| a.id == id && a.draft.as_ref().is_some_and(|d| d.drafting))
+    }
+
+    pub(super) fn on_draft_token(&mut self, id: AnswerId, token: Token) {
+        let now = self.now;
+        let Some(dual) = self.cfg.dual.clone() else {
+            return;
+        };
+        let Some(a) = self
+            .answer
+            .as_mut()
+            .filter(|a| a.id == id && a.draft.as_ref().is_some_and(|d| d.drafting))
+        else {
+            return; // A cancelled or finished draft's token.
+        };
+        a.first_token.get_or_insert(now);
+        let Some(d) = a.draft.as_mut() else {
+            return;
+        };
+        let mut pieces: Vec<&str> = d.tokens.iter().map(|t| t.text.as_str()).collect();
+        pieces.push(&token.text);
+        // This token starts the word after the draft: the draft is full without it.
+        let full = draft_token_count(&pieces, dual.draft_words) < pieces.len();
+        if !full {
+            d.tokens.push(token);
+        }
+        if full || d.tokens.len() >= dual.draft_max_tokens {
+            d.drafting = false;
+            self.actions.push(Action::CancelDraft { answer: id });
+            self.decide_draft(false);
+        }
+    }
+
+    /// The drafter stopped by itself; `complete`: it ended its message (the whole answer is the
+    /// draft).
+    pub(super) fn on_draft_finished(&mut self, id: AnswerId, complete: bool) {
+        let Some(a) = self.drafting(id) else {
+            return;
+        };
+        if let Some(d) = a.draft.as_mut() {
+            d.drafting = false;
+        }
+        self.decide_draft(complete);
+    }
+
+    pub(super) fn on_draft_failed(&mut self, id: AnswerId, reason: String) {
+        let Some(a) = self.drafting(id) else {
+            return;
+        };
+        if let Some(d) = a.draft.as_mut() {
+            d.drafting = false;
+            d.tokens.clear();
+        }
+        tracing::warn!(%reason, "the drafter failed; the slow model answers alone");
+        self.decide_draft(false);
+    }
+
+    /// The verifier's decision, then the slow model (or the end of the answer).
+    fn decide_draft(&mut self, complete: bool) {
+        let now = self.now;
+        let Some(dual) = self.cfg.dual.clone() else {
+            return;
+        };
+        let Some(a) = self.answer.as_mut() else {
+            return;
+        };
+        let Some(d) = a.draft.as_mut().filter(|d| !d.decided) else {
+            return;
+        };
+        d.decided = true;
+        let text = d.text();
+        let score = match d.features() {
+            Some(f) if !f.is_empty() => match dual.verifier.score_draft(&f) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the verifier cannot score this draft");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let kept = !text.trim().is_empty() && dual.keeps(score);
+        d.kept = kept;
+        let mut request = d.request.clone();
+        let id = a.id;
+        let draft_ms = now.since(a.started);
+        if kept {
+            request.assistant_prefix = text.clone();
+            a.push_text(&text);
+            a.speak(text.trim().to_string(), now, &mut self.actions);
+            if complete {
+                a.llm_done = true;
+                self.actions.push(Action::FinishSpeech { answer: id });
+            } else {
+                self.actions.push(Action::StartGeneration {
+                    answer: id,
+                    request,
+                });
+            }
+        } else {
+            // The slow model's first token is the answer's.
+            a.first_token = None;
+            self.actions.push(Action::StartGeneration {
+                answer: id,
+                request,
+            });
+        }
+        self.emit(ConversationEvent::Draft {
+            text: text.trim().to_string(),
+            score,
+            kept,
+            draft_ms,
+        });
+    }
+
+    /// The continuation produced a token (a later failure ends the answer as usual).
+    pub(super) fn note_continuation(&mut self, id: AnswerId) {
+        if let Some(d) = self
+            .answer
+            .as_mut()
+            .filter(|a| a.id == id)
+            .and_then(|a| a.draft.as_mut())
+        {
+            d.continued = true;
+        }
+    }
+
+    /// The slow model failed before its first token: the fast model completes the answer from
+    /// the kept draft (or answers alone). True if it took over; false: fail as usual.
+    pub(super) fn take_over_from_slow(&mut self, id: AnswerId, message: &str) -> bool {
+        let Some(a) = self.answer.as_mut().filter(|a| a.id == id) else {
+            return false;
+        };
+        let Some(d) = a
+            .draft
+            .as_mut()
+            .filter(|d| d.decided && !d.continued && !d.fast_completion)
+        else {
+            return false;
+        };
+        d.fast_completion = true;
+        let mut request = d.request.clone();
+        if d.kept {
+            request.assistant_prefix = d.text();
+        }
+        self.actions.push(Action::StartFastCompletion {
+            answer: id,
+            request,
+        });
+        tracing::warn!(error = %message, "the slow model failed; the fast model completes the answer");
+        self.emit(ConversationEvent::Error {
+            message: format!("{message} (the fast model completes the answer)"),
+        });
+        true
+    }
+
+    /// The continuation's first audio arrives at answer frame `frame`.
+    pub(super) fn mark_seam(&mut self, id: AnswerId, frame: u64) {
+        if let Some(d) = self
+            .answer
+            .as_mut()
+            .filter(|a| a.id == id)
+            .and_then(|a| a.draft.as_mut())
+            .filter(|d| d.kept && d.seam_frame.is_none())
+        {
+            d.seam_frame = Some(frame);
+        }
+    }
+
+    /// `gap` output frames passed between the draft's end and the continuation's start.
+    pub(super) fn report_seam(&mut self, gap_frames: u64) {
+        let rate = u64::from(self.cfg.output_rate.0.max(1));
+        self.emit(ConversationEvent::Seam {
+            gap_ms: gap_frames * 1000 / rate,
+        });
+    }
+
+    pub(super) fn draft_in_flight(&self) -> bool {
+        self.answer
+            .as_ref()
+            .and_then(|a| a.draft.as_ref())
+            .is_some_and(|d| d.drafting)
+    }
+}
