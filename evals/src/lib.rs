@@ -8,6 +8,7 @@
 pub mod asr_eval;
 pub mod corpus;
 pub mod dialog_eval;
+pub mod dual_eval;
 pub mod normalize;
 pub mod plots;
 pub mod report;
@@ -15,6 +16,7 @@ pub mod resources;
 pub mod schema;
 pub mod streaming;
 pub mod turn_eval;
+pub mod verifier_data;
 pub mod wer;
 
 #[derive(Debug, thiserror::Error)]

@@ -266,3 +266,47 @@ pub fn asr_plots(report: &AsrReport) -> Result<Vec<(&'static str, String)>, Eval
         ("cost_vs_position", cost_vs_position(report, budget_ms)?),
     ])
 }
+
+/// Lines through `(x, y)` points on the unit square, one per series (e.g. a threshold sweep:
+/// keep rate against the share of kept drafts the slow model accepts).
+pub fn unit_lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<String, EvalError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..1.0, 0f64..1.0)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(plot_err)?;
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}

@@ -39,6 +39,11 @@ enum Command {
     Dialog(super::eval_dialog::DialogArgs),
     /// End of turn: silence timer vs Smart Turn (endpointing latency, false cut-offs).
     Turn(super::eval_turn::TurnArgs),
+    /// Typed turns through the conversation core: dual path vs the slow model alone vs the fast
+    /// model alone (onset, seam gap, quality, factual accuracy).
+    Dual(super::eval_dual::DualArgs),
+    /// The dual path's verifier: draft with the fast model, label with the slow one, train, report.
+    Verifier(super::eval_verifier::VerifierArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +187,8 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         }
         Command::Dialog(a) => super::eval_dialog::run(cfg, a),
         Command::Turn(a) => super::eval_turn::run(cfg, a),
+        Command::Dual(a) => super::eval_dual::run(cfg, a),
+        Command::Verifier(a) => super::eval_verifier::run(cfg, a),
     }
 }
 
