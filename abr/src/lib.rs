@@ -15,11 +15,13 @@ pub mod error;
 pub mod estimator;
 pub mod inter_arrival;
 pub mod loss;
+pub mod recap;
 pub mod trendline;
 pub mod units;
 
 pub use error::AbrError;
 pub use estimator::{EstimatorConfig, EstimatorStats, ReceiverEstimator, RembReason, RembUpdate};
 pub use inter_arrival::AbsSendTime;
+pub use recap::{RecapBranch, RecapDecision, RecapTable};
 pub use trendline::BandwidthUsage;
 pub use units::{Bitrate, Micros, TimeDelta};
