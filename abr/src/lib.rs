@@ -13,6 +13,7 @@
 pub mod aimd;
 pub mod error;
 pub mod estimator;
+pub mod framerate;
 pub mod inter_arrival;
 pub mod loss;
 pub mod recap;
