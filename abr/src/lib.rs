@@ -17,6 +17,7 @@ pub mod framerate;
 pub mod inter_arrival;
 pub mod loss;
 pub mod recap;
+pub mod sim;
 pub mod trendline;
 pub mod units;
 
