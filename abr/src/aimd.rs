@@ -48,6 +48,7 @@ pub struct AimdConfig {
     pub multiplicative_increase_per_sec: f64,
     /// Assumed round-trip time (the receiver does not measure it): sets the additive increase
     /// and the minimum spacing of successive decreases.
+    #[serde(rename = "rtt_us")]
     pub rtt: Micros,
     /// Assumed frame rate and packet size for the additive increase ("one packet per RTT").
     pub frame_rate: f64,

@@ -31,10 +31,13 @@ use std::collections::VecDeque;
 #[serde(deny_unknown_fields, default)]
 pub struct EstimatorConfig {
     /// Packets sent within this interval form one group (GCC: 5 ms).
+    #[serde(rename = "burst_us")]
     pub burst: Micros,
     /// Window of the incoming-rate measurement.
+    #[serde(rename = "incoming_window_us")]
     pub incoming_window: Micros,
     /// Regular REMB interval.
+    #[serde(rename = "remb_interval_us")]
     pub remb_interval: Micros,
     /// A drop of at least this fraction since the last REMB sends one at once.
     pub remb_drop_fraction: f64,
@@ -381,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn remb_first_periodic_and_on_drop() {
+    fn remb_first_and_periodic_and_backwards_poll() {
         let mut e = est();
         assert_eq!(
             e.poll(Micros::ZERO),
@@ -403,6 +406,43 @@ mod tests {
         // Time going backwards: counted, nothing emitted.
         assert_eq!(e.poll(Micros::from_millis(900)), None);
         assert_eq!(e.stats().poll_backwards, 1);
+    }
+
+    #[test]
+    fn config_from_toml_with_units_in_the_keys() {
+        let text = "remb_interval_us = 500000\n[aimd]\nstart_bps = 1000000\nrtt_us = 100000\n\
+                    [trendline]\noveruse_time_us = 20000\n[loss]\ninterval_us = 1000000\n";
+        let cfg: EstimatorConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.remb_interval, Micros::from_millis(500));
+        assert_eq!(cfg.aimd.start_bps, Bitrate::from_kbps(1000));
+        assert_eq!(cfg.aimd.rtt, Micros::from_millis(100));
+        assert_eq!(cfg.trendline.overuse_time, Micros::from_millis(20));
+        assert_eq!(cfg.loss.interval, Micros::from_secs(1));
+        assert_eq!(cfg.burst, Micros::from_millis(5));
+        assert!(cfg.validate().is_ok());
+        assert!(toml::from_str::<EstimatorConfig>("remb_interval = 5").is_err());
+    }
+
+    #[test]
+    fn random_garbage_never_panics_and_every_packet_is_accounted() {
+        let mut rng = crate::sim::SplitMix64::new(3);
+        let mut e = est();
+        for _ in 0..20_000 {
+            let r = rng.next_u64();
+            let arrival = Micros(r % 100_000_000);
+            let send = AbsSendTime::from_raw((r >> 20) as u32);
+            let size = ((r >> 44) % 1500) as u32;
+            let seq = (rng.next_u64() % 3000) as u16;
+            e.on_packet(arrival, send, size, seq);
+            let _ = e.poll(Micros(rng.next_u64() % 100_000_000));
+        }
+        let s = e.stats();
+        assert_eq!(s.packets, 20_000);
+        assert!(s.invalid_size > 0 && s.duplicates > 0 && s.arrival_backwards > 0);
+        assert!(s.poll_backwards > 0);
+        let est = e.estimate();
+        let cfg = EstimatorConfig::default();
+        assert!(est >= cfg.aimd.min_bps && est <= cfg.aimd.max_bps, "{est}");
     }
 
     #[test]

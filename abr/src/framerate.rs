@@ -28,6 +28,7 @@ pub struct FrameRateConfig {
     /// At or above this, motion: full rate at once. Must be ≥ `static_threshold`.
     pub motion_threshold: f32,
     /// How long the scene must stay static before each step down.
+    #[serde(rename = "hold_us")]
     pub hold: Micros,
 }
 

@@ -120,6 +120,7 @@ impl SeqTracker {
 pub struct LossConfig {
     /// Length of a measurement interval. Short enough (250 ms) that the ×1.05 recovery per
     /// interval keeps up with the delay-based estimate's 8 %/s growth when there is no loss.
+    #[serde(rename = "interval_us")]
     pub interval: Micros,
     /// An interval needs at least this many expected packets; shorter ones are extended.
     pub min_packets: u64,

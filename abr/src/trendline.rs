@@ -55,6 +55,7 @@ pub struct TrendlineConfig {
     /// Upper clamp of the threshold (ms).
     pub max_threshold_ms: f64,
     /// How long `trend > γ` must persist before overuse is signalled.
+    #[serde(rename = "overuse_time_us")]
     pub overuse_time: Micros,
 }
 

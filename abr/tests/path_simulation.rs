@@ -5,7 +5,7 @@
 //! figures (`cargo test -- --nocapture`).
 
 use vr_abr::sim::{run, BandwidthTrace, SimConfig, SimReport};
-use vr_abr::{AbsSendTime, Bitrate, EstimatorConfig, Micros, ReceiverEstimator};
+use vr_abr::{AbsSendTime, Bitrate, EstimatorConfig, Micros, ReceiverEstimator, RembReason};
 
 fn kbps(k: u64) -> Bitrate {
     Bitrate::from_kbps(k)
@@ -104,6 +104,17 @@ fn step_down_backs_off_within_a_second_and_queue_drains() {
         .window(step, cfg.duration)
         .map(|s| s.loss)
         .fold(0.0, f64::max);
+    // The drop is reported by an immediate REMB (a >= 3 % drop), not at the next 1 s one.
+    // Detection itself needs a few delayed groups to come out of the queue: at 0.5 Mbit/s a
+    // 12 kB frame (2.9 Mbit/s at 30 fps) takes 190 ms to leave it.
+    let first_drop_remb = r
+        .rembs
+        .iter()
+        .find(|u| u.at >= step && u.reason == RembReason::Decrease)
+        .map(|u| u.at.saturating_since(step))
+        .unwrap_or_else(|| panic!("no immediate REMB after the step"));
+    eprintln!("first decrease REMB {first_drop_remb} after the step");
+    assert!(first_drop_remb <= ms(700), "{first_drop_remb}");
     eprintln!(
         "before step: estimate {before:.0} kbit/s; estimate < capacity after {below}, sender \
          after {send_below}; max queue delay {max_q}; < 100 ms after {drained}, then max {late_q}; \
