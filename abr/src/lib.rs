@@ -36,6 +36,11 @@
 //!   (asserted < 500 kbit/s), set by the loss-based path; with 0 % loss it never trails the
 //!   delay-based estimate by more than 1 % (asserted ≤ 2 %).
 //! - A sender clock wrapping (abs-send-time) mid-run gives the same estimates.
+//! - ReCapABR on saturating content (a synthetic table reaching θ = 0.8 at 540 kbit/s) over a
+//!   2.5 Mbit/s link: the advertised rate settles at 540 kbit/s after 8.1 s (≤ 10 s: the CC
+//!   estimate first has to grow there) and stays there, 34 % below the CC estimate (asserted
+//!   ≥ 20 %; the estimate itself is held to 1.5 × the incoming rate + 10 kbit/s, so this is not
+//!   headroom against the 2.5 Mbit/s capacity), with queue delay ≤ 7.2 ms (< 10 ms).
 //!
 //! # The loop a driver runs
 //! ```

@@ -19,6 +19,7 @@
 use crate::error::{check_f64, check_positive, AbrError};
 use crate::estimator::{EstimatorConfig, EstimatorStats, ReceiverEstimator, RembUpdate};
 use crate::inter_arrival::AbsSendTime;
+use crate::recap::RecapTable;
 use crate::units::{Bitrate, Micros};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -134,6 +135,17 @@ pub struct SimConfig {
     pub sample_interval: Micros,
     /// The receiver's estimator.
     pub estimator: EstimatorConfig,
+    /// An optional ReCapABR cap applied to each REMB before it is sent back.
+    pub cap: Option<SimCap>,
+}
+
+/// The ReCapABR cap the simulated receiver applies: `table.decide(class, None, ..)`.
+#[derive(Clone, Debug)]
+pub struct SimCap {
+    /// The confidence table.
+    pub table: RecapTable,
+    /// The content class being sent.
+    pub class: String,
 }
 
 impl Default for SimConfig {
@@ -156,6 +168,7 @@ impl Default for SimConfig {
             send_clock_offset: Micros::ZERO,
             sample_interval: Micros::from_millis(100),
             estimator,
+            cap: None,
         }
     }
 }
@@ -192,6 +205,8 @@ pub struct SimSample {
     pub delay_based: Bitrate,
     /// Its loss-based part.
     pub loss_based: Bitrate,
+    /// The last REMB value sent back (after the cap, if any).
+    pub advertised: Bitrate,
     /// Queueing delay a packet entering the bottleneck now would see.
     pub queue_delay: Micros,
     /// Fraction of the packets sent during the last sample interval that were lost (queue
@@ -273,6 +288,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
     let frame_interval_us = 1e6 / f64::from(config.frame_rate);
 
     let mut target = config.start_bitrate;
+    let mut advertised = config.start_bitrate;
     let mut rate = config.start_bitrate.bps() as f64;
     let mut feedback: VecDeque<(Micros, Bitrate)> = VecDeque::new();
     let mut next_frame_us = 0.0f64;
@@ -375,7 +391,15 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
             }
         }
         if let Some(remb) = est.poll(t) {
-            feedback.push_back((t + config.propagation, remb.bitrate));
+            advertised = match &config.cap {
+                Some(cap) => {
+                    cap.table
+                        .decide(&cap.class, None, advertised, remb.bitrate)
+                        .target
+                }
+                None => remb.bitrate,
+            };
+            feedback.push_back((t + config.propagation, advertised));
             report.rembs.push(remb);
         }
 
@@ -389,6 +413,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
                 estimate: est.estimate(),
                 delay_based: est.delay_based(),
                 loss_based: est.loss_based(),
+                advertised,
                 queue_delay: Micros(backlog_us as u64),
                 loss: if interval_sent == 0 {
                     0.0

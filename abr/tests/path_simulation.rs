@@ -4,7 +4,8 @@
 //! Figures asserted here are the ones quoted in the crate docs; each test prints its measured
 //! figures (`cargo test -- --nocapture`).
 
-use vr_abr::sim::{run, BandwidthTrace, SimConfig, SimReport};
+use vr_abr::sim::{run, BandwidthTrace, SimCap, SimConfig, SimReport};
+use vr_abr::RecapTable;
 use vr_abr::{AbsSendTime, Bitrate, EstimatorConfig, Micros, ReceiverEstimator, RembReason};
 
 fn kbps(k: u64) -> Bitrate {
@@ -311,4 +312,47 @@ fn duplicates_reordering_and_backwards_time_are_counted_not_fatal() {
     assert_eq!(s.poll_backwards, 1);
     assert_eq!(s.groups, base.groups);
     assert_eq!(e.estimate(), e.delay_based().min(e.loss_based()));
+}
+
+#[test]
+fn recap_cap_on_saturating_content_keeps_headroom_and_an_empty_queue() {
+    // Synthetic table (not a measurement): confidence saturates, θ = 0.8 reached at 540 kbit/s.
+    let table = RecapTable::from_toml_str(
+        "[[class]]\nname = \"desk\"\n[[class.row]]\n\
+         confidence = [0.50, 0.70, 0.85, 0.90, 0.94, 0.95]\n\
+         measured_by = \"synthetic test fixture, not a measurement\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cap = kbps(2_500);
+    let cfg = SimConfig {
+        duration: secs(30),
+        trace: trace(&[(Micros::ZERO, cap)]),
+        cap: Some(SimCap {
+            table,
+            class: "desk".into(),
+        }),
+        ..SimConfig::default()
+    };
+    let r = sim(&cfg);
+    let end = cfg.duration + ms(1);
+    let settled = r
+        .first_after(Micros::ZERO, |s| s.advertised == kbps(540))
+        .map(|s| s.t)
+        .unwrap_or_else(|| panic!("cap never settled"));
+    let after: Vec<_> = r.window(settled, end).collect();
+    let min_headroom = r
+        .window(settled + secs(5), end)
+        .map(|s| 1.0 - s.advertised.kbps() / s.estimate.kbps())
+        .fold(1.0, f64::min);
+    let max_q = r.max_queue_delay(settled, end);
+    eprintln!(
+        "cap settles at 540 kbit/s after {settled}; min headroom below the estimate from 5 s \
+         later {min_headroom:.3}; max queue delay {max_q}"
+    );
+    // The CC estimate reaches 540 kbit/s from its 300 kbit/s start at ~8 %/s.
+    assert!(settled <= secs(10), "{settled}");
+    assert!(after.iter().all(|s| s.advertised == kbps(540)));
+    // The estimate may only run 1.5 × incoming + 10 kbit/s ahead: 820 kbit/s, 34 % headroom.
+    assert!(min_headroom >= 0.2, "{min_headroom}");
+    assert!(max_q < ms(10), "{max_q}");
 }
