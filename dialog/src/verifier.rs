@@ -17,7 +17,7 @@
 //!
 //! The labels come from the slow model (see `evals/src/verifier_data.rs`): a draft is "kept"
 //! when its mean per-token log-probability under the slow model reaches a threshold taken from
-//! the slow model's own openings.
+//! the slow model's own openings. The trained weights ship in the binary ([`Verifier::builtin`]).
 
 use crate::llm::TokenFeatures;
 use candle_core::{DType, Device, Tensor, Var};
@@ -26,6 +26,10 @@ use std::path::Path;
 
 /// Summary statistics ahead of the hidden state in the verifier's input.
 pub const SCALARS: usize = 8;
+
+/// The weights `voicerelay eval verifier --weights-out` trained on this project's data (the
+/// report of that run is in the README).
+const BUILTIN: &[u8] = include_bytes!("../models/verifier.safetensors");
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -154,6 +158,15 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// The shipped weights (`dialog/models/verifier.safetensors`, compiled in).
+    ///
+    /// # Errors
+    /// Only if the committed file is malformed (tested).
+    pub fn builtin() -> Result<Self, VerifierError> {
+        let tensors = candle_core::safetensors::load_buffer(BUILTIN, &Device::Cpu)?;
+        Self::from_tensors(&tensors)
+    }
+
     /// # Errors
     /// The file cannot be read or lacks a tensor of the right shape.
     pub fn load(path: &Path) -> Result<Self, VerifierError> {
@@ -242,7 +255,7 @@ impl Verifier {
         if b2.len() != 1 {
             return Err(shape_err("l2.bias", 1, b2.len()));
         }
-        if let Some(bad) = std.iter().find(|s| !(**s > 0.0)) {
+        if let Some(bad) = std.iter().find(|s| s.is_nan() || **s <= 0.0) {
             return Err(VerifierError::Weights {
                 name: "norm.std".into(),
                 problem: format!("holds {bad}, every value must be positive"),

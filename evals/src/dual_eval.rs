@@ -7,7 +7,9 @@
 //! the core as it exists; a clause is synthesised (Piper) the moment the core asks, and its audio
 //! handed back when done. The output is virtual: it plays in real time from the moment the core
 //! writes, with a lead long enough that every chunk is written at once, so playback timing is
-//! exact and a late continuation shows as a seam gap. Stages never overlap here (the threaded
+//! exact and a late continuation shows as a seam gap. Once every generation and synthesis has
+//! run, only playback is left and the driver skips to the core's deadlines instead of sleeping
+//! through the answer's audio. Stages never overlap here (the threaded
 //! pipeline would run the slow model while the synthesizer speaks; on two cores they would share
 //! the cores instead).
 //!
@@ -157,13 +159,16 @@ struct Performer<'a> {
     core: &'a mut ConversationCore,
     voice: &'a mut dyn VoiceEngine,
     t0: Instant,
+    /// Virtual time added while nothing but playback was left (see `run_turn`).
+    skipped_ms: u64,
     deferred: VecDeque<Action>,
     events: Vec<ConversationEvent>,
 }
 
 impl Performer<'_> {
     fn now(&self) -> Millis {
-        Millis(u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX))
+        let real = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Millis(real.saturating_add(self.skipped_ms))
     }
 
     /// Handles `event` and performs what follows; true if the running generation was cancelled.
@@ -229,6 +234,7 @@ impl Driver<'_, '_> {
             core: &mut core,
             voice: self.voice.as_mut(),
             t0,
+            skipped_ms: 0,
             deferred: VecDeque::new(),
             events: Vec::new(),
         };
@@ -262,7 +268,7 @@ impl Driver<'_, '_> {
             {
                 break;
             }
-            if t0.elapsed() > deadline {
+            if p.now().ms() > u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX) {
                 return Err(EvalError::Dialog(format!(
                     "turn {:?} in {} mode did not end within {deadline:?}",
                     turn.text,
@@ -271,10 +277,10 @@ impl Driver<'_, '_> {
             }
             match p.core.next_deadline() {
                 Some(d) => {
+                    // Every generation and synthesis has run (they are synchronous here), so
+                    // only playback is left until the deadline: skip to it instead of sleeping.
                     let now = p.now();
-                    if d.ms() > now.ms() {
-                        std::thread::sleep(Duration::from_millis(d.ms() - now.ms()));
-                    }
+                    p.skipped_ms += d.ms().saturating_sub(now.ms());
                     p.handle(Event::Tick)?;
                 }
                 None => {
@@ -286,7 +292,7 @@ impl Driver<'_, '_> {
                 }
             }
         }
-        let total_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let total_ms = p.now().ms();
         let events = std::mem::take(&mut p.events);
         let mut r = TurnResult {
             mode,

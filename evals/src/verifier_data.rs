@@ -9,17 +9,20 @@
 //! log-probability, entropy, margin and hidden state; the verifier's input is made from them
 //! ([`vr_dialog::verifier::draft_input`]). The slow model (Qwen2.5-Coder-1.5B) then scores the
 //! same draft tokens after the same prompt: their log-probabilities under the model that would
-//! continue the answer. On the dev and test splits the slow model also samples its own opening
-//! (temperature 1, the model's own distribution) and scores it the same way.
+//! continue the answer. On the dev and test splits the slow model also makes its own opening,
+//! greedily as in the conversation (and once sampled at temperature 1, reported only).
 //!
 //! **Label** ([`threshold_from_own_openings`]): a draft is *kept* when its mean per-token
 //! log-probability under the slow model is at least τ, the 10th percentile of the slow model's
-//! own openings' mean log-probability on dev: a draft is acceptable when the slow model finds it
-//! as likely as nine in ten of the openings it would produce itself. τ is chosen on dev only.
+//! own greedy openings' mean log-probability on dev: a draft is acceptable when the slow model
+//! finds it as likely as nine in ten of the openings it actually gives. τ is chosen on dev only.
+//! (A first run took τ from the temperature-1 samples: τ = −3.15 kept 97–99 % of the drafts,
+//! too lenient to teach anything; the greedy openings are what the slow path would say.)
 //!
-//! **Training**: [`vr_dialog::verifier::train`] on train, early stopping on dev; ROC AUC and keep
-//! rate reported on test, with two baselines (the drafter's own mean log-probability alone, and
-//! the MLP without the hidden state) and a threshold sweep.
+//! **Training**: [`vr_dialog::verifier::train`] on train, early stopping on dev, for two
+//! candidates — the MLP with the drafter's hidden state and the same MLP on the scalar features
+//! alone; the one with the better dev ROC AUC ships. ROC AUC and keep rate are reported on test
+//! for both, beside the drafter's own mean log-probability as a baseline, with a threshold sweep.
 
 use crate::EvalError;
 use serde::{Deserialize, Serialize};
@@ -83,8 +86,12 @@ pub struct Record {
     pub fast_logprobs: Vec<f32>,
     /// Each draft token's log-probability under the slow model.
     pub slow_logprobs: Vec<f32>,
-    /// The slow model's own sampled opening (dev and test only).
+    /// The slow model's own sampled opening, temperature 1 (dev and test only).
     pub own_opening: Option<Opening>,
+    /// The slow model's own greedy opening (dev and test only): what it says at the
+    /// conversation's temperature 0; the label threshold comes from these.
+    #[serde(default)]
+    pub own_greedy: Option<Opening>,
     pub fast_ms: f64,
     pub slow_ms: f64,
 }
@@ -109,12 +116,12 @@ impl Record {
     }
 }
 
-/// τ: the [`OWN_OPENING_PERCENTILE`] quantile of the slow model's own openings' mean
-/// log-probability over `records` (the dev split). `None` when no opening was sampled.
+/// τ: the [`OWN_OPENING_PERCENTILE`] quantile of the slow model's own greedy openings' mean
+/// log-probability over `records` (the dev split). `None` when none was made.
 pub fn threshold_from_own_openings(records: &[&Record]) -> Option<f32> {
     let mut own: Vec<f32> = records
         .iter()
-        .filter_map(|r| r.own_opening.as_ref())
+        .filter_map(|r| r.own_greedy.as_ref())
         .map(|o| o.mean_logprob)
         .filter(|v| v.is_finite())
         .collect();
@@ -180,8 +187,11 @@ pub struct Analysis {
     pub kept_share_train: f64,
     pub kept_share_dev: f64,
     pub kept_share_test: f64,
-    /// Share of the slow model's own test openings that τ accepts (≈ 0.9 when τ generalises).
+    /// Share of the slow model's own greedy test openings that τ accepts (≈ 0.9 when τ
+    /// generalises).
     pub own_openings_accepted_test: Option<f64>,
+    /// The same for its temperature-1 samples.
+    pub sampled_openings_accepted_test: Option<f64>,
     pub test_auc: f64,
     pub dev_auc: f64,
     pub train_auc: f64,
@@ -190,8 +200,14 @@ pub struct Analysis {
     pub hidden_width: usize,
     /// Baseline: the drafter's own mean log-probability as the score.
     pub test_auc_fast_logprob: f64,
-    /// Baseline: the same MLP without the hidden state.
+    /// Which candidate ships (the better dev AUC).
+    pub chosen: &'static str,
+    /// The MLP with the hidden state.
+    pub test_auc_with_hidden: f64,
+    pub dev_auc_with_hidden: f64,
+    /// The same MLP without the hidden state.
     pub test_auc_scalars_only: f64,
+    pub dev_auc_scalars_only: f64,
     /// Keep rate on test at the 0.5 decision threshold.
     pub keep_rate_at_half: f64,
     pub precision_at_half: f64,
@@ -234,29 +250,39 @@ pub fn analyse(
         examples(&dev_r, tau, None),
         examples(&test_r, tau, None),
     );
-    let (v, report) = verifier::train(&train_x, &dev_x, opts).map_err(err)?;
-    let scores: Vec<f32> = test_x
-        .iter()
-        .map(|e| v.score(&e.input))
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
     let labels: Vec<bool> = test_x.iter().map(|e| e.keep).collect();
-    let fast_scores: Vec<f32> = test_r.iter().map(|r| mean(&r.fast_logprobs)).collect();
+    let score_all = |v: &Verifier, xs: &[Example]| -> Result<Vec<f32>, EvalError> {
+        xs.iter()
+            .map(|e| v.score(&e.input))
+            .collect::<Result<_, _>>()
+            .map_err(err)
+    };
+    // Two candidates, the one with the better dev AUC ships: with the hidden state, and without.
+    let (full, full_report) = verifier::train(&train_x, &dev_x, opts).map_err(err)?;
     let scalars = verifier::SCALARS;
-    let (vs, _) = verifier::train(
+    let test_s = examples(&test_r, tau, Some(scalars));
+    let (small, small_report) = verifier::train(
         &examples(&train_r, tau, Some(scalars)),
         &examples(&dev_r, tau, Some(scalars)),
         opts,
     )
     .map_err(err)?;
-    let scalar_scores: Vec<f32> = examples(&test_r, tau, Some(scalars))
-        .iter()
-        .map(|e| vs.score(&e.input))
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
+    let full_scores = score_all(&full, &test_x)?;
+    let small_scores = score_all(&small, &test_s)?;
+    let with_hidden = full_report.dev_auc >= small_report.dev_auc;
+    let (v, report, scores, test_x) = if with_hidden {
+        (full, full_report.clone(), full_scores.clone(), test_x)
+    } else {
+        (small, small_report.clone(), small_scores.clone(), test_s)
+    };
+    let fast_scores: Vec<f32> = test_r.iter().map(|r| mean(&r.fast_logprobs)).collect();
     let share =
         |xs: &[Example]| xs.iter().filter(|e| e.keep).count() as f64 / xs.len().max(1) as f64;
     let own_test: Vec<f32> = test_r
+        .iter()
+        .filter_map(|r| r.own_greedy.as_ref().map(|o| o.mean_logprob))
+        .collect();
+    let sampled_test: Vec<f32> = test_r
         .iter()
         .filter_map(|r| r.own_opening.as_ref().map(|o| o.mean_logprob))
         .collect();
@@ -283,14 +309,25 @@ pub fn analyse(
         kept_share_test: share(&test_x),
         own_openings_accepted_test: (!own_test.is_empty())
             .then(|| own_test.iter().filter(|v| **v >= tau).count() as f64 / own_test.len() as f64),
+        sampled_openings_accepted_test: (!sampled_test.is_empty()).then(|| {
+            sampled_test.iter().filter(|v| **v >= tau).count() as f64 / sampled_test.len() as f64
+        }),
         test_auc: verifier::roc_auc(&scores, &labels),
         dev_auc: report.dev_auc,
         train_auc: report.train_auc,
         best_epoch: report.best_epoch,
         parameters: v.parameters(),
         hidden_width: v.hidden_width(),
+        chosen: if with_hidden {
+            "scalars + hidden state"
+        } else {
+            "scalars only"
+        },
         test_auc_fast_logprob: verifier::roc_auc(&fast_scores, &labels),
-        test_auc_scalars_only: verifier::roc_auc(&scalar_scores, &labels),
+        test_auc_with_hidden: verifier::roc_auc(&full_scores, &labels),
+        dev_auc_with_hidden: full_report.dev_auc,
+        test_auc_scalars_only: verifier::roc_auc(&small_scores, &labels),
+        dev_auc_scalars_only: small_report.dev_auc,
         keep_rate_at_half: half.keep_rate,
         precision_at_half: half.precision,
         sweep: rows,
@@ -331,7 +368,8 @@ mod tests {
             input: vec![],
             fast_logprobs: vec![],
             slow_logprobs: vec![],
-            own_opening: Some(Opening {
+            own_opening: None,
+            own_greedy: Some(Opening {
                 text: String::new(),
                 mean_logprob: lp,
             }),

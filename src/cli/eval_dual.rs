@@ -50,9 +50,10 @@ pub struct DualArgs {
     /// Threads for llama.cpp.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Verifier weights (written by `voicerelay eval verifier --weights-out`).
-    #[arg(long, default_value = "dialog/models/verifier.safetensors")]
-    verifier: PathBuf,
+    /// Verifier weights (written by `voicerelay eval verifier --weights-out`); default: the
+    /// shipped ones.
+    #[arg(long)]
+    verifier: Option<PathBuf>,
     /// Output directory for dual.json and turns.jsonl.
     #[arg(long, default_value = "eval-results/dual")]
     out: PathBuf,
@@ -82,14 +83,17 @@ pub fn run(cfg: &Config, args: DualArgs) -> Result<ExitCode> {
         hidden_states,
     };
     let bank = vr_tts::VoiceBank::load(&cfg.tts, &store)?;
+    let verifier = match &args.verifier {
+        Some(path) => Verifier::load(path)
+            .with_context(|| format!("loading the verifier {}", path.display()))?,
+        None => Verifier::builtin()?,
+    };
     let mut driver = Driver {
-        fast: fast_model.session(&opts(true))?,
+        // Hidden states only when the verifier reads them.
+        fast: fast_model.session(&opts(verifier.hidden_width() > 0))?,
         slow: slow_model.session(&opts(false))?,
         voice: bank.open(vr_tts::VoiceKind::Piper)?,
-        verifier: Arc::new(
-            Verifier::load(&args.verifier)
-                .with_context(|| format!("loading the verifier {}", args.verifier.display()))?,
-        ),
+        verifier: Arc::new(verifier),
         base: CoreConfig::new(&cfg.dialog, vr_core::SampleRate(22_050)),
         draft_words: args.words,
         keep_threshold: args.threshold,

@@ -115,11 +115,12 @@ impl ConversationCore {
         let mut request = GenerateRequest::new(self.memory.messages_with_user(&user_text));
         request.max_tokens = self.cfg.max_answer_tokens;
         request.sampling = self.cfg.sampling;
-        let draft = match self.cfg.dual.as_ref().map(|d| d.draft_max_tokens) {
-            Some(max_tokens) => {
+        let draft = match self.cfg.dual.as_ref() {
+            Some(dual) => {
+                let draft = self.draft_request(&request, dual);
                 self.actions.push(Action::StartDraft {
                     answer: id,
-                    request: self.draft_request(&request, max_tokens),
+                    request: draft,
                 });
                 Some(Draft::new(request))
             }

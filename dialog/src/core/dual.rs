@@ -62,15 +62,16 @@ impl Draft {
 }
 
 impl ConversationCore {
-    /// The drafter's request: the answer's own messages, drafting greedily with hidden states.
+    /// The drafter's request: the answer's own messages; hidden states only when the verifier
+    /// reads them (they cost the drafter about a third more prefill on llama.cpp).
     pub(super) fn draft_request(
         &self,
         request: &GenerateRequest,
-        max_tokens: usize,
+        dual: &super::DualPathConfig,
     ) -> GenerateRequest {
         let mut draft = request.clone();
-        draft.max_tokens = max_tokens;
-        draft.want_hidden = true;
+        draft.max_tokens = dual.draft_max_tokens;
+        draft.want_hidden = dual.verifier.hidden_width() > 0;
         draft
     }
 
