@@ -9,8 +9,10 @@
 //!   `[min_bitrate_kbps, max_bitrate_kbps]`; a lower `max_bitrate_kbps` and a (synthetic,
 //!   labelled as such) ReCap table each hold every REMB at or below their limit;
 //! - the `transport_video_*` counters moved;
+//! - without abs-send-time negotiated the RTP timestamp stands in (and is counted);
+//! - packets the client withholds are counted lost, packets it holds back counted reordered;
 //! - with video disabled the same offer is answered with the video section rejected, and audio
-//!   still connects.
+//!   still connects; an audio-only offer is answered as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -383,7 +385,8 @@ struct Client {
 }
 
 impl Client {
-    async fn new(with_video: bool) -> Client {
+    /// `abs_send_time = false`: the client does not offer the extension (an older sender).
+    async fn new(with_video: bool, abs_send_time: bool) -> Client {
         let mut media = webrtc::peer_connection::MediaEngine::default();
         media
             .register_codec(
@@ -403,15 +406,17 @@ impl Client {
                 RtpCodecKind::Video,
             )
             .expect("vp8");
-        media
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: ABS_SEND_TIME_URI.to_owned(),
-                },
-                RtpCodecKind::Video,
-                None,
-            )
-            .expect("abs-send-time");
+        if abs_send_time {
+            media
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: ABS_SEND_TIME_URI.to_owned(),
+                    },
+                    RtpCodecKind::Video,
+                    None,
+                )
+                .expect("abs-send-time");
+        }
         let registry = InterceptorRegistry::new().with(Slot::from(14_000), DeliverRemb::default());
         let (gtx, grx) = mpsc::channel(1);
         let (stx, srx) = mpsc::unbounded_channel();
@@ -494,13 +499,28 @@ fn sections(sdp: &str) -> Vec<(String, u16, Vec<String>)> {
     out
 }
 
-/// What the client saw: every REMB (bit/s, media SSRCs).
-type Rembs = Arc<Mutex<Vec<(f32, Vec<u32>)>>>;
+/// One REMB the client received.
+#[derive(Clone, Debug)]
+struct Remb {
+    kbps: f64,
+    sender_ssrc: u32,
+    ssrcs: Vec<u32>,
+}
+
+/// Impairments the client applies itself (loopback has none).
+#[derive(Clone, Copy, Default)]
+struct Impair {
+    /// Never send every n-th packet (0 = send all): the sequence number is skipped.
+    drop_every: u64,
+    /// Every n-th frame (0 = none), hold its last packet back until after the next frame's
+    /// first one: it arrives with a send time before the current group's.
+    hold_every: u64,
+}
 
 /// Sends `SEND_FOR` of paced video at `SEND_RATE_BPS` and collects the REMBs meanwhile (plus
 /// 1.5 s after, so the last periodic one arrives).
-async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>) -> Vec<(f32, Vec<u32>)> {
-    let rembs: Rembs = Arc::default();
+async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>, impair: Impair) -> Vec<Remb> {
+    let rembs: Arc<Mutex<Vec<Remb>>> = Arc::default();
     let reader = {
         let track = track.clone();
         let rembs = rembs.clone();
@@ -511,7 +531,11 @@ async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>) -> Vec<(f32, Ve
                         if let Some(r) =
                             p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                         {
-                            rembs.lock().unwrap().push((r.bitrate, r.ssrcs.clone()));
+                            rembs.lock().unwrap().push(Remb {
+                                kbps: f64::from(r.bitrate) / 1000.0,
+                                sender_ssrc: r.sender_ssrc,
+                                ssrcs: r.ssrcs.clone(),
+                            });
                         }
                     }
                 }
@@ -525,6 +549,22 @@ async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>) -> Vec<(f32, Ve
     let t0 = tokio::time::Instant::now();
     let mut seq: u16 = rand::random();
     let frames = SEND_FOR.as_millis() as u64 * FPS / 1000;
+    let mut packet_index = 0u64;
+    let mut held: Option<(rtc::rtp::Packet, vr_abr::AbsSendTime)> = None;
+    let write = |pkt: rtc::rtp::Packet, sent: vr_abr::AbsSendTime| {
+        let track = track.clone();
+        async move {
+            track
+                .write_rtp_with_extensions(
+                    pkt,
+                    &[HeaderExtension::AbsSendTime(AbsSendTimeExtension {
+                        timestamp: u64::from(sent.raw()),
+                    })],
+                )
+                .await
+                .expect("write video rtp");
+        }
+    };
     for f in 0..frames {
         tokio::time::sleep_until(t0 + Duration::from_micros(f * 1_000_000 / FPS)).await;
         let mut left = bytes_per_frame;
@@ -552,25 +592,24 @@ async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>) -> Vec<(f32, Ve
                 payload: bytes::Bytes::from(payload),
             };
             seq = seq.wrapping_add(1);
-            track
-                .write_rtp_with_extensions(
-                    pkt,
-                    &[HeaderExtension::AbsSendTime(AbsSendTimeExtension {
-                        timestamp: u64::from(sent.raw()),
-                    })],
-                )
-                .await
-                .expect("write video rtp");
+            packet_index += 1;
+            if impair.drop_every > 0 && packet_index.is_multiple_of(impair.drop_every) {
+                continue;
+            }
+            if impair.hold_every > 0 && f.is_multiple_of(impair.hold_every) && left == 0 {
+                held = Some((pkt, sent));
+                continue;
+            }
+            write(pkt, sent).await;
+            if let Some((pkt, sent)) = held.take() {
+                write(pkt, sent).await;
+            }
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     reader.abort();
     let out = rembs.lock().unwrap().clone();
     out
-}
-
-fn kbps(v: f32) -> f64 {
-    f64::from(v) / 1000.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,7 +621,7 @@ async fn vp8_offer_gets_remb_within_the_configured_bounds() {
     let bytes0 = counter("transport_video_bytes_total");
     let remb0 = counter("transport_video_remb_sent_total");
 
-    let mut client = Client::new(true).await;
+    let mut client = Client::new(true, true).await;
     let answer = client.connect(srv.url_port).await;
     let secs = sections(&answer);
     let audio = secs.iter().find(|s| s.0 == "audio").expect("audio section");
@@ -603,16 +642,24 @@ async fn vp8_offer_gets_remb_within_the_configured_bounds() {
         "no goog-remb:\n{answer}"
     );
 
-    let rembs = send_video_and_collect(client.video.clone().expect("video")).await;
-    let values: Vec<f64> = rembs.iter().map(|r| kbps(r.0)).collect();
+    let rembs =
+        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     eprintln!("REMB kbit/s: {values:?}");
     assert!(
         rembs.len() >= 3,
         "expected >= 3 REMBs in 4.5 s, got {values:?}"
     );
-    for (bitrate, ssrcs) in &rembs {
-        assert_eq!(ssrcs, &vec![VIDEO_SSRC]);
-        let k = kbps(*bitrate);
+    // The REMB's sender SSRC is the server's own outgoing audio SSRC (from the answer).
+    let server_ssrc: u32 = audio
+        .2
+        .iter()
+        .find_map(|a| a.strip_prefix("ssrc:")?.split(' ').next()?.parse().ok())
+        .expect("a=ssrc in the answer's audio section");
+    for r in &rembs {
+        assert_eq!(r.ssrcs, vec![VIDEO_SSRC]);
+        assert_eq!(r.sender_ssrc, server_ssrc);
+        let k = r.kbps;
         assert!(
             (f64::from(min)..=f64::from(max)).contains(&k),
             "REMB {k} kbit/s outside [{min}, {max}]"
@@ -651,10 +698,11 @@ async fn lower_max_bitrate_caps_every_remb() {
         ..Default::default()
     };
     let srv = start_server(video).await;
-    let mut client = Client::new(true).await;
+    let mut client = Client::new(true, true).await;
     client.connect(srv.url_port).await;
-    let rembs = send_video_and_collect(client.video.clone().expect("video")).await;
-    let values: Vec<f64> = rembs.iter().map(|r| kbps(r.0)).collect();
+    let rembs =
+        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     eprintln!("REMB kbit/s (max 250): {values:?}");
     assert!(rembs.len() >= 3, "{values:?}");
     assert!(
@@ -683,10 +731,11 @@ async fn recap_table_caps_remb_below_the_estimate() {
         ..Default::default()
     };
     let srv = start_server(video).await;
-    let mut client = Client::new(true).await;
+    let mut client = Client::new(true, true).await;
     client.connect(srv.url_port).await;
-    let rembs = send_video_and_collect(client.video.clone().expect("video")).await;
-    let values: Vec<f64> = rembs.iter().map(|r| kbps(r.0)).collect();
+    let rembs =
+        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     let est = gauge("transport_video_estimate_bps") / 1000.0;
     eprintln!("REMB kbit/s (ReCap): {values:?}; last estimate {est} kbit/s");
     assert!(rembs.len() >= 3, "{values:?}");
@@ -706,7 +755,7 @@ async fn video_disabled_rejects_the_video_section_and_audio_still_connects() {
         ..Default::default()
     };
     let srv = start_server(video).await;
-    let mut client = Client::new(true).await;
+    let mut client = Client::new(true, true).await;
     let answer = client.connect(srv.url_port).await;
     let secs = sections(&answer);
     assert!(secs.iter().any(|s| s.0 == "audio" && s.1 != 0), "{answer}");
@@ -718,10 +767,76 @@ async fn video_disabled_rejects_the_video_section_and_audio_still_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_only_offer_still_connects_with_video_enabled() {
     let srv = start_server(VideoConfig::default()).await;
-    let mut client = Client::new(false).await;
+    let mut client = Client::new(false, true).await;
     let answer = client.connect(srv.url_port).await;
     let secs = sections(&answer);
     assert!(secs.iter().any(|s| s.0 == "audio" && s.1 != 0), "{answer}");
     assert!(!secs.iter().any(|s| s.0 == "video"), "{answer}");
+    let _ = client.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_abs_send_time_the_rtp_timestamp_stands_in() {
+    let srv = start_server(VideoConfig::default()).await;
+    let fallback0 = counter("transport_video_packets_without_abs_send_time_total");
+    let mut client = Client::new(true, false).await;
+    let answer = client.connect(srv.url_port).await;
+    assert!(!answer.contains(ABS_SEND_TIME_URI), "{answer}");
+    let rembs =
+        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
+    let fallback = counter("transport_video_packets_without_abs_send_time_total") - fallback0;
+    eprintln!(
+        "REMB kbit/s (RTP timestamps as send times): {values:?}; {fallback} packets fell back"
+    );
+    assert!(rembs.len() >= 3, "{values:?}");
+    assert!(
+        values.iter().all(|&k| (100.0..=2500.0).contains(&k)),
+        "{values:?}"
+    );
+    assert!(
+        fallback >= 400,
+        "{fallback} packets counted as falling back (450 sent)"
+    );
+    let _ = client.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_and_reordering_are_counted() {
+    let srv = start_server(VideoConfig::default()).await;
+    let lost0 = counter("transport_video_lost_total");
+    let reordered0 = counter("transport_video_reordered_total");
+    let packets0 = counter("transport_video_packets_total");
+    let mut client = Client::new(true, true).await;
+    client.connect(srv.url_port).await;
+    // 450 packets: every 25th never sent (18, 4 %: between GCC's 2 % and 10 % thresholds, so
+    // the loss-based estimate holds; the 450th is the last one, so its loss cannot be seen: 17
+    // detectable); the last packet of every 10th frame held back behind the next frame's first
+    // one (9 of them).
+    let impair = Impair {
+        drop_every: 25,
+        hold_every: 10,
+    };
+    let rembs = send_video_and_collect(client.video.clone().expect("video"), impair).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
+    let lost = counter("transport_video_lost_total") - lost0;
+    let reordered = counter("transport_video_reordered_total") - reordered0;
+    let packets = counter("transport_video_packets_total") - packets0;
+    eprintln!("REMB kbit/s: {values:?}; {packets} packets, {lost} lost, {reordered} reordered");
+    assert!(rembs.len() >= 3, "{values:?}");
+    assert!(
+        values.iter().all(|&k| (100.0..=2500.0).contains(&k)),
+        "{values:?}"
+    );
+    // Loopback may lose a packet of its own now and then, never fewer than the 17 withheld.
+    assert!(
+        (17..=20).contains(&lost),
+        "{lost} lost counted (17 detectable never sent)"
+    );
+    assert!(
+        reordered >= 5,
+        "{reordered} reordered counted (9 held back)"
+    );
+    assert!(packets >= 400, "{packets}");
     let _ = client.pc.close().await;
 }
