@@ -30,8 +30,10 @@
 //! Sender SSRC: the session's own outgoing audio SSRC (a real local SSRC, as RFC 4585 asks for
 //! feedback). Media SSRC: the SSRC of the video stream's packets (one per track; simulcast layers
 //! beyond the first SSRC are not estimated separately). With transport-wide CC also negotiated
-//! (the default interceptors answer it), a browser runs its own send-side estimator and applies
-//! REMB as an upper bound on it, which is what `min(estimate, cap)` needs.
+//! (the default interceptors answer it), a browser runs its own send-side estimator; libwebrtc
+//! takes a received REMB as an upper limit on that estimate, which is what `min(estimate, cap)`
+//! needs. Not yet checked against a browser here: the tests use a webrtc-rs client, which
+//! receives the REMB but has no encoder to obey it.
 
 use rtc::shared::marshal::MarshalSize;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The receiving side of video against a real webrtc-rs client peer, over loopback UDP, with the
 //! real server and session code in this process:
-//! - an offer with audio + VP8 gets an answer with a live (recvonly) video section and the
-//!   abs-send-time extension;
+//! - an offer with audio + VP8 (or H.264) gets an answer with a live (recvonly) video section,
+//!   `goog-remb` and the abs-send-time extension;
 //! - the client sends 3 s of paced video RTP at 1 Mbit/s (synthetic VP8 payload bytes: a
 //!   one-byte VP8 payload descriptor and filler, nothing decodable — the server does not decode)
 //!   with abs-send-time from its own clock;
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp::extension::abs_send_time_extension::AbsSendTimeExtension;
 use rtc::rtp::extension::HeaderExtension;
@@ -347,11 +349,15 @@ fn opus_codec() -> RTCRtpCodec {
 }
 
 fn vp8_codec() -> RTCRtpCodec {
+    video_codec(MIME_TYPE_VP8, "")
+}
+
+fn video_codec(mime: &str, fmtp: &str) -> RTCRtpCodec {
     RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
+        mime_type: mime.to_owned(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: String::new(),
+        sdp_fmtp_line: fmtp.to_owned(),
         // As a browser offers it.
         rtcp_feedback: vec![rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
             typ: "goog-remb".to_owned(),
@@ -380,6 +386,7 @@ fn local_track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> Arc<TrackLo
 struct Client {
     pc: Arc<dyn PeerConnection>,
     video: Option<Arc<TrackLocalStaticRTP>>,
+    video_pt: u8,
     gathered: mpsc::Receiver<()>,
     state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
 }
@@ -387,6 +394,16 @@ struct Client {
 impl Client {
     /// `abs_send_time = false`: the client does not offer the extension (an older sender).
     async fn new(with_video: bool, abs_send_time: bool) -> Client {
+        Client::with_codec(with_video, abs_send_time, vp8_codec(), 96).await
+    }
+
+    /// A client offering `codec` (payload type `pt`) as its only video codec.
+    async fn with_codec(
+        with_video: bool,
+        abs_send_time: bool,
+        codec: RTCRtpCodec,
+        pt: u8,
+    ) -> Client {
         let mut media = webrtc::peer_connection::MediaEngine::default();
         media
             .register_codec(
@@ -400,8 +417,8 @@ impl Client {
         media
             .register_codec(
                 RTCRtpCodecParameters {
-                    rtp_codec: vp8_codec(),
-                    payload_type: 96,
+                    rtp_codec: codec.clone(),
+                    payload_type: pt,
                 },
                 RtpCodecKind::Video,
             )
@@ -442,7 +459,7 @@ impl Client {
             .await
             .expect("add audio");
         let video = if with_video {
-            let v = local_track(RtpCodecKind::Video, VIDEO_SSRC, vp8_codec());
+            let v = local_track(RtpCodecKind::Video, VIDEO_SSRC, codec);
             pc.add_track(v.clone() as Arc<dyn TrackLocal>)
                 .await
                 .expect("add video");
@@ -453,6 +470,7 @@ impl Client {
         Client {
             pc,
             video,
+            video_pt: pt,
             gathered: grx,
             state: srx,
         }
@@ -519,7 +537,9 @@ struct Impair {
 
 /// Sends `SEND_FOR` of paced video at `SEND_RATE_BPS` and collects the REMBs meanwhile (plus
 /// 1.5 s after, so the last periodic one arrives).
-async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>, impair: Impair) -> Vec<Remb> {
+async fn send_video_and_collect(client: &Client, impair: Impair) -> Vec<Remb> {
+    let track = client.video.clone().expect("a video track");
+    let pt = client.video_pt;
     let rembs: Arc<Mutex<Vec<Remb>>> = Arc::default();
     let reader = {
         let track = track.clone();
@@ -582,7 +602,7 @@ async fn send_video_and_collect(track: Arc<TrackLocalStaticRTP>, impair: Impair)
             let pkt = rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
-                    payload_type: 96,
+                    payload_type: pt,
                     sequence_number: seq,
                     timestamp: (f * 90_000 / FPS) as u32,
                     marker: left == 0,
@@ -642,8 +662,7 @@ async fn vp8_offer_gets_remb_within_the_configured_bounds() {
         "no goog-remb:\n{answer}"
     );
 
-    let rembs =
-        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let rembs = send_video_and_collect(&client, Impair::default()).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     eprintln!("REMB kbit/s: {values:?}");
     assert!(
@@ -700,8 +719,7 @@ async fn lower_max_bitrate_caps_every_remb() {
     let srv = start_server(video).await;
     let mut client = Client::new(true, true).await;
     client.connect(srv.url_port).await;
-    let rembs =
-        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let rembs = send_video_and_collect(&client, Impair::default()).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     eprintln!("REMB kbit/s (max 250): {values:?}");
     assert!(rembs.len() >= 3, "{values:?}");
@@ -733,8 +751,7 @@ async fn recap_table_caps_remb_below_the_estimate() {
     let srv = start_server(video).await;
     let mut client = Client::new(true, true).await;
     client.connect(srv.url_port).await;
-    let rembs =
-        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let rembs = send_video_and_collect(&client, Impair::default()).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     let est = gauge("transport_video_estimate_bps") / 1000.0;
     eprintln!("REMB kbit/s (ReCap): {values:?}; last estimate {est} kbit/s");
@@ -782,8 +799,7 @@ async fn without_abs_send_time_the_rtp_timestamp_stands_in() {
     let mut client = Client::new(true, false).await;
     let answer = client.connect(srv.url_port).await;
     assert!(!answer.contains(ABS_SEND_TIME_URI), "{answer}");
-    let rembs =
-        send_video_and_collect(client.video.clone().expect("video"), Impair::default()).await;
+    let rembs = send_video_and_collect(&client, Impair::default()).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     let fallback = counter("transport_video_packets_without_abs_send_time_total") - fallback0;
     eprintln!(
@@ -817,7 +833,7 @@ async fn loss_and_reordering_are_counted() {
         drop_every: 25,
         hold_every: 10,
     };
-    let rembs = send_video_and_collect(client.video.clone().expect("video"), impair).await;
+    let rembs = send_video_and_collect(&client, impair).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     let lost = counter("transport_video_lost_total") - lost0;
     let reordered = counter("transport_video_reordered_total") - reordered0;
@@ -838,5 +854,30 @@ async fn loss_and_reordering_are_counted() {
         "{reordered} reordered counted (9 held back)"
     );
     assert!(packets >= 400, "{packets}");
+    let _ = client.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_offer_is_accepted_and_estimated_too() {
+    let srv = start_server(VideoConfig::default()).await;
+    let h264 = video_codec(
+        MIME_TYPE_H264,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+    );
+    let mut client = Client::with_codec(true, true, h264, 102).await;
+    let answer = client.connect(srv.url_port).await;
+    let secs = sections(&answer);
+    let v = secs.iter().find(|s| s.0 == "video").expect("video section");
+    assert_ne!(v.1, 0, "H.264 rejected:\n{answer}");
+    assert!(v.2.iter().any(|a| a.contains("H264/90000")), "{answer}");
+    // Synthetic payload again: the server counts and times packets, it never parses H.264.
+    let rembs = send_video_and_collect(&client, Impair::default()).await;
+    let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
+    eprintln!("REMB kbit/s (H.264): {values:?}");
+    assert!(rembs.len() >= 3, "{values:?}");
+    assert!(
+        values.iter().all(|&k| (100.0..=2500.0).contains(&k)),
+        "{values:?}"
+    );
     let _ = client.pc.close().await;
 }
