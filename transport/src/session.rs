@@ -372,9 +372,10 @@ async fn answer_offer(
     }
 }
 
-/// VP8 and H.264 (receive only: nothing is decoded, so any profile the browser offers is fine to
-/// count packets of), REMB feedback, and the abs-send-time extension the estimator needs. The
-/// default interceptors registered after this add NACK, PLI and transport-wide CC feedback.
+/// VP8 and H.264 (receive only; nothing is decoded), REMB feedback, and the abs-send-time
+/// extension the estimator needs. H.264 is the Constrained Baseline, packetization-mode 1 entry
+/// every browser offers; webrtc-rs matches H.264 on its fmtp, so other profiles are not accepted.
+/// The default interceptors registered after this add NACK, PLI and transport-wide CC feedback.
 fn register_video(media: &mut MediaEngine) -> Result<(), TransportError> {
     let feedback = vec![RTCPFeedback {
         typ: "goog-remb".to_owned(),
