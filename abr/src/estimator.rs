@@ -339,6 +339,12 @@ impl ReceiverEstimator {
         self.incoming.rate(now)
     }
 
+    /// Packets missing between the first and the highest sequence number seen (RFC 3550's
+    /// cumulative loss; falls again when a late packet arrives).
+    pub fn lost_packets(&self) -> u64 {
+        self.seq.lost()
+    }
+
     /// Counters.
     pub fn stats(&self) -> EstimatorStats {
         self.stats

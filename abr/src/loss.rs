@@ -32,6 +32,7 @@ pub enum SeqVerdict {
 /// Sequence-number bookkeeping: unwrapping, duplicates, expected vs received.
 #[derive(Clone, Debug)]
 pub struct SeqTracker {
+    first: Option<i64>,
     highest: Option<i64>,
     seen: Vec<bool>,
     received: u64,
@@ -42,6 +43,7 @@ pub struct SeqTracker {
 impl Default for SeqTracker {
     fn default() -> Self {
         SeqTracker {
+            first: None,
             highest: None,
             seen: vec![false; HISTORY],
             received: 0,
@@ -67,6 +69,19 @@ impl SeqTracker {
         self.received
     }
 
+    /// Packets expected (first to highest extended sequence number) but not received, as RTCP
+    /// receiver reports count it (RFC 3550 §6.4.1 "cumulative number of packets lost"): a
+    /// packet arriving late lowers it again; never negative here.
+    pub fn lost(&self) -> u64 {
+        match (self.first, self.highest) {
+            (Some(first), Some(highest)) => {
+                let expected = (highest - first + 1).max(0) as u64;
+                expected.saturating_sub(self.received)
+            }
+            _ => 0,
+        }
+    }
+
     /// Duplicates ignored.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
@@ -86,6 +101,7 @@ impl SeqTracker {
         let Some(highest) = self.highest else {
             // Start well above zero so that early reordered packets extend to positive values.
             let ext = (1 << 16) + i64::from(seq);
+            self.first = Some(ext);
             self.highest = Some(ext);
             self.seen[Self::slot(ext)] = true;
             self.received += 1;
@@ -107,6 +123,9 @@ impl SeqTracker {
         } else if self.seen[Self::slot(ext)] {
             self.duplicates += 1;
             return SeqVerdict::Duplicate;
+        }
+        if self.first.is_some_and(|first| ext < first) {
+            self.first = Some(ext);
         }
         self.seen[Self::slot(ext)] = true;
         self.received += 1;
@@ -265,6 +284,22 @@ impl LossBasedEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seq_tracker_counts_lost_packets_across_the_wrap() {
+        let mut t = SeqTracker::new();
+        assert_eq!(t.lost(), 0);
+        for s in [65_530u16, 65_531, 65_534, 2, 3] {
+            assert_eq!(t.observe(s), SeqVerdict::New);
+        }
+        // 65530..=3 is 10 numbers, 5 received.
+        assert_eq!(t.lost(), 5);
+        // A late one and one from before the first lower and widen the count.
+        assert_eq!(t.observe(65_535), SeqVerdict::New);
+        assert_eq!(t.lost(), 4);
+        assert_eq!(t.observe(65_528), SeqVerdict::New);
+        assert_eq!(t.lost(), 5);
+    }
 
     #[test]
     fn seq_tracker_wraps_and_finds_duplicates() {

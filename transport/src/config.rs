@@ -80,6 +80,110 @@ pub struct TransportConfig {
     pub output_queue_ms: u64,
     /// On SIGTERM, how long sessions are given to close before the process exits anyway.
     pub shutdown_grace_ms: u64,
+    /// `[transport.video]`: receiving the peer's camera and the receiver-side bitrate estimate.
+    #[serde(default)]
+    pub video: VideoConfig,
+}
+
+/// `[transport.video]`: the receiving side of video (VP8, H.264) and the REMB it sends back.
+///
+/// What is real: the answer accepts a video m-line (recvonly), abs-send-time is negotiated, each
+/// video track's packets feed [`vr_abr::ReceiverEstimator`], and REMB goes back to the sender
+/// with `min(estimate, ReCap cap)` clamped into `[min_bitrate_kbps, max_bitrate_kbps]`. What is
+/// not: no depacketising or decoding, no frames into the conversation, and no measured ReCap
+/// table ships with the project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    /// Accept a video track (VP8, H.264). Off: the answer rejects video m-lines (port 0).
+    pub enabled: bool,
+    /// Highest bitrate ever advertised by REMB, kbit/s.
+    pub max_bitrate_kbps: u32,
+    /// Lowest bitrate ever advertised by REMB (and the estimator's floor), kbit/s.
+    pub min_bitrate_kbps: u32,
+    /// Regular REMB interval, ms (a drop of 3 % or more is sent at once regardless).
+    pub remb_interval_ms: u64,
+    /// Path of a ReCapABR confidence-vs-bitrate table (TOML, format in `vr_abr::recap`).
+    /// Empty = no cap: REMB carries the congestion estimate alone.
+    pub recap_table: String,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bitrate_kbps: 2500,
+            min_bitrate_kbps: 100,
+            remb_interval_ms: 1000,
+            recap_table: String::new(),
+        }
+    }
+}
+
+impl VideoConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range(
+            "transport.video.min_bitrate_kbps",
+            self.min_bitrate_kbps,
+            30..=50_000,
+        )?;
+        check_range(
+            "transport.video.max_bitrate_kbps",
+            self.max_bitrate_kbps,
+            30..=50_000,
+        )?;
+        if self.min_bitrate_kbps > self.max_bitrate_kbps {
+            return Err(ConfigError::Invalid {
+                key: "transport.video.min_bitrate_kbps".into(),
+                value: self.min_bitrate_kbps.to_string(),
+                reason: format!(
+                    "must not exceed transport.video.max_bitrate_kbps ({})",
+                    self.max_bitrate_kbps
+                ),
+            });
+        }
+        check_range(
+            "transport.video.remb_interval_ms",
+            self.remb_interval_ms,
+            100..=10_000,
+        )?;
+        if self.enabled {
+            self.load_recap_table()?;
+        }
+        Ok(())
+    }
+
+    /// The ReCap table at `recap_table`, or an empty one (no cap) when the path is empty.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `transport.video.recap_table` when the file cannot be
+    /// read or is not a valid table (every row must say how it was measured).
+    pub fn load_recap_table(&self) -> Result<vr_abr::RecapTable, ConfigError> {
+        if self.recap_table.trim().is_empty() {
+            return Ok(vr_abr::RecapTable::empty());
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "transport.video.recap_table".into(),
+            value: self.recap_table.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&self.recap_table)
+            .map_err(|e| invalid(format!("cannot read the table: {e}")))?;
+        vr_abr::RecapTable::from_toml_str(&text).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The estimator's parameters: bounds from this section (the start rate is the GCC default
+    /// 300 kbit/s, clamped into them), the rest from `vr_abr`'s defaults.
+    pub fn estimator_config(&self) -> vr_abr::EstimatorConfig {
+        let mut c = vr_abr::EstimatorConfig::default();
+        let min = vr_abr::Bitrate::from_kbps(u64::from(self.min_bitrate_kbps));
+        let max = vr_abr::Bitrate::from_kbps(u64::from(self.max_bitrate_kbps));
+        c.aimd.min_bps = min;
+        c.aimd.max_bps = max;
+        c.aimd.start_bps = c.aimd.start_bps.clamp_to(min, max);
+        c.remb_interval = vr_abr::Micros::from_millis(self.remb_interval_ms);
+        c
+    }
 }
 
 impl Default for TransportConfig {
@@ -108,6 +212,7 @@ impl Default for TransportConfig {
             input_ring_ms: 4000,
             output_queue_ms: 60_000,
             shutdown_grace_ms: 3000,
+            video: VideoConfig::default(),
         }
     }
 }
@@ -326,7 +431,7 @@ impl TransportConfig {
             self.shutdown_grace_ms,
             0..=60_000,
         )?;
-        Ok(())
+        self.video.validate()
     }
 
     /// `bind` as a socket address.
@@ -397,5 +502,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ice_keepalive_ms"));
+    }
+
+    #[test]
+    fn video_section_is_validated() {
+        let bad = |v: VideoConfig| {
+            TransportConfig {
+                video: v,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        let e = bad(VideoConfig {
+            min_bitrate_kbps: 3000,
+            ..Default::default()
+        });
+        assert!(e.contains("transport.video.min_bitrate_kbps"), "{e}");
+        let e = bad(VideoConfig {
+            remb_interval_ms: 0,
+            ..Default::default()
+        });
+        assert!(e.contains("transport.video.remb_interval_ms"), "{e}");
+        let e = bad(VideoConfig {
+            recap_table: "/nonexistent/recap.toml".into(),
+            ..Default::default()
+        });
+        assert!(e.contains("transport.video.recap_table"), "{e}");
+        let est = VideoConfig {
+            min_bitrate_kbps: 400,
+            max_bitrate_kbps: 800,
+            ..Default::default()
+        }
+        .estimator_config();
+        assert_eq!(est.aimd.start_bps, vr_abr::Bitrate::from_kbps(400));
+        assert_eq!(est.aimd.max_bps, vr_abr::Bitrate::from_kbps(800));
+        est.validate().unwrap();
+    }
+
+    /// `configs/default.toml`'s `[transport]` section is exactly the built-in default (the
+    /// binary's config test checks the whole file; this one runs with the transport crate).
+    #[test]
+    fn default_toml_transport_section_matches_default() {
+        let text = include_str!("../../configs/default.toml");
+        let all: toml::Table = toml::from_str(text).unwrap();
+        let t: TransportConfig = all["transport"].clone().try_into().unwrap();
+        assert_eq!(t, TransportConfig::default());
     }
 }

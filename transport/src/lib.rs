@@ -17,6 +17,10 @@
 //! - The **media-in** task polls the remote audio track, reorders packets in the
 //!   [`jitter::JitterBuffer`], decodes Opus (FEC from the next packet, else PLC, for a lost one),
 //!   resamples 48 kHz → 16 kHz and pushes into the input ring ([`vr_capture::AudioProducer`]).
+//! - A **video-in** task per remote video track (VP8, H.264; `[transport.video]`) reads its RTP
+//!   packets without decoding them, feeds [`vr_abr::ReceiverEstimator`] (arrival on a monotonic
+//!   clock, abs-send-time or else the RTP timestamp as send time) and sends REMB
+//!   (`min(estimate, ReCap cap)`) back to the sender. No frame reaches the conversation yet.
 //! - The **pacer** task sends one 20 ms Opus frame per real-time tick from the
 //!   [`output::OpusOutput`] queue (silence when it is empty).
 //! - The **events** task forwards the conversation's events to the `events` data channel as JSON
@@ -35,8 +39,9 @@ pub mod pipeline;
 pub mod server;
 mod session;
 mod signalling;
+mod video;
 
-pub use config::{IceServerConfig, TransportConfig};
+pub use config::{IceServerConfig, TransportConfig, VideoConfig};
 pub use events::{ClientMessage, EventSender};
 pub use output::OpusOutput;
 pub use pipeline::{Pipeline, PipelineControl, SessionIo};

@@ -499,6 +499,43 @@ fn describe_metrics() {
     );
     describe_counter!("transport_sessions_started_total", "sessions created");
     describe_counter!(
+        "transport_video_packets_total",
+        "video RTP packets received (all video tracks; not decoded)"
+    );
+    describe_counter!(
+        "transport_video_bytes_total",
+        Unit::Bytes,
+        "video RTP bytes received, headers included"
+    );
+    describe_counter!(
+        "transport_video_packets_without_abs_send_time_total",
+        "video packets whose send time fell back to the RTP timestamp (90 kHz)"
+    );
+    describe_counter!(
+        "transport_video_remb_sent_total",
+        "REMB packets sent to video senders"
+    );
+    describe_counter!(
+        "transport_video_remb_failed_total",
+        "REMB packets that could not be written (peer connection closing)"
+    );
+    describe_counter!(
+        "transport_video_reordered_total",
+        "video packets sent before the current send-time group (ignored by the delay estimator)"
+    );
+    describe_counter!(
+        "transport_video_lost_total",
+        "video packets missing from the sequence (RFC 3550 cumulative loss; rises only)"
+    );
+    describe_gauge!(
+        "transport_video_estimate_bps",
+        "latest receiver-side congestion estimate of a video track, bit/s (before the ReCap cap)"
+    );
+    describe_gauge!(
+        "transport_video_remb_bps",
+        "latest bitrate advertised by REMB, bit/s: min(estimate, ReCap cap) within the configured bounds"
+    );
+    describe_counter!(
         "transport_rtp_sequence_restarts_total",
         "backward RTP sequence jumps taken as a restart of the peer's numbering"
     );

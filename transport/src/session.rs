@@ -1,7 +1,10 @@
 //! Sessions: building a peer connection from an offer, the registry with admission control, and
 //! the supervisor task that owns each session's lifetime.
 
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
@@ -30,11 +33,15 @@ use crate::media::{run_media_in, run_pacer};
 use crate::opus::{EncoderSettings, OpusEncoder};
 use crate::output::output_queue;
 use crate::pipeline::{Pipeline, PipelineControl, SessionIo};
+use crate::video::{abs_send_time_id, run_video_in, VideoParams, ABS_SEND_TIME_URI};
 use crate::TransportError;
 
 /// Dynamic payload type Opus is registered with (what browsers use; the answer follows the
 /// offer's number anyway).
 const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Payload types VP8 and H.264 are registered with (the answer follows the offer's numbers).
+const VP8_PAYLOAD_TYPE: u8 = 96;
+const H264_PAYLOAD_TYPE: u8 = 102;
 /// How long teardown waits for the peer connection to close and the conversation to end.
 const TEARDOWN_STEP: Duration = Duration::from_secs(2);
 
@@ -179,7 +186,8 @@ impl Registry {
 
 enum PcEvent {
     State(RTCPeerConnectionState),
-    Track(Arc<dyn TrackRemote>),
+    /// A remote track and whether it is video.
+    Track(Arc<dyn TrackRemote>, bool),
     DataChannel(Arc<dyn DataChannel>),
 }
 
@@ -199,7 +207,8 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.events.send(PcEvent::State(s)).await;
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.send(PcEvent::Track(track)).await;
+        let video = track.kind().await == RtpCodecKind::Video;
+        let _ = self.events.send(PcEvent::Track(track, video)).await;
     }
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let _ = self.events.send(PcEvent::DataChannel(dc)).await;
@@ -255,8 +264,15 @@ pub(crate) async fn create_session(
     let prepared = prepare(cfg, pipeline).await?;
     let conversation_ms = t0.elapsed().as_millis() as u64;
     match answer_offer(cfg, offer).await {
-        Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)) => {
-            let id = start(cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt);
+        Ok((pc, ev_rx, track, ssrc, pt, answer_sdp, abs_id)) => {
+            let video = VideoParams {
+                config: cfg.video.clone(),
+                abs_send_time_id: abs_id,
+                sender_ssrc: ssrc,
+            };
+            let id = start(
+                cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt, video,
+            );
             let ready_ms = t0.elapsed().as_millis() as u64;
             metrics::histogram!("transport_session_start_ms").record(ready_ms as f64);
             tracing::info!(
@@ -281,6 +297,7 @@ type Answered = (
     u32,
     u8,
     String,
+    Option<u8>,
 );
 
 /// Builds the peer connection and answers `offer` (after ICE gathering).
@@ -298,6 +315,9 @@ async fn answer_offer(
             RtpCodecKind::Audio,
         )
         .map_err(TransportError::webrtc("register opus"))?;
+    if cfg.video.enabled {
+        register_video(&mut media)?;
+    }
     let interceptors = register_default_interceptors(InterceptorRegistry::new(), &mut media)
         .map_err(TransportError::webrtc("interceptors"))?;
     let ms = Duration::from_millis;
@@ -342,12 +362,59 @@ async fn answer_offer(
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
     match answer(cfg, &pc, offer, &mut gather_rx).await {
-        Ok((track, ssrc, pt, answer_sdp)) => Ok((pc, ev_rx, track, ssrc, pt, answer_sdp)),
+        Ok((track, ssrc, pt, answer_sdp, abs_id)) => {
+            Ok((pc, ev_rx, track, ssrc, pt, answer_sdp, abs_id))
+        }
         Err(e) => {
             let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
             Err(e)
         }
     }
+}
+
+/// VP8 and H.264 (receive only; nothing is decoded), REMB feedback, and the abs-send-time
+/// extension the estimator needs. H.264 is the Constrained Baseline, packetization-mode 1 entry
+/// every browser offers; webrtc-rs matches H.264 on its fmtp, so other profiles are not accepted.
+/// The default interceptors registered after this add NACK, PLI and transport-wide CC feedback.
+fn register_video(media: &mut MediaEngine) -> Result<(), TransportError> {
+    let feedback = vec![RTCPFeedback {
+        typ: "goog-remb".to_owned(),
+        parameter: String::new(),
+    }];
+    for (mime, pt, fmtp) in [
+        (MIME_TYPE_VP8, VP8_PAYLOAD_TYPE, ""),
+        (
+            MIME_TYPE_H264,
+            H264_PAYLOAD_TYPE,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+    ] {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: mime.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: fmtp.to_owned(),
+                        rtcp_feedback: feedback.clone(),
+                    },
+                    payload_type: pt,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(TransportError::webrtc("register video codec"))?;
+    }
+    media
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: ABS_SEND_TIME_URI.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(TransportError::webrtc("register abs-send-time"))?;
+    Ok(())
 }
 
 fn opus_codec() -> RTCRtpCodec {
@@ -365,7 +432,7 @@ async fn answer(
     pc: &Arc<dyn PeerConnection>,
     offer: RTCSessionDescription,
     gathered: &mut mpsc::Receiver<()>,
-) -> Result<(Arc<TrackLocalStaticSample>, u32, u8, String), OfferError> {
+) -> Result<(Arc<TrackLocalStaticSample>, u32, u8, String, Option<u8>), OfferError> {
     let ssrc: u32 = rand::random();
     let track = Arc::new(
         TrackLocalStaticSample::new(
@@ -430,7 +497,8 @@ async fn answer(
                 .map(|c| c.payload_type)
         })
         .unwrap_or(OPUS_PAYLOAD_TYPE);
-    Ok((track, ssrc, pt, local.sdp))
+    let abs_id = abs_send_time_id(&local);
+    Ok((track, ssrc, pt, local.sdp, abs_id))
 }
 
 /// A started conversation and the session ends it will be connected to.
@@ -510,6 +578,7 @@ fn start(
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    video: VideoParams,
 ) -> String {
     let Prepared {
         id,
@@ -554,6 +623,7 @@ fn start(
         done: run.done,
         producer: Some(producer),
         jitter: cfg.jitter(),
+        video,
         connect_timeout: cfg.connect_timeout(),
         disconnect_grace: cfg.disconnect_grace(),
         stop_tx,
@@ -577,6 +647,7 @@ struct Supervisor {
     done: tokio::sync::oneshot::Receiver<Result<(), String>>,
     producer: Option<vr_capture::AudioProducer>,
     jitter: Duration,
+    video: VideoParams,
     connect_timeout: Duration,
     disconnect_grace: Duration,
     stop_tx: watch::Sender<bool>,
@@ -597,6 +668,7 @@ impl Supervisor {
         let mut disconnected_since: Option<Instant> = None;
         let mut pipeline_result: Option<Result<(), String>> = None;
         let mut media_in = None;
+        let mut video_in = Vec::new();
         let reason = loop {
             let deadline = match (connected, disconnected_since) {
                 (false, _) => Some(started + self.connect_timeout),
@@ -623,7 +695,18 @@ impl Supervisor {
                             _ => {}
                         }
                     }
-                    Some(PcEvent::Track(track)) => {
+                    Some(PcEvent::Track(track, true)) => {
+                        let stop = self.stop_rx.clone();
+                        let params = self.video.clone();
+                        let session = self.handle.id.clone();
+                        tracing::info!(session = %session, "incoming video track");
+                        video_in.push(tokio::spawn(async move {
+                            if let Err(e) = run_video_in(track, params, stop).await {
+                                tracing::warn!(session = %session, error = %e, "incoming video stopped");
+                            }
+                        }));
+                    }
+                    Some(PcEvent::Track(track, false)) => {
                         if let Some(producer) = self.producer.take() {
                             let stop = self.stop_rx.clone();
                             let jitter = self.jitter;
@@ -633,7 +716,7 @@ impl Supervisor {
                                 }
                             }));
                         } else {
-                            tracing::debug!("ignoring a second incoming track");
+                            tracing::debug!("ignoring a second incoming audio track");
                         }
                     }
                     Some(PcEvent::DataChannel(dc)) => {
@@ -654,13 +737,15 @@ impl Supervisor {
                 }
             }
         };
-        self.teardown(reason, media_in, pipeline_result).await;
+        self.teardown(reason, media_in, video_in, pipeline_result)
+            .await;
     }
 
     async fn teardown(
         mut self,
         reason: EndReason,
         media_in: Option<tokio::task::JoinHandle<()>>,
+        video_in: Vec<tokio::task::JoinHandle<()>>,
         pipeline_result: Option<Result<(), String>>,
     ) {
         let id = self.handle.id.clone();
@@ -672,6 +757,9 @@ impl Supervisor {
         // The input ring closes when its producer goes: the conversation drains it and ends.
         drop(self.producer.take());
         if let Some(t) = media_in {
+            let _ = tokio::time::timeout(TEARDOWN_STEP, t).await;
+        }
+        for t in video_in {
             let _ = tokio::time::timeout(TEARDOWN_STEP, t).await;
         }
         if tokio::time::timeout(TEARDOWN_STEP, self.pc.close())
