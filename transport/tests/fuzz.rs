@@ -965,3 +965,25 @@ fn fuzz_transport_config_toml() {
         |input| check_config(&String::from_utf8_lossy(&input.0)),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regressions: crashes found, each with its input.
+
+/// Found reading the jitter buffer for this harness (the random sequences are too short to
+/// reach it): every restart used to move the extended numbering down by up to 32768 from its
+/// start at 2^32, so ~143 000 restart pairs (a far jump back and its successor; 286 000 packets,
+/// seconds for a peer sending as fast as it can) walked it below zero and
+/// `ext + RESTART_DISTANCE` overflowed: a panic in the media-in task in debug builds, garbage
+/// ordering in release. Restarts now re-anchor the numbering.
+#[test]
+fn regression_restart_storm_does_not_overflow_the_extended_numbering() {
+    let mut ops = vec![JbOp::Push(40_000)];
+    let mut seq: u16 = 40_000;
+    for _ in 0..150_000 {
+        seq = seq.wrapping_sub(30_000);
+        ops.push(JbOp::Push(seq));
+        seq = seq.wrapping_add(1);
+        ops.push(JbOp::Push(seq));
+    }
+    check_jitter(60, &ops);
+}
