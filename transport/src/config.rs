@@ -51,6 +51,17 @@ pub struct TransportConfig {
     pub max_sessions: usize,
     /// Largest accepted offer body, in bytes.
     pub max_offer_bytes: usize,
+    /// Typed turns (`{"type":"text"}` on the `events` channel) one session may send per second,
+    /// sustained. Each one cancels the answer and queues a generation on the shared LLM worker;
+    /// more are dropped, with one `error` event per dropped burst.
+    pub events_text_per_s: f64,
+    /// Typed turns one session may send at once before `events_text_per_s` applies.
+    pub events_text_burst: u32,
+    /// `interrupt`, `config` and unparseable messages one session may send per second,
+    /// sustained (a bucket of their own, so a text flood never delays an `interrupt`).
+    pub events_control_per_s: f64,
+    /// Such messages one session may send at once.
+    pub events_control_burst: u32,
     /// How long an offer may wait for ICE candidate gathering before the answer goes out.
     pub gather_timeout_ms: u64,
     /// A session whose peer never connects is freed after this long.
@@ -198,6 +209,10 @@ impl Default for TransportConfig {
             turn_credential_ttl_s: 3600,
             max_sessions: 4,
             max_offer_bytes: 64 * 1024,
+            events_text_per_s: 2.0,
+            events_text_burst: 5,
+            events_control_per_s: 10.0,
+            events_control_burst: 20,
             gather_timeout_ms: 2000,
             connect_timeout_ms: 15_000,
             ice_disconnected_timeout_ms: 2000,
@@ -373,6 +388,26 @@ impl TransportConfig {
             1024..=1 << 20,
         )?;
         check_range(
+            "transport.events_text_per_s",
+            self.events_text_per_s,
+            0.01..=100.0,
+        )?;
+        check_range(
+            "transport.events_text_burst",
+            self.events_text_burst,
+            1..=1000,
+        )?;
+        check_range(
+            "transport.events_control_per_s",
+            self.events_control_per_s,
+            0.1..=1000.0,
+        )?;
+        check_range(
+            "transport.events_control_burst",
+            self.events_control_burst,
+            1..=10_000,
+        )?;
+        check_range(
             "transport.gather_timeout_ms",
             self.gather_timeout_ms,
             100..=30_000,
@@ -443,6 +478,16 @@ impl TransportConfig {
         })
     }
 
+    /// The per-session limits on `events` client messages.
+    pub fn event_limits(&self) -> crate::ratelimit::EventLimits {
+        crate::ratelimit::EventLimits {
+            text_per_s: self.events_text_per_s,
+            text_burst: self.events_text_burst,
+            control_per_s: self.events_control_per_s,
+            control_burst: self.events_control_burst,
+        }
+    }
+
     pub fn gather_timeout(&self) -> Duration {
         Duration::from_millis(self.gather_timeout_ms)
     }
@@ -493,6 +538,46 @@ mod tests {
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("TURN server needs either a secret"), "{e}");
+        for (c, key) in [
+            (
+                TransportConfig {
+                    events_text_per_s: 0.0,
+                    ..Default::default()
+                },
+                "transport.events_text_per_s",
+            ),
+            (
+                TransportConfig {
+                    events_text_per_s: f64::NAN,
+                    ..Default::default()
+                },
+                "transport.events_text_per_s",
+            ),
+            (
+                TransportConfig {
+                    events_text_burst: 0,
+                    ..Default::default()
+                },
+                "transport.events_text_burst",
+            ),
+            (
+                TransportConfig {
+                    events_control_per_s: 5000.0,
+                    ..Default::default()
+                },
+                "transport.events_control_per_s",
+            ),
+            (
+                TransportConfig {
+                    events_control_burst: 0,
+                    ..Default::default()
+                },
+                "transport.events_control_burst",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
         let c = TransportConfig {
             ice_keepalive_ms: 5000,
             ..Default::default()

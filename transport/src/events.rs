@@ -8,15 +8,24 @@
 //! - `{"type":"config", ...settings}`: this session's settings, e.g.
 //!   `{"type":"config","voice":"flite"}`; the pipeline applies them or says why not (an `error`
 //!   event), see [`PipelineControl::configure`].
+//!
+//! Client messages are rate limited per session ([`crate::ratelimit`]): typed turns have a
+//! bucket of their own (`transport.events_text_*`, default burst 5 then 2/s), `interrupt`,
+//! `config` and unparseable messages share another (`transport.events_control_*`, burst 20 then
+//! 10/s). A message over the limit is dropped and counted in
+//! `transport_events_rate_limited_total{kind}`; the client gets one `error` event (its message
+//! says "rate limit") per dropped burst.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use crate::pipeline::PipelineControl;
+use crate::ratelimit::{EventLimiter, EventLimits, MessageKind, Verdict};
 
 /// Events waiting for the data channel to open (or for a slow channel) at most; past that the
 /// oldest are dropped and counted.
@@ -127,6 +136,57 @@ impl ClientMessage {
     }
 }
 
+/// Handles one client message arriving at `now`: parsed, checked against the session's limits,
+/// then handed to the conversation (or answered with an `error` event). Returns what the limiter
+/// decided.
+pub(crate) fn handle_client_message(
+    raw: &[u8],
+    limiter: &mut EventLimiter,
+    now: Instant,
+    control: &dyn PipelineControl,
+    errors: &EventSender,
+    limits: &EventLimits,
+) -> Verdict {
+    let parsed = ClientMessage::parse(raw);
+    let kind = match parsed {
+        Ok(ClientMessage::Text(_)) => MessageKind::Text,
+        _ => MessageKind::Control,
+    };
+    let verdict = limiter.check(kind, now);
+    if verdict != Verdict::Accept {
+        metrics::counter!("transport_events_rate_limited_total", "kind" => kind.label())
+            .increment(1);
+        if verdict == Verdict::DropAndReport {
+            let (burst, per_s, what) = match kind {
+                MessageKind::Text => (limits.text_burst, limits.text_per_s, "text messages"),
+                MessageKind::Control => (
+                    limits.control_burst,
+                    limits.control_per_s,
+                    "interrupt/config messages",
+                ),
+            };
+            errors.error(format!(
+                "rate limit: more than {burst} {what} at once or {per_s}/s sustained; \
+                 dropping them until the rate falls"
+            ));
+        }
+        return verdict;
+    }
+    match parsed {
+        Ok(ClientMessage::Interrupt) => control.interrupt(),
+        Ok(ClientMessage::Text(t)) => control.send_text(t),
+        Ok(ClientMessage::Config(c)) => {
+            if let Err(e) = control.configure(&c) {
+                errors.error(format!("config: {e}"));
+            }
+        }
+        Err(e) => {
+            errors.error(e);
+        }
+    }
+    verdict
+}
+
 /// Forwards queued events to the data channel once it is open and hands client messages to the
 /// conversation, until the channel closes or the session ends (`events` yields `None`).
 pub(crate) async fn run_events(
@@ -134,7 +194,9 @@ pub(crate) async fn run_events(
     mut channels: mpsc::Receiver<Arc<dyn DataChannel>>,
     control: Arc<dyn PipelineControl>,
     errors: EventSender,
+    limits: EventLimits,
 ) {
+    let mut limiter = EventLimiter::new(limits);
     let mut pending: VecDeque<String> = VecDeque::new();
     let mut dc: Option<Arc<dyn DataChannel>> = None;
     let mut open = false;
@@ -178,16 +240,14 @@ pub(crate) async fn run_events(
                         }
                     }
                     Some(DataChannelEvent::OnMessage(m)) => {
-                        match ClientMessage::parse(&m.data) {
-                            Ok(ClientMessage::Interrupt) => control.interrupt(),
-                            Ok(ClientMessage::Text(t)) => control.send_text(t),
-                            Ok(ClientMessage::Config(c)) => {
-                                if let Err(e) = control.configure(&c) {
-                                    errors.error(format!("config: {e}"));
-                                }
-                            }
-                            Err(e) => { errors.error(e); }
-                        }
+                        handle_client_message(
+                            &m.data,
+                            &mut limiter,
+                            Instant::now(),
+                            control.as_ref(),
+                            &errors,
+                            &limits,
+                        );
                     }
                     Some(DataChannelEvent::OnClose) | None => {
                         // Keep draining events so the conversation never sees a full queue.
@@ -239,6 +299,78 @@ mod tests {
             let e = ClientMessage::parse(raw).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[derive(Default)]
+    struct Recording {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl PipelineControl for Recording {
+        fn interrupt(&self) {
+            self.calls.lock().unwrap().push("interrupt".into());
+        }
+        fn send_text(&self, text: String) {
+            self.calls.lock().unwrap().push(format!("text:{text}"));
+        }
+        fn configure(&self, _settings: &Map<String, Value>) -> Result<(), String> {
+            self.calls.lock().unwrap().push("config".into());
+            Ok(())
+        }
+        fn stop(&self) {}
+    }
+
+    #[test]
+    fn a_text_flood_is_cut_to_the_limit_with_one_error_and_interrupt_still_works() {
+        let limits = EventLimits {
+            text_per_s: 2.0,
+            text_burst: 5,
+            control_per_s: 10.0,
+            control_burst: 20,
+        };
+        let mut limiter = EventLimiter::new(limits);
+        let control = Recording::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        let errors = EventSender::new(tx);
+        let t0 = Instant::now();
+        // 50 typed turns in 490 ms (one every 10 ms).
+        for i in 0..50u64 {
+            let raw = format!(r#"{{"type":"text","text":"turn {i}"}}"#);
+            let now = t0 + std::time::Duration::from_millis(i * 10);
+            handle_client_message(
+                raw.as_bytes(),
+                &mut limiter,
+                now,
+                &control,
+                &errors,
+                &limits,
+            );
+        }
+        let now = t0 + std::time::Duration::from_millis(500);
+        let v = handle_client_message(
+            br#"{"type":"interrupt"}"#,
+            &mut limiter,
+            now,
+            &control,
+            &errors,
+            &limits,
+        );
+        assert_eq!(v, Verdict::Accept);
+        let calls = control.calls.lock().unwrap().clone();
+        let texts = calls.iter().filter(|c| c.starts_with("text:")).count();
+        // 5 at once + 2/s × 0.49 s < 1: exactly the burst.
+        assert_eq!(texts, 5, "{calls:?}");
+        assert_eq!(calls.last().map(String::as_str), Some("interrupt"));
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(serde_json::from_str::<Value>(&e).unwrap());
+        }
+        assert_eq!(events.len(), 1, "one error per dropped burst: {events:?}");
+        assert_eq!(events[0]["type"], "error");
+        assert!(events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit"));
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// Longest run of lost packets concealed frame by frame (1 s of 20 ms frames); a longer hole
 /// (a peer that paused, or restarted its sequence) is skipped in one step.
 const MAX_CONCEALED_RUN: u64 = 50;
-/// Packets held behind a gap at most, whatever the window says.
-const MAX_HELD: usize = 64;
+/// Packets held behind a gap at most, whatever the window says: after `pop` has returned `None`
+/// the buffer holds fewer than this many packets (see [`JitterBuffer::held_len`]).
+pub const MAX_HELD: usize = 64;
 /// A packet this far behind the next one to play (2 s of 20 ms frames) is no late arrival: the
 /// peer restarted its sequence numbers lower. Two such packets in a row re-anchor the buffer
 /// (one alone may be a stray duplicate); without this a backward jump of up to 32768 would drop
@@ -43,6 +44,10 @@ pub struct JitterStats {
     pub skipped: u64,
     /// Backward sequence jumps taken as a restart of the peer's numbering.
     pub restarts: u64,
+    /// Received packets of the old numbering still held when a restart re-anchored the buffer,
+    /// dropped unplayed (also counted in `skipped`). Every received packet is either played,
+    /// still held, or flushed: `received == played + held_len() + flushed`.
+    pub flushed: u64,
 }
 
 pub struct JitterBuffer {
@@ -74,6 +79,11 @@ impl JitterBuffer {
         self.stats
     }
 
+    /// Packets held now (waiting behind a gap, or not yet popped).
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
     fn extend(&mut self, seq: u16) -> u64 {
         if self.next.is_none() {
             // Start well above zero so a first few reordered packets can still sit below it.
@@ -88,12 +98,18 @@ impl JitterBuffer {
     }
 
     pub fn push(&mut self, seq: u16, payload: Bytes, now: Instant) {
-        let ext = self.extend(seq);
+        let mut ext = self.extend(seq);
         let next = *self.next.get_or_insert(ext);
         if ext + RESTART_DISTANCE < next {
             match self.restart_candidate.take() {
                 Some((prev, first)) if prev + 1 == ext => {
-                    self.restart(prev, first, now);
+                    // Re-anchor the extended numbering where the first packet put it: each
+                    // restart moves it down by up to 32768, and without this ~143 000 restart
+                    // pairs (seconds of packets for a hostile peer) walk it below zero, where
+                    // `ext + RESTART_DISTANCE` overflows.
+                    let first_ext = (1u64 << 32) + (prev & 0xFFFF);
+                    self.restart(first_ext, first, now);
+                    ext = first_ext + 1;
                     self.highest = ext;
                 }
                 _ => {
@@ -123,6 +139,7 @@ impl JitterBuffer {
     fn restart(&mut self, first_ext: u64, first: Bytes, now: Instant) {
         self.stats.restarts += 1;
         self.stats.skipped += self.held.len() as u64;
+        self.stats.flushed += self.held.len() as u64;
         self.stats.late -= 1;
         self.stats.received += 1;
         self.held.clear();

@@ -24,7 +24,8 @@
 //! - The **pacer** task sends one 20 ms Opus frame per real-time tick from the
 //!   [`output::OpusOutput`] queue (silence when it is empty).
 //! - The **events** task forwards the conversation's events to the `events` data channel as JSON
-//!   and turns client messages (`interrupt`, `config`, `text`) into pipeline calls.
+//!   and turns client messages (`interrupt`, `config`, `text`) into pipeline calls, within the
+//!   session's rate limits ([`ratelimit::EventLimiter`]).
 //! - The **conversation** runs on its own OS thread (started by [`Pipeline::start`]), reading
 //!   the input ring and writing the output queue.
 
@@ -36,6 +37,7 @@ mod media;
 pub mod opus;
 pub mod output;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;
 mod session;
 mod signalling;
@@ -46,6 +48,43 @@ pub use events::{ClientMessage, EventSender};
 pub use output::OpusOutput;
 pub use pipeline::{Pipeline, PipelineControl, SessionIo};
 pub use server::{serve, Server};
+
+/// Entry points for the fuzz harnesses (`tests/fuzz.rs`): crate-private pure functions,
+/// exposed as they are. Not an API; nothing outside the tests may use it.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use webrtc::peer_connection::RTCSessionDescription;
+
+    /// `session::media_sections` on an SDP text parsed as an offer: (audio with a live port,
+    /// any audio, a data channel section), or why the text does not parse.
+    pub fn media_sections(sdp: &str) -> Result<(bool, bool, bool), String> {
+        let desc = RTCSessionDescription::offer(sdp.to_owned()).map_err(|e| e.to_string())?;
+        crate::session::media_sections(&desc)
+    }
+
+    /// `signalling::parse_offer`: `Ok(())` for an acceptable offer, else (status, code).
+    pub fn parse_offer(content_type: Option<&str>, body: &[u8]) -> Result<(), (u16, &'static str)> {
+        crate::signalling::parse_offer(content_type, body)
+            .map(|_| ())
+            .map_err(|r| (r.status, r.code))
+    }
+
+    /// `video::abs_send_time_id` on an SDP text (an answer in the server; any SDP here).
+    pub fn abs_send_time_id(sdp: &str) -> Option<u8> {
+        let desc = RTCSessionDescription::offer(sdp.to_owned()).ok()?;
+        crate::video::abs_send_time_id(&desc)
+    }
+
+    /// `video::send_time`: the raw 24-bit abs-send-time of a packet's extension `id`.
+    pub fn send_time(p: &rtc::rtp::Packet, id: Option<u8>) -> Option<u32> {
+        crate::video::send_time(p, id).map(|t| t.raw())
+    }
+
+    /// `opus::packet_has_fec`: whether an Opus packet announces LBRR (in-band FEC) data.
+    pub fn packet_has_fec(p: &[u8]) -> bool {
+        crate::opus::packet_has_fec(p)
+    }
+}
 
 /// Everything that can go wrong in the transport.
 #[derive(Debug, thiserror::Error)]

@@ -93,7 +93,7 @@ impl OpusDecoder {
 /// Whether a SILK-mode packet's first frame carries LBRR (in-band FEC) data: TOC config < 16
 /// (SILK-only or hybrid), and the LBRR flag after the VAD flags of the first frame (RFC 6716
 /// §4.2.3; the same shortcut as libopus's `opus_packet_has_lbrr`). CELT-only packets never do.
-fn packet_has_fec(p: &[u8]) -> bool {
+pub(crate) fn packet_has_fec(p: &[u8]) -> bool {
     let Some(&toc) = p.first() else {
         return false;
     };

@@ -613,6 +613,7 @@ fn start(
         dc_rx,
         run.control.clone(),
         events.clone(),
+        cfg.event_limits(),
     ));
     drop(events);
     let sup = Supervisor {

@@ -132,7 +132,7 @@ fn publish(p: &mut Published, c: &Counts, est: &ReceiverEstimator) {
 }
 
 /// The send time of a packet: its abs-send-time extension, else its RTP timestamp (90 kHz).
-fn send_time(p: &rtc::rtp::Packet, id: Option<u8>) -> Option<AbsSendTime> {
+pub(crate) fn send_time(p: &rtc::rtp::Packet, id: Option<u8>) -> Option<AbsSendTime> {
     let ext = id.and_then(|id| p.header.get_extension(id))?;
     match ext.as_ref() {
         [a, b, c, ..] => Some(AbsSendTime::from_raw(u32::from_be_bytes([0, *a, *b, *c]))),
