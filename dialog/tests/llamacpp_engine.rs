@@ -540,6 +540,60 @@ fn scored_continuation_matches_generation_logprobs() {
     assert!(llm.score_continuation(&prompt, &[u32::MAX]).is_err());
 }
 
+/// The dialog LM as its own end-of-turn detector: the probability that the user's message ends
+/// after the words so far is high for finished requests and low for ones cut mid-phrase, and it
+/// is the same number as scoring the end-of-turn token after the open turn.
+#[test]
+fn end_of_turn_probability_separates_finished_from_cut_requests() {
+    let _guard = one_at_a_time();
+    let mut llm = session(64);
+    let eot = |llm: &mut LlamaCppLlm<'_>, text: &str| {
+        let p = llm
+            .end_of_turn_probability(&ask(text))
+            .expect("end of turn");
+        println!("{p:.4}  {text:?}");
+        p
+    };
+    let finished = [
+        "What is the capital of France?",
+        "Tell me a joke.",
+        "Set a timer for ten minutes.",
+    ];
+    let cut = [
+        "What is the capital of",
+        "Tell me a joke about the",
+        "Set a timer for",
+    ];
+    let low_finished = finished
+        .iter()
+        .map(|t| eot(&mut llm, t))
+        .fold(f32::INFINITY, f32::min);
+    let high_cut = cut
+        .iter()
+        .map(|t| eot(&mut llm, t))
+        .fold(f32::NEG_INFINITY, f32::max);
+    // Not calibrated like a classifier: a finished command may still be followed by more words
+    // ("Set a timer for ten minutes." measured 0.148; the questions 0.99), but a request cut
+    // mid-phrase is all but impossible to end (≤ 1e-6 measured).
+    assert!(
+        low_finished > 0.1 && high_cut < 0.01,
+        "finished ≥ {low_finished}, cut ≤ {high_cut}"
+    );
+    let messages = ask(finished[0]);
+    let p = llm.end_of_turn_probability(&messages).unwrap();
+    let open = llm
+        .prompt_tokens(&messages, PromptEnd::OpenUserTurn)
+        .unwrap();
+    let end = llm.tokenize("<|im_end|>").unwrap();
+    assert_eq!(end.len(), 1, "{end:?}");
+    let scored = llm.score_continuation(&open, &end).unwrap()[0].exp();
+    // The other end tokens (<|endoftext|>) add a little on top of <|im_end|>'s own probability.
+    assert!(
+        p >= scored - 1e-4 && p - scored < 0.02,
+        "end_of_turn_probability {p} vs <|im_end|> scored {scored}"
+    );
+}
+
 #[test]
 fn config_selects_the_engine() {
     let _guard = one_at_a_time();

@@ -17,6 +17,14 @@
 //! `min_silence_ms` hangover); its verdict reaches the detector after its measured compute time
 //! on this machine, so the latency includes the model's real cost. Each clip's verdicts are
 //! computed once and replayed for every configuration, so the sweep is cheap.
+//!
+//! The **dialog LM's own end of turn** ([`judge_with_lm`], optional): at each VAD speech end, the
+//! audio so far is transcribed offline by Whisper (standing in for a recogniser that has caught
+//! up with the speech) and the LM gives the probability that the user's message ends after
+//! those words (`LlamaCppLlm::end_of_turn_probability`: the end-of-turn token's probability at
+//! the open user turn, which the speculative prefill computes anyway). Its verdict reaches the
+//! detector after the LM's measured compute time; the transcription's time is not counted (a
+//! streaming recogniser has the words when the speech ends — that is its own issue's target).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -179,6 +187,69 @@ pub struct CaseTrace {
     pub events: Vec<Reported>,
     /// Keyed by the speech end's `at` sample.
     pub verdicts: HashMap<u64, Verdict>,
+    /// The dialog LM's end-of-turn verdicts ([`judge_with_lm`]), keyed the same way.
+    pub lm_verdicts: HashMap<u64, LmVerdict>,
+}
+
+/// The dialog LM's verdict on one pause: the transcript it judged and its probability that the
+/// user's message ends there.
+#[derive(Debug, Clone, Serialize)]
+pub struct LmVerdict {
+    pub transcript: String,
+    pub probability: f32,
+    /// The LM's compute time (the prompt's prefill past what its cache held), measured.
+    pub compute_ms: f64,
+}
+
+/// What the LM said of one transcript, and how long it took.
+#[derive(Debug, Clone, Copy)]
+pub struct LmJudgement {
+    pub probability: f32,
+    pub compute_ms: f64,
+}
+
+/// Which end-of-turn verdicts a replay hands the detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judge {
+    SmartTurn,
+    /// The dialog LM's own end-of-turn probability.
+    Lm,
+    /// Both must call the turn complete: the smaller probability, known when the slower is.
+    Both,
+}
+
+/// Runs the dialog LM's end-of-turn judgement at every VAD speech end of `trace`: `transcribe`
+/// gives the words of the audio up to the VAD's report (what a recogniser that keeps up with
+/// the speech would hold then), `judge` the LM's probability that the message ends there and its
+/// compute time.
+pub fn judge_with_lm(
+    case: &TurnCase,
+    trace: &mut CaseTrace,
+    transcribe: &mut dyn FnMut(&[f32]) -> Result<String, EvalError>,
+    judge: &mut dyn FnMut(&str) -> Result<LmJudgement, EvalError>,
+) -> Result<(), EvalError> {
+    for r in &trace.events {
+        let VadEvent::SpeechEnded { at } = r.event else {
+            continue;
+        };
+        let end = usize::try_from(r.pos.0)
+            .unwrap_or(usize::MAX)
+            .min(case.audio.len());
+        let transcript = transcribe(&case.audio[..end])?;
+        let LmJudgement {
+            probability,
+            compute_ms,
+        } = judge(transcript.trim())?;
+        trace.lm_verdicts.insert(
+            at.0,
+            LmVerdict {
+                transcript,
+                probability,
+                compute_ms,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Runs the VAD over `case` in 512-sample pieces (as the conversation loop's VAD thread does)
@@ -227,6 +298,7 @@ pub fn trace_case(
         pause_ms: case.pause_ms,
         events,
         verdicts,
+        lm_verdicts: HashMap::new(),
     })
 }
 
@@ -247,8 +319,33 @@ pub struct CaseOutcome {
     pub ended_by: Option<&'static str>,
 }
 
-/// Replays one trace through a detector with `cfg`.
+/// The verdict `judge` gives on the pause that began at `speech_end`: (probability, compute ms).
+fn verdict(trace: &CaseTrace, speech_end: u64, judge: Judge) -> Option<(f32, f64)> {
+    let smart = trace
+        .verdicts
+        .get(&speech_end)
+        .map(|v| (v.probability, v.compute_ms));
+    let lm = trace
+        .lm_verdicts
+        .get(&speech_end)
+        .map(|v| (v.probability, v.compute_ms));
+    match judge {
+        Judge::SmartTurn => smart,
+        Judge::Lm => lm,
+        Judge::Both => {
+            let ((ps, ms), (pl, ml)) = (smart?, lm?);
+            Some((ps.min(pl), ms.max(ml)))
+        }
+    }
+}
+
+/// Replays one trace through a detector with `cfg`, Smart Turn giving the verdicts.
 pub fn replay(trace: &CaseTrace, cfg: TurnConfig) -> Option<CaseOutcome> {
+    replay_with(trace, cfg, Judge::SmartTurn)
+}
+
+/// Replays one trace through a detector with `cfg`, `judge` giving the verdicts.
+pub fn replay_with(trace: &CaseTrace, cfg: TurnConfig, judge: Judge) -> Option<CaseOutcome> {
     let rate = cfg.sample_rate;
     let last_end = trace.events.iter().rev().find_map(|r| match r.event {
         VadEvent::SpeechEnded { at } => Some(at),
@@ -265,15 +362,9 @@ pub fn replay(trace: &CaseTrace, cfg: TurnConfig) -> Option<CaseOutcome> {
         timeline.push((r.pos, Input::Vad(r.event)));
         if let (VadEvent::SpeechEnded { at }, EndOfTurn::Model { .. }) = (r.event, cfg.end_of_turn)
         {
-            if let Some(v) = trace.verdicts.get(&at.0) {
-                let delay = rate.samples_in(Duration::from_secs_f64(v.compute_ms / 1e3));
-                timeline.push((
-                    r.pos.advance(delay),
-                    Input::Model {
-                        speech_end: at,
-                        p: v.probability,
-                    },
-                ));
+            if let Some((p, compute_ms)) = verdict(trace, at.0, judge) {
+                let delay = rate.samples_in(Duration::from_secs_f64(compute_ms / 1e3));
+                timeline.push((r.pos.advance(delay), Input::Model { speech_end: at, p }));
             }
         }
     }
@@ -357,8 +448,11 @@ pub fn row(system: &str, audio: &str, outcomes: &[&CaseOutcome]) -> Row {
 }
 
 /// Rows for one configuration: utterances, paused turns, and both together.
-pub fn rows_for(system: &str, traces: &[CaseTrace], cfg: TurnConfig) -> Vec<Row> {
-    let outcomes: Vec<CaseOutcome> = traces.iter().filter_map(|t| replay(t, cfg)).collect();
+pub fn rows_for(system: &str, traces: &[CaseTrace], cfg: TurnConfig, judge: Judge) -> Vec<Row> {
+    let outcomes: Vec<CaseOutcome> = traces
+        .iter()
+        .filter_map(|t| replay_with(t, cfg, judge))
+        .collect();
     let of = |k: Option<CaseKind>| -> Vec<&CaseOutcome> {
         outcomes
             .iter()
@@ -372,12 +466,19 @@ pub fn rows_for(system: &str, traces: &[CaseTrace], cfg: TurnConfig) -> Vec<Row>
     ]
 }
 
-/// Model compute time P50/P90 over every verdict, ms.
-pub fn compute_percentiles(traces: &[CaseTrace]) -> (Option<f64>, Option<f64>, usize) {
-    let v: Vec<f64> = traces
-        .iter()
-        .flat_map(|t| t.verdicts.values().map(|v| v.compute_ms))
-        .collect();
+/// Compute time P50/P90 over every verdict of Smart Turn (`lm` false) or the LM, ms.
+pub fn compute_percentiles(traces: &[CaseTrace], lm: bool) -> (Option<f64>, Option<f64>, usize) {
+    let v: Vec<f64> = if lm {
+        traces
+            .iter()
+            .flat_map(|t| t.lm_verdicts.values().map(|v| v.compute_ms))
+            .collect()
+    } else {
+        traces
+            .iter()
+            .flat_map(|t| t.verdicts.values().map(|v| v.compute_ms))
+            .collect()
+    };
     (percentile(&v, 50.0), percentile(&v, 90.0), v.len())
 }
 

@@ -289,6 +289,31 @@ fn print_event(
                 opt(l.tts_first_chunk_ms),
             )?;
         }
+        ConversationEvent::Draft {
+            text,
+            score,
+            kept,
+            draft_ms,
+        } => {
+            clear(out, partial_shown)?;
+            let score = score.map_or("unscored".to_string(), |s| format!("score {s:.2}"));
+            let verdict = if *kept {
+                "kept: the fast model speaks first"
+            } else {
+                "dropped: the slow model answers alone"
+            };
+            writeln!(
+                out,
+                "[draft {text:?} {score}, {verdict}; decided {draft_ms} ms after the turn]"
+            )?;
+        }
+        ConversationEvent::Seam { gap_ms } => {
+            clear(out, partial_shown)?;
+            writeln!(
+                out,
+                "[seam: {gap_ms} ms of silence between draft and continuation]"
+            )?;
+        }
         ConversationEvent::Error { message } => {
             clear(out, partial_shown)?;
             eprintln!("error: {message}");

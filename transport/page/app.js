@@ -5,10 +5,15 @@ const $ = (id) => document.getElementById(id);
 // Read by the end-to-end browser test; also handy from the console.
 // `connectedAt`/`listeningAt`/`micAt`: performance.now() when Connect was pressed, when the
 // server's conversation said it listens (its first `voice` event), when the microphone opened.
-window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], events: [], errors: [],
+window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], drafts: [], events: [], errors: [],
   voice: null, connectedAt: null, listeningAt: null, micAt: null };
 
 let pc = null, dc = null, mic = null, sender = null, location_ = null, meterCtx = null, turn = 0, current = null;
+// Dual path: the verifier's decision on this turn's draft (it comes before the turn's latency
+// row), and the row whose seam cell a later `seam` event fills.
+let draft = null, seamCell = null;
+
+function cell(row, text) { const td = document.createElement('td'); td.textContent = text; row.appendChild(td); return td; }
 
 function setStatus(s) { window.vr.state = s; $('status').textContent = s; }
 function showError(msg) { window.vr.errors.push(msg); $('error').textContent = msg; }
@@ -35,11 +40,24 @@ function onEvent(ev) {
       current = null; break;
     case 'state':
       setStatus('connected · ' + String(ev.to).toLowerCase()); break;
+    case 'draft':
+      window.vr.drafts.push(ev); draft = ev; break;
+    case 'seam':
+      if (seamCell) seamCell.textContent = Math.round(ev.gap_ms);
+      seamCell = null; break;
     case 'turn_latency': {
       turn += 1; window.vr.latencies.push(ev);
       const row = document.createElement('tr');
       const cells = [turn, ev.endpointing_ms, ev.asr_final_ms, ev.llm_first_token_ms, ev.first_clause_ms, ev.tts_first_chunk_ms, ev.onset_ms];
-      for (const c of cells) { const td = document.createElement('td'); td.textContent = c == null ? '–' : Math.round(c); row.appendChild(td); }
+      for (const c of cells) cell(row, c == null ? '–' : Math.round(c));
+      // Which model's words were heard first, and why: a kept draft is the fast model's.
+      cell(row, draft ? (draft.kept ? 'fast' : 'slow') : 'one model');
+      const score = draft && draft.score != null ? draft.score.toFixed(2) + ' ' : '';
+      const verdict = cell(row, draft ? score + (draft.kept ? 'kept' : 'dropped') : '–');
+      if (draft) verdict.title = draft.text;
+      seamCell = cell(row, '–');
+      if (!draft || !draft.kept) seamCell = null;
+      draft = null;
       $('latency').tBodies[0].appendChild(row); break;
     }
     case 'voice':

@@ -55,13 +55,7 @@ impl EventSender {
                 return false;
             }
         };
-        if json.contains("\"turn_latency\"") {
-            if let Ok(v) = serde_json::from_str::<Value>(&json) {
-                if v.get("type").and_then(Value::as_str) == Some("turn_latency") {
-                    record_turn_latency(&v);
-                }
-            }
-        }
+        record_metrics(&json);
         self.send_json(json)
     }
 
@@ -78,6 +72,39 @@ impl EventSender {
     /// An `error` event with `message`.
     pub fn error(&self, message: impl Into<String>) -> bool {
         self.send(&serde_json::json!({"type": "error", "message": message.into()}))
+    }
+}
+
+/// Records the metrics an event carries: the per-turn latency breakdown, and the dual path's
+/// verifier decisions and seam gaps. Only those event types are parsed back; every other event
+/// costs one substring search.
+fn record_metrics(json: &str) {
+    const MEASURED: [&str; 3] = ["\"turn_latency\"", "\"draft\"", "\"seam\""];
+    if !MEASURED.iter().any(|t| json.contains(t)) {
+        return;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return;
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("turn_latency") => record_turn_latency(&v),
+        Some("draft") => {
+            let kept = v.get("kept").and_then(Value::as_bool) == Some(true);
+            let decision = if kept { "kept" } else { "dropped" };
+            metrics::counter!("transport_dual_drafts_total", "decision" => decision).increment(1);
+            if let Some(score) = v.get("score").and_then(Value::as_f64) {
+                metrics::histogram!("transport_dual_verifier_score").record(score);
+            }
+            if let Some(ms) = v.get("draft_ms").and_then(Value::as_f64) {
+                metrics::histogram!("transport_dual_draft_ms").record(ms);
+            }
+        }
+        Some("seam") => {
+            if let Some(ms) = v.get("gap_ms").and_then(Value::as_f64) {
+                metrics::histogram!("transport_dual_seam_gap_ms").record(ms);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -272,6 +299,43 @@ async fn poll_channel(dc: &Option<Arc<dyn DataChannel>>) -> Option<DataChannelEv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dual_path_events_become_metrics() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (tx, mut rx) = mpsc::channel(8);
+        let events = EventSender::new(tx);
+        metrics::with_local_recorder(&recorder, || {
+            for (kept, score) in [(true, 0.93), (false, 0.12), (true, 0.71)] {
+                assert!(events.send(&serde_json::json!(
+                    {"type": "draft", "text": "Paris is the", "score": score, "kept": kept, "draft_ms": 90}
+                )));
+            }
+            assert!(events.send(&serde_json::json!({"type": "seam", "gap_ms": 40})));
+            // Text that merely mentions an event type is not one.
+            assert!(events.send(&serde_json::json!({"type": "final", "text": "\"draft\""})));
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("transport_dual_drafts_total{decision=\"kept\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("transport_dual_drafts_total{decision=\"dropped\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("transport_dual_verifier_score_count 3"),
+            "{text}"
+        );
+        assert!(text.contains("transport_dual_seam_gap_ms_sum 40"), "{text}");
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 5, "every event still goes to the data channel");
+    }
 
     #[test]
     fn client_messages_parse_and_bad_ones_say_why() {

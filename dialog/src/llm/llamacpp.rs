@@ -539,6 +539,32 @@ impl LlamaCppLlm<'_> {
         self.sync_prompt(&tokens, interrupt)
     }
 
+    /// The language model's own end-of-turn probability: after the user's unfinished turn
+    /// (`messages` ends with the partial user message), how likely its next token ends the
+    /// message (the template's end-of-turn tokens, summed). It is read from the logits the
+    /// speculative prefill of the same prompt computes anyway ([`Self::prefill_open_turn`]), so
+    /// in the live loop it costs no extra forward pass: no second model, unlike Smart Turn.
+    ///
+    /// # Errors
+    /// As [`Self::prefill_open_turn`].
+    pub fn end_of_turn_probability(
+        &mut self,
+        messages: &[ChatMessage],
+    ) -> Result<f32, DialogError> {
+        self.prefill_open_turn(messages, &|| false)?;
+        let logits = self.last_logits().ok_or_else(|| DialogError::BadRequest {
+            reason: "no logits after prefill".into(),
+        })?;
+        let p: f64 = self
+            .model
+            .stop_ids
+            .iter()
+            .filter_map(|&id| usize::try_from(id).ok().filter(|&i| i < logits.len()))
+            .map(|i| f64::from(features(logits, i).0).exp())
+            .sum();
+        Ok(p.min(1.0) as f32)
+    }
+
     /// Runs one generation, handing each event to `emit` (which returns false to stop, e.g. when
     /// the consumer has gone). Returns how it finished. Same contract as
     /// [`super::local::LocalLlm::generate`].
