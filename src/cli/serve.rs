@@ -65,25 +65,38 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once (exit code
+/// 130), whatever the graceful shutdown is still waiting for.
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await
-            }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (t, i) => {
+            let e = t
+                .err()
+                .or(i.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; stop the server with SIGKILL");
+            return std::future::pending().await;
         }
     };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM"),
-        r = tokio::signal::ctrl_c() => {
-            if r.is_ok() { tracing::info!("Ctrl-C"); } else { std::future::pending::<()>().await }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "Ctrl-C",
+    };
+    tracing::info!("{name}: shutting down (send it again to exit at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
+        eprintln!("second signal: exiting without waiting for sessions and connections");
+        std::process::exit(130);
+    });
 }
 
 mod pipeline {

@@ -91,6 +91,14 @@ pub struct TransportConfig {
     pub output_queue_ms: u64,
     /// On SIGTERM, how long sessions are given to close before the process exits anyway.
     pub shutdown_grace_ms: u64,
+    /// Open HTTP connections at most; one more gets a 503 and is closed.
+    pub max_http_connections: usize,
+    /// A connection that has not sent a request's headers within this long is closed.
+    pub http_header_timeout_ms: u64,
+    /// An offer body that has not fully arrived within this long gets 408.
+    pub http_body_timeout_ms: u64,
+    /// After the sessions closed on shutdown, how long open HTTP connections get to finish.
+    pub http_drain_ms: u64,
     /// `[transport.video]`: receiving the peer's camera and the receiver-side bitrate estimate.
     #[serde(default)]
     pub video: VideoConfig,
@@ -227,6 +235,10 @@ impl Default for TransportConfig {
             input_ring_ms: 4000,
             output_queue_ms: 60_000,
             shutdown_grace_ms: 3000,
+            max_http_connections: 256,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
+            http_drain_ms: 2000,
             video: VideoConfig::default(),
         }
     }
@@ -466,6 +478,22 @@ impl TransportConfig {
             self.shutdown_grace_ms,
             0..=60_000,
         )?;
+        check_range(
+            "transport.max_http_connections",
+            self.max_http_connections,
+            1..=65_536,
+        )?;
+        check_range(
+            "transport.http_header_timeout_ms",
+            self.http_header_timeout_ms,
+            100..=120_000,
+        )?;
+        check_range(
+            "transport.http_body_timeout_ms",
+            self.http_body_timeout_ms,
+            100..=120_000,
+        )?;
+        check_range("transport.http_drain_ms", self.http_drain_ms, 0..=60_000)?;
         self.video.validate()
     }
 

@@ -32,6 +32,7 @@
 pub mod config;
 pub mod events;
 pub mod guard;
+mod http;
 pub mod jitter;
 mod media;
 pub mod opus;

@@ -224,9 +224,21 @@ async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: 
     if declared.is_some_and(|n| n > limit) {
         return rejected(too_big());
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return rejected(too_big()),
+    // A client that trickles its body holds a connection slot: it gets a deadline.
+    let deadline = Duration::from_millis(srv.cfg.http_body_timeout_ms);
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return rejected(too_big()),
+        Err(_) => {
+            return rejected(refusal(
+                408,
+                "body_timeout",
+                format!(
+                    "the offer body did not arrive within {} ms (transport.http_body_timeout_ms)",
+                    srv.cfg.http_body_timeout_ms
+                ),
+            ))
+        }
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -472,22 +484,25 @@ async fn not_found() -> Response {
 }
 
 /// Serves `server` on `listener` until `shutdown` resolves, then closes every session (within
-/// `shutdown_grace_ms`) and returns.
+/// `shutdown_grace_ms`), gives open HTTP connections `http_drain_ms` to finish, and returns.
+/// Connections are capped and slow headers time out ([`crate::http`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TransportError> {
     let router = server.router();
+    let limits = crate::http::HttpLimits {
+        max_connections: server.cfg.max_http_connections,
+        header_timeout: Duration::from_millis(server.cfg.http_header_timeout_ms),
+        drain: Duration::from_millis(server.cfg.http_drain_ms),
+    };
     let srv = server.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sessions");
-            srv.close_all().await;
-        })
-        .await
-        .map_err(|e| TransportError::Server(e.to_string()))
+    crate::http::serve_bounded(listener, router, limits, shutdown, async move {
+        tracing::info!("shutting down: closing sessions");
+        srv.close_all().await;
+    })
+    .await
 }
 
 fn describe_metrics() {

@@ -1,6 +1,8 @@
 //! The endpoint's safe defaults over real HTTP on loopback: a loopback server refuses other host
 //! names (DNS rebinding) and other sites' origins, sends no CORS headers unless configured, and
-//! hands TURN credentials (time-limited, from the shared secret) only to authorised clients.
+//! hands TURN credentials (time-limited, from the shared secret) only to authorised clients;
+//! the HTTP side is bounded: capped connections, slow headers and bodies time out, shutdown
+//! drains within its deadline.
 //! No session is ever started here, so the pipeline refuses to start one.
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ impl Pipeline for NoSessions {
 struct Running {
     port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
@@ -43,7 +46,7 @@ async fn start(mut cfg: TransportConfig) -> Running {
     cfg.bind = format!("127.0.0.1:{port}");
     let server = Server::new(cfg, Arc::new(NoSessions), Arc::new(String::new)).expect("server");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let _ = vr_transport::server::serve(listener, server, async move {
             let _ = rx.await;
         })
@@ -52,6 +55,7 @@ async fn start(mut cfg: TransportConfig) -> Running {
     Running {
         port,
         stop: Some(tx),
+        served: Some(served),
     }
 }
 
@@ -250,4 +254,100 @@ fn a_public_bind_needs_a_token_unless_insecure_and_config_output_hides_secrets()
         !shown.contains("t0ken") && shown.contains("<redacted>"),
         "{shown}"
     );
+}
+
+async fn connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
+}
+
+/// Everything the server sends until it closes the connection (10 s at most).
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .ok();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn connections_are_capped_and_silent_ones_time_out() {
+    let srv = start(TransportConfig {
+        max_http_connections: 2,
+        http_header_timeout_ms: 300,
+        ..TransportConfig::default()
+    })
+    .await;
+    let p = srv.port;
+    // Two clients that connect and say nothing (slowloris) hold both slots...
+    let mut idle = [connect(p).await, connect(p).await];
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // ... so a third is told so and closed, instead of waiting.
+    let mut third = connect(p).await;
+    let reply = read_until_closed(&mut third).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("too_many_connections"), "{reply}");
+    // The silent ones are closed at the header timeout, which frees their slots.
+    for s in &mut idle {
+        let left = read_until_closed(s).await;
+        assert!(!left.contains("200 OK"), "{left}");
+    }
+    assert_eq!(request(p, "GET", "/healthz", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_trickled_offer_body_gets_408() {
+    let srv = start(TransportConfig {
+        http_body_timeout_ms: 300,
+        ..TransportConfig::default()
+    })
+    .await;
+    let p = srv.port;
+    let mut s = connect(p).await;
+    let head = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\n\
+         Content-Type: application/sdp\r\nContent-Length: 100\r\n\r\nv=0\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let reply = read_until_closed(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("body_timeout"), "{reply}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_within_the_drain_deadline_despite_a_stuck_connection() {
+    let mut srv = start(TransportConfig {
+        http_header_timeout_ms: 60_000,
+        http_drain_ms: 300,
+        shutdown_grace_ms: 0,
+        ..TransportConfig::default()
+    })
+    .await;
+    let p = srv.port;
+    // A request whose headers never finish: hyper would wait for them for a minute.
+    let mut stuck = connect(p).await;
+    stuck
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n").as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let t0 = std::time::Instant::now();
+    let _ = srv.stop.take().expect("running").send(());
+    let served = srv.served.take().expect("running");
+    tokio::time::timeout(std::time::Duration::from_secs(20), served)
+        .await
+        .expect("serve returns after its drain deadline, not after the stuck request")
+        .expect("serve task");
+    let took = t0.elapsed();
+    println!("shutdown took {took:?} with a stuck connection (drain 300 ms)");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "shutdown waited {took:?}: longer than the drain deadline allows"
+    );
+    // New connections are no longer accepted.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .is_err());
 }
