@@ -30,9 +30,18 @@ pub struct DialogConfig {
     pub speculative_prefill: bool,
     /// How far ahead of playback the loop writes answer audio into the output.
     pub output_lead_ms: u64,
+    /// How many steps below the process's own OS priority (nice) the conversation's LLM worker
+    /// threads run, so the VAD, recogniser and loop threads get the cores first (0 to 19; 0
+    /// keeps them level).
+    #[serde(default = "default_llm_nice")]
+    pub llm_nice: i32,
     /// `[dialog.turn]`: what ends a paused turn.
     #[serde(default)]
     pub turn: TurnSettings,
+}
+
+fn default_llm_nice() -> i32 {
+    5
 }
 
 /// `dialog.turn.mode`.
@@ -162,6 +171,7 @@ impl DialogConfig {
             0..=5_000,
         )?;
         check_range("dialog.output_lead_ms", self.output_lead_ms, 20..=5_000)?;
+        check_range("dialog.llm_nice", self.llm_nice, 0..=19)?;
         self.turn.validate()
     }
 
@@ -277,6 +287,17 @@ impl LlmConfig {
         &self,
         store: &vr_core::ModelStore,
     ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+        self.build_engine_and_counter_at(store, 0)
+    }
+
+    /// Like [`LlmConfig::build_engine_and_counter`], with a llama.cpp engine's threads `nice`
+    /// steps below the process's OS priority (`dialog.llm_nice`; candle computes on rayon's
+    /// shared pool and a remote server elsewhere, so neither is affected).
+    pub fn build_engine_and_counter_at(
+        &self,
+        store: &vr_core::ModelStore,
+        nice: i32,
+    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
         Ok(match (self.backend, self.engine) {
             (LlmBackend::Local, LocalEngineKind::Candle) => {
                 let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
@@ -289,7 +310,11 @@ impl LlmConfig {
                 let counter: crate::conversation::SharedCounter =
                     std::sync::Arc::new(model.tokenizer().clone());
                 (
-                    Box::new(LlamaCppEngine::new(model, self.llamacpp_options())?),
+                    Box::new(LlamaCppEngine::with_priority(
+                        model,
+                        self.llamacpp_options(),
+                        nice,
+                    )?),
                     counter,
                 )
             }

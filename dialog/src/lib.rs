@@ -23,12 +23,14 @@
 pub mod config;
 pub mod conversation;
 pub mod core;
+mod driver;
 pub mod llm;
 pub mod memory;
 pub mod models;
 pub mod smart_turn;
 pub mod turn;
 pub mod verifier;
+mod wav_output;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind, TurnMode, TurnSettings};
 pub use conversation::{

@@ -420,6 +420,7 @@ fn dead_llm_assistant(c: &Cfg, store: &vr_core::ModelStore) -> Assistant {
         },
         vad_end_lag: Duration::from_millis(u64::from(c.vad.min_silence_ms + c.vad.speech_pad_ms)),
         turn_model: None,
+        dual: None,
     })
     .unwrap()
 }

@@ -53,7 +53,10 @@ pub enum Event {
     /// [`Event::SpeechEnded`] `at`): the probability that the user is done. Only counts under
     /// [`crate::turn::EndOfTurn::Model`] and while that pause is still the current one; `now` is
     /// when the verdict is known (the model's compute time after the speech end's report).
-    TurnModel { speech_end: Millis, probability: f32 },
+    TurnModel {
+        speech_end: Millis,
+        probability: f32,
+    },
     /// The recogniser's current hypothesis for the utterance in progress.
     AsrPartial {
         text: String,
