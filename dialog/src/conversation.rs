@@ -290,6 +290,36 @@ pub struct DualParts {
     pub config: crate::core::DualPathConfig,
 }
 
+impl DualParts {
+    /// `[dialog.dual]`: the drafter on llama.cpp with `[llm]`'s context and threads (hidden
+    /// states on only when the built-in verifier reads them), at `dialog.llm_nice`.
+    pub fn from_config(
+        store: &vr_core::ModelStore,
+        dialog: &DialogConfig,
+        llm: &crate::config::LlmConfig,
+    ) -> Result<Self, DialogError> {
+        let dual = &dialog.dual;
+        let verifier = Arc::new(crate::verifier::Verifier::builtin()?);
+        let model = crate::llm::llamacpp::LlamaCppModel::from_store(store, &dual.drafter)?;
+        let opts = crate::llm::llamacpp::LlamaCppOptions {
+            hidden_states: verifier.hidden_width() > 0,
+            ..llm.llamacpp_options()
+        };
+        let drafter =
+            crate::llm::llamacpp::LlamaCppEngine::with_priority(model, opts, dialog.llm_nice)?;
+        tracing::info!(drafter = %dual.drafter, slow = %llm.model, "dual path enabled");
+        Ok(Self {
+            drafter: Arc::new(drafter),
+            config: crate::core::DualPathConfig {
+                draft_words: dual.draft_words,
+                draft_max_tokens: dual.draft_max_tokens,
+                keep_threshold: dual.keep_threshold,
+                verifier,
+            },
+        })
+    }
+}
+
 /// Loads the weights once and hands out cheap per-session [`Conversation`]s.
 #[derive(Clone)]
 pub struct Assistant {
@@ -315,7 +345,12 @@ impl Assistant {
         tts: &vr_tts::TtsConfig,
     ) -> Result<Self, DialogError> {
         crate::config::validate_together(dialog, llm)?;
-        let (engine, token_counter) = llm.build_engine_and_counter(store)?;
+        let (engine, token_counter) = llm.build_engine_and_counter_at(store, dialog.llm_nice)?;
+        let dual = if dialog.dual.enabled {
+            Some(DualParts::from_config(store, dialog, llm)?)
+        } else {
+            None
+        };
         let t0 = Instant::now();
         let models = vr_asr::RecognizerModels::load(asr, vad, store)?;
         let silero = match models.silero() {
@@ -359,7 +394,7 @@ impl Assistant {
                     crate::smart_turn::SmartTurn::from_store(store, dialog.turn.threads)?,
                 )),
             },
-            dual: None,
+            dual,
         })
     }
 

@@ -233,7 +233,9 @@ pub(crate) fn run(
         };
         // Nothing but the workers and the handles may keep the channel open.
         drop(control);
-        lp.run(&rx, &stop)
+        // The channel goes before the workers are joined (when `lp` drops): a worker waiting
+        // for room in it would otherwise never finish.
+        lp.run(rx, &stop)
     };
     stop.store(true, Ordering::SeqCst);
     if vad_thread.join().is_err() {
@@ -262,7 +264,7 @@ struct Loop<'a, E: EventSink> {
 impl<E: EventSink> Loop<'_, E> {
     fn run(
         &mut self,
-        rx: &Receiver<Msg>,
+        rx: Receiver<Msg>,
         stop: &AtomicBool,
     ) -> Result<ConversationSummary, DialogError> {
         while !self.core.is_done() {
