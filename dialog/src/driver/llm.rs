@@ -17,6 +17,8 @@ use std::thread::JoinHandle;
 
 /// Jobs waiting for a worker: a generation and a few prefills at most, in practice.
 const JOB_QUEUE: usize = 16;
+/// Generations remembered for cancelling.
+const ISSUED_KEPT: usize = 8;
 
 /// How a generation's events reach the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,11 @@ impl LlmWorker {
         self.next_seq += 1;
         let seq = self.next_seq;
         self.issued.push_back((seq, answer));
+        // The core only cancels the answer in flight (its draft, its generation, its fast
+        // completion): older entries are of answers long over.
+        if self.issued.len() > ISSUED_KEPT {
+            self.issued.pop_front();
+        }
         self.submit(Job::Generate {
             seq,
             answer,
@@ -268,4 +275,74 @@ fn generate(
         post(tx, Msg::Core(event));
     }
     *cancel.running() = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::llamacpp::{LlamaCppEngine, LlamaCppModel, LlamaCppOptions};
+    use std::time::Duration;
+
+    fn next(rx: &mpsc::Receiver<Msg>) -> Event {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Msg::Core(e)) => e,
+            Ok(_) => panic!("an LLM worker posts only core events"),
+            Err(e) => panic!("no event from the worker: {e}"),
+        }
+    }
+
+    /// Cancelling an answer stops its running generation within the few tokens already posted,
+    /// and a job issued for the same answer afterwards (a fast completion after its draft was
+    /// cut) still runs to its end.
+    #[test]
+    fn a_cancel_stops_the_running_generation_and_later_jobs_of_the_answer_run() {
+        let Some(store) = vr_core::prereq::models(&["qwen2.5-0.5b"]) else {
+            return;
+        };
+        let model = LlamaCppModel::from_store(&store, "qwen2.5-0.5b").expect("model");
+        let engine: Arc<dyn LlmEngine> =
+            Arc::new(LlamaCppEngine::new(model, LlamaCppOptions::default()).expect("engine"));
+        // A small queue: the worker waits for room instead of dropping tokens.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let mut w = LlmWorker::spawn("test", engine, 0, tx).expect("worker");
+        let mut long = GenerateRequest::new(vec![ChatMessage::user(
+            "Count from one to one hundred, one number per line.",
+        )]);
+        long.max_tokens = 200;
+        let mut short = long.clone();
+        short.max_tokens = 3;
+        assert!(w.start(AnswerId(1), long, Stream::Draft));
+        assert!(matches!(
+            next(&rx),
+            Event::DraftToken {
+                answer: AnswerId(1),
+                ..
+            }
+        ));
+        w.cancel(AnswerId(1));
+        assert!(w.start(AnswerId(1), short, Stream::Answer));
+        let (mut late_draft, mut tokens) = (0, 0);
+        loop {
+            match next(&rx) {
+                Event::DraftToken { .. } => late_draft += 1,
+                Event::DraftFinished { .. } => panic!("the cancelled draft must not finish"),
+                Event::LlmToken { answer, .. } => {
+                    assert_eq!(answer, AnswerId(1));
+                    tokens += 1;
+                }
+                Event::LlmFinished { answer, stats } => {
+                    assert_eq!(answer, AnswerId(1));
+                    assert_eq!(stats.map(|s| s.generated_tokens), Some(3));
+                    break;
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        // What was already queued to the loop (4) and the one being posted, no more.
+        assert!(
+            late_draft <= 5,
+            "{late_draft} draft tokens after the cancel"
+        );
+        assert_eq!(tokens, 3);
+    }
 }

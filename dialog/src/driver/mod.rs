@@ -230,6 +230,7 @@ pub(crate) fn run(
             out: output::Output::new(output.as_mut(), lead),
             events,
             clock: InputClock { t0: Instant::now() },
+            wakes: (0, 0),
         };
         // Nothing but the workers and the handles may keep the channel open.
         drop(control);
@@ -259,6 +260,8 @@ struct Loop<'a, E: EventSink> {
     out: output::Output<'a>,
     events: E,
     clock: InputClock,
+    /// Wake-ups by a message and by a deadline (logged at the end: the loop does not poll).
+    wakes: (u64, u64),
 }
 
 impl<E: EventSink> Loop<'_, E> {
@@ -291,6 +294,12 @@ impl<E: EventSink> Loop<'_, E> {
                 }
             }
         }
+        tracing::info!(
+            message_wakes = self.wakes.0,
+            deadline_wakes = self.wakes.1,
+            input_ms = self.clock.now().ms(),
+            "conversation loop ended"
+        );
         if let Some(reason) = self.core.failure() {
             return Err(DialogError::Runtime(reason.to_string()));
         }
@@ -303,6 +312,11 @@ impl<E: EventSink> Loop<'_, E> {
             self.clock.observe(*pos, *read_at);
         }
         let now = self.clock.now();
+        if msg.is_some() {
+            self.wakes.0 += 1;
+        } else {
+            self.wakes.1 += 1;
+        }
         let frames = self.out.played();
         self.step(Event::OutputPlayed { frames }, now)?;
         match msg {
