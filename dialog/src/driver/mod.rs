@@ -30,7 +30,9 @@ mod output;
 pub(crate) mod priority;
 mod tts;
 
-use crate::conversation::{AssistantParts, AudioOutput, ConversationSummary, EventSink};
+use crate::conversation::{
+    AssistantParts, AudioOutput, ConversationEvent, ConversationSummary, EventSink,
+};
 use crate::core::{Action, AnswerId, ConversationCore, CoreConfig, Event, LlmFailure, Millis};
 use crate::DialogError;
 use llm::{LlmWorker, Stream};
@@ -231,6 +233,7 @@ pub(crate) fn run(
             events,
             clock: InputClock { t0: Instant::now() },
             wakes: (0, 0),
+            stopped_at: None,
         };
         // Nothing but the workers and the handles may keep the channel open.
         drop(control);
@@ -262,6 +265,9 @@ struct Loop<'a, E: EventSink> {
     clock: InputClock,
     /// Wake-ups by a message and by a deadline (logged at the end: the loop does not poll).
     wakes: (u64, u64),
+    /// When the output last stopped for user speech (a pause, or a flush without one), on the
+    /// input clock: the core dates a barge-in's stop at its own step and cannot see this delay.
+    stopped_at: Option<Millis>,
 }
 
 impl<E: EventSink> Loop<'_, E> {
@@ -392,11 +398,42 @@ impl<E: EventSink> Loop<'_, E> {
             } => self.tts.speak(answer, clause, text),
             Action::FinishSpeech { answer } => self.tts.finish(answer),
             Action::CancelSpeech { answer } => self.tts.cancel(answer),
-            Action::WriteAudio { samples, .. } => self.out.write(&samples)?,
-            Action::PauseAudio => self.out.pause(),
-            Action::ResumeAudio => self.out.resume()?,
-            Action::FlushAudio => self.out.flush(),
+            Action::WriteAudio { samples, .. } => {
+                self.out.write(&samples)?;
+                // Audio plays again: an earlier stop (an interrupt's flush) is not this one's.
+                self.stopped_at = None;
+            }
+            Action::PauseAudio => {
+                self.out.pause();
+                self.stopped_at = Some(self.clock.now());
+            }
+            Action::ResumeAudio => {
+                self.out.resume()?;
+                self.stopped_at = None;
+            }
+            Action::FlushAudio => {
+                self.out.flush();
+                self.stopped_at.get_or_insert(self.clock.now());
+            }
             Action::SetVoice(kind) => self.tts.set_voice(kind),
+            Action::Emit(ConversationEvent::BargeIn {
+                at_ms,
+                detected_ms,
+                stop_latency_ms,
+                dropped_ms,
+            }) => {
+                // Measured here: from the VAD's report to the moment the output stopped.
+                let stop_latency_ms = self
+                    .stopped_at
+                    .take()
+                    .map_or(stop_latency_ms, |t| t.ms().saturating_sub(detected_ms));
+                self.events.emit(ConversationEvent::BargeIn {
+                    at_ms,
+                    detected_ms,
+                    stop_latency_ms,
+                    dropped_ms,
+                });
+            }
             Action::Emit(event) => self.events.emit(event),
         }
         Ok(())
