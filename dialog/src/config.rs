@@ -30,9 +30,76 @@ pub struct DialogConfig {
     pub speculative_prefill: bool,
     /// How far ahead of playback the loop writes answer audio into the output.
     pub output_lead_ms: u64,
+    /// How many steps below the process's own OS priority (nice) the conversation's LLM worker
+    /// threads run, so the VAD, recogniser and loop threads get the cores first (0 to 19; 0
+    /// keeps them level).
+    #[serde(default = "default_llm_nice")]
+    pub llm_nice: i32,
     /// `[dialog.turn]`: what ends a paused turn.
     #[serde(default)]
     pub turn: TurnSettings,
+    /// `[dialog.dual]`: a fast model drafts the answer's first words.
+    #[serde(default)]
+    pub dual: DualSettings,
+}
+
+/// `[dialog.dual]`: the dual path. A fast drafting model (llama.cpp) speaks the first
+/// `draft_words` words when the built-in verifier trusts them; `[llm]` (the slow model)
+/// continues after them, or answers alone when the draft is dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DualSettings {
+    pub enabled: bool,
+    /// Model-store entry of the drafter.
+    pub drafter: String,
+    /// Words in a draft.
+    pub draft_words: usize,
+    /// Most tokens the drafter may take for them.
+    pub draft_max_tokens: usize,
+    /// Keep a draft the verifier scores at least this (0 keeps every draft, 1 none).
+    pub keep_threshold: f32,
+}
+
+impl Default for DualSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            drafter: "qwen2.5-0.5b".into(),
+            draft_words: 5,
+            draft_max_tokens: 16,
+            keep_threshold: 0.5,
+        }
+    }
+}
+
+impl DualSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled && self.drafter.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "dialog.dual.drafter".into(),
+                value: self.drafter.clone(),
+                reason: "must name a model-store entry when the dual path is enabled".into(),
+            });
+        }
+        check_range("dialog.dual.draft_words", self.draft_words, 1..=32)?;
+        check_range(
+            "dialog.dual.draft_max_tokens",
+            self.draft_max_tokens,
+            self.draft_words..=128,
+        )?;
+        if !(0.0..=1.0).contains(&self.keep_threshold) {
+            return Err(ConfigError::Invalid {
+                key: "dialog.dual.keep_threshold".into(),
+                value: self.keep_threshold.to_string(),
+                reason: "must be between 0 and 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn default_llm_nice() -> i32 {
+    5
 }
 
 /// `dialog.turn.mode`.
@@ -162,6 +229,8 @@ impl DialogConfig {
             0..=5_000,
         )?;
         check_range("dialog.output_lead_ms", self.output_lead_ms, 20..=5_000)?;
+        check_range("dialog.llm_nice", self.llm_nice, 0..=19)?;
+        self.dual.validate()?;
         self.turn.validate()
     }
 
@@ -277,6 +346,17 @@ impl LlmConfig {
         &self,
         store: &vr_core::ModelStore,
     ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+        self.build_engine_and_counter_at(store, 0)
+    }
+
+    /// Like [`LlmConfig::build_engine_and_counter`], with a llama.cpp engine's threads `nice`
+    /// steps below the process's OS priority (`dialog.llm_nice`; candle computes on rayon's
+    /// shared pool and a remote server elsewhere, so neither is affected).
+    pub fn build_engine_and_counter_at(
+        &self,
+        store: &vr_core::ModelStore,
+        nice: i32,
+    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
         Ok(match (self.backend, self.engine) {
             (LlmBackend::Local, LocalEngineKind::Candle) => {
                 let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
@@ -289,7 +369,11 @@ impl LlmConfig {
                 let counter: crate::conversation::SharedCounter =
                     std::sync::Arc::new(model.tokenizer().clone());
                 (
-                    Box::new(LlamaCppEngine::new(model, self.llamacpp_options())?),
+                    Box::new(LlamaCppEngine::with_priority(
+                        model,
+                        self.llamacpp_options(),
+                        nice,
+                    )?),
                     counter,
                 )
             }
@@ -453,5 +537,82 @@ mod tests {
         assert!(e.to_string().contains("max_context_tokens"), "{e}");
         let bad: Result<DialogConfig, _> = toml::from_str("persona = \"x\"\nunknown_key = 1\n");
         assert!(bad.unwrap_err().to_string().contains("unknown_key"));
+    }
+
+    #[test]
+    fn the_dual_section_defaults_off_and_names_the_key_it_rejects() {
+        let (d, _) = defaults();
+        assert_eq!(d.dual, DualSettings::default());
+        assert!(!d.dual.enabled);
+        assert_eq!(
+            (d.dual.drafter.as_str(), d.dual.draft_words),
+            ("qwen2.5-0.5b", 5)
+        );
+        assert_eq!(d.llm_nice, 5);
+        let bad = |dual: DualSettings| {
+            DialogConfig { dual, ..d.clone() }
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let on = DualSettings {
+            enabled: true,
+            ..DualSettings::default()
+        };
+        for (dual, key) in [
+            (
+                DualSettings {
+                    drafter: " ".into(),
+                    ..on.clone()
+                },
+                "dialog.dual.drafter",
+            ),
+            (
+                DualSettings {
+                    draft_words: 0,
+                    ..on.clone()
+                },
+                "dialog.dual.draft_words",
+            ),
+            (
+                DualSettings {
+                    draft_max_tokens: 4,
+                    ..on.clone()
+                },
+                "dialog.dual.draft_max_tokens",
+            ),
+            (
+                DualSettings {
+                    keep_threshold: 1.5,
+                    ..on.clone()
+                },
+                "dialog.dual.keep_threshold",
+            ),
+        ] {
+            let e = bad(dual);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = DialogConfig {
+            llm_nice: 20,
+            ..d.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("dialog.llm_nice"), "{e}");
+        let parsed: DialogConfig = toml::from_str(
+            "persona = \"\"\nsystem_prompt = \"\"\nmax_memory_tokens = 512\nmax_answer_tokens = 64\n\
+             silence_timeout_ms = 600\ngrace_ms = 0\nbackchannel_min_ms = 0\nhalf_duplex = false\n\
+             speculative_prefill = false\noutput_lead_ms = 300\n[dual]\nenabled = true\nkeep_threshold = 0.0\n",
+        )
+        .unwrap();
+        assert!(parsed.dual.enabled && parsed.dual.keep_threshold == 0.0);
+        assert_eq!(parsed.dual.draft_words, 5);
+        parsed.validate().unwrap();
+        let typo: Result<DialogConfig, _> = toml::from_str(
+            "persona = \"\"\nsystem_prompt = \"\"\nmax_memory_tokens = 512\nmax_answer_tokens = 64\n\
+             silence_timeout_ms = 600\ngrace_ms = 0\nbackchannel_min_ms = 0\nhalf_duplex = false\n\
+             speculative_prefill = false\noutput_lead_ms = 300\n[dual]\ndraft_word = 3\n",
+        );
+        assert!(typo.unwrap_err().to_string().contains("draft_word"));
     }
 }

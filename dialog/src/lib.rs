@@ -23,17 +23,19 @@
 pub mod config;
 pub mod conversation;
 pub mod core;
+mod driver;
 pub mod llm;
 pub mod memory;
 pub mod models;
 pub mod smart_turn;
 pub mod turn;
 pub mod verifier;
+mod wav_output;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind, TurnMode, TurnSettings};
 pub use conversation::{
     Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
-    ConversationSummary, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
+    ConversationSummary, DualParts, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
 };
 pub use llm::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine,
@@ -101,6 +103,8 @@ pub enum DialogError {
     Onnx { path: String, reason: String },
     #[error("audio output: {reason}")]
     Output { reason: String },
+    #[error("dual path verifier: {0}")]
+    Verifier(#[from] verifier::VerifierError),
 }
 
 impl DialogError {

@@ -420,6 +420,7 @@ fn dead_llm_assistant(c: &Cfg, store: &vr_core::ModelStore) -> Assistant {
         },
         vad_end_lag: Duration::from_millis(u64::from(c.vad.min_silence_ms + c.vad.speech_pad_ms)),
         turn_model: None,
+        dual: None,
     })
     .unwrap()
 }
@@ -671,4 +672,74 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
         ff > 140.0,
         "the second answer is not flite's female voice: F0 {ff:.0} Hz"
     );
+}
+
+/// The dual path through the whole spoken pipeline (issue 21): with `keep_threshold = 0` every
+/// draft is kept, so the user first hears the 0.5B drafter's words, then the 1.5B model's
+/// continuation after them, with the seam between the two reported and no word lost or doubled.
+#[test]
+fn dual_path_speaks_the_kept_draft_then_the_slow_models_continuation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(store) = vr_core::prereq::models(&[
+        "qwen2.5-0.5b",
+        "qwen2.5-1.5b",
+        "whisper-tiny.en",
+        "silero-vad",
+        "piper-joe",
+    ]) else {
+        return;
+    };
+    let mut c = configs();
+    c.llm.model = "qwen2.5-1.5b".into();
+    c.dialog.dual = voicerelay_dialog::config::DualSettings {
+        enabled: true,
+        keep_threshold: 0.0,
+        ..Default::default()
+    };
+    let assistant =
+        Assistant::from_configs(&store, &c.dialog, &c.llm, &c.asr, &c.vad, &c.tts).unwrap();
+    let voice = vr_tts::StreamingSynthesizer::from_config(&c.tts, &store).unwrap();
+    let q = speak(&voice, "What is the capital of France?");
+    let run = converse(
+        &assistant,
+        vec![(When::At(Duration::from_millis(300)), q)],
+        Duration::from_secs(1),
+    );
+    let at = |f: &dyn Fn(&ConversationEvent) -> bool| run.events.iter().position(f);
+    let draft = at(&|e| matches!(e, ConversationEvent::Draft { .. }))
+        .expect("the drafter's first words were judged");
+    let ConversationEvent::Draft { text, kept, .. } = &run.events[draft] else {
+        unreachable!()
+    };
+    assert!(*kept, "threshold 0 keeps every draft");
+    let first_said = at(&|e| matches!(e, ConversationEvent::AssistantText { .. }))
+        .expect("the answer was heard");
+    assert!(first_said > draft);
+    let ConversationEvent::AssistantText { text: heard, .. } = &run.events[first_said] else {
+        unreachable!()
+    };
+    assert_eq!(
+        words(heard),
+        words(text),
+        "the draft is the first clause heard"
+    );
+    let gap = run.events.iter().find_map(|e| match e {
+        ConversationEvent::Seam { gap_ms } => Some(*gap_ms),
+        _ => None,
+    });
+    println!("draft {text:?}, seam gap {gap:?} ms");
+    assert!(gap.is_some(), "the continuation's seam is reported");
+    let ends = answer_ends(&run.events);
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    let (answer, spoken, interrupted) = &ends[0];
+    assert!(!interrupted);
+    assert!(words(answer).contains(&"paris".to_string()), "{answer:?}");
+    assert!(words(answer).starts_with(&words(text)), "{answer:?}");
+    assert_eq!(words(spoken), words(answer), "no word lost or doubled");
+    let onset = speaking_starts(&run.events)[0];
+    assert!(
+        peak(&run.wav[out_index(onset)..]) > 0.05,
+        "the answer's audio plays"
+    );
+    assert_eq!(run.summary.latencies.len(), 1);
 }

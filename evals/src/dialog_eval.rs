@@ -75,6 +75,16 @@ pub struct DialogTurnResult {
     pub detected_turns: usize,
     /// No answer finished within the timeout.
     pub timed_out: bool,
+    /// Dual path: the verifier's decision on the draft, its score and the text.
+    #[serde(default)]
+    pub draft_kept: Option<bool>,
+    #[serde(default)]
+    pub draft_score: Option<f32>,
+    #[serde(default)]
+    pub draft: Option<String>,
+    /// Dual path: silence between the kept draft and the slow model's continuation.
+    #[serde(default)]
+    pub seam_gap_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +101,14 @@ pub struct DialogSummary {
     pub llm_first_token_ms: Stats,
     pub first_clause_ms: Stats,
     pub tts_first_chunk_ms: Stats,
+    /// Dual path: turns with a judged draft, and the share of them whose draft was kept.
+    #[serde(default)]
+    pub drafts: usize,
+    #[serde(default)]
+    pub keep_rate: Option<f64>,
+    /// Dual path: the seam gap over the turns whose kept draft had a continuation.
+    #[serde(default)]
+    pub seam_gap_ms: Stats,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +157,7 @@ pub fn summarise(
     errors: Vec<String>,
 ) -> DialogSummary {
     let lat: Vec<&StageLatency> = turns.iter().filter_map(|t| t.latency.as_ref()).collect();
+    let kept: Vec<bool> = turns.iter().filter_map(|t| t.draft_kept).collect();
     let col = |f: &dyn Fn(&StageLatency) -> Option<u64>| {
         stats_ms(lat.iter().filter_map(|l| f(l)).map(|v| v as f64).collect())
     };
@@ -155,6 +174,16 @@ pub fn summarise(
         llm_first_token_ms: col(&|l| l.llm_first_token_ms),
         first_clause_ms: col(&|l| l.first_clause_ms),
         tts_first_chunk_ms: col(&|l| l.tts_first_chunk_ms),
+        drafts: kept.len(),
+        keep_rate: (!kept.is_empty())
+            .then(|| kept.iter().filter(|k| **k).count() as f64 / kept.len() as f64),
+        seam_gap_ms: stats_ms(
+            turns
+                .iter()
+                .filter_map(|t| t.seam_gap_ms)
+                .map(|v| v as f64)
+                .collect(),
+        ),
     }
 }
 
@@ -166,6 +195,9 @@ struct Window {
     latencies: Vec<TurnLatency>,
     listening: bool,
     spoke: bool,
+    /// The last draft's (text, score, kept).
+    draft: Option<(String, Option<f32>, bool)>,
+    seam_gap_ms: Option<u64>,
 }
 
 fn absorb(ev: ConversationEvent, w: &mut Window, barge_ins: &mut usize, errors: &mut Vec<String>) {
@@ -180,6 +212,10 @@ fn absorb(ev: ConversationEvent, w: &mut Window, barge_ins: &mut usize, errors: 
             w.listening = to == LoopState::Listening;
         }
         ConversationEvent::BargeIn { .. } => *barge_ins += 1,
+        ConversationEvent::Draft {
+            text, score, kept, ..
+        } => w.draft = Some((text, score, kept)),
+        ConversationEvent::Seam { gap_ms } => w.seam_gap_ms = Some(gap_ms),
         ConversationEvent::Error { message } => errors.push(message),
         _ => {}
     }
@@ -278,6 +314,10 @@ pub fn run_dialog(
             latency: w.latencies.last().map(StageLatency::from),
             detected_turns: w.latencies.len(),
             timed_out,
+            draft_kept: w.draft.as_ref().map(|d| d.2),
+            draft_score: w.draft.as_ref().and_then(|d| d.1),
+            draft: w.draft.map(|d| d.0),
+            seam_gap_ms: w.seam_gap_ms,
         };
         progress(i, &r);
         results.push(r);
@@ -397,6 +437,18 @@ pub fn write_dialog(dir: &Path, r: &DialogReport) -> Result<Vec<std::path::PathB
         );
     }
     h.push_str("</table>");
+    if s.drafts > 0 {
+        let _ = write!(
+            h,
+            "<p>Dual path: {} drafts, keep rate {}, seam gap P50 {} P90 {} ms (n = {}).</p>",
+            s.drafts,
+            s.keep_rate
+                .map_or_else(|| "–".into(), |k| format!("{k:.2}")),
+            cell(s.seam_gap_ms.p50),
+            cell(s.seam_gap_ms.p90),
+            s.seam_gap_ms.n
+        );
+    }
     h.push_str(&svg);
     h.push_str("<h2>Turns</h2><table><tr><th>#</th><th>source</th><th>said / heard / answer</th><th>onset ms</th></tr>");
     for t in &r.turns {
@@ -450,7 +502,31 @@ mod tests {
             }),
             detected_turns: 1,
             timed_out: false,
+            draft_kept: None,
+            draft_score: None,
+            draft: None,
+            seam_gap_ms: None,
         }
+    }
+
+    #[test]
+    fn keep_rate_and_seam_gap_count_only_judged_drafts() {
+        let mut turns: Vec<_> = (1..=4).map(|i| turn(i * 100, Some(10))).collect();
+        turns[0].draft_kept = Some(true);
+        turns[0].seam_gap_ms = Some(0);
+        turns[1].draft_kept = Some(true);
+        turns[1].seam_gap_ms = Some(120);
+        turns[2].draft_kept = Some(false);
+        let s = summarise(&turns, 0, vec![]);
+        assert_eq!(s.drafts, 3);
+        assert_eq!(s.keep_rate, Some(2.0 / 3.0));
+        assert_eq!(s.seam_gap_ms.n, 2);
+        assert_eq!(s.seam_gap_ms.max, Some(120.0));
+        let none = summarise(&turns[3..], 0, vec![]);
+        assert_eq!(
+            (none.drafts, none.keep_rate, none.seam_gap_ms.n),
+            (0, None, 0)
+        );
     }
 
     #[test]

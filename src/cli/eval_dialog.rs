@@ -1,6 +1,9 @@
 //! `voicerelay eval dialog`: spoken user turns (TTS-synthesised questions from
 //! `evals/questions.txt`, alternating with corpus utterances) through the configured conversation
-//! loop in real time; reports onset latency P50/P90 and the per-stage breakdown.
+//! loop in real time; reports onset latency P50/P90 and the per-stage breakdown. With `--paths`,
+//! the same turns go through one fresh conversation per answer path (`dual`, `cascade`, `fast`),
+//! each reported on its own line and in its own directory, with the dual path's keep rate and
+//! seam gap.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +13,7 @@ use std::time::Duration;
 use vr_capture::AudioFormat;
 use vr_core::SampleRate;
 use vr_dialog::conversation::Assistant;
+use vr_dialog::{DialogConfig, LlmConfig};
 use vr_evals::dialog_eval::{self, DialogOptions, UserTurn};
 use vr_tts::Synthesizer;
 
@@ -17,8 +21,39 @@ use crate::config::Config;
 
 const QUESTIONS: &str = include_str!("../../evals/questions.txt");
 
+/// An answer path: which models answer (`[dialog.dual]` names the drafter).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum PathArg {
+    /// The drafter speaks the first words, the slow model continues after them.
+    Dual,
+    /// The slow model alone.
+    Cascade,
+    /// The drafter alone.
+    Fast,
+}
+
+impl PathArg {
+    fn name(self) -> &'static str {
+        match self {
+            PathArg::Dual => "dual",
+            PathArg::Cascade => "cascade",
+            PathArg::Fast => "fast",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct DialogArgs {
+    /// Answer paths to compare, each a fresh conversation over the same turns (written to
+    /// `<out>/<path>/`); default: the configuration as it is.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    paths: Vec<PathArg>,
+    /// With `--paths`: the slow model (model-store entry) for `dual` and `cascade`.
+    #[arg(long, default_value = "qwen2.5-1.5b")]
+    slow: String,
+    /// With `--paths`: the dual path's keep threshold (default: `dialog.dual.keep_threshold`).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// User turns to speak (questions and corpus utterances alternate, questions first).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
     turns: u32,
@@ -94,11 +129,66 @@ pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
         }
     }
     drop(tts);
-    let assistant =
-        Assistant::from_configs(&store, &cfg.dialog, &cfg.llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let cancel = super::eval::install_interrupt()?;
+    if args.paths.is_empty() {
+        return run_path(
+            cfg, &store, &args, None, &turns, &args.out, &cancel, &version,
+        );
+    }
+    let mut code = ExitCode::SUCCESS;
+    for path in args.paths.clone() {
+        let out = args.out.join(path.name());
+        code = run_path(
+            cfg,
+            &store,
+            &args,
+            Some(path),
+            &turns,
+            &out,
+            &cancel,
+            &version,
+        )?;
+        if code != ExitCode::SUCCESS {
+            break;
+        }
+    }
+    Ok(code)
+}
+
+/// `cfg` with `path`'s models: `dual` and `cascade` answer with `--slow`, `fast` with the
+/// drafter; only `dual` drafts.
+fn configure(cfg: &Config, args: &DialogArgs, path: PathArg) -> Result<(DialogConfig, LlmConfig)> {
+    let (mut dialog, mut llm) = (cfg.dialog.clone(), cfg.llm.clone());
+    dialog.dual.enabled = path == PathArg::Dual;
+    if let Some(t) = args.threshold {
+        dialog.dual.keep_threshold = t;
+    }
+    llm.model = match path {
+        PathArg::Dual | PathArg::Cascade => args.slow.clone(),
+        PathArg::Fast => dialog.dual.drafter.clone(),
+    };
+    vr_dialog::config::validate_together(&dialog, &llm)
+        .with_context(|| format!("--paths {}", path.name()))?;
+    Ok((dialog, llm))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_path(
+    cfg: &Config,
+    store: &vr_core::ModelStore,
+    args: &DialogArgs,
+    path: Option<PathArg>,
+    turns: &[UserTurn],
+    out: &std::path::Path,
+    cancel: &std::sync::atomic::AtomicBool,
+    version: &str,
+) -> Result<ExitCode> {
+    let (dialog, llm) = match path {
+        Some(p) => configure(cfg, args, p)?,
+        None => (cfg.dialog.clone(), cfg.llm.clone()),
+    };
+    let assistant = Assistant::from_configs(store, &dialog, &llm, &cfg.asr, &cfg.vad, &cfg.tts)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let bar = ProgressBar::new(turns.len() as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -110,9 +200,9 @@ pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
         gap: Duration::from_millis(args.gap_ms),
         answer_timeout: Duration::from_secs(args.answer_timeout_s),
     };
-    let answers = args.out.join("answers.wav");
+    let answers = out.join("answers.wav");
     let (results, barge_ins, errors, complete) =
-        dialog_eval::run_dialog(&assistant, &turns, &opts, &answers, &cancel, |_, r| {
+        dialog_eval::run_dialog(&assistant, turns, &opts, &answers, cancel, |_, r| {
             bar.set_message(match &r.latency {
                 Some(l) => format!("last onset {} ms", l.onset_ms),
                 None => "last turn: no answer".into(),
@@ -128,17 +218,35 @@ pub fn run(cfg: &Config, args: DialogArgs) -> Result<ExitCode> {
         "questions_only": args.questions_only,
         "gap_ms": args.gap_ms,
         "answer_timeout_s": args.answer_timeout_s,
-        "llm": {"backend": format!("{:?}", cfg.llm.backend), "model": cfg.llm.model},
+        "path": path.map(PathArg::name),
+        "llm": {"backend": format!("{:?}", llm.backend), "model": llm.model},
+        "dual": dialog.dual.enabled.then(|| serde_json::json!({
+            "drafter": dialog.dual.drafter,
+            "draft_words": dialog.dual.draft_words,
+            "keep_threshold": dialog.dual.keep_threshold,
+        })),
         "asr": {"engine": cfg.asr.engine, "model": cfg.asr.model},
         "tts_voice": cfg.tts.voice,
-        "dialog": {"max_answer_tokens": cfg.dialog.max_answer_tokens},
+        "dialog": {"max_answer_tokens": dialog.max_answer_tokens},
     });
-    let report = dialog_eval::report(&version, settings, results, barge_ins, errors, complete);
-    let files = dialog_eval::write_dialog(&args.out, &report)?;
+    let report = dialog_eval::report(version, settings, results, barge_ins, errors, complete);
+    let files = dialog_eval::write_dialog(out, &report)?;
     let s = &report.summary;
     let f = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.0}"));
+    let dual = if s.drafts > 0 {
+        format!(
+            " | keep rate {} | seam gap P50 {} P90 {} ms",
+            s.keep_rate
+                .map_or_else(|| "–".into(), |k| format!("{k:.2}")),
+            f(s.seam_gap_ms.p50),
+            f(s.seam_gap_ms.p90)
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "eval dialog: {} turns, {} answered, {} timed out{} | onset P50 {} P90 {} ms | endpointing P50 {} | ASR final P50 {} | LLM first token P50 {} | first clause P50 {} | TTS first chunk P50 {} ms",
+        "eval dialog{}: {} turns, {} answered, {} timed out{} | onset P50 {} P90 {} ms | endpointing P50 {} | ASR final P50 {} | LLM first token P50 {} | first clause P50 {} | TTS first chunk P50 {} ms{dual}",
+        path.map_or_else(String::new, |p| format!(" [{}]", p.name())),
         s.turns,
         s.answered,
         s.timed_out,

@@ -49,6 +49,14 @@ pub enum Event {
     SpeechStarted { at: Millis },
     /// The VAD heard speech end at `at` (`now` is when it decided: the VAD end lag later).
     SpeechEnded { at: Millis },
+    /// The end-of-turn model's verdict on the pause that began at `speech_end` (a
+    /// [`Event::SpeechEnded`] `at`): the probability that the user is done. Only counts under
+    /// [`crate::turn::EndOfTurn::Model`] and while that pause is still the current one; `now` is
+    /// when the verdict is known (the model's compute time after the speech end's report).
+    TurnModel {
+        speech_end: Millis,
+        probability: f32,
+    },
     /// The recogniser's current hypothesis for the utterance in progress.
     AsrPartial {
         text: String,

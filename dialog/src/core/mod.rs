@@ -162,6 +162,10 @@ impl ConversationCore {
         match event {
             Event::SpeechStarted { at } => self.on_speech_started(at),
             Event::SpeechEnded { at } => self.on_speech_ended(at),
+            Event::TurnModel {
+                speech_end,
+                probability,
+            } => self.on_turn_model(speech_end, probability),
             Event::AsrPartial {
                 text,
                 stable_prefix_len,

@@ -80,6 +80,12 @@ impl ConversationCore {
         self.on_turn_events(evs);
     }
 
+    pub(super) fn on_turn_model(&mut self, speech_end: Millis, probability: f32) {
+        let (end, now) = (self.samples(speech_end), self.samples(self.now));
+        let evs = self.detector.turn_model(end, probability, now);
+        self.on_turn_events(evs);
+    }
+
     /// Fires the detector's timers up to now. While an overlap is pending, only up to now minus
     /// the VAD's end lag: a speech end before the backchannel limit may not be reported yet.
     pub(super) fn tick_detector(&mut self) {

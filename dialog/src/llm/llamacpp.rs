@@ -681,6 +681,16 @@ pub struct LlamaCppEngine {
 impl LlamaCppEngine {
     /// Starts the worker; returns once its context exists (or with the error creating it).
     pub fn new(model: LlamaCppModel, opts: LlamaCppOptions) -> Result<Self, DialogError> {
+        Self::with_priority(model, opts, 0)
+    }
+
+    /// Like [`LlamaCppEngine::new`], with the worker (and the compute threads llama.cpp starts
+    /// from it, which inherit its priority) `nice` steps below the process's OS priority.
+    pub fn with_priority(
+        model: LlamaCppModel,
+        opts: LlamaCppOptions,
+        nice: i32,
+    ) -> Result<Self, DialogError> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<String, DialogError>>(1);
         let pending = Arc::new(AtomicUsize::new(0));
@@ -688,6 +698,7 @@ impl LlamaCppEngine {
         let worker = std::thread::Builder::new()
             .name("llm-llamacpp".into())
             .spawn(move || {
+                crate::driver::priority::lower_this_thread(nice, "llama.cpp");
                 let mut llm = match model.session(&opts) {
                     Ok(llm) => llm,
                     Err(e) => {

@@ -459,3 +459,93 @@ fn partials_prefill_once_per_change_and_only_while_the_turn_is_open() {
     off.at(1_300, partial("what"));
     assert!(off.commands().is_empty());
 }
+
+#[test]
+fn the_end_of_turn_model_ends_a_complete_turn_and_waits_out_an_incomplete_one() {
+    let mut c = cfg();
+    c.turn.end_of_turn = EndOfTurn::Model {
+        threshold: 0.5,
+        fallback_timeout: Duration::from_millis(2_000),
+    };
+    let mut sim = Sim::with(c);
+    // Unsure about the first pause: the turn waits (no answer) until the user goes on.
+    sim.at(1_250, Event::SpeechStarted { at: Millis(1_000) });
+    sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
+    sim.at(
+        2_150,
+        Event::TurnModel {
+            speech_end: Millis(2_000),
+            probability: 0.2,
+        },
+    );
+    assert_eq!(sim.core.state(), UserSpeaking);
+    // The timer no longer decides at 600 ms: the model's fallback does, at 2 s.
+    assert_eq!(sim.core.next_deadline(), Some(Millis(4_000)));
+    sim.at(2_650, Event::SpeechStarted { at: Millis(2_400) });
+    sim.at(3_100, Event::SpeechEnded { at: Millis(3_000) });
+    sim.at(
+        3_150,
+        Event::AsrFinal {
+            text: "What is the capital of France?".into(),
+            start: Millis(1_000),
+            end: Millis(3_000),
+        },
+    );
+    sim.at(
+        3_150,
+        Event::AsrProgress {
+            upto: Millis(3_150),
+        },
+    );
+    // A late verdict on the first pause no longer counts: it is not the current one.
+    sim.at(
+        3_160,
+        Event::TurnModel {
+            speech_end: Millis(2_000),
+            probability: 0.9,
+        },
+    );
+    assert_eq!(sim.core.state(), UserSpeaking);
+    assert!(sim.requests().is_empty());
+    // Sure about the second: the turn ends at the verdict, 180 ms after the speech end.
+    sim.at(
+        3_180,
+        Event::TurnModel {
+            speech_end: Millis(3_000),
+            probability: 0.9,
+        },
+    );
+    assert_eq!(sim.core.state(), Thinking);
+    let kinds: Vec<(TurnEventKind, u64)> = sim
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ConversationEvent::Turn { kind, at_ms, .. } => Some((kind, at_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (TurnStarted, 1_000),
+            (Paused, 2_000),
+            (Waiting, 2_150),
+            (Resumed, 2_400),
+            (Paused, 3_000),
+            (TurnEnded, 3_180),
+        ]
+    );
+    assert!(sim.events().iter().any(|e| matches!(
+        e,
+        ConversationEvent::Turn {
+            kind: TurnEnded,
+            reason: TurnReason::TurnModelComplete { .. },
+            ..
+        }
+    )));
+    assert_eq!(
+        sim.commands(),
+        cmds(&[(3_180, "start 1 What is the capital of France?")])
+    );
+    assert_eq!(sim.core.summary().turns, 1);
+}
