@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             ..Default::default()
         };
         let store = vr_core::ModelStore::from_env()?;
-        let vad = vr_asr::vad::SileroVad::from_store(&store, Default::default())?;
+        let mut vad_cfg = vr_asr::vad::VadConfig::default();
+        if let Ok(v) = std::env::var("VR_VAD_MIN_SPEECH_MS") {
+            vad_cfg.min_speech_ms = v.parse()?;
+        }
+        let vad = vr_asr::vad::SileroVad::from_store(&store, vad_cfg)?;
         let mut rec = WhisperStream::new(load_configured(&cfg, &store)?, cfg)?.with_vad(vad);
         let mut pos = 0usize;
         for c in s.chunks(1600) {

@@ -120,7 +120,7 @@ pub fn allowed_token_copies(p: usize) -> usize {
 /// copies are already counted at the shorter period.
 fn is_periodic<K: PartialEq>(pat: &[K]) -> bool {
     let p = pat.len();
-    (1..p).any(|d| p % d == 0 && (d..p).all(|i| pat[i] == pat[i - d]))
+    (1..p).any(|d| p.is_multiple_of(d) && (d..p).all(|i| pat[i] == pat[i - d]))
 }
 
 /// Longest pattern (in words) the repetition check looks for.
@@ -404,7 +404,7 @@ mod tests {
         ]);
         assert_eq!(unsupported_copy(&s, &spoken, 0, 0.5), None);
         // No alignment: a short phrase is kept; committed copies are not judged again.
-        assert_eq!(unsupported_copy(&s, &vec![None; 7], 0, 0.5), None);
+        assert_eq!(unsupported_copy(&s, &[None; 7], 0, 0.5), None);
         // A sentence said twice at the same pace is kept.
         let s = w("turn off the lights turn off the lights");
         let paced = sp(&[
