@@ -61,7 +61,7 @@ impl Default for AsrConfig {
             compression_ratio_threshold: crate::guards::COMPRESSION_RATIO_THRESHOLD,
             suppress_hallucinations: true,
             vad_gate: true,
-            pre_roll_ms: 200,
+            pre_roll_ms: 1000,
             pad_ms: 2000,
             min_encode_ms: 0,
             final_silence_ms: 500,

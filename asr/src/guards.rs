@@ -212,15 +212,16 @@ pub const SHORT_PATTERN: usize = 3;
 
 /// A near copy of recent text: a run of at least [`NEAR_MIN`] items starting at or after `from`
 /// that matches, position by position with at most one mismatch in five, a run that ends
-/// before it and starts at most `2 × len` items earlier ("i will love to go to that track i
-/// would love to go to that"). Whisper produces this when a committed prefix it was forced to
-/// follow disagrees with the audio and it transcribes the same audio again. Returns
-/// (start, length) of the longest such copy at the earliest start; first words must agree.
+/// before it and starts at most [`MAX_PATTERN`] items earlier, and that covers at least half
+/// the distance between the two starts ("i will love to go to that track i would love to go to
+/// that"). Whisper produces this when a committed prefix it was forced to follow disagrees
+/// with the audio and it transcribes the same audio again. Returns (start, length) of the
+/// longest such copy at the earliest start; first words must agree.
 pub fn near_repeat<K: PartialEq>(seq: &[K], from: usize) -> Option<(usize, usize)> {
     let n = seq.len();
     for i in from.max(NEAR_MIN)..n {
         let mut best = 0;
-        for j in i.saturating_sub(2 * NEAR_MIN)..=(i - NEAR_MIN) {
+        for j in i.saturating_sub(MAX_PATTERN)..=(i - NEAR_MIN) {
             if seq[j] != seq[i] {
                 continue;
             }
@@ -236,7 +237,7 @@ pub fn near_repeat<K: PartialEq>(seq: &[K], from: usize) -> Option<(usize, usize
                     len = l;
                 }
             }
-            if len >= NEAR_MIN {
+            if len >= NEAR_MIN && 2 * len >= i - j {
                 best = best.max(len);
             }
         }
@@ -440,6 +441,16 @@ mod tests {
                        might never die but as the riper should by time decease",
         );
         assert_eq!(near_repeat(&prose, 0), None);
+        // Further back, as long as the copy covers half the distance: the second telling
+        // (13 words, two of them different) goes.
+        let s = w("and i have a long pause and i think this is probably \
+                   good and here is a long pause and i think this is probably good");
+        assert_eq!(near_repeat(&s, 0), Some((13, 13)));
+        // A five-word echo fifteen words later is a coincidence, not a copy.
+        assert_eq!(
+            near_repeat(&w("a b c d e f g h i j k l m n o a b c d e"), 0),
+            None
+        );
         // Two different words in five are not a copy.
         assert_eq!(near_repeat(&w("a b c d e a x y d e"), 0), None);
     }
