@@ -16,11 +16,17 @@
 //!   [`StreamingRecognizer::finish`]) the committed text is emitted as the `Final` without
 //!   another decode.
 //! - When the window grows past `max_window_ms`, it is trimmed at the end of the last committed
-//!   word (from the cross-attention alignment): that audio and its tokens leave the window and
-//!   their text becomes the decoding prompt. The per-update cost is therefore bounded by the
-//!   window, not the utterance. With nothing committed to cut at, the utterance is finalised.
+//!   word (from the cross-attention alignment, in the gap before the next token): that audio and
+//!   its tokens leave the window and their text becomes the decoding prompt. The per-update cost
+//!   is therefore bounded by the window, not the utterance. With nothing committed, the newest
+//!   hypothesis's words that ended a second before the audio are committed and cut at; only
+//!   without any is the utterance finalised.
 //! - Silence gating: hypotheses with high no-speech probability and low confidence count as empty;
 //!   utterances consisting only of a known hallucination are dropped unless confident.
+//! - Guards ([`crate::guards`]): a window whose text compresses too well (zlib ratio > 2.4) or
+//!   whose new tokens are unlikely (mean log-probability < −1.0) commits nothing; loops in the
+//!   new tail (back-to-back repeats beyond what speech does, copies the alignment gives no audio
+//!   of their own) are cut, near copies of recent text removed, before agreement sees them.
 //!
 //! Word times come from DTW over the alignment heads' cross-attention (OpenAI's word timestamp
 //! method), per decode: accurate to a few tens of milliseconds on clean speech.
