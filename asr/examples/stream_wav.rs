@@ -1,5 +1,6 @@
 //! Streams a 16 kHz mono 16-bit WAV through Whisper tiny.en and prints every event with the
-//! sample time it was emitted at: `cargo run -p voicerelay-asr --example stream_wav FILE`.
+//! sample time it was emitted at: `cargo run -p voicerelay-asr --example stream_wav FILE [TAIL_MS]`
+//! (TAIL_MS: silence appended before the end of stream, as `voicerelay eval asr` appends 1000).
 
 extern crate voicerelay_asr as vr_asr;
 
@@ -16,15 +17,21 @@ fn main() -> ExitCode {
     };
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let mut r = hound::WavReader::open(&path)?;
-        let s: Vec<f32> = r
+        let mut s: Vec<f32> = r
             .samples::<i16>()
             .map(|x| x.map(|v| v as f32 / 32768.0))
             .collect::<Result<_, _>>()?;
+        let tail_ms: usize = std::env::args().nth(2).map_or(Ok(0), |a| a.parse())?;
+        s.resize(s.len() + tail_ms * 16, 0.0);
         let cfg = AsrConfig {
             ..Default::default()
         };
         let store = vr_core::ModelStore::from_env()?;
-        let vad = vr_asr::vad::SileroVad::from_store(&store, Default::default())?;
+        let mut vad_cfg = vr_asr::vad::VadConfig::default();
+        if let Ok(v) = std::env::var("VR_VAD_MIN_SPEECH_MS") {
+            vad_cfg.min_speech_ms = v.parse()?;
+        }
+        let vad = vr_asr::vad::SileroVad::from_store(&store, vad_cfg)?;
         let mut rec = WhisperStream::new(load_configured(&cfg, &store)?, cfg)?.with_vad(vad);
         let mut pos = 0usize;
         for c in s.chunks(1600) {

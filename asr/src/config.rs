@@ -22,8 +22,12 @@ pub struct AsrConfig {
     pub agreement: u32,
     /// A hypothesis counts as silence when its no-speech probability is above this ...
     pub no_speech_threshold: f32,
-    /// ... and its mean token log-probability is below this.
+    /// ... and its mean token log-probability is below this. A window whose mean log-probability
+    /// is below this (and is not silence) is a failed decode: nothing of it is committed.
     pub logprob_threshold: f32,
+    /// A window whose text's zlib compression ratio exceeds this is a failed (looping) decode:
+    /// nothing of it is committed (OpenAI's `compression_ratio_threshold`).
+    pub compression_ratio_threshold: f32,
     /// Drop utterances whose whole text is a known silence hallucination ("thank you", ...)
     /// unless the model was confident there was speech.
     pub suppress_hallucinations: bool,
@@ -54,9 +58,10 @@ impl Default for AsrConfig {
             agreement: 2,
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
+            compression_ratio_threshold: crate::guards::COMPRESSION_RATIO_THRESHOLD,
             suppress_hallucinations: true,
             vad_gate: true,
-            pre_roll_ms: 200,
+            pre_roll_ms: 1000,
             pad_ms: 2000,
             min_encode_ms: 0,
             final_silence_ms: 500,
@@ -90,6 +95,11 @@ impl AsrConfig {
             0.0..=1.0,
         )?;
         check_range("asr.logprob_threshold", self.logprob_threshold, -10.0..=0.0)?;
+        check_range(
+            "asr.compression_ratio_threshold",
+            self.compression_ratio_threshold,
+            1.0..=100.0,
+        )?;
         check_range("asr.pre_roll_ms", self.pre_roll_ms, 0..=1000)?;
         check_range("asr.pad_ms", self.pad_ms, 0..=20_000)?;
         check_range("asr.min_encode_ms", self.min_encode_ms, 0..=30_000)?;

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod ct2;
+pub mod guards;
 pub mod mel;
 pub mod models;
 pub mod moonshine;

@@ -16,16 +16,26 @@
 //!   [`StreamingRecognizer::finish`]) the committed text is emitted as the `Final` without
 //!   another decode.
 //! - When the window grows past `max_window_ms`, it is trimmed at the end of the last committed
-//!   word (from the cross-attention alignment): that audio and its tokens leave the window and
-//!   their text becomes the decoding prompt. The per-update cost is therefore bounded by the
-//!   window, not the utterance. With nothing committed to cut at, the utterance is finalised.
+//!   word (from the cross-attention alignment, in the gap before the next token): that audio and
+//!   its tokens leave the window and their text becomes the decoding prompt. The per-update cost
+//!   is therefore bounded by the window, not the utterance. With nothing committed, the newest
+//!   hypothesis's words that ended a second before the audio are committed and cut at; only
+//!   without any is the utterance finalised.
 //! - Silence gating: hypotheses with high no-speech probability and low confidence count as empty;
 //!   utterances consisting only of a known hallucination are dropped unless confident.
+//! - Guards ([`crate::guards`]): a window whose text compresses too well (zlib ratio > 2.4) or
+//!   whose new tokens are unlikely (mean log-probability < −1.0) commits nothing; loops in the
+//!   new tail (back-to-back repeats beyond what speech does, copies the alignment gives no audio
+//!   of their own) are cut, near copies of recent text removed, before agreement sees them.
 //!
 //! Word times come from DTW over the alignment heads' cross-attention (OpenAI's word timestamp
 //! method), per decode: accurate to a few tens of milliseconds on clean speech.
 
 use crate::config::AsrConfig;
+use crate::guards::{
+    compression_ratio, judge, near_repeat, repetition_cut, unsupported_copy, word_key, Thresholds,
+    Verdict, WindowScores,
+};
 use crate::mel::{normalize, MelStream, HOP};
 use crate::models::whisper::WhisperModel;
 use crate::vad::{SileroVad, VadEvent};
@@ -55,6 +65,14 @@ pub const HALLUCINATIONS: &[&str] = &[
 /// Upper bound on how late the VAD reports a speech start (its `min_speech_ms` plus a chunk):
 /// that much audio is kept outside speech so the window can start at the onset.
 const VAD_LAG_MS: u32 = 1000;
+
+/// A short repeated phrase must take at least this fraction of its first copy's time to count
+/// as spoken again ([`unsupported_copy`]).
+const COPY_MIN_RATIO: f32 = 0.5;
+
+/// A word of an uncommitted hypothesis counts as settled once this much audio follows it (used
+/// only when the window must be trimmed and nothing in it was committed).
+const SETTLED_MS: u32 = 1000;
 
 fn normalize_simple(s: &str) -> String {
     s.chars()
@@ -135,6 +153,9 @@ pub struct StreamState {
     last_logprob: f32,
     last_stats: UpdateStats,
     vad_active: bool,
+    /// The last decode failed OpenAI's checks (repetitive or unlikely): nothing of it may be
+    /// committed by agreement.
+    window_failed: bool,
 }
 
 impl WhisperStream {
@@ -164,6 +185,7 @@ impl WhisperStream {
                 last_logprob: 0.0,
                 last_stats: UpdateStats::default(),
                 vad_active: false,
+                window_failed: false,
             },
             vad: None,
         })
@@ -261,16 +283,36 @@ impl WhisperStream {
             forced_tokens: self.s.committed.len(),
             new_tokens: d.tokens.len(),
         };
-        let silent = self.s.committed.is_empty()
-            && d.no_speech_prob > self.cfg.no_speech_threshold
-            && d.avg_logprob < self.cfg.logprob_threshold;
+        // OpenAI's per-window checks, on the window's whole text as decoded (forced prefix and
+        // new tokens, before any cut below: a window that looped is not trusted even once the
+        // loop is cut off).
+        let mut window = self.s.committed.clone();
+        window.extend_from_slice(&d.tokens);
+        let scores = WindowScores {
+            no_speech_prob: d.no_speech_prob,
+            avg_logprob: Some(d.avg_logprob),
+            compression_ratio: compression_ratio(&self.text_of(&window)?),
+        };
+        let verdict = judge(
+            &scores,
+            &Thresholds {
+                compression_ratio: self.cfg.compression_ratio_threshold,
+                logprob: self.cfg.logprob_threshold,
+                no_speech: self.cfg.no_speech_threshold,
+            },
+        );
+        // Silence with text already committed in the window: the committed words had audio;
+        // only the new tail is unsupported, which a failed window already keeps uncommitted.
+        let silent = verdict == Verdict::Silence && self.s.committed.is_empty();
+        self.s.window_failed = matches!(verdict, Verdict::Failed(_) | Verdict::Silence);
         tracing::debug!(
             frames = n,
             forced = self.s.committed.len(),
             new = d.tokens.len(),
             no_speech = d.no_speech_prob,
             logprob = d.avg_logprob,
-            silent,
+            compression = scores.compression_ratio,
+            ?verdict,
             "whisper update"
         );
         let ws = self.s.window_start;
@@ -310,7 +352,94 @@ impl WhisperStream {
             tokens.truncate(cut);
             self.s.token_frames.truncate(self.s.committed.len() + cut);
         }
+        self.guard_loops(&mut tokens)?;
         Ok(Some(tokens))
+    }
+
+    /// Words of `toks` as (first token, end token, [`word_key`]); a word is a token that starts
+    /// one (or the first token) and the tokens up to the next; words with an empty key
+    /// (punctuation) are left out.
+    fn word_keys(&self, toks: &[u32]) -> Result<Vec<(usize, usize, String)>, AsrError> {
+        let eot = self.model.special.eot;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < toks.len() {
+            let mut j = i + 1;
+            while j < toks.len() && !self.model.starts_word(toks[j]) {
+                j += 1;
+            }
+            let piece: Vec<u32> = toks[i..j].iter().copied().filter(|t| *t < eot).collect();
+            let key = word_key(&self.text_of(&piece)?);
+            if !key.is_empty() {
+                out.push((i, j, key));
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// Applies the word-level loop guards to a decode's new `tail` (token frames in
+    /// `self.s.token_frames` after the committed tokens), judged over the recent text: the
+    /// previous utterances', the text that left the window, the committed tokens. Cut only in
+    /// `tail`: a loop ([`repetition_cut`]) or a short copy the audio cannot hold
+    /// ([`unsupported_copy`]) ends the tail; a near copy of recent text ([`near_repeat`]) is
+    /// removed and what follows it kept (the speech goes on after a re-transcribed stretch).
+    fn guard_loops(&mut self, tokens: &mut Vec<u32>) -> Result<(), AsrError> {
+        let c = self.s.committed.len();
+        let mut prior: Vec<u32> = self.s.context.clone();
+        prior.extend_from_slice(&self.s.done_tokens);
+        let prior = self.word_keys(&prior[prior.len().saturating_sub(96)..])?;
+        let committed = self.word_keys(&self.s.committed)?;
+        let words = self.word_keys(tokens)?;
+        let from = prior.len() + committed.len();
+        let frames = &self.s.token_frames;
+        let span = |a: usize, b: usize| -> Option<(usize, usize)> {
+            Some((frames.get(a)?.0, frames.get(b.checked_sub(1)?)?.1))
+        };
+        let seq: Vec<&str> = prior
+            .iter()
+            .chain(&committed)
+            .chain(&words)
+            .map(|w| w.2.as_str())
+            .collect();
+        let spans: Vec<Option<(usize, usize)>> = prior
+            .iter()
+            .map(|_| None)
+            .chain(committed.iter().map(|w| span(w.0, w.1)))
+            .chain(words.iter().map(|w| span(c + w.0, c + w.1)))
+            .collect();
+        let looped = repetition_cut(&seq, from);
+        let squeezed = unsupported_copy(&seq, &spans, from, COPY_MIN_RATIO);
+        let cut = match (looped, squeezed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(w) = cut.and_then(|w| words.get(w - from)) {
+            tracing::debug!(?looped, ?squeezed, "hypothesis repeats itself; cut");
+            tokens.truncate(w.0);
+            self.s.token_frames.truncate(c + w.0);
+        }
+        let words = self.word_keys(tokens)?;
+        let seq: Vec<&str> = prior
+            .iter()
+            .chain(&committed)
+            .chain(&words)
+            .map(|w| w.2.as_str())
+            .collect();
+        if let Some((i, len)) = near_repeat(&seq, from) {
+            let (a, b) = (i - from, i - from + len);
+            if let (Some(first), Some(last)) = (words.get(a), words.get(b - 1)) {
+                tracing::debug!(i, len, "hypothesis re-transcribes recent text; removed");
+                let (ta, tb) = (first.0, last.1);
+                tokens.drain(ta..tb);
+                if self.s.token_frames.len() >= c + tb {
+                    self.s.token_frames.drain(c + ta..c + tb);
+                } else {
+                    self.s.token_frames.truncate(c + ta);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Number of leading tokens of `new` that the last `agreement - 1` hypotheses agree on (text
@@ -437,7 +566,13 @@ impl WhisperStream {
         let Some(hyp) = self.decode_window()? else {
             return Ok(());
         };
-        let k = self.agreed_len(&hyp);
+        // A failed window is shown (as the partial's tail) but commits nothing: the committed
+        // prefix only grows from windows that pass the checks.
+        let k = if self.s.window_failed {
+            0
+        } else {
+            self.agreed_len(&hyp)
+        };
         self.commit(&hyp, k);
         self.emit_partial(out)?;
         self.trim(out)
@@ -470,9 +605,20 @@ impl WhisperStream {
         if len <= Self::ms_to_frames(self.cfg.max_window_ms) {
             return Ok(());
         }
+        if self.s.committed.is_empty() {
+            self.commit_settled_words();
+        }
         let n = self.s.committed.len();
+        // Cut in the gap between the last committed word and the next token (by the alignment),
+        // not at the word's aligned end: the DTW end is only accurate to a few frames, and a
+        // sliver of the committed word left at the window start is re-transcribed as a
+        // duplicate, while a sliver of the next word cut off loses it.
         let cut = if n > 0 && self.s.token_frames.len() >= n {
-            Some(self.s.token_frames[n - 1].1)
+            let end = self.s.token_frames[n - 1].1;
+            Some(match self.s.token_frames.get(n) {
+                Some(&(next, _)) if next > end => (end + next) / 2,
+                _ => end,
+            })
         } else {
             None
         };
@@ -498,6 +644,40 @@ impl WhisperStream {
             }
         }
         Ok(())
+    }
+
+    /// The window must be trimmed but nothing in it was committed (every recent window failed its
+    /// checks, or the hypotheses kept changing): commit the newest hypothesis's words that end
+    /// at least `SETTLED_MS` before the audio does, so the trim can cut at a word boundary.
+    /// Finalising instead would cut at the newest sample, through a word still being spoken.
+    fn commit_settled_words(&mut self) {
+        let Some(hyp) = self.s.history.last().cloned() else {
+            return;
+        };
+        let c = self.s.committed.len();
+        if self.s.token_frames.len() < c + hyp.len() {
+            return;
+        }
+        let limit = self
+            .s
+            .mel
+            .end_frame()
+            .saturating_sub(Self::ms_to_frames(SETTLED_MS));
+        let k = (1..=hyp.len())
+            .rev()
+            .find(|&k| {
+                let boundary = k == hyp.len() || self.model.starts_word(hyp[k]);
+                boundary && self.s.token_frames[c + k - 1].1 <= limit
+            })
+            .unwrap_or(0);
+        if k > 0 {
+            tracing::debug!(
+                k,
+                "window full with nothing committed: settled words committed"
+            );
+            self.s.history.pop();
+            self.commit(&hyp, k);
+        }
     }
 
     /// Words of `toks` with their absolute (start, end) mel frames `frames` (same length, or
@@ -689,6 +869,7 @@ impl StreamingRecognizer for WhisperStream {
         self.s.last_partial.clear();
         self.s.context.clear();
         self.s.vad_active = false;
+        self.s.window_failed = false;
         if let Some(v) = self.vad.as_mut() {
             if let Err(e) = v.reset() {
                 tracing::warn!(error = %e, "VAD reset failed; VAD gating disabled for this stream");

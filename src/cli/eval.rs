@@ -91,6 +91,10 @@ pub struct AsrArgs {
     /// Only the first N utterances of the split.
     #[arg(long)]
     limit: Option<usize>,
+    /// Only utterances of these categories (comma-separated, e.g. `long,conversational`): for
+    /// iterating on one failure class; report figures on the whole split.
+    #[arg(long, value_delimiter = ',')]
+    category: Vec<String>,
     /// Output directory; default `eval-results/asr-<engine>-<model>-<split>-<mode>`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -214,13 +218,42 @@ fn print_summary(r: &vr_evals::schema::AsrReport, w: &vr_evals::report::Written)
         f(s.cpu_s_per_audio_s),
         s.peak_rss_mb.map_or_else(|| "–".into(), |v| format!("{v:.0}")),
     );
+    for c in &r.by_category {
+        println!(
+            "  {:<18} {:>3} utterances  WER {:6.2}% ({} S, {} D, {} I / {} words)",
+            c.category,
+            c.utterances,
+            c.wer * 100.0,
+            c.word_errors.substitutions,
+            c.word_errors.deletions,
+            c.word_errors.insertions,
+            c.word_errors.reference_len
+        );
+    }
+    // Runaway output (a loop, a hallucinated clause) shows as insertions: count the utterances
+    // where they exceed half the reference.
+    let runaway: Vec<&str> = r
+        .utterances
+        .iter()
+        .filter(|u| 2 * u.word_errors.insertions > u.word_errors.reference_len)
+        .map(|u| u.id.as_str())
+        .collect();
+    println!(
+        "  utterances with insertions > half the reference: {} {:?}",
+        runaway.len(),
+        runaway
+    );
     println!("wrote {} and {}", w.json.display(), w.html.display());
 }
 
 fn run_asr(cfg: &Config, args: AsrArgs) -> Result<ExitCode> {
     let dir = corpus_dir(args.corpus);
     let corpus = open_corpus(&dir)?;
-    let mut utts: Vec<_> = corpus.split(args.split.split()).cloned().collect();
+    let mut utts: Vec<_> = corpus
+        .split(args.split.split())
+        .filter(|u| args.category.is_empty() || args.category.contains(&u.category))
+        .cloned()
+        .collect();
     if let Some(n) = args.limit {
         utts.truncate(n);
     }
@@ -324,6 +357,7 @@ fn run_asr(cfg: &Config, args: AsrArgs) -> Result<ExitCode> {
             "chunk_ms": args.chunk_ms,
             "tail_silence_ms": args.tail_silence_ms,
             "limit": args.limit,
+            "category": args.category,
             "vad_gate": cfg.asr.vad_gate,
             "asr": {
                 "update_interval_ms": cfg.asr.update_interval_ms,

@@ -712,9 +712,12 @@ impl WhisperModel {
                 break;
             }
             tokens.push(best);
-            if let Some(cut) = repetition_start(&tokens[n_prefix..]) {
-                // A loop ("and so and so and so"): keep the first occurrence, stop decoding.
-                tokens.truncate(n_prefix + cut);
+            // A loop ("and so and so and so"), judged over the forced prefix too (a loop can
+            // start in it) but cut only in the new tokens: keep the first copy, stop decoding.
+            if let Some(cut) =
+                crate::guards::runaway_cut(&tokens[sample_begin..], n_prefix - sample_begin)
+            {
+                tokens.truncate(sample_begin + cut);
                 break;
             }
         }
@@ -840,21 +843,6 @@ impl WhisperModel {
         let d = self.decode(&enc, &[], &[], false, n_audio, 224)?;
         Ok((self.text(&d.tokens)?, d))
     }
-}
-
-/// If `t` ends with the same 1..=24-token pattern three times in a row, the index where the
-/// second occurrence starts.
-fn repetition_start(t: &[u32]) -> Option<usize> {
-    for p in 1..=24 {
-        if t.len() < 3 * p {
-            break;
-        }
-        let n = t.len();
-        if t[n - p..] == t[n - 2 * p..n - p] && t[n - 2 * p..n - p] == t[n - 3 * p..n - 2 * p] {
-            return Some(n - 2 * p);
-        }
-    }
-    None
 }
 
 /// Softmax probability of index `i` in `l`.
