@@ -59,6 +59,24 @@ pub struct AecConfig {
     pub residual_suppress_db: i32,
     /// Residual echo suppression while only the far end is active, dB.
     pub residual_suppress_active_db: i32,
+    /// Largest attenuation of stationary noise by the same preprocessor, dB (it only applies
+    /// its residual-echo gains with noise suppression on; kept mild so the user's voice is left
+    /// alone).
+    pub noise_suppress_db: i32,
+    /// Extra attenuation while the filter has not converged yet (from the start and after each
+    /// delay jump) and the far end is active, dB (0 = off). Without it the first second of the
+    /// first answer leaks through well enough to be transcribed; a user talking over exactly
+    /// that second is attenuated too.
+    pub startup_gate_db: i32,
+    /// The filter counts as converged once the ERLE over the last 0.5 s of far-active frames
+    /// reaches this, dB.
+    pub converged_erle_db: f32,
+    /// The startup gate ends after at most this much far-active audio, ms, converged or not (a
+    /// weak echo near the noise floor may never show the ERLE above).
+    pub startup_gate_max_ms: u32,
+    /// The gate stays closed for at least this much far-active audio, ms: right after a reset
+    /// the residual suppressor alone makes the ERLE look converged for a few hundred ms.
+    pub startup_gate_min_ms: u32,
     pub delay: DelayConfig,
 }
 
@@ -71,7 +89,12 @@ impl Default for AecConfig {
             preroll_ms: 8,
             initial_delay_ms: 0,
             residual_suppress_db: -40,
-            residual_suppress_active_db: -15,
+            residual_suppress_active_db: -25,
+            noise_suppress_db: -3,
+            startup_gate_db: -30,
+            converged_erle_db: 18.0,
+            startup_gate_max_ms: 2000,
+            startup_gate_min_ms: 1500,
             delay: DelayConfig::default(),
         }
     }
@@ -88,12 +111,28 @@ impl AecConfig {
         check_range("aec.frame_ms", self.frame_ms, 5..=40)?;
         check_range("aec.filter_ms", self.filter_ms, self.frame_ms..=1000)?;
         check_range("aec.preroll_ms", self.preroll_ms, 0..=100)?;
-        check_range("aec.initial_delay_ms", self.initial_delay_ms, 0..=self.delay.max_delay_ms)?;
-        check_range("aec.residual_suppress_db", self.residual_suppress_db, -90..=0)?;
+        check_range(
+            "aec.initial_delay_ms",
+            self.initial_delay_ms,
+            0..=self.delay.max_delay_ms,
+        )?;
+        check_range(
+            "aec.residual_suppress_db",
+            self.residual_suppress_db,
+            -90..=0,
+        )?;
         check_range(
             "aec.residual_suppress_active_db",
             self.residual_suppress_active_db,
             -90..=0,
+        )?;
+        check_range("aec.noise_suppress_db", self.noise_suppress_db, -90..=0)?;
+        check_range("aec.startup_gate_db", self.startup_gate_db, -90..=0)?;
+        check_range("aec.converged_erle_db", self.converged_erle_db, 0.0..=60.0)?;
+        check_range(
+            "aec.startup_gate_max_ms",
+            self.startup_gate_max_ms,
+            0..=30_000,
         )?;
         let d = &self.delay;
         check_range("aec.delay.max_delay_ms", d.max_delay_ms, 10..=2000)?;
@@ -111,8 +150,10 @@ impl AecConfig {
             frame_size: ms(rate, self.frame_ms as f32),
             filter_length: ms(rate, self.filter_ms as f32),
             rate,
-            residual_suppress_db: (self.residual_suppress_db < 0).then_some(self.residual_suppress_db),
+            residual_suppress_db: (self.residual_suppress_db < 0)
+                .then_some(self.residual_suppress_db),
             residual_suppress_active_db: self.residual_suppress_active_db,
+            noise_suppress_db: self.noise_suppress_db,
         }
     }
 

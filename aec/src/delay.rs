@@ -94,7 +94,7 @@ impl DelayEstimator {
         let mut planner = RealFftPlanner::<f32>::new();
         let forward = planner.plan_fft_forward(fft_len);
         let inverse = planner.plan_fft_inverse(fft_len);
-        Ok(DelayEstimator {
+        let mut me = DelayEstimator {
             far: VecDeque::with_capacity(s.window + s.max_delay),
             near: VecDeque::with_capacity(s.window),
             since_estimate: 0,
@@ -112,7 +112,9 @@ impl DelayEstimator {
             current: None,
             candidate: None,
             last: None,
-        })
+        };
+        me.reset();
+        Ok(me)
     }
 
     /// The tracked delay in samples, once one was confirmed.
@@ -148,9 +150,7 @@ impl DelayEstimator {
             }
             self.near.push_back(n);
             self.since_estimate += 1;
-            if self.since_estimate >= self.s.interval
-                && self.far.len() == self.s.window + self.s.max_delay
-            {
+            if self.since_estimate >= self.s.interval {
                 self.since_estimate = 0;
                 if let Some(c) = self.estimate() {
                     change = Some(c);
@@ -162,8 +162,14 @@ impl DelayEstimator {
 
     /// Forgets everything (a new far-end stream).
     pub fn reset(&mut self) {
+        // Start from silence rather than an empty window: nothing was played before the stream
+        // began, so zeros are the truth, and the first estimate comes one `interval` after the
+        // far end starts instead of a whole window + max_delay later (the echo that matters most
+        // is in the first second, before the filter has converged).
         self.far.clear();
         self.near.clear();
+        self.far.resize(self.s.window + self.s.max_delay, 0.0);
+        self.near.resize(self.s.window, 0.0);
         self.since_estimate = 0;
         self.current = None;
         self.candidate = None;
@@ -190,13 +196,21 @@ impl DelayEstimator {
             .process_with_scratch(&mut self.buf_far, &mut self.spec_far, &mut self.scratch_fwd)
             .ok()?;
         self.forward
-            .process_with_scratch(&mut self.buf_near, &mut self.spec_near, &mut self.scratch_fwd)
+            .process_with_scratch(
+                &mut self.buf_near,
+                &mut self.spec_near,
+                &mut self.scratch_fwd,
+            )
             .ok()?;
         // c[lag] = Σ near[i]·far[i + lag]  ⇔  C = conj(NEAR)·FAR; PHAT keeps only the phase.
         for (f, n) in self.spec_far.iter_mut().zip(&self.spec_near) {
             let x = n.conj() * *f;
             let mag = x.norm();
-            *f = if mag > 1e-12 { x / mag } else { Complex32::new(0.0, 0.0) };
+            *f = if mag > 1e-12 {
+                x / mag
+            } else {
+                Complex32::new(0.0, 0.0)
+            };
         }
         // The inverse real FFT needs purely real DC and Nyquist bins.
         if let Some(first) = self.spec_far.first_mut() {
@@ -211,10 +225,10 @@ impl DelayEstimator {
         // far_seg starts m samples before the near window: near[i] ≈ far_seg[i + m - D], so the
         // peak lag is m - D.
         let lags = &self.corr[..=m.min(self.fft_len - 1)];
-        let (peak_lag, peak) = lags
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let (peak_lag, peak) =
+            lags.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
         let guard = 8;
         let (mut sum, mut count) = (0.0f32, 0usize);
         for (i, &v) in lags.iter().enumerate() {
@@ -321,7 +335,12 @@ mod tests {
             .collect()
     }
 
-    fn run(est: &mut DelayEstimator, far: &[f32], near: &[f32], chunk: usize) -> Vec<(usize, DelayChange)> {
+    fn run(
+        est: &mut DelayEstimator,
+        far: &[f32],
+        near: &[f32],
+        chunk: usize,
+    ) -> Vec<(usize, DelayChange)> {
         let mut changes = Vec::new();
         for (k, (f, n)) in far.chunks(chunk).zip(near.chunks(chunk)).enumerate() {
             if let Some(c) = est.push(f, n).expect("push") {
@@ -353,7 +372,10 @@ mod tests {
         assert_eq!(changes[1].1.previous, Some(800));
         // The switch needs the new delay to fill the window and then three confirmations.
         let at = changes[1].0;
-        assert!(at > 16_000 * 5 + 3 * 4000 && at < 16_000 * 10, "switched at {at}");
+        assert!(
+            at > 16_000 * 5 + 3 * 4000 && at < 16_000 * 10,
+            "switched at {at}"
+        );
     }
 
     #[test]
@@ -362,7 +384,13 @@ mod tests {
         // 1.2 s at another delay: at most two confident windows see it, fewer than three.
         let near = near_signal(
             &far,
-            |i| if (16_000 * 5..16_000 * 5 + 3200).contains(&i) { 3000 } else { 500 },
+            |i| {
+                if (16_000 * 5..16_000 * 5 + 3200).contains(&i) {
+                    3000
+                } else {
+                    500
+                }
+            },
             0.0,
         );
         let mut est = DelayEstimator::new(settings()).expect("settings");
@@ -380,16 +408,33 @@ mod tests {
         let far = far_signal(16_000 * 4, 1);
         let near = far_signal(far.len(), 2);
         let mut est = DelayEstimator::new(settings()).expect("settings");
-        assert!(run(&mut est, &far, &near, 160).is_empty(), "{:?}", est.last_estimate());
+        assert!(
+            run(&mut est, &far, &near, 160).is_empty(),
+            "{:?}",
+            est.last_estimate()
+        );
     }
 
     #[test]
     fn chunk_size_does_not_matter() {
         let far = far_signal(16_000 * 5, 99);
         let near = near_signal(&far, |_| 333, 0.1);
-        let a = run(&mut DelayEstimator::new(settings()).expect("s"), &far, &near, 160);
-        let b = run(&mut DelayEstimator::new(settings()).expect("s"), &far, &near, 1000);
+        let a = run(
+            &mut DelayEstimator::new(settings()).expect("s"),
+            &far,
+            &near,
+            160,
+        );
+        let b = run(
+            &mut DelayEstimator::new(settings()).expect("s"),
+            &far,
+            &near,
+            1000,
+        );
         assert_eq!(a.first().map(|c| c.1.delay), Some(333));
-        assert_eq!(a.iter().map(|c| c.1.delay).collect::<Vec<_>>(), b.iter().map(|c| c.1.delay).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|c| c.1.delay).collect::<Vec<_>>(),
+            b.iter().map(|c| c.1.delay).collect::<Vec<_>>()
+        );
     }
 }

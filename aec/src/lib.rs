@@ -31,7 +31,7 @@ pub mod config;
 pub mod delay;
 pub mod speex;
 
-pub use canceller::{AecEvent, AecStats, EchoCanceller};
+pub use canceller::{clock_offset, AecEvent, AecStats, ClockPoint, EchoCanceller};
 pub use config::{AecConfig, DelayConfig};
 pub use vr_core::{SampleIndex, SampleRate};
 

@@ -28,6 +28,7 @@ const SPEEX_ECHO_SET_SAMPLING_RATE: c_int = 24;
 const SPEEX_PREPROCESS_SET_DENOISE: c_int = 0;
 const SPEEX_PREPROCESS_SET_AGC: c_int = 2;
 const SPEEX_PREPROCESS_SET_DEREVERB: c_int = 8;
+const SPEEX_PREPROCESS_SET_NOISE_SUPPRESS: c_int = 18;
 const SPEEX_PREPROCESS_SET_ECHO_SUPPRESS: c_int = 20;
 const SPEEX_PREPROCESS_SET_ECHO_SUPPRESS_ACTIVE: c_int = 22;
 const SPEEX_PREPROCESS_SET_ECHO_STATE: c_int = 24;
@@ -43,12 +44,17 @@ extern "C" {
     );
     fn speex_echo_state_reset(st: *mut SpeexEchoState);
     fn speex_echo_ctl(st: *mut SpeexEchoState, request: c_int, ptr: *mut c_void) -> c_int;
-    fn speex_preprocess_state_init(frame_size: c_int, sampling_rate: c_int)
-        -> *mut SpeexPreprocessState;
+    fn speex_preprocess_state_init(
+        frame_size: c_int,
+        sampling_rate: c_int,
+    ) -> *mut SpeexPreprocessState;
     fn speex_preprocess_state_destroy(st: *mut SpeexPreprocessState);
     fn speex_preprocess_run(st: *mut SpeexPreprocessState, x: *mut i16) -> c_int;
-    fn speex_preprocess_ctl(st: *mut SpeexPreprocessState, request: c_int, ptr: *mut c_void)
-        -> c_int;
+    fn speex_preprocess_ctl(
+        st: *mut SpeexPreprocessState,
+        request: c_int,
+        ptr: *mut c_void,
+    ) -> c_int;
 }
 
 /// Settings of one Speex canceller instance.
@@ -64,6 +70,8 @@ pub struct SpeexSettings {
     pub residual_suppress_db: Option<i32>,
     /// Residual echo suppression while only the far end is active, dB (negative).
     pub residual_suppress_active_db: i32,
+    /// Largest attenuation of stationary noise by the preprocessor, dB (negative).
+    pub noise_suppress_db: i32,
 }
 
 /// One SpeexDSP echo canceller plus residual-echo preprocessor.
@@ -102,20 +110,21 @@ impl SpeexAec {
             what: "speex frame_size",
             value: settings.frame_size as f64,
         })?;
-        let tail = c_int::try_from(settings.filter_length).map_err(|_| AecError::InvalidSetting {
-            what: "speex filter_length",
-            value: settings.filter_length as f64,
-        })?;
-        let mut rate = c_int::try_from(settings.rate.hz()).map_err(|_| AecError::InvalidSetting {
-            what: "sample rate",
-            value: f64::from(settings.rate.hz()),
-        })?;
+        let tail =
+            c_int::try_from(settings.filter_length).map_err(|_| AecError::InvalidSetting {
+                what: "speex filter_length",
+                value: settings.filter_length as f64,
+            })?;
+        let mut rate =
+            c_int::try_from(settings.rate.hz()).map_err(|_| AecError::InvalidSetting {
+                what: "sample rate",
+                value: f64::from(settings.rate.hz()),
+            })?;
         // SAFETY: plain constructor; a null return is handled below.
-        let echo = NonNull::new(unsafe { speex_echo_state_init(frame, tail) }).ok_or(
-            AecError::Init {
+        let echo =
+            NonNull::new(unsafe { speex_echo_state_init(frame, tail) }).ok_or(AecError::Init {
                 what: "speex_echo_state_init",
-            },
-        )?;
+            })?;
         let mut me = SpeexAec {
             echo,
             pre: None,
@@ -145,12 +154,28 @@ impl SpeexAec {
                 },
             )?;
             me.pre = Some(pre);
-            // Only echo suppression: denoising, AGC and dereverberation would change the user's
-            // voice, which the recogniser is tuned on unprocessed.
-            let ints: [(c_int, &'static str, c_int); 5] = [
-                (SPEEX_PREPROCESS_SET_DENOISE, "SPEEX_PREPROCESS_SET_DENOISE", 0),
+            // The preprocessor applies its spectral gain (where residual echo is suppressed) only
+            // with denoising on (preprocess.c sets the gains to 1 otherwise), so denoising is
+            // on, its own attenuation capped at `noise_suppress_db`. AGC and dereverberation
+            // stay off: they would reshape the user's voice, and the recogniser is tuned on
+            // unprocessed speech.
+            let ints: [(c_int, &'static str, c_int); 6] = [
+                (
+                    SPEEX_PREPROCESS_SET_DENOISE,
+                    "SPEEX_PREPROCESS_SET_DENOISE",
+                    1,
+                ),
+                (
+                    SPEEX_PREPROCESS_SET_NOISE_SUPPRESS,
+                    "SPEEX_PREPROCESS_SET_NOISE_SUPPRESS",
+                    settings.noise_suppress_db,
+                ),
                 (SPEEX_PREPROCESS_SET_AGC, "SPEEX_PREPROCESS_SET_AGC", 0),
-                (SPEEX_PREPROCESS_SET_DEREVERB, "SPEEX_PREPROCESS_SET_DEREVERB", 0),
+                (
+                    SPEEX_PREPROCESS_SET_DEREVERB,
+                    "SPEEX_PREPROCESS_SET_DEREVERB",
+                    0,
+                ),
                 (
                     SPEEX_PREPROCESS_SET_ECHO_SUPPRESS,
                     "SPEEX_PREPROCESS_SET_ECHO_SUPPRESS",
@@ -274,6 +299,7 @@ mod tests {
             rate: SampleRate(16_000),
             residual_suppress_db: None,
             residual_suppress_active_db: -15,
+            noise_suppress_db: -3,
         }
     }
 
@@ -282,12 +308,21 @@ mod tests {
         let mut a = SpeexAec::new(settings()).expect("init");
         let mut out = vec![0.0; 160];
         let e = a.process(&[0.0; 100], &[0.0; 160], &mut out).unwrap_err();
-        assert!(matches!(e, AecError::FrameSize { expected: 160, actual: 100 }));
+        assert!(matches!(
+            e,
+            AecError::FrameSize {
+                expected: 160,
+                actual: 100
+            }
+        ));
         let bad = SpeexSettings {
             filter_length: 80,
             ..settings()
         };
-        assert!(matches!(SpeexAec::new(bad), Err(AecError::InvalidSetting { .. })));
+        assert!(matches!(
+            SpeexAec::new(bad),
+            Err(AecError::InvalidSetting { .. })
+        ));
     }
 
     /// White-noise far end through a pure 20-sample delay at -6 dB: the linear filter alone must
