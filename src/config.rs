@@ -25,6 +25,7 @@ pub struct Config {
     pub capture: vr_capture::CaptureConfig,
     pub asr: vr_asr::config::AsrConfig,
     pub transport: vr_transport::TransportConfig,
+    pub aec: vr_aec::AecConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +93,7 @@ impl Config {
         self.capture.validate()?;
         self.asr.validate()?;
         self.transport.validate()?;
+        self.aec.validate()?;
         Ok(())
     }
 }

@@ -188,6 +188,63 @@ pub fn find_device(dir: Direction, name: &str) -> Result<cpal::Device, CaptureEr
     }
 }
 
+/// Where a device stream's frames sit on one process-wide clock: the latest callback's first
+/// frame index and the instant that frame is captured (microphone) or audible (speaker), in ns
+/// since [`clock_epoch`]. Written by the real-time callback (a sequence lock of three atomics: no
+/// lock, no allocation), read by any thread; used to put the speaker's played samples on the
+/// microphone's sample clock for echo cancellation.
+///
+/// cpal's timestamps are per stream (the PulseAudio host counts from each stream's creation), so
+/// the callback converts them: its own `Instant::now()` minus (callback − capture), or plus
+/// (playback − callback).
+#[derive(Debug, Default)]
+pub struct ClockAnchor {
+    seq: AtomicU64,
+    frame: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl ClockAnchor {
+    fn store(&self, frame: u64, ns: u64) {
+        // Single writer (the callback): odd sequence while the pair is being written.
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.frame.store(frame, Ordering::Relaxed);
+        self.ns.store(ns, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// `(frame, ns since clock_epoch())` of the latest callback, or `None` before the first.
+    pub fn load(&self) -> Option<(u64, u64)> {
+        for _ in 0..64 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let frame = self.frame.load(Ordering::Relaxed);
+            let ns = self.ns.load(Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return (s1 > 0).then_some((frame, ns));
+            }
+        }
+        None
+    }
+}
+
+/// The process-wide instant [`ClockAnchor`] times count from (fixed on first use, before any
+/// stream starts, so callbacks only read it).
+pub fn clock_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch(epoch: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A chosen input device with the format it will deliver.
 pub struct Microphone {
     device: cpal::Device,
@@ -229,8 +286,19 @@ impl Microphone {
     }
 
     /// Starts capturing into `producer` (whose format must be [`Microphone::format`]).
-    pub fn start(self, mut producer: AudioProducer) -> Result<RunningStream, CaptureError> {
+    pub fn start(self, producer: AudioProducer) -> Result<RunningStream, CaptureError> {
+        self.start_anchored(producer, Arc::new(ClockAnchor::default()))
+    }
+
+    /// Like [`Microphone::start`], and each callback records in `anchor` when its first frame
+    /// was captured.
+    pub fn start_anchored(
+        self,
+        mut producer: AudioProducer,
+        anchor: Arc<ClockAnchor>,
+    ) -> Result<RunningStream, CaptureError> {
         check_format("microphone ring", producer.format(), self.format())?;
+        let epoch = clock_epoch();
         let monitor = producer.monitor();
         let errors = Arc::new(AtomicU64::new(0));
         let err_cb = {
@@ -245,7 +313,8 @@ impl Microphone {
                 .device
                 .build_input_stream::<f32, _, _>(
                     self.config,
-                    move |data: &[f32], _| {
+                    move |data: &[f32], info: &cpal::InputCallbackInfo| {
+                        stamp_input(&anchor, &producer, info, epoch);
                         producer.push(data);
                     },
                     err_cb,
@@ -253,11 +322,11 @@ impl Microphone {
                 )
                 .map_err(backend(ctx))?,
             cpal::SampleFormat::I16 => {
-                integer_input::<i16>(&self.device, self.config, producer, err_cb)
+                integer_input::<i16>(&self.device, self.config, producer, anchor, err_cb)
                     .map_err(backend(ctx))?
             }
             cpal::SampleFormat::I32 => {
-                integer_input::<i32>(&self.device, self.config, producer, err_cb)
+                integer_input::<i32>(&self.device, self.config, producer, anchor, err_cb)
                     .map_err(backend(ctx))?
             }
             other => {
@@ -301,15 +370,35 @@ fn integer_input<T: ToF32 + cpal::SizedSample + Send + 'static>(
     device: &cpal::Device,
     config: cpal::StreamConfig,
     mut producer: AudioProducer,
+    anchor: Arc<ClockAnchor>,
     err_cb: impl FnMut(cpal::Error) + Send + 'static,
 ) -> Result<cpal::Stream, cpal::Error> {
     let mut scratch = vec![0f32; SCRATCH];
+    let epoch = clock_epoch();
     device.build_input_stream::<T, _, _>(
         config,
-        move |data: &[T], _| push_converted(&mut producer, &mut scratch, data),
+        move |data: &[T], info: &cpal::InputCallbackInfo| {
+            stamp_input(&anchor, &producer, info, epoch);
+            push_converted(&mut producer, &mut scratch, data);
+        },
         err_cb,
         None,
     )
+}
+
+/// Records when the callback's first frame was captured (see [`ClockAnchor`]).
+fn stamp_input(
+    anchor: &ClockAnchor,
+    producer: &AudioProducer,
+    info: &cpal::InputCallbackInfo,
+    epoch: Instant,
+) {
+    let t = info.timestamp();
+    let age = t.callback.duration_since(t.capture).as_nanos() as u64;
+    anchor.store(
+        producer.position().0,
+        since_epoch(epoch).saturating_sub(age),
+    );
 }
 
 /// Converts in scratch-sized steps so the callback never allocates, whatever the buffer size.
@@ -396,9 +485,25 @@ impl Speaker {
     /// when the last real frame will be audible for [`RunningStream::drain`].
     pub fn start_flushable(
         self,
+        consumer: AudioConsumer,
+    ) -> Result<(RunningStream, PlaybackControl), CaptureError> {
+        self.start_with_reference(consumer, None)
+    }
+
+    /// Like [`Speaker::start_flushable`], and with `reference` = (producer, anchor) the callback
+    /// also pushes exactly what it handed to the device (silence included, so the reference
+    /// ring's positions are the playback clock) and records in the anchor when the buffer's first
+    /// frame becomes audible: the far end for echo cancellation.
+    pub fn start_with_reference(
+        self,
         mut consumer: AudioConsumer,
+        mut reference: Option<(AudioProducer, Arc<ClockAnchor>)>,
     ) -> Result<(RunningStream, PlaybackControl), CaptureError> {
         check_format("speaker ring", consumer.format(), self.format())?;
+        if let Some((r, _)) = &reference {
+            check_format("speaker reference ring", r.format(), self.format())?;
+        }
+        let epoch = clock_epoch();
         let monitor = consumer.monitor();
         let errors = Arc::new(AtomicU64::new(0));
         let errors2 = errors.clone();
@@ -429,6 +534,14 @@ impl Speaker {
                         seen = requested;
                     }
                     let frames = consumer.fill_or_silence(out);
+                    if let Some((r, anchor)) = reference.as_mut() {
+                        let t = info.timestamp();
+                        let ahead = t.playback.duration_since(t.callback).as_nanos() as u64;
+                        anchor.store(r.position().0, since_epoch(epoch).saturating_add(ahead));
+                        // Drop-newest on overrun: a stalled canceller loses reference, never
+                        // blocks playback.
+                        r.push(out);
+                    }
                     shared
                         .played
                         .fetch_add((out.len() / channels) as u64, Ordering::AcqRel);

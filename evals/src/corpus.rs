@@ -18,6 +18,8 @@ pub struct Utterance {
     pub category: String,
     #[serde(default)]
     pub duration_s: f64,
+    #[serde(default)]
+    pub speaker: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //!
 //! Must not touch: pipeline internals; it drives the same public streaming APIs users do.
 
+pub mod aec_eval;
 pub mod asr_eval;
 pub mod corpus;
 pub mod dialog_eval;
@@ -44,6 +45,8 @@ pub enum EvalError {
     Schema { found: u32, expected: u32 },
     #[error("utterance {id:?} is not in the corpus manifest (result file from another corpus?)")]
     UnknownUtterance { id: String },
+    #[error("echo canceller: {0}")]
+    Aec(#[source] vr_aec::AecError),
     #[error("dialog: {0}")]
     Dialog(String),
     #[error("plot: {0}")]

@@ -165,6 +165,9 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             }
         })?;
 
+    // Echo cancellation only where there is an echo: speaker and microphone both real.
+    let aec_on = cfg.aec.enabled && args.input.is_none() && args.output.is_none();
+    let mut far_end = None;
     let output: Box<dyn AudioOutput> = match (&args.output, speaker) {
         (Some(path), _) => Box::new(WavOutput::create(path, SampleRate(args.output_rate))?),
         (None, Some(speaker)) => {
@@ -176,7 +179,14 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
                     as usize,
             )?;
             let monitor = producer.monitor();
-            let (stream, control) = speaker.start_flushable(consumer)?;
+            let reference = if aec_on {
+                let (r, far) = super::listen_aec::reference(format)?;
+                far_end = Some((far, r.anchor.clone()));
+                Some((r.producer, r.anchor))
+            } else {
+                None
+            };
+            let (stream, control) = speaker.start_with_reference(consumer, reference)?;
             Box::new(SpeakerOutput {
                 producer,
                 monitor,
@@ -190,11 +200,27 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     };
 
     let (format, mic, file) = source;
-    let (producer, consumer) = audio_ring("input", format, cfg.capture.ring_frames(format.rate))?;
+    let (producer, mut consumer) =
+        audio_ring("input", format, cfg.capture.ring_frames(format.rate))?;
+    let mut aec_thread = None;
     let source = match (mic, file) {
         (Some(mic), _) => {
-            tracing::info!(device = mic.name(), "listening");
-            Source::Mic(mic.start(producer)?)
+            tracing::info!(device = mic.name(), aec = far_end.is_some(), "listening");
+            let mic_anchor = std::sync::Arc::new(vr_capture::device::ClockAnchor::default());
+            let running = mic.start_anchored(producer, mic_anchor.clone())?;
+            if let Some((far, far_anchor)) = far_end.take() {
+                let (thread, cleaned) = super::listen_aec::start(
+                    &cfg.aec,
+                    consumer,
+                    mic_anchor,
+                    far,
+                    far_anchor,
+                    cfg.capture.ring_frames(SampleRate::PIPELINE),
+                )?;
+                consumer = cleaned;
+                aec_thread = Some(thread);
+            }
+            Source::Mic(running)
         }
         (None, Some(src)) => Source::File(src.start(producer)?),
         (None, None) => anyhow::bail!("no input"),
@@ -215,6 +241,9 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
             f.stop()?;
         }
         Source::Mic(m) => m.stop()?,
+    }
+    if let Some(t) = aec_thread {
+        t.join()?;
     }
     let summary = summary?;
     tracing::info!(

@@ -8,6 +8,7 @@ pub mod eval_dual;
 pub mod eval_turn;
 pub mod eval_verifier;
 pub mod listen;
+pub mod listen_aec;
 pub mod models;
 pub mod say;
 pub mod serve;
