@@ -69,6 +69,10 @@ pub enum DialogError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error("bad request: {reason}")]
     BadRequest { reason: String },
+    #[error(
+        "the language model is busy: {queued} requests are already waiting; try again shortly"
+    )]
+    Busy { queued: usize },
     #[error("the LLM engine's worker has stopped")]
     EngineStopped,
     #[error("cannot connect to the language model at {url} after {attempts} attempt(s): {reason}")]

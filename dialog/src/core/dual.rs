@@ -56,6 +56,19 @@ impl Draft {
         self.tokens.iter().map(|t| t.text.as_str()).collect()
     }
 
+    /// Drops the last word when the token cap may have cut it: tokenizers split numbers and
+    /// rare words into many pieces, and a draft that ends inside one ("93,840" of "93,840,000")
+    /// would be spoken as a different number, with the slow model's rest (",000") as a clause
+    /// of its own. The draft then ends where a word starts, as it does when it is full.
+    fn drop_partial_word(&mut self) {
+        let start = self
+            .tokens
+            .iter()
+            .rposition(|t| t.text.starts_with(char::is_whitespace))
+            .unwrap_or(0);
+        self.tokens.truncate(start);
+    }
+
     fn features(&self) -> Option<Vec<TokenFeatures>> {
         self.tokens.iter().map(|t| t.features.clone()).collect()
     }
@@ -106,6 +119,9 @@ impl ConversationCore {
             d.tokens.push(token);
         }
         if full || d.tokens.len() >= dual.draft_max_tokens {
+            if !full {
+                d.drop_partial_word();
+            }
             d.drafting = false;
             self.actions.push(Action::CancelDraft { answer: id });
             self.decide_draft(false);

@@ -28,9 +28,10 @@
 use super::local::{Detokenizer, PrefillStats};
 use super::sampling::{features, Sampler};
 use super::template::{ChatTemplate, PromptEnd};
+use super::worker::{ModelSession, Worker};
 use super::{
-    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation,
-    GenerationSender, GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, GenerationStats,
+    LlmEngine, LlmEvent, Token, TokenFeatures,
 };
 use crate::DialogError;
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
@@ -42,9 +43,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -650,32 +649,11 @@ impl LlamaCppLlm<'_> {
     }
 }
 
-enum Job {
-    Prepare(Vec<ChatMessage>),
-    Generate {
-        req: Box<GenerateRequest>,
-        tx: GenerationSender,
-        cancel: CancelToken,
-    },
-    /// Answered once every job queued before it is done.
-    Barrier(mpsc::Sender<()>),
-}
-
-impl Job {
-    /// Work that a queued speculative prefill should give way to.
-    fn is_work(&self) -> bool {
-        !matches!(self, Job::Barrier(_))
-    }
-}
-
 /// A [`LlamaCppLlm`] on its own worker thread, usable from sync or async code. The worker owns
 /// the model and creates the context on it (the context borrows the model, so both live in the
 /// worker's frame).
 pub struct LlamaCppEngine {
-    jobs: Option<mpsc::Sender<Job>>,
-    pending: Arc<AtomicUsize>,
-    label: String,
-    worker: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl LlamaCppEngine {
@@ -691,120 +669,53 @@ impl LlamaCppEngine {
         opts: LlamaCppOptions,
         nice: i32,
     ) -> Result<Self, DialogError> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<String, DialogError>>(1);
-        let pending = Arc::new(AtomicUsize::new(0));
-        let pending_w = pending.clone();
-        let worker = std::thread::Builder::new()
-            .name("llm-llamacpp".into())
-            .spawn(move || {
-                crate::driver::priority::lower_this_thread(nice, "llama.cpp");
-                let mut llm = match model.session(&opts) {
-                    Ok(llm) => llm,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(llm.describe().to_string()));
-                while let Ok(job) = rx.recv() {
-                    if job.is_work() {
-                        pending_w.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    match job {
-                        Job::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                        Job::Prepare(messages) => {
-                            // A newer job makes this prefill moot: the cache keeps whatever
-                            // prefix it already computed.
-                            let newer = || pending_w.load(Ordering::SeqCst) > 0;
-                            if newer() {
-                                continue;
-                            }
-                            match llm.prefill_open_turn(&messages, &newer) {
-                                Ok(s) => tracing::debug!(
-                                    reused = s.reused,
-                                    computed = s.computed,
-                                    complete = s.complete,
-                                    "speculative prefill"
-                                ),
-                                Err(e) => tracing::warn!(error = %e, "speculative prefill failed"),
-                            }
-                        }
-                        Job::Generate { req, tx, cancel } => {
-                            let mut emit = |ev: LlmEvent| tx.blocking_send(Ok(ev));
-                            if let Err(e) = llm.generate(&req, &cancel, &mut emit) {
-                                tx.blocking_send(Err(e));
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| DialogError::Runtime(format!("cannot start LLM worker thread: {e}")))?;
-        let label = ready_rx.recv().map_err(|_| DialogError::EngineStopped)??;
-        Ok(Self {
-            jobs: Some(jobs),
-            pending,
-            label,
-            worker: Some(worker),
-        })
-    }
-
-    fn submit(&self, job: Job) -> Result<(), DialogError> {
-        let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
-        let work = job.is_work();
-        if work {
-            self.pending.fetch_add(1, Ordering::SeqCst);
-        }
-        jobs.send(job).map_err(|_| {
-            if work {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-            }
-            DialogError::EngineStopped
-        })
+        let worker = Worker::spawn("llm-llamacpp", move |inbox| {
+            crate::driver::priority::lower_this_thread(nice, "llama.cpp");
+            inbox.serve(model.session(&opts));
+        })?;
+        Ok(Self { worker })
     }
 
     /// Blocks until every job submitted before this call has finished (a speculative prefill
     /// included). For tests and benchmarks; the loop never needs to wait.
     pub fn wait_idle(&self) -> Result<(), DialogError> {
-        let (tx, rx) = mpsc::channel();
-        self.submit(Job::Barrier(tx))?;
-        rx.recv().map_err(|_| DialogError::EngineStopped)
+        self.worker.wait_idle()
+    }
+}
+
+impl ModelSession for LlamaCppLlm<'_> {
+    fn describe(&self) -> &str {
+        LlamaCppLlm::describe(self)
+    }
+
+    fn prefill_open_turn(
+        &mut self,
+        messages: &[ChatMessage],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
+        LlamaCppLlm::prefill_open_turn(self, messages, interrupt)
+    }
+
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        emit: &mut dyn FnMut(LlmEvent) -> bool,
+    ) -> Result<Finished, DialogError> {
+        LlamaCppLlm::generate(self, req, cancel, emit)
     }
 }
 
 impl LlmEngine for LlamaCppEngine {
     fn describe(&self) -> String {
-        self.label.clone()
+        self.worker.label().to_string()
     }
 
     fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
-        super::check_request(&req)?;
-        let cancel = CancelToken::new();
-        let (tx, generation) = Generation::channel(cancel.clone());
-        self.submit(Job::Generate {
-            req: Box::new(req),
-            tx,
-            cancel,
-        })?;
-        Ok(generation)
+        self.worker.generate(req)
     }
 
     fn prepare(&self, messages: &[ChatMessage]) {
-        if let Err(e) = self.submit(Job::Prepare(messages.to_vec())) {
-            tracing::warn!(error = %e, "speculative prefill not queued");
-        }
-    }
-}
-
-impl Drop for LlamaCppEngine {
-    fn drop(&mut self) {
-        // As for LocalEngine: shutdown counts as newer work, so a running speculative prefill
-        // stops at its next chunk; closing the queue ends the worker after its current job, which
-        // is not joined so that one decode in flight never holds up whoever drops the engine.
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        self.jobs = None;
-        drop(self.worker.take());
+        self.worker.prepare(messages);
     }
 }

@@ -14,18 +14,16 @@
 
 use super::sampling::{features, Sampler};
 use super::template::{ChatTemplate, PromptEnd};
+use super::worker::{ModelSession, Worker};
 use super::{
-    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation,
-    GenerationSender, GenerationStats, LlmEngine, LlmEvent, Token, TokenFeatures,
+    CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, GenerationStats,
+    LlmEngine, LlmEvent, Token, TokenFeatures,
 };
 use crate::models::{gemma3, qwen2};
 use crate::DialogError;
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -496,141 +494,58 @@ impl Detokenizer {
     }
 }
 
-enum Job {
-    Prepare(Vec<ChatMessage>),
-    Generate {
-        req: Box<GenerateRequest>,
-        tx: GenerationSender,
-        cancel: CancelToken,
-    },
-    /// Answered once every job queued before it is done.
-    Barrier(mpsc::Sender<()>),
-}
-
-impl Job {
-    /// Work that a queued speculative prefill should give way to.
-    fn is_work(&self) -> bool {
-        !matches!(self, Job::Barrier(_))
-    }
-}
-
 /// A [`LocalLlm`] on its own worker thread, usable from sync or async code.
 pub struct LocalEngine {
-    jobs: Option<mpsc::Sender<Job>>,
-    pending: Arc<AtomicUsize>,
-    label: String,
-    worker: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl LocalEngine {
-    pub fn new(mut llm: LocalLlm) -> Result<Self, DialogError> {
-        let label = llm.describe().to_string();
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let pending_w = pending.clone();
-        let worker = std::thread::Builder::new()
-            .name("llm-local".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    if job.is_work() {
-                        pending_w.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    match job {
-                        Job::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                        Job::Prepare(messages) => {
-                            // A newer job makes this prefill moot: the cache keeps whatever
-                            // prefix it already computed.
-                            let newer = || pending_w.load(Ordering::SeqCst) > 0;
-                            if newer() {
-                                continue;
-                            }
-                            match llm.prefill_open_turn(&messages, &newer) {
-                                Ok(s) => tracing::debug!(
-                                    reused = s.reused,
-                                    computed = s.computed,
-                                    complete = s.complete,
-                                    "speculative prefill"
-                                ),
-                                Err(e) => tracing::warn!(error = %e, "speculative prefill failed"),
-                            }
-                        }
-                        Job::Generate { req, tx, cancel } => {
-                            let mut emit = |ev: LlmEvent| tx.blocking_send(Ok(ev));
-                            if let Err(e) = llm.generate(&req, &cancel, &mut emit) {
-                                tx.blocking_send(Err(e));
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| DialogError::Runtime(format!("cannot start LLM worker thread: {e}")))?;
+    pub fn new(llm: LocalLlm) -> Result<Self, DialogError> {
         Ok(Self {
-            jobs: Some(jobs),
-            pending,
-            label,
-            worker: Some(worker),
-        })
-    }
-
-    fn submit(&self, job: Job) -> Result<(), DialogError> {
-        let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
-        let work = job.is_work();
-        if work {
-            self.pending.fetch_add(1, Ordering::SeqCst);
-        }
-        jobs.send(job).map_err(|_| {
-            if work {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-            }
-            DialogError::EngineStopped
+            worker: Worker::spawn("llm-local", move |inbox| inbox.serve(Ok(llm)))?,
         })
     }
 
     /// Blocks until every job submitted before this call has finished (a speculative prefill
     /// included). For tests and benchmarks; the loop never needs to wait.
     pub fn wait_idle(&self) -> Result<(), DialogError> {
-        let (tx, rx) = mpsc::channel();
-        self.submit(Job::Barrier(tx))?;
-        rx.recv().map_err(|_| DialogError::EngineStopped)
+        self.worker.wait_idle()
+    }
+}
+
+impl ModelSession for LocalLlm {
+    fn describe(&self) -> &str {
+        LocalLlm::describe(self)
+    }
+
+    fn prefill_open_turn(
+        &mut self,
+        messages: &[ChatMessage],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<PrefillStats, DialogError> {
+        LocalLlm::prefill_open_turn(self, messages, interrupt)
+    }
+
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        emit: &mut dyn FnMut(LlmEvent) -> bool,
+    ) -> Result<Finished, DialogError> {
+        LocalLlm::generate(self, req, cancel, emit)
     }
 }
 
 impl LlmEngine for LocalEngine {
     fn describe(&self) -> String {
-        self.label.clone()
+        self.worker.label().to_string()
     }
 
     fn generate(&self, req: GenerateRequest) -> Result<Generation, DialogError> {
-        super::check_request(&req)?;
-        let cancel = CancelToken::new();
-        let (tx, generation) = Generation::channel(cancel.clone());
-        self.submit(Job::Generate {
-            req: Box::new(req),
-            tx,
-            cancel,
-        })?;
-        Ok(generation)
+        self.worker.generate(req)
     }
 
     fn prepare(&self, messages: &[ChatMessage]) {
-        if let Err(e) = self.submit(Job::Prepare(messages.to_vec())) {
-            tracing::warn!(error = %e, "speculative prefill not queued");
-        }
-    }
-}
-
-impl Drop for LocalEngine {
-    fn drop(&mut self) {
-        // Shutdown counts as newer work: a running speculative prefill stops at its next chunk
-        // and queued ones are skipped. Closing the queue ends the worker after its current job;
-        // outstanding generations were cancelled when their handles dropped.
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        self.jobs = None;
-        // Not joined: one model step in flight (the first prefill of a cold model takes seconds
-        // on a busy CPU) must not hold up whoever drops the engine, e.g. a server exiting on
-        // SIGTERM. The worker owns everything it uses and ends right after that step.
-        drop(self.worker.take());
+        self.worker.prepare(messages);
     }
 }

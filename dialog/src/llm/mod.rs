@@ -29,6 +29,7 @@ pub mod local;
 pub mod openai;
 pub mod sampling;
 pub mod template;
+pub(crate) mod worker;
 
 use crate::DialogError;
 use serde::{Deserialize, Serialize};

@@ -415,3 +415,65 @@ fn a_middle_threshold_follows_the_verifier() {
     assert_eq!(sim.requests().len(), 1);
     assert_eq!(sim.requests()[0].1.assistant_prefix, "");
 }
+
+/// Digits come one token each: a draft stopped by the token cap inside "93,840,000,000" ends
+/// before that word, so no number is spoken in halves and the seam falls between words.
+#[test]
+fn a_draft_cut_by_the_token_cap_inside_a_number_ends_before_it() {
+    let mut sim = Sim::with(dual_cfg(0.0));
+    sim.at(500, Event::ClientText("How many people?".into()));
+    let pieces = [
+        "It", " is", " 9", "3", ",", "8", "4", "0", ",", "0", "0", "0", ",", "0", "0", "0",
+    ];
+    assert_eq!(pieces.len(), 16, "the cap in dual_cfg");
+    for (k, t) in pieces.iter().enumerate() {
+        sim.at(600 + 10 * k as u64, draft_token(1, t, -0.1));
+    }
+    assert_eq!(spoken_texts(&sim), ["It is"]);
+    assert_eq!(sim.requests()[0].1.assistant_prefix, "It is");
+    sim.at(800, audio(1, 0, 0, 200 * F));
+    for (k, t) in [
+        " 9", "3", ",", "8", "4", "0", ",", "0", "0", "0", " people", ".",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sim.at(900 + 10 * k as u64, token(1, t));
+    }
+    sim.at(
+        1_050,
+        Event::LlmFinished {
+            answer: AnswerId(1),
+            stats: None,
+        },
+    );
+    sim.at(1_100, audio(1, 1, 200 * F, 300 * F));
+    sim.at(
+        1_100,
+        Event::TtsDone {
+            answer: AnswerId(1),
+        },
+    );
+    sim.run_until(2_000);
+    assert_eq!(spoken_texts(&sim), ["It is", "93,840,000 people."]);
+    let answer = "It is 93,840,000 people.";
+    let ends: Vec<ConversationEvent> = sim
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, ConversationEvent::AnswerEnd { .. }))
+        .collect();
+    assert_eq!(ends, vec![answer_end(answer, answer, false)]);
+}
+
+/// A draft that is one long word cut by the cap keeps nothing: the slow model answers alone.
+#[test]
+fn a_draft_that_is_one_cut_word_is_not_spoken() {
+    let mut sim = Sim::with(dual_cfg(0.0));
+    sim.at(500, Event::ClientText("Spell it".into()));
+    for k in 0..16u64 {
+        sim.at(600 + 10 * k, draft_token(1, "a", -0.1));
+    }
+    assert!(spoken_texts(&sim).is_empty());
+    assert!(!draft_events(&sim)[0].2);
+    assert_eq!(sim.requests()[0].1.assistant_prefix, "");
+}
