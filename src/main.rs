@@ -44,6 +44,9 @@ enum Command {
     Transcribe(cli::transcribe::Args),
     /// Latency/accuracy harness: `eval asr`, `eval compare A.json B.json`, `eval ingest TRACE`.
     Eval(cli::eval::Args),
+    /// What each stage costs on this machine (CPU ms per audio second, per call, per token) and
+    /// how many sessions' recognisers keep real time at once; JSON to eval-results/bench.json.
+    Bench(cli::bench::Args),
 }
 
 /// Which build this binary is, for the start-up log: a user's first conversation must not run
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => cli::serve::run(&cfg, args),
         Command::Transcribe(args) => cli::transcribe::run(&cfg, args),
         Command::Eval(args) => cli::eval::run(&cfg, args),
+        Command::Bench(args) => cli::bench::run(&cfg, args),
         Command::Listen(args) => cli::listen::run(&cfg, args),
     }
 }
