@@ -161,10 +161,9 @@ fn erle_after_convergence_is_at_least_20_db_on_every_path() {
 }
 
 /// Whisper tiny.en (streaming, VAD-gated, as `listen` runs it): the raw echo is transcribed, the
-/// cleaned echo is not; with a user talking over the answer, WER on the cleaned mic stays within
-/// 3 points of the user's clean utterance.
+/// cleaned echo is not.
 #[test]
-fn cleaned_echo_is_not_transcribed_and_double_talk_wer_holds() {
+fn cleaned_echo_is_not_transcribed() {
     let Some(corpus) = corpus_or_skip() else {
         return;
     };
@@ -176,7 +175,9 @@ fn cleaned_echo_is_not_transcribed_and_double_talk_wer_holds() {
     for path in paths() {
         let mic = microphone(&far, &path, None);
         let (out, _, _) = cancel(&AecConfig::default(), &far, &mic, CHUNK).expect("aec");
-        let raw = transcribe(&mut rec, &mic);
+        // The first 10 s show whether the raw echo is heard as words (the cleaned signal is
+        // checked whole: it must give no text at all).
+        let raw = transcribe(&mut rec, &mic[..mic.len().min(10 * SR)]);
         let cleaned = transcribe(&mut rec, &out);
         println!(
             "echo only, delay {:>5.1} ms gain {:>5.1} dB: raw {:>3} words, cleaned {:?}",
@@ -197,7 +198,22 @@ fn cleaned_echo_is_not_transcribed_and_double_talk_wer_holds() {
         paths().len(),
         "raw echo not transcribed on every path"
     );
+    assert!(
+        echo_transcribed.is_empty(),
+        "cleaned echo transcribed: {echo_transcribed:?}"
+    );
+}
 
+/// With a user talking over the answer, WER on the cleaned mic stays within 3 points of the
+/// user's clean utterance (a test of its own: the two together ran close to nextest's limit on
+/// a loaded machine).
+#[test]
+fn double_talk_wer_on_the_cleaned_mic_holds() {
+    let Some(corpus) = corpus_or_skip() else {
+        return;
+    };
+    let far = far_end(&corpus);
+    let mut rec = recognizer();
     // Double talk: the user starts 5 s into the answer (the canceller has converged by then).
     let users: Vec<_> = corpus
         .split(Split::Test)
@@ -244,10 +260,6 @@ fn cleaned_echo_is_not_transcribed_and_double_talk_wer_holds() {
         "DOUBLE TALK WER over {} utterances ({} words): clean {wc:.2}%, AEC {wo:.2}%, no AEC {wr:.2}%",
         users.len(),
         clean.reference_len
-    );
-    assert!(
-        echo_transcribed.is_empty(),
-        "cleaned echo transcribed: {echo_transcribed:?}"
     );
     assert!(
         wo <= wc + 3.0,
