@@ -3,12 +3,10 @@
 //! utterances, the LLM and TTS produced output), and the sessions table is consistent. No speed
 //! is asserted: that is the bench's report, on a noisy machine.
 
-use std::process::Command;
+mod common;
 
 fn voicerelay(args: &[&str]) -> std::process::Output {
-    let bin = std::env::var("VOICERELAY_TEST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_voicerelay").to_string());
-    Command::new(bin)
+    std::process::Command::new(common::server_bin())
         .args(args)
         .output()
         .expect("the voicerelay binary runs")

@@ -268,13 +268,16 @@ impl WhisperStream {
         // log10 of the 1e-10 floor: exactly what the front end gives for digital silence.
         padded.resize(raw.len() + pad * n_mels, -10.0);
         let (mel, n) = normalize(&padded, n_mels);
+        let t0 = std::time::Instant::now();
         let enc = self.model.encode(&mel, n)?;
+        let encode_ms = t0.elapsed().as_secs_f64() * 1e3;
         let max_new = 16 + n_audio / 10;
         let mut prompt = self.s.context.clone();
         prompt.extend_from_slice(&self.s.done_tokens);
         let d = self
             .model
             .decode(&enc, &prompt, &self.s.committed, false, n_audio, max_new)?;
+        let decode_ms = t0.elapsed().as_secs_f64() * 1e3 - encode_ms;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
@@ -313,6 +316,8 @@ impl WhisperStream {
             logprob = d.avg_logprob,
             compression = scores.compression_ratio,
             ?verdict,
+            encode_ms,
+            decode_ms,
             "whisper update"
         );
         let ws = self.s.window_start;

@@ -28,7 +28,7 @@
 use super::local::{Detokenizer, PrefillStats};
 use super::sampling::{features, Sampler};
 use super::template::{ChatTemplate, PromptEnd};
-use super::worker::{ModelSession, Worker};
+use super::worker::Worker;
 use super::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, GenerationStats,
     LlmEngine, LlmEvent, Token, TokenFeatures,
@@ -683,28 +683,7 @@ impl LlamaCppEngine {
     }
 }
 
-impl ModelSession for LlamaCppLlm<'_> {
-    fn describe(&self) -> &str {
-        LlamaCppLlm::describe(self)
-    }
-
-    fn prefill_open_turn(
-        &mut self,
-        messages: &[ChatMessage],
-        interrupt: &dyn Fn() -> bool,
-    ) -> Result<PrefillStats, DialogError> {
-        LlamaCppLlm::prefill_open_turn(self, messages, interrupt)
-    }
-
-    fn generate(
-        &mut self,
-        req: &GenerateRequest,
-        cancel: &CancelToken,
-        emit: &mut dyn FnMut(LlmEvent) -> bool,
-    ) -> Result<Finished, DialogError> {
-        LlamaCppLlm::generate(self, req, cancel, emit)
-    }
-}
+super::worker::model_session!(LlamaCppLlm<'_>);
 
 impl LlmEngine for LlamaCppEngine {
     fn describe(&self) -> String {

@@ -14,7 +14,7 @@
 
 use super::sampling::{features, Sampler};
 use super::template::{ChatTemplate, PromptEnd};
-use super::worker::{ModelSession, Worker};
+use super::worker::Worker;
 use super::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, GenerationStats,
     LlmEngine, LlmEvent, Token, TokenFeatures,
@@ -513,28 +513,7 @@ impl LocalEngine {
     }
 }
 
-impl ModelSession for LocalLlm {
-    fn describe(&self) -> &str {
-        LocalLlm::describe(self)
-    }
-
-    fn prefill_open_turn(
-        &mut self,
-        messages: &[ChatMessage],
-        interrupt: &dyn Fn() -> bool,
-    ) -> Result<PrefillStats, DialogError> {
-        LocalLlm::prefill_open_turn(self, messages, interrupt)
-    }
-
-    fn generate(
-        &mut self,
-        req: &GenerateRequest,
-        cancel: &CancelToken,
-        emit: &mut dyn FnMut(LlmEvent) -> bool,
-    ) -> Result<Finished, DialogError> {
-        LocalLlm::generate(self, req, cancel, emit)
-    }
-}
+super::worker::model_session!(LocalLlm);
 
 impl LlmEngine for LocalEngine {
     fn describe(&self) -> String {

@@ -38,6 +38,36 @@ pub(crate) trait ModelSession {
     ) -> Result<Finished, DialogError>;
 }
 
+/// Implements [`ModelSession`] for an engine's session type by its inherent methods of the same
+/// names (which stay the public API for direct, single-threaded use).
+macro_rules! model_session {
+    ($t:ty) => {
+        impl $crate::llm::worker::ModelSession for $t {
+            fn describe(&self) -> &str {
+                <$t>::describe(self)
+            }
+
+            fn prefill_open_turn(
+                &mut self,
+                messages: &[$crate::llm::ChatMessage],
+                interrupt: &dyn Fn() -> bool,
+            ) -> Result<$crate::llm::local::PrefillStats, $crate::DialogError> {
+                <$t>::prefill_open_turn(self, messages, interrupt)
+            }
+
+            fn generate(
+                &mut self,
+                req: &$crate::llm::GenerateRequest,
+                cancel: &$crate::llm::CancelToken,
+                emit: &mut dyn FnMut($crate::llm::LlmEvent) -> bool,
+            ) -> Result<$crate::llm::Finished, $crate::DialogError> {
+                <$t>::generate(self, req, cancel, emit)
+            }
+        }
+    };
+}
+pub(crate) use model_session;
+
 enum Job {
     Prepare(Vec<ChatMessage>),
     Generate {

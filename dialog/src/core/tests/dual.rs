@@ -90,6 +90,13 @@ fn spoken_texts(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
+fn answer_ends(sim: &Sim) -> Vec<ConversationEvent> {
+    sim.events()
+        .into_iter()
+        .filter(|e| matches!(e, ConversationEvent::AnswerEnd { .. }))
+        .collect()
+}
+
 fn seams(sim: &Sim) -> Vec<u64> {
     sim.events()
         .into_iter()
@@ -209,12 +216,7 @@ fn threshold_zero_gives_prefix_then_continuation_with_no_word_lost_or_doubled() 
         spoken_texts(&sim),
         ["The capital of France is", "Paris, a city of light."]
     );
-    let ends: Vec<ConversationEvent> = sim
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e, ConversationEvent::AnswerEnd { .. }))
-        .collect();
-    assert_eq!(ends, vec![answer_end(answer, answer, false)]);
+    assert_eq!(answer_ends(&sim), vec![answer_end(answer, answer, false)]);
     assert_eq!(
         sim.core.memory(),
         messages(&[
@@ -457,12 +459,7 @@ fn a_draft_cut_by_the_token_cap_inside_a_number_ends_before_it() {
     sim.run_until(2_000);
     assert_eq!(spoken_texts(&sim), ["It is", "93,840,000 people."]);
     let answer = "It is 93,840,000 people.";
-    let ends: Vec<ConversationEvent> = sim
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e, ConversationEvent::AnswerEnd { .. }))
-        .collect();
-    assert_eq!(ends, vec![answer_end(answer, answer, false)]);
+    assert_eq!(answer_ends(&sim), vec![answer_end(answer, answer, false)]);
 }
 
 /// A draft that is one long word cut by the cap keeps nothing: the slow model answers alone.
