@@ -206,12 +206,6 @@ impl EventSink for mpsc::Sender<ConversationEvent> {
     }
 }
 
-impl EventSink for tokio::sync::mpsc::UnboundedSender<ConversationEvent> {
-    fn emit(&mut self, event: ConversationEvent) {
-        let _ = self.send(event);
-    }
-}
-
 impl<F: FnMut(ConversationEvent) + Send> EventSink for F {
     fn emit(&mut self, event: ConversationEvent) {
         self(event)

@@ -24,6 +24,7 @@ pub mod config;
 pub mod conversation;
 pub mod core;
 mod driver;
+pub use driver::ASR_MAX_PUSH;
 pub mod llm;
 pub mod memory;
 pub mod models;

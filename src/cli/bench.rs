@@ -44,6 +44,10 @@ pub struct Args {
     /// Tokens per LLM answer (4 ..= 256).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(4..=256))]
     answer_tokens: u32,
+    /// Also run the sessions with one 32 ms piece per recogniser push (the pipeline's rule
+    /// before backlogged audio went in as one push), for the ratio in the same run.
+    #[arg(long)]
+    compare_fixed_pushes: bool,
     /// JSON report; default `eval-results/bench.json`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -71,6 +75,7 @@ struct Stage {
 #[derive(Debug, Serialize)]
 struct SessionsRun {
     sessions: usize,
+    pushes: Pushes,
     /// Per session: the furthest its recogniser fell behind the audio clock, in ms.
     max_lag_ms: Vec<f64>,
     /// Per session: end of audio → final transcript, in ms.
@@ -339,19 +344,25 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     eprintln!("[6/6] simultaneous sessions ...");
     let mut sessions = Vec::new();
     let mut realtime_sessions = 0;
-    for n in 1..=args.max_sessions as usize {
-        let run = sessions_run(cfg, &store, &audio.samples, n)?;
-        let ok = keeps_up(&run.max_lag_ms, f64::from(args.max_lag_ms));
-        eprintln!(
-            "  {n} session(s): furthest behind {:.0} ms, {}",
-            run.max_lag_ms.iter().copied().fold(0.0, f64::max),
-            if ok { "real time" } else { "fell behind" }
-        );
-        sessions.push(SessionsRun { kept_up: ok, ..run });
-        // Every count is run (how the lag grows says more than where it crossed the limit);
-        // the count reported is the largest below which all kept up.
-        if ok && realtime_sessions == n - 1 {
-            realtime_sessions = n;
+    let mut policies = vec![Pushes::Backlog];
+    if args.compare_fixed_pushes {
+        policies.push(Pushes::Fixed);
+    }
+    for pushes in policies {
+        for n in 1..=args.max_sessions as usize {
+            let run = sessions_run(cfg, &store, &audio.samples, n, pushes)?;
+            let ok = keeps_up(&run.max_lag_ms, f64::from(args.max_lag_ms));
+            eprintln!(
+                "  {n} session(s), {pushes:?} pushes: furthest behind {:.0} ms, {}",
+                run.max_lag_ms.iter().copied().fold(0.0, f64::max),
+                if ok { "real time" } else { "fell behind" }
+            );
+            sessions.push(SessionsRun { kept_up: ok, ..run });
+            // Every count is run (how the lag grows says more than where it crossed the
+            // limit); the count reported is the largest below which all kept up.
+            if pushes == Pushes::Backlog && ok && realtime_sessions == n - 1 {
+                realtime_sessions = n;
+            }
         }
     }
 
@@ -381,21 +392,39 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `n` threads, each with its own recogniser, fed `samples` in 100 ms chunks at real-time pace
-/// from one shared start.
+/// How the simulated sessions hand audio to their recognisers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Pushes {
+    /// As the pipeline's ASR thread does: everything waiting, up to
+    /// [`vr_dialog::ASR_MAX_PUSH`] samples, in one push.
+    Backlog,
+    /// One VAD piece per push however far behind (the pipeline before the backlog rule).
+    Fixed,
+}
+
+/// Samples per VAD piece: the unit the VAD thread hands on.
+const PIECE: usize = 512;
+
+/// `n` threads, each with its own recogniser, fed `samples` as a live session's VAD thread
+/// would: one 32 ms piece becomes available every 32 ms of wall time from one shared start.
 fn sessions_run(
     cfg: &Config,
     store: &vr_core::ModelStore,
     samples: &[f32],
     n: usize,
+    pushes: Pushes,
 ) -> Result<SessionsRun> {
     let mut recs = Vec::with_capacity(n);
     for _ in 0..n {
         recs.push(super::transcribe::build_recognizer(cfg, store, None)?);
     }
-    let chunk = SampleRate::PIPELINE.hz() as usize / 10;
-    let chunk_s = 0.1;
-    let audio_s = samples.len() as f64 / f64::from(SampleRate::PIPELINE.hz());
+    let hz = f64::from(SampleRate::PIPELINE.hz());
+    let audio_s = samples.len() as f64 / hz;
+    let max_push = match pushes {
+        Pushes::Backlog => vr_dialog::ASR_MAX_PUSH,
+        Pushes::Fixed => PIECE,
+    };
     let cpu0 = cpu_time().context("getrusage failed")?;
     let start = Instant::now();
     let results: Vec<Result<(f64, f64)>> = std::thread::scope(|s| {
@@ -404,20 +433,25 @@ fn sessions_run(
             .map(|mut rec| {
                 s.spawn(move || -> Result<(f64, f64)> {
                     let mut max_lag = 0.0f64;
-                    for (i, c) in samples.chunks(chunk).enumerate() {
-                        // Chunk i exists once its last sample has been heard.
-                        let due = Duration::from_secs_f64((i + 1) as f64 * chunk_s);
-                        if let Some(wait) = due.checked_sub(start.elapsed()) {
-                            std::thread::sleep(wait);
+                    let mut pushed = 0usize;
+                    while pushed < samples.len() {
+                        let now = start.elapsed().as_secs_f64();
+                        let heard = ((now * hz) as usize / PIECE * PIECE).min(samples.len());
+                        if heard <= pushed {
+                            // The next piece is heard at the end of its 32 ms.
+                            let next = (pushed + PIECE).min(samples.len()) as f64 / hz;
+                            std::thread::sleep(Duration::from_secs_f64((next - now).max(0.0)));
+                            continue;
                         }
-                        rec.push(c)?;
-                        let lag = start.elapsed().as_secs_f64() - due.as_secs_f64();
+                        let to = heard.min(pushed + max_push);
+                        rec.push(&samples[pushed..to])?;
+                        pushed = to;
+                        let lag = start.elapsed().as_secs_f64() - pushed as f64 / hz;
                         max_lag = max_lag.max(lag * 1e3);
                     }
-                    let end = Duration::from_secs_f64(audio_s);
                     rec.finish()?;
-                    let fin = start.elapsed().saturating_sub(end).as_secs_f64() * 1e3;
-                    Ok((max_lag, fin))
+                    let fin = start.elapsed().as_secs_f64() - audio_s;
+                    Ok((max_lag, fin.max(0.0) * 1e3))
                 })
             })
             .collect();
@@ -439,6 +473,7 @@ fn sessions_run(
     }
     Ok(SessionsRun {
         sessions: n,
+        pushes,
         max_lag_ms,
         finalisation_ms,
         kept_up: false,
@@ -463,14 +498,15 @@ fn print_table(r: &Report) -> Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<9} {:>16} {:>20} {:>13}",
-        "sessions", "behind max (ms)", "finalisation P50 ms", "CPU ms/aud-s"
+        "{:<9} {:<8} {:>16} {:>20} {:>13}",
+        "sessions", "pushes", "behind max (ms)", "finalisation P50 ms", "CPU ms/aud-s"
     )?;
     for s in &r.sessions {
         writeln!(
             out,
-            "{:<9} {:>16.0} {:>20.0} {:>13.1}",
+            "{:<9} {:<8} {:>16.0} {:>20.0} {:>13.1}",
             s.sessions,
+            format!("{:?}", s.pushes).to_lowercase(),
             s.max_lag_ms.iter().copied().fold(0.0, f64::max),
             percentile(&s.finalisation_ms, 50.0).unwrap_or(f64::NAN),
             s.cpu_ms_per_audio_s

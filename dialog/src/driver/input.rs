@@ -24,6 +24,12 @@ use vr_core::{SampleIndex, SampleRate};
 /// Samples per VAD and recogniser push: one Silero VAD chunk, so a speech start is known at the
 /// input position where the VAD decided it.
 const ASR_PIECE: usize = 512;
+/// Most audio (16 kHz samples) one recogniser push takes. The recogniser decodes at most once
+/// per push, so when a decode took longer than the audio it covered, the backlog goes in as one
+/// push and costs one decode rather than one per update interval: the recogniser catches up
+/// instead of falling further behind (`voicerelay bench` measures both). While it keeps up the
+/// ring holds one VAD piece at a time and pushes stay that small.
+pub const ASR_MAX_PUSH: usize = 16_000;
 /// How much audio the recogniser may fall behind the VAD before the VAD thread waits for it.
 const ASR_RING_SECONDS: usize = 30;
 /// Longest the VAD thread waits for room in the recogniser's ring before dropping a piece.
@@ -240,7 +246,8 @@ pub(super) struct AsrThread {
 }
 
 impl AsrThread {
-    /// Runs the recogniser on the ring's audio in VAD-chunk pieces; when the input ends,
+    /// Runs the recogniser on the ring's audio (all that is waiting, up to [`ASR_MAX_PUSH`]
+    /// contiguous samples per push); when the input ends,
     /// finalises and reports the end.
     pub(super) fn run(mut self) {
         match self.recognise() {
@@ -257,7 +264,7 @@ impl AsrThread {
 
     /// The input's end position, or `None` when stopped first.
     fn recognise(&mut self) -> Result<Option<SampleIndex>, DialogError> {
-        let mut piece = vec![0f32; ASR_PIECE];
+        let mut piece = vec![0f32; ASR_MAX_PUSH];
         let mut pos = SampleIndex::ZERO;
         loop {
             if self.stop.load(Ordering::SeqCst) {

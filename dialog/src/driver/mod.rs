@@ -25,6 +25,7 @@
 //! ([`Event::OutputPlayed`]); the core maps it onto the input clock.
 
 mod input;
+pub use input::ASR_MAX_PUSH;
 mod llm;
 mod output;
 pub(crate) mod priority;
