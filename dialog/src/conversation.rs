@@ -321,6 +321,15 @@ pub struct Assistant {
 }
 
 impl Assistant {
+    /// The shared engines' state: `Err` names the first that can no longer answer.
+    pub fn health(&self) -> Result<(), String> {
+        self.parts.llm.health()?;
+        if let Some(d) = &self.parts.dual {
+            d.drafter.health()?;
+        }
+        Ok(())
+    }
+
     pub fn new(parts: AssistantParts) -> Result<Self, DialogError> {
         parts.dialog.validate()?;
         Ok(Self { parts })

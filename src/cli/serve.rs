@@ -188,6 +188,10 @@ mod pipeline {
     }
 
     impl Pipeline for Dialog {
+        fn health(&self) -> Result<(), String> {
+            self.assistant.health()
+        }
+
         fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
             let conv = self
                 .assistant

@@ -32,6 +32,11 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Starts one conversation on its own thread. Must not block for long: it runs on the
     /// signalling request's task.
     fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError>;
+
+    /// Whether new sessions can be served: `Err` says why not (`/healthz` answers 503 with it).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The client's data-channel commands, forwarded to the conversation. Cheap and non-blocking.

@@ -6,7 +6,7 @@
 //! | `DELETE /v1/sessions/{id}` | ends the session; `204` once it is freed |
 //! | `GET /v1/sessions` | live sessions (id, connection state, age) |
 //! | `GET /v1/client-config` | whether a token is needed; ICE servers (time-limited TURN credentials) only with the token |
-//! | `GET /healthz` | `{"status":"ok",...}`; `503` while shutting down |
+//! | `GET /healthz` | `{"status":"ok",...}`; `503` while shutting down, or `"degraded"` with a `reason` when the pipeline cannot answer (a dead LLM worker) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /`, `/app.js` | the browser client |
 //!
@@ -430,20 +430,21 @@ async fn check_host_and_origin(
 
 async fn healthz(State(srv): State<Arc<Server>>) -> Response {
     let down = srv.shutting_down.load(Ordering::SeqCst);
-    let status = if down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let health = srv.pipeline.health();
+    let (status, word) = match (&health, down) {
+        (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        (Err(_), false) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (Ok(()), false) => (StatusCode::OK, "ok"),
     };
-    (
-        status,
-        Json(serde_json::json!({
-            "status": if down { "shutting_down" } else { "ok" },
-            "sessions": srv.registry.len(),
-            "max_sessions": srv.registry.max(),
-        })),
-    )
-        .into_response()
+    let mut body = serde_json::json!({
+        "status": word,
+        "sessions": srv.registry.len(),
+        "max_sessions": srv.registry.max(),
+    });
+    if let Err(reason) = health {
+        body["reason"] = serde_json::Value::String(reason);
+    }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State(srv): State<Arc<Server>>) -> Response {

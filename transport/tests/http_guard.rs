@@ -38,13 +38,30 @@ impl Drop for Running {
     }
 }
 
-async fn start(mut cfg: TransportConfig) -> Running {
+/// A pipeline whose model died: it can start nothing and says why.
+struct DeadModel;
+
+impl Pipeline for DeadModel {
+    fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
+        NoSessions.start(io)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        Err("the LLM worker for qwen has stopped".into())
+    }
+}
+
+async fn start(cfg: TransportConfig) -> Running {
+    start_with(cfg, Arc::new(NoSessions)).await
+}
+
+async fn start_with(mut cfg: TransportConfig, pipeline: Arc<dyn Pipeline>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let port = listener.local_addr().expect("local addr").port();
     cfg.bind = format!("127.0.0.1:{port}");
-    let server = Server::new(cfg, Arc::new(NoSessions), Arc::new(String::new)).expect("server");
+    let server = Server::new(cfg, pipeline, Arc::new(String::new)).expect("server");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(async move {
         let _ = vr_transport::server::serve(listener, server, async move {
@@ -350,4 +367,21 @@ async fn shutdown_ends_within_the_drain_deadline_despite_a_stuck_connection() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", p))
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn healthz_is_503_with_the_reason_when_the_pipeline_cannot_answer() {
+    let ok = start(TransportConfig::default()).await;
+    let r = request(ok.port, "GET", "/healthz", &[]).await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["status"], "ok");
+    assert!(v.get("reason").is_none(), "{v}");
+
+    let dead = start_with(TransportConfig::default(), Arc::new(DeadModel)).await;
+    let r = request(dead.port, "GET", "/healthz", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["reason"], "the LLM worker for qwen has stopped");
 }

@@ -697,4 +697,8 @@ impl LlmEngine for LlamaCppEngine {
     fn prepare(&self, messages: &[ChatMessage]) {
         self.worker.prepare(messages);
     }
+
+    fn health(&self) -> Result<(), String> {
+        self.worker.health()
+    }
 }

@@ -527,4 +527,8 @@ impl LlmEngine for LocalEngine {
     fn prepare(&self, messages: &[ChatMessage]) {
         self.worker.prepare(messages);
     }
+
+    fn health(&self) -> Result<(), String> {
+        self.worker.health()
+    }
 }

@@ -404,4 +404,10 @@ pub trait LlmEngine: Send + Sync {
     fn prepare(&self, messages: &[ChatMessage]) {
         let _ = messages;
     }
+
+    /// Whether the engine can still answer: `Err` says why not (a local worker that died). A
+    /// remote backend's reachability is only known per request, so it reports `Ok` here.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

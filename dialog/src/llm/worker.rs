@@ -164,6 +164,15 @@ impl Worker {
         &self.label
     }
 
+    /// `Err` once the worker thread has ended (a model step panicked): every later request
+    /// would fail, so a health check must say so.
+    pub(crate) fn health(&self) -> Result<(), String> {
+        match &self.thread {
+            Some(t) if !t.is_finished() => Ok(()),
+            _ => Err(format!("the LLM worker for {} has stopped", self.label)),
+        }
+    }
+
     fn submit(&self, job: Job) -> Result<(), DialogError> {
         let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
         let work = job.is_work();
@@ -300,6 +309,58 @@ mod tests {
             emit(LlmEvent::Finished(done.clone()));
             Ok(done)
         }
+    }
+
+    /// A session whose model step panics (a bug, or a model file that fails mid-run).
+    struct Panics;
+
+    impl ModelSession for Panics {
+        fn describe(&self) -> &str {
+            "panics"
+        }
+
+        fn prefill_open_turn(
+            &mut self,
+            _: &[ChatMessage],
+            _: &dyn Fn() -> bool,
+        ) -> Result<PrefillStats, DialogError> {
+            Ok(PrefillStats::default())
+        }
+
+        fn generate(
+            &mut self,
+            _: &GenerateRequest,
+            _: &CancelToken,
+            _: &mut dyn FnMut(LlmEvent) -> bool,
+        ) -> Result<Finished, DialogError> {
+            panic!("model step failed")
+        }
+    }
+
+    #[test]
+    fn a_worker_that_died_reports_it_and_refuses_work() {
+        let worker = Worker::spawn("llm-test", |inbox| inbox.serve(Ok(Panics))).expect("worker");
+        assert_eq!(worker.health(), Ok(()));
+        let g = worker.generate(request()).expect("queued");
+        // The stream ends with no finish record: the worker is gone.
+        let (_, _, finished) = g.blocking_collect().unwrap_or_default();
+        assert!(finished.is_none());
+        let t0 = std::time::Instant::now();
+        while worker.health().is_ok() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "still healthy"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            worker.health(),
+            Err("the LLM worker for panics has stopped".to_string())
+        );
+        assert!(matches!(
+            worker.generate(request()),
+            Err(DialogError::EngineStopped)
+        ));
     }
 
     fn request() -> GenerateRequest {
