@@ -276,15 +276,20 @@ mod tests {
     use super::*;
     use crate::llm::{FinishReason, GenerationStats};
 
-    /// A session whose generations hold the worker until released: the queue's own behaviour,
-    /// with no model in the way.
-    struct Held {
-        release: mpsc::Receiver<()>,
+    /// A session with no model in the way, so the tests see the queue's own behaviour: its
+    /// generations hold the worker until released, or panic (a bug, or a model file that fails
+    /// mid-run).
+    enum Fake {
+        Held(mpsc::Receiver<()>),
+        Panics,
     }
 
-    impl ModelSession for Held {
+    impl ModelSession for Fake {
         fn describe(&self) -> &str {
-            "held"
+            match self {
+                Fake::Held(_) => "held",
+                Fake::Panics => "panics",
+            }
         }
 
         fn prefill_open_turn(
@@ -301,7 +306,10 @@ mod tests {
             _: &CancelToken,
             emit: &mut dyn FnMut(LlmEvent) -> bool,
         ) -> Result<Finished, DialogError> {
-            let _ = self.release.recv();
+            let Fake::Held(release) = self else {
+                panic!("model step failed")
+            };
+            let _ = release.recv();
             let done = Finished {
                 reason: FinishReason::Stop,
                 stats: GenerationStats::default(),
@@ -311,35 +319,10 @@ mod tests {
         }
     }
 
-    /// A session whose model step panics (a bug, or a model file that fails mid-run).
-    struct Panics;
-
-    impl ModelSession for Panics {
-        fn describe(&self) -> &str {
-            "panics"
-        }
-
-        fn prefill_open_turn(
-            &mut self,
-            _: &[ChatMessage],
-            _: &dyn Fn() -> bool,
-        ) -> Result<PrefillStats, DialogError> {
-            Ok(PrefillStats::default())
-        }
-
-        fn generate(
-            &mut self,
-            _: &GenerateRequest,
-            _: &CancelToken,
-            _: &mut dyn FnMut(LlmEvent) -> bool,
-        ) -> Result<Finished, DialogError> {
-            panic!("model step failed")
-        }
-    }
-
     #[test]
     fn a_worker_that_died_reports_it_and_refuses_work() {
-        let worker = Worker::spawn("llm-test", |inbox| inbox.serve(Ok(Panics))).expect("worker");
+        let worker =
+            Worker::spawn("llm-test", |inbox| inbox.serve(Ok(Fake::Panics))).expect("worker");
         assert_eq!(worker.health(), Ok(()));
         let g = worker.generate(request()).expect("queued");
         // The stream ends with no finish record: the worker is gone.
@@ -370,10 +353,9 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_a_generation_at_once_and_recovers_when_it_drains() {
         let (release, rx) = mpsc::channel();
-        let worker = Worker::spawn_with_queue("llm-test", 2, move |inbox| {
-            inbox.serve(Ok(Held { release: rx }))
-        })
-        .expect("worker");
+        let worker =
+            Worker::spawn_with_queue("llm-test", 2, move |inbox| inbox.serve(Ok(Fake::Held(rx))))
+                .expect("worker");
         assert_eq!(worker.label(), "held");
         let running = worker.generate(request()).expect("first runs");
         // The worker may not have taken the first job yet: until it has, the queue holds it.
