@@ -34,6 +34,9 @@ pub use crate::wav_output::WavOutput;
 
 /// The sentence spoken (and printed) when the language model cannot be reached.
 pub const UNREACHABLE_SENTENCE: &str = "I can't reach the language model right now.";
+/// Spoken when the shared language model's queue is full (other sessions' requests fill it).
+pub const BUSY_SENTENCE: &str =
+    "I'm busy with other conversations; please ask me again in a moment.";
 
 /// Where answer audio goes: the speaker (through capture's playback ring), a WAV file written on
 /// a simulated real-time clock ([`WavOutput`]), or a WebRTC track (transport).

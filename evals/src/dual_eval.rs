@@ -424,6 +424,7 @@ fn generate(
             failure: vr_dialog::core::LlmFailure {
                 message: e.to_string(),
                 unreachable: false,
+                busy: false,
             },
         },
     };

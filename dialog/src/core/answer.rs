@@ -3,7 +3,7 @@
 use super::dual::Draft;
 use super::time::Millis;
 use super::{Action, AnswerId, ClauseId, ConversationCore, LlmFailure};
-use crate::conversation::{ConversationEvent, TurnInput, TurnLatency, UNREACHABLE_SENTENCE};
+use crate::conversation::{ConversationEvent, TurnInput, TurnLatency};
 use crate::llm::{GenerateRequest, GenerationStats, Token};
 use std::collections::VecDeque;
 use vr_tts::ClauseChunker;
@@ -203,7 +203,8 @@ impl ConversationCore {
         if self.take_over_from_slow(id, &failure.message) {
             return;
         }
-        tracing::warn!(error = %failure.message, unreachable = failure.unreachable, "language model failed");
+        tracing::warn!(error = %failure.message, unreachable = failure.unreachable, busy = failure.busy, "language model failed");
+        let spoken = failure.spoken();
         self.emit(ConversationEvent::Error {
             message: failure.message,
         });
@@ -212,10 +213,10 @@ impl ConversationCore {
             return;
         };
         a.llm_done = true;
-        if failure.unreachable {
+        if let Some(sentence) = spoken {
             a.fallback = true;
             a.chunker.reset();
-            a.speak(UNREACHABLE_SENTENCE.to_string(), now, &mut self.actions);
+            a.speak(sentence.to_string(), now, &mut self.actions);
         }
         self.actions.push(Action::FinishSpeech { answer: id });
     }

@@ -29,6 +29,22 @@ pub struct LlmFailure {
     /// The model could not be reached at all ([`crate::DialogError::is_unreachable`]): the core
     /// speaks [`crate::conversation::UNREACHABLE_SENTENCE`] instead of staying silent.
     pub unreachable: bool,
+    /// The model's queue was full ([`crate::DialogError::Busy`]): the core speaks
+    /// [`crate::conversation::BUSY_SENTENCE`].
+    pub busy: bool,
+}
+
+impl LlmFailure {
+    /// What the user hears instead of silence, if anything.
+    pub(crate) fn spoken(&self) -> Option<&'static str> {
+        if self.unreachable {
+            Some(crate::conversation::UNREACHABLE_SENTENCE)
+        } else if self.busy {
+            Some(crate::conversation::BUSY_SENTENCE)
+        } else {
+            None
+        }
+    }
 }
 
 impl From<&crate::DialogError> for LlmFailure {
@@ -36,6 +52,7 @@ impl From<&crate::DialogError> for LlmFailure {
         Self {
             message: e.to_string(),
             unreachable: e.is_unreachable(),
+            busy: matches!(e, crate::DialogError::Busy { .. }),
         }
     }
 }

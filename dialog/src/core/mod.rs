@@ -39,7 +39,8 @@
 //! - **Memory**: exchanges are remembered as heard (only clauses that started playing), bounded
 //!   by tokens ([`crate::memory::ConversationMemory`]).
 //! - **Fallback**: an unreachable LLM is answered with
-//!   [`crate::conversation::UNREACHABLE_SENTENCE`].
+//!   [`crate::conversation::UNREACHABLE_SENTENCE`], a full model queue with
+//!   [`crate::conversation::BUSY_SENTENCE`]; neither enters the memory.
 //! - **Voice switch**: applied between answers ([`Action::SetVoice`]).
 //! - **Latency**: per turn, endpointing, ASR finalisation, LLM first token, first clause, TTS
 //!   first chunk and onset ([`crate::conversation::TurnLatency`]), all from the `now`s given.

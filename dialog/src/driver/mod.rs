@@ -448,6 +448,7 @@ impl<E: EventSink> Loop<'_, E> {
                 failure: LlmFailure {
                     message: "the language model's queue is full".into(),
                     unreachable: false,
+                    busy: true,
                 },
             },
             now,

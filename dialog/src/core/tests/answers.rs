@@ -13,8 +13,54 @@ fn failed(answer: u64, message: &str, unreachable: bool) -> Event {
         failure: LlmFailure {
             message: message.into(),
             unreachable,
+            busy: false,
         },
     }
+}
+
+/// A full model queue (other sessions' requests) is said aloud, not answered with silence, and
+/// the apology stays out of the conversation's memory.
+#[test]
+fn a_busy_llm_is_answered_with_the_busy_sentence() {
+    let mut sim = Sim::new();
+    sim.at(500, Event::ClientText("Hello".into()));
+    let e = crate::DialogError::Busy { queued: 32 };
+    let step = sim.at(
+        700,
+        Event::LlmFailed {
+            answer: AnswerId(1),
+            failure: LlmFailure::from(&e),
+        },
+    );
+    assert_eq!(
+        step.iter().map(brief).collect::<Vec<_>>(),
+        [
+            format!(
+                "emit {:?}",
+                ConversationEvent::Error {
+                    message: e.to_string()
+                }
+            ),
+            format!("speak 1/0 {}", crate::conversation::BUSY_SENTENCE),
+            "finish-speech 1".into(),
+        ]
+    );
+    sim.at(800, audio(1, 0, 0, 100 * F));
+    sim.at(
+        800,
+        Event::TtsDone {
+            answer: AnswerId(1),
+        },
+    );
+    sim.run_until(1_000);
+    assert!(
+        sim.core
+            .memory()
+            .iter()
+            .all(|m| m.content != crate::conversation::BUSY_SENTENCE),
+        "{:?}",
+        sim.core.memory()
+    );
 }
 
 #[test]

@@ -334,6 +334,7 @@ fn a_failed_slow_model_is_replaced_by_the_fast_model_from_the_draft() {
             failure: LlmFailure {
                 message: "cannot connect to the language model".into(),
                 unreachable: true,
+                busy: false,
             },
         },
     );
@@ -360,6 +361,7 @@ fn a_failed_slow_model_is_replaced_by_the_fast_model_from_the_draft() {
         failure: LlmFailure {
             message: "down".into(),
             unreachable: true,
+            busy: false,
         },
     };
     sim.at(700, fail());
