@@ -44,3 +44,94 @@ pub fn init(log: &LogConfig) -> Result<()> {
 pub fn render_metrics() -> String {
     PROMETHEUS.get().map(|h| h.render()).unwrap_or_default()
 }
+
+/// Records the metrics a conversation event carries, from the typed event: the per-turn latency
+/// breakdown (`transport_turn_latency_ms{stage}`) and the dual path's verifier decisions, draft
+/// times and seam gaps.
+pub fn record_conversation_event(event: &vr_dialog::ConversationEvent) {
+    use vr_dialog::ConversationEvent as E;
+    match event {
+        E::TurnLatency(l) => {
+            let stages = [
+                ("endpointing", l.endpointing_ms),
+                ("asr_final", l.asr_final_ms),
+                ("llm_first_token", l.llm_first_token_ms),
+                ("first_clause", l.first_clause_ms),
+                ("tts_first_chunk", l.tts_first_chunk_ms),
+                ("onset", Some(l.onset_ms)),
+            ];
+            for (stage, ms) in stages {
+                if let Some(ms) = ms {
+                    metrics::histogram!("transport_turn_latency_ms", "stage" => stage)
+                        .record(ms as f64);
+                }
+            }
+        }
+        E::Draft {
+            score,
+            kept,
+            draft_ms,
+            ..
+        } => {
+            let decision = if *kept { "kept" } else { "dropped" };
+            metrics::counter!("transport_dual_drafts_total", "decision" => decision).increment(1);
+            if let Some(score) = score {
+                metrics::histogram!("transport_dual_verifier_score").record(f64::from(*score));
+            }
+            metrics::histogram!("transport_dual_draft_ms").record(*draft_ms as f64);
+        }
+        E::Seam { gap_ms } => {
+            metrics::histogram!("transport_dual_seam_gap_ms").record(*gap_ms as f64);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vr_dialog::conversation::{TurnInput, TurnLatency};
+    use vr_dialog::ConversationEvent as E;
+
+    #[test]
+    fn conversation_events_become_metrics() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (kept, score) in [(true, 0.93), (false, 0.12), (true, 0.71)] {
+                record_conversation_event(&E::Draft {
+                    text: "Paris is the".into(),
+                    score: Some(score),
+                    kept,
+                    draft_ms: 90,
+                });
+            }
+            record_conversation_event(&E::Seam { gap_ms: 40 });
+            record_conversation_event(&E::TurnLatency(TurnLatency {
+                turn: 1,
+                input: TurnInput::Text,
+                speech_end_ms: None,
+                endpointing_ms: None,
+                asr_final_ms: None,
+                llm_first_token_ms: Some(250),
+                first_clause_ms: Some(480),
+                tts_first_chunk_ms: Some(120),
+                onset_ms: 700,
+            }));
+        });
+        let text = handle.render();
+        for want in [
+            "transport_dual_drafts_total{decision=\"kept\"} 2",
+            "transport_dual_drafts_total{decision=\"dropped\"} 1",
+            "transport_dual_verifier_score_count 3",
+            "transport_dual_draft_ms_sum 270",
+            "transport_dual_seam_gap_ms_sum 40",
+            "transport_turn_latency_ms_sum{stage=\"onset\"} 700",
+            "transport_turn_latency_ms_sum{stage=\"llm_first_token\"} 250",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+        // A typed turn has no speech stages: none is recorded as 0.
+        assert!(!text.contains("stage=\"endpointing\""), "{text}");
+    }
+}

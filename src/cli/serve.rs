@@ -209,6 +209,7 @@ mod pipeline {
                 .name("conversation".into())
                 .spawn(move || {
                     let sink = move |ev: ConversationEvent| {
+                        crate::telemetry::record_conversation_event(&ev);
                         events.send(&ev);
                     };
                     let r = conv.run(input, Box::new(WebRtcOutput(output)), sink);

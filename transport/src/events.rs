@@ -45,8 +45,9 @@ impl EventSender {
         Self { tx }
     }
 
-    /// Serialises `event` (an object with a `type`) and queues it for the data channel. Per-turn
-    /// latency breakdowns are also recorded as `transport_turn_latency_ms{stage}` histograms.
+    /// Serialises `event` (an object with a `type`) and queues it for the data channel. (The
+    /// metrics an event carries are recorded by whoever knows its type, from the typed value:
+    /// `voicerelay serve` for conversation events.)
     pub fn send<T: Serialize + ?Sized>(&self, event: &T) -> bool {
         let json = match serde_json::to_string(event) {
             Ok(j) => j,
@@ -55,7 +56,6 @@ impl EventSender {
                 return false;
             }
         };
-        record_metrics(&json);
         self.send_json(json)
     }
 
@@ -72,53 +72,6 @@ impl EventSender {
     /// An `error` event with `message`.
     pub fn error(&self, message: impl Into<String>) -> bool {
         self.send(&serde_json::json!({"type": "error", "message": message.into()}))
-    }
-}
-
-/// Records the metrics an event carries: the per-turn latency breakdown, and the dual path's
-/// verifier decisions and seam gaps. Only those event types are parsed back; every other event
-/// costs one substring search.
-fn record_metrics(json: &str) {
-    const MEASURED: [&str; 3] = ["\"turn_latency\"", "\"draft\"", "\"seam\""];
-    if !MEASURED.iter().any(|t| json.contains(t)) {
-        return;
-    }
-    let Ok(v) = serde_json::from_str::<Value>(json) else {
-        return;
-    };
-    match v.get("type").and_then(Value::as_str) {
-        Some("turn_latency") => record_turn_latency(&v),
-        Some("draft") => {
-            let kept = v.get("kept").and_then(Value::as_bool) == Some(true);
-            let decision = if kept { "kept" } else { "dropped" };
-            metrics::counter!("transport_dual_drafts_total", "decision" => decision).increment(1);
-            if let Some(score) = v.get("score").and_then(Value::as_f64) {
-                metrics::histogram!("transport_dual_verifier_score").record(score);
-            }
-            if let Some(ms) = v.get("draft_ms").and_then(Value::as_f64) {
-                metrics::histogram!("transport_dual_draft_ms").record(ms);
-            }
-        }
-        Some("seam") => {
-            if let Some(ms) = v.get("gap_ms").and_then(Value::as_f64) {
-                metrics::histogram!("transport_dual_seam_gap_ms").record(ms);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn record_turn_latency(v: &Value) {
-    let Some(obj) = v.as_object() else { return };
-    for (k, x) in obj {
-        // speech_end_ms is a moment on the input clock, not a duration.
-        if k == "speech_end_ms" {
-            continue;
-        }
-        if let (Some(stage), Some(ms)) = (k.strip_suffix("_ms"), x.as_f64()) {
-            metrics::histogram!("transport_turn_latency_ms", "stage" => stage.to_string())
-                .record(ms);
-        }
     }
 }
 
@@ -299,43 +252,6 @@ async fn poll_channel(dc: &Option<Arc<dyn DataChannel>>) -> Option<DataChannelEv
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dual_path_events_become_metrics() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let (tx, mut rx) = mpsc::channel(8);
-        let events = EventSender::new(tx);
-        metrics::with_local_recorder(&recorder, || {
-            for (kept, score) in [(true, 0.93), (false, 0.12), (true, 0.71)] {
-                assert!(events.send(&serde_json::json!(
-                    {"type": "draft", "text": "Paris is the", "score": score, "kept": kept, "draft_ms": 90}
-                )));
-            }
-            assert!(events.send(&serde_json::json!({"type": "seam", "gap_ms": 40})));
-            // Text that merely mentions an event type is not one.
-            assert!(events.send(&serde_json::json!({"type": "final", "text": "\"draft\""})));
-        });
-        let text = handle.render();
-        assert!(
-            text.contains("transport_dual_drafts_total{decision=\"kept\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("transport_dual_drafts_total{decision=\"dropped\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("transport_dual_verifier_score_count 3"),
-            "{text}"
-        );
-        assert!(text.contains("transport_dual_seam_gap_ms_sum 40"), "{text}");
-        let mut n = 0;
-        while rx.try_recv().is_ok() {
-            n += 1;
-        }
-        assert_eq!(n, 5, "every event still goes to the data channel");
-    }
 
     #[test]
     fn client_messages_parse_and_bad_ones_say_why() {
