@@ -76,7 +76,7 @@ enum Job {
         cancel: CancelToken,
     },
     /// Answered once every job queued before it is done.
-    Barrier(mpsc::Sender<()>),
+    Barrier(SyncSender<()>),
 }
 
 impl Job {
@@ -217,7 +217,8 @@ impl Worker {
     /// Blocks until every job submitted before this call has finished (a speculative prefill
     /// included). For tests and benchmarks; the loop never needs to wait.
     pub(crate) fn wait_idle(&self) -> Result<(), DialogError> {
-        let (tx, rx) = mpsc::channel();
+        // One reply, so room for one.
+        let (tx, rx) = mpsc::sync_channel(1);
         // Waiting is the point here, so this one waits for room too.
         let jobs = self.jobs.as_ref().ok_or(DialogError::EngineStopped)?;
         jobs.send(Job::Barrier(tx))
@@ -352,7 +353,8 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_a_generation_at_once_and_recovers_when_it_drains() {
-        let (release, rx) = mpsc::channel();
+        // Room for every release the test sends (one per generation it lets finish).
+        let (release, rx) = mpsc::sync_channel(8);
         let worker =
             Worker::spawn_with_queue("llm-test", 2, move |inbox| inbox.serve(Ok(Fake::Held(rx))))
                 .expect("worker");

@@ -18,6 +18,32 @@ fn failed(answer: u64, message: &str, unreachable: bool) -> Event {
     }
 }
 
+/// What a failed generation does at once: report the error, speak `sentence`, end the speech.
+fn spoken_failure(message: &str, sentence: &str) -> [String; 3] {
+    [
+        format!(
+            "emit {:?}",
+            ConversationEvent::Error {
+                message: message.into()
+            }
+        ),
+        format!("speak 1/0 {sentence}"),
+        "finish-speech 1".into(),
+    ]
+}
+
+/// The failed answer's fallback audio plays out.
+fn play_fallback(sim: &mut Sim) {
+    sim.at(800, audio(1, 0, 0, 100 * F));
+    sim.at(
+        800,
+        Event::TtsDone {
+            answer: AnswerId(1),
+        },
+    );
+    sim.run_until(1_000);
+}
+
 /// A full model queue (other sessions' requests) is said aloud, not answered with silence, and
 /// the apology stays out of the conversation's memory.
 #[test]
@@ -34,25 +60,9 @@ fn a_busy_llm_is_answered_with_the_busy_sentence() {
     );
     assert_eq!(
         step.iter().map(brief).collect::<Vec<_>>(),
-        [
-            format!(
-                "emit {:?}",
-                ConversationEvent::Error {
-                    message: e.to_string()
-                }
-            ),
-            format!("speak 1/0 {}", crate::conversation::BUSY_SENTENCE),
-            "finish-speech 1".into(),
-        ]
+        spoken_failure(&e.to_string(), crate::conversation::BUSY_SENTENCE)
     );
-    sim.at(800, audio(1, 0, 0, 100 * F));
-    sim.at(
-        800,
-        Event::TtsDone {
-            answer: AnswerId(1),
-        },
-    );
-    sim.run_until(1_000);
+    play_fallback(&mut sim);
     assert!(
         sim.core
             .memory()
@@ -71,25 +81,9 @@ fn an_unreachable_llm_is_answered_with_the_fallback_sentence() {
     let step = sim.at(700, failed(1, msg, true));
     assert_eq!(
         step.iter().map(brief).collect::<Vec<_>>(),
-        [
-            format!(
-                "emit {:?}",
-                ConversationEvent::Error {
-                    message: msg.into()
-                }
-            ),
-            format!("speak 1/0 {UNREACHABLE_SENTENCE}"),
-            "finish-speech 1".into(),
-        ]
+        spoken_failure(msg, UNREACHABLE_SENTENCE)
     );
-    sim.at(800, audio(1, 0, 0, 100 * F));
-    sim.at(
-        800,
-        Event::TtsDone {
-            answer: AnswerId(1),
-        },
-    );
-    sim.run_until(1_000);
+    play_fallback(&mut sim);
     assert_eq!(
         sim.latencies(),
         vec![TurnLatency {
