@@ -187,7 +187,7 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
                         at_ms,
                         ..
                     } => p.answer_starts.push(*at_ms),
-                    ConversationEvent::AnswerEnd { .. } => p
+                    ev @ ConversationEvent::AnswerEnd { .. } if !withdrawn(ev) => p
                         .answer_ends
                         .push(fed.load(Ordering::SeqCst) * 1000 / u64::from(RATE.hz())),
                     _ => {}
@@ -224,9 +224,19 @@ fn peak(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
+/// An answer cancelled before a word of it was generated or played: the user resumed within the
+/// end-of-turn grace (a pause inside "Wait, stop. What is two plus two?"), so the turn went on and
+/// its real answer comes later. It is reported, but it is not one of the answers the tests count.
+fn withdrawn(e: &ConversationEvent) -> bool {
+    matches!(e, ConversationEvent::AnswerEnd { text, spoken, interrupted: true, .. }
+        if text.is_empty() && spoken.is_empty())
+}
+
+/// The answers that were generated or played, in order; withdrawn ones are left out.
 fn answer_ends(events: &[ConversationEvent]) -> Vec<(String, String, bool)> {
     events
         .iter()
+        .filter(|e| !withdrawn(e))
         .filter_map(|e| match e {
             ConversationEvent::AnswerEnd {
                 text,
