@@ -13,7 +13,9 @@
 //! [`StreamingSynthesizer`] owns one worker thread that owns the voice. `push_text` sends text
 //! fragments (LLM tokens) to it; the worker cuts them into clauses with the [`ClauseChunker`],
 //! verbalises each clause, synthesises it and cuts the audio into chunks of `chunk_ms`, which wait
-//! in a queue for [`Synthesizer::recv_timeout`]. `cancel()` bumps an epoch counter *under the
+//! in a queue for [`Synthesizer::recv_timeout`]. The queue holds at most [`MAX_QUEUED_AUDIO`] of
+//! speech: past that the worker waits for the consumer, so a stalled consumer costs no memory
+//! and loses nothing. `cancel()` bumps an epoch counter *under the
 //! queue lock* and clears the queue; the worker checks the epoch under that same lock before each
 //! chunk goes into the queue, so once `cancel()` returns no chunk of the cancelled speech can ever
 //! be received. An in-flight ONNX Runtime run is also terminated so the worker is free at once.
@@ -54,7 +56,7 @@ use vr_core::{SampleIndex, SampleRate};
 
 pub use chunker::ClauseChunker;
 pub use config::TtsConfig;
-pub use stream::StreamingSynthesizer;
+pub use stream::{StreamingSynthesizer, MAX_QUEUED_AUDIO};
 pub use voices::{
     open_voice, EspeakVoice, FliteEngine, OpenedVoice, VoiceBank, ORT_LIB, ORT_MODEL,
 };

@@ -34,9 +34,19 @@ struct Queue {
     worker_alive: bool,
 }
 
+/// How much synthesised audio may wait for its consumer before the worker stops synthesising
+/// and waits for room: a consumer that stalls (a blocked pump, a slow client) holds the worker
+/// back instead of growing memory without bound. Nothing is dropped; a cancel frees it at once.
+pub const MAX_QUEUED_AUDIO: Duration = Duration::from_secs(30);
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// Signalled when an event is queued (consumers wait on it).
     ready: Condvar,
+    /// Signalled when an event is taken or the queue is cleared (a worker waiting for room).
+    space: Condvar,
+    /// The queue's bound in events: [`MAX_QUEUED_AUDIO`] in `chunk_ms` chunks.
+    max_events: usize,
     /// Bumped by `cancel` while holding `queue`; everything stamped with an older epoch is dead.
     epoch: AtomicU64,
     /// The utterance text is currently being pushed to.
@@ -49,10 +59,14 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `ev` only if `epoch` is still current; false if it was cancelled.
+    /// Queues `ev` only if `epoch` is still current, waiting while the queue is full; false if
+    /// it was cancelled (before or while waiting).
     fn emit(&self, epoch: u64, ev: TtsEvent) -> bool {
         let mut q = self.lock();
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        while q.events.len() >= self.max_events && self.current(epoch) {
+            q = self.space.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if !self.current(epoch) {
             return false;
         }
         q.events.push_back(ev);
@@ -100,6 +114,9 @@ impl StreamingSynthesizer {
                 worker_alive: true,
             }),
             ready: Condvar::new(),
+            space: Condvar::new(),
+            max_events: (MAX_QUEUED_AUDIO.as_millis() as usize / cfg.chunk_ms.max(1) as usize)
+                .max(1),
             epoch: AtomicU64::new(0),
             utterance: AtomicU64::new(0),
         });
@@ -140,6 +157,22 @@ impl StreamingSynthesizer {
             rate,
             fallback_reason: None,
         })
+    }
+
+    /// The synthesised audio waiting for its consumer; at most [`MAX_QUEUED_AUDIO`] plus one
+    /// chunk.
+    pub fn queued_audio(&self) -> Duration {
+        let samples: usize = self
+            .shared
+            .lock()
+            .events
+            .iter()
+            .map(|e| match e {
+                TtsEvent::Audio(c) => c.samples.len(),
+                _ => 0,
+            })
+            .sum();
+        Duration::from_secs_f64(samples as f64 / f64::from(self.rate.hz()))
     }
 
     /// Why a fallback voice is speaking, if one is.
@@ -209,6 +242,8 @@ impl Synthesizer for StreamingSynthesizer {
         let mut q = self.shared.lock();
         loop {
             if let Some(ev) = q.events.pop_front() {
+                drop(q);
+                self.shared.space.notify_all();
                 return Ok(Some(ev));
             }
             if !q.worker_alive {
@@ -228,7 +263,11 @@ impl Synthesizer for StreamingSynthesizer {
     }
 
     fn try_recv(&self) -> Option<TtsEvent> {
-        self.shared.lock().events.pop_front()
+        let ev = self.shared.lock().events.pop_front();
+        if ev.is_some() {
+            self.shared.space.notify_all();
+        }
+        ev
     }
 
     fn cancel(&self) {
@@ -241,6 +280,7 @@ impl Synthesizer for StreamingSynthesizer {
             i();
         }
         self.shared.ready.notify_all();
+        self.shared.space.notify_all();
     }
 }
 

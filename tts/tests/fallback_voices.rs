@@ -10,7 +10,7 @@ use std::time::Duration;
 use voicerelay_tts::flite::{self, FliteVoice};
 use voicerelay_tts::{
     espeak, FliteEngine, StreamingSynthesizer, Synthesizer, TtsConfig, TtsEvent, VoiceEngine,
-    VoiceKind,
+    VoiceKind, MAX_QUEUED_AUDIO,
 };
 use vr_core::ModelStore;
 
@@ -138,6 +138,69 @@ fn flite_is_byte_deterministic() {
 
 /// Streaming a deterministic voice token by token must give exactly the samples of synthesising
 /// each clause directly: the chunker and the worker add and lose nothing.
+/// A consumer that stops reading holds the worker back at [`MAX_QUEUED_AUDIO`] instead of letting
+/// the queue grow with the answer; once it reads again every sample arrives, in order, exactly as
+/// synthesising each clause directly gives them.
+#[test]
+fn a_stalled_consumer_bounds_the_queue_and_loses_nothing() {
+    let cfg = TtsConfig::default();
+    // Flite speaks about 2.5 words a second: 40 sentences of 8 words are two minutes of speech,
+    // four times the bound.
+    let sentence = "The quick brown fox jumps over the lazy dog. ";
+    let text = sentence.repeat(40);
+    let mut chunker = voicerelay_tts::ClauseChunker::new(cfg.min_chunk_chars, cfg.max_chunk_chars);
+    let mut clauses = chunker.push(&text);
+    clauses.extend(chunker.finish());
+    let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
+    let rate = engine.sample_rate();
+    let mut expected = Vec::new();
+    for c in &clauses {
+        expected.extend(
+            engine
+                .synthesize(&voicerelay_tts::verbalize::verbalize(c))
+                .unwrap(),
+        );
+    }
+    let total = Duration::from_secs_f64(expected.len() as f64 / f64::from(rate.hz()));
+    assert!(total > MAX_QUEUED_AUDIO * 3, "only {total:?} of speech");
+
+    let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).unwrap();
+    tts.push_text(&text).unwrap();
+    tts.finish().unwrap();
+    // Nobody reads: the queue fills to the bound and then stops growing.
+    let chunk = Duration::from_millis(u64::from(cfg.chunk_ms));
+    let mut last = Duration::ZERO;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let queued = tts.queued_audio();
+        assert!(queued <= MAX_QUEUED_AUDIO + chunk, "{queued:?} queued");
+        // The bound counts chunks, and a clause's last chunk is short: full is within 10 %.
+        if queued == last && queued >= MAX_QUEUED_AUDIO * 9 / 10 {
+            break;
+        }
+        last = queued;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never filled: {queued:?}"
+        );
+    }
+
+    let mut got = Vec::new();
+    loop {
+        match tts.recv_timeout(Duration::from_secs(30)).unwrap() {
+            Some(TtsEvent::Audio(c)) => got.extend(c.samples),
+            Some(TtsEvent::Done { .. }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the drained audio differs from direct synthesis"
+    );
+}
+
 #[test]
 fn flite_streamed_token_by_token_equals_clause_by_clause_synthesis() {
     let text = "Sure, the meeting is at 10:30 am on 2024-03-15. It should take 1.5 hours, \
