@@ -243,8 +243,15 @@ impl ConversationCore {
             K::TurnStarted => {
                 // The user speaks again before the answer plays: they were not done.
                 self.cancel_answer();
-                self.awaiting = None;
-                self.turn = TurnRecord::starting_at(turn_start);
+                let previous =
+                    std::mem::replace(&mut self.turn, TurnRecord::starting_at(turn_start));
+                // A turn that ended but was never answered (its final had not come) is the start
+                // of this one: the recogniser may finalise both as one utterance from the
+                // earlier speech start, which this turn must own, or that speech is lost.
+                if self.awaiting.take().is_some() {
+                    self.turn.finals = previous.finals;
+                    self.turn.segments.splice(0..0, previous.segments);
+                }
                 self.set_state(LoopState::UserSpeaking);
             }
             K::Resumed => {

@@ -366,6 +366,56 @@ fn a_second_spoken_question_while_thinking_replaces_the_first() {
     assert_eq!(sim.core.summary().turns, 2);
 }
 
+/// The turn ended and was committed while the recogniser was still behind, so it was never
+/// answered; the user spoke on and the recogniser finalised both parts as one utterance from the
+/// first speech start. That final is the new turn's whole question, not speech outside any turn.
+#[test]
+fn a_turn_still_waiting_for_its_final_carries_into_the_next() {
+    let mut sim = Sim::new();
+    sim.at(1_250, Event::SpeechStarted { at: Millis(1_000) });
+    sim.at(
+        1_800,
+        Event::AsrPartial {
+            text: "What time".into(),
+            stable_prefix_len: 0,
+        },
+    );
+    sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
+    sim.run_until(3_100);
+    assert!(sim.requests().is_empty(), "answered without the final");
+    let from = sim.log.len();
+    sim.at(3_450, Event::SpeechStarted { at: Millis(3_200) });
+    sim.at(3_900, Event::SpeechEnded { at: Millis(3_800) });
+    sim.at(
+        4_000,
+        Event::AsrFinal {
+            text: "What time is it in Paris?".into(),
+            start: Millis(1_000),
+            end: Millis(3_800),
+        },
+    );
+    sim.at(
+        4_000,
+        Event::AsrProgress {
+            upto: Millis(4_000),
+        },
+    );
+    sim.run_until(4_500);
+    assert!(
+        sim.events_from(from)
+            .contains(&turn(TurnStarted, TurnReason::VadSpeechStart, 3_200)),
+        "{:?}",
+        sim.events_from(from)
+    );
+    let requests = sim.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].1.messages,
+        messages(&[(User, "What time is it in Paris?")])
+    );
+    assert_eq!(sim.core.summary().turns, 1);
+}
+
 #[test]
 fn a_second_typed_question_while_thinking_replaces_the_first() {
     let mut sim = Sim::new();
