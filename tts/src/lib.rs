@@ -165,6 +165,11 @@ pub trait Synthesizer: Send + Sync {
     /// The current utterance is complete: synthesise what is left, then emit [`TtsEvent::Done`].
     /// Text pushed afterwards starts a new utterance.
     fn finish(&self) -> Result<(), TtsError>;
+    /// Synthesise `clause` as one utterance of its own, exactly as given: for a caller that has
+    /// already cut its text into clauses (the dialog), so the text is not cut a second time by
+    /// this synthesizer's chunker. Text pushed before and not finished is spoken first, as the
+    /// start of the same utterance. Emits the audio, then [`TtsEvent::Done`].
+    fn speak_clause(&self, clause: &str) -> Result<(), TtsError>;
     /// The next event, waiting up to `timeout`; `Ok(None)` when nothing arrived in time.
     fn recv_timeout(&self, timeout: Duration) -> Result<Option<TtsEvent>, TtsError>;
     /// The next event if one is ready.

@@ -26,6 +26,12 @@ enum Command {
         epoch: u64,
         utterance: u64,
     },
+    /// A whole clause, not chunked again: one utterance.
+    Clause {
+        epoch: u64,
+        utterance: u64,
+        text: String,
+    },
     Shutdown,
 }
 
@@ -237,6 +243,15 @@ impl Synthesizer for StreamingSynthesizer {
         })
     }
 
+    fn speak_clause(&self, clause: &str) -> Result<(), TtsError> {
+        let utterance = self.shared.utterance.fetch_add(1, Ordering::SeqCst);
+        self.send(Command::Clause {
+            epoch: self.shared.epoch.load(Ordering::SeqCst),
+            utterance,
+            text: clause.to_string(),
+        })
+    }
+
     fn recv_timeout(&self, timeout: Duration) -> Result<Option<TtsEvent>, TtsError> {
         let deadline = Instant::now() + timeout;
         let mut q = self.shared.lock();
@@ -336,6 +351,27 @@ impl Worker {
                     }
                     self.shared.emit(epoch, TtsEvent::Done { utterance });
                     // The next text belongs to a new utterance.
+                    self.utterance = u64::MAX;
+                }
+                Command::Clause {
+                    epoch,
+                    utterance,
+                    text,
+                } => {
+                    if !self.shared.current(epoch) {
+                        continue;
+                    }
+                    self.enter(utterance);
+                    // Text pushed before and not finished is the start of this utterance.
+                    let rest = self.chunker.finish();
+                    let spoken = rest.iter().map(String::as_str).chain([text.trim()]);
+                    if !spoken
+                        .filter(|t| !t.is_empty())
+                        .all(|t| self.speak(epoch, t))
+                    {
+                        continue;
+                    }
+                    self.shared.emit(epoch, TtsEvent::Done { utterance });
                     self.utterance = u64::MAX;
                 }
             }

@@ -186,19 +186,53 @@ fn a_stalled_consumer_bounds_the_queue_and_loses_nothing() {
         );
     }
 
-    let mut got = Vec::new();
-    loop {
-        match tts.recv_timeout(Duration::from_secs(30)).unwrap() {
-            Some(TtsEvent::Audio(c)) => got.extend(c.samples),
-            Some(TtsEvent::Done { .. }) => break,
-            other => panic!("{other:?}"),
-        }
-    }
+    let got = drain(&tts);
     assert_eq!(got.len(), expected.len());
     assert!(
         got == expected,
         "the drained audio differs from direct synthesis"
     );
+}
+
+/// Drains one utterance's audio up to its `Done`.
+fn drain(tts: &StreamingSynthesizer) -> Vec<f32> {
+    let mut got = Vec::new();
+    loop {
+        match tts.recv_timeout(Duration::from_secs(30)).unwrap() {
+            Some(TtsEvent::Audio(c)) => got.extend(c.samples),
+            Some(TtsEvent::Done { .. }) => return got,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A clause the caller has already cut is synthesised as given: the same samples as
+/// synthesising it directly, where pushing it as text lets the chunker cut it at its commas
+/// (a different, choppier reading: the test would fail if `speak_clause` chunked again).
+#[test]
+fn speak_clause_is_not_cut_again() {
+    let cfg = TtsConfig::default();
+    let clause = "Well, if you ask me, the answer is yes, and it has been for many years.";
+    let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
+    let whole = engine
+        .synthesize(&voicerelay_tts::verbalize::verbalize(clause))
+        .unwrap();
+    let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).unwrap();
+    tts.speak_clause(clause).unwrap();
+    let spoken = drain(&tts);
+    assert!(spoken == whole, "speak_clause changed the clause's audio");
+    tts.push_text(clause).unwrap();
+    tts.finish().unwrap();
+    let chunked = drain(&tts);
+    assert!(
+        chunked != whole,
+        "the chunker did not cut this clause, so the test shows nothing"
+    );
+    // Pending pushed text is the start of the clause's utterance, spoken first.
+    tts.push_text("Right").unwrap();
+    tts.speak_clause(clause).unwrap();
+    let both = drain(&tts);
+    assert!(both.len() > whole.len() && both.ends_with(&whole));
 }
 
 #[test]

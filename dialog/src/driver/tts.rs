@@ -226,11 +226,8 @@ impl Worker {
             });
         }
         let utterance = self.next_utterance;
-        // One utterance per clause: `finish` bumps the synthesizer's counter.
-        let pushed = self
-            .synth
-            .push_text(text)
-            .and_then(|()| self.synth.finish());
+        // One utterance per clause, cut once, by the core's chunker.
+        let pushed = self.synth.speak_clause(text);
         self.next_utterance += 1;
         match pushed {
             Ok(()) => {
