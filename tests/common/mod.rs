@@ -3,6 +3,8 @@
 //! corpus utterance they speak.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -220,6 +222,12 @@ pub async fn wait_metric(url: &str, name: &str, want: f64, timeout: Duration) ->
 /// The test utterance as 48 kHz mono f32 and its reference text, or None when the corpus is
 /// absent (a failure under CI: `vr_core::prereq`).
 pub fn utterance_48k() -> Option<(Vec<f32>, String, PathBuf)> {
+    utterances_48k(&[UTTERANCE_ID])?.pop()
+}
+
+/// The named test-split utterances as 48 kHz mono f32 with their reference texts, or None when
+/// the corpus is absent (a failure under CI: `vr_core::prereq`).
+pub fn utterances_48k(ids: &[&str]) -> Option<Vec<(Vec<f32>, String, PathBuf)>> {
     let corpus = match vr_evals::corpus::Corpus::open_default() {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -231,29 +239,33 @@ pub fn utterance_48k() -> Option<(Vec<f32>, String, PathBuf)> {
         }
         Err(e) => panic!("corpus manifest: {e}"),
     };
-    let u = corpus
-        .split(vr_evals::corpus::Split::Test)
-        .find(|u| u.id == UTTERANCE_ID)
-        .unwrap_or_else(|| panic!("{UTTERANCE_ID} is not in the corpus test split"));
-    let path = corpus.wav_path(u);
-    let mut r = hound::WavReader::open(&path).expect("corpus wav");
-    let spec = r.spec();
-    let samples: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Int => {
-            let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
-            r.samples::<i32>()
-                .map(|s| s.expect("wav") as f32 / scale)
-                .collect()
-        }
-        hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("wav")).collect(),
+    let load = |id: &str| {
+        let u = corpus
+            .split(vr_evals::corpus::Split::Test)
+            .find(|u| u.id == id)
+            .unwrap_or_else(|| panic!("{id} is not in the corpus test split"));
+        let path = corpus.wav_path(u);
+        let mut r = hound::WavReader::open(&path).expect("corpus wav");
+        let spec = r.spec();
+        let samples: Vec<f32> = match spec.sample_format {
+            hound::SampleFormat::Int => {
+                let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
+                r.samples::<i32>()
+                    .map(|s| s.expect("wav") as f32 / scale)
+                    .collect()
+            }
+            hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("wav")).collect(),
+        };
+        let fmt = vr_capture::AudioFormat {
+            rate: vr_core::SampleRate(spec.sample_rate),
+            channels: spec.channels,
+        };
+        let mono48 =
+            vr_capture::resample::resample_to_mono(&samples, fmt, vr_core::SampleRate::OPUS)
+                .expect("resample");
+        (mono48, u.text.clone(), path)
     };
-    let fmt = vr_capture::AudioFormat {
-        rate: vr_core::SampleRate(spec.sample_rate),
-        channels: spec.channels,
-    };
-    let mono48 = vr_capture::resample::resample_to_mono(&samples, fmt, vr_core::SampleRate::OPUS)
-        .expect("resample");
-    Some((mono48, u.text.clone(), path))
+    Some(ids.iter().map(|id| load(id)).collect())
 }
 
 pub fn wer(reference: &str, hypothesis: &str) -> f64 {
@@ -356,6 +368,9 @@ pub struct Client {
     gathered: mpsc::Receiver<()>,
     state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
     pub location: Option<String>,
+    /// Opus in-band FEC for this expected loss (%), as a browser turns it on when the answer
+    /// has `useinbandfec=1` and its receiver reports show loss; None: no FEC.
+    pub fec_loss_pct: Option<u8>,
 }
 
 impl Client {
@@ -427,6 +442,7 @@ impl Client {
             gathered: grx,
             state: srx,
             location: None,
+            fec_loss_pct: None,
         }
     }
 
@@ -443,6 +459,30 @@ impl Client {
 
     /// Offer → POST → answer → connected, with the events channel open.
     pub async fn connect(&mut self, url: &str, token: Option<&str>) {
+        let answer = self.post_offer(url, token).await;
+        self.accept_answer(answer).await;
+    }
+
+    /// As [`Client::connect`], but every datagram goes through a [`relay::Relay`] that applies
+    /// `impairment` to the uplink once connected.
+    pub async fn connect_through_relay(
+        &mut self,
+        url: &str,
+        impairment: Option<relay::Impairment>,
+        seed: u64,
+    ) -> relay::Relay {
+        let answer = self.post_offer(url, None).await;
+        let server = relay::server_candidate(&answer)
+            .unwrap_or_else(|| panic!("no UDP host candidate in the answer:\n{answer}"));
+        let r = relay::Relay::start(server, impairment, seed).await;
+        self.accept_answer(relay::through_relay(&answer, r.front))
+            .await;
+        r.impair(true);
+        r
+    }
+
+    /// POSTs the offer; the answer SDP.
+    async fn post_offer(&mut self, url: &str, token: Option<&str>) -> String {
         let sdp = self.offer().await;
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/sdp")];
@@ -459,7 +499,12 @@ impl Client {
         assert_eq!(r.status, 201, "offer refused: {}", r.body);
         assert_eq!(r.content_type, "application/sdp");
         self.location = r.location.clone();
-        let answer = RTCSessionDescription::answer(r.body).expect("answer parses");
+        r.body
+    }
+
+    /// Applies the answer, waits for the connection and the events channel.
+    async fn accept_answer(&mut self, answer: String) {
+        let answer = RTCSessionDescription::answer(answer).expect("answer parses");
         self.pc
             .set_remote_description(answer)
             .await
@@ -505,7 +550,12 @@ impl Client {
 
     /// Sends `samples` (48 kHz mono) as 20 ms Opus frames at real-time pace, then `silence`.
     pub async fn speak(&self, samples: &[f32], silence: Duration) {
-        let enc = Encoder::new(OpusRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
+        let mut enc =
+            Encoder::new(OpusRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
+        if let Some(pct) = self.fec_loss_pct {
+            enc.set_inband_fec(true).expect("fec");
+            enc.set_packet_loss_perc(pct).expect("loss perc");
+        }
         let mut buf = vec![0u8; 1500];
         let pad = (silence.as_millis() as usize / 20) * 960;
         let mut all = samples.to_vec();

@@ -1,0 +1,164 @@
+//! Network faults on the uplink: the same corpus utterances spoken by the Rust WebRTC client
+//! through a relay, once clean and once with 10 % loss and 50 ms of jitter (on top of a 20 ms
+//! delay) on every client→server datagram. The transcript's WER must stay within 3 points of
+//! the clean run's. The client encodes as a browser does on a lossy path (Opus in-band FEC for
+//! 10 % loss), and the server rebuilds lost frames from it. `tc netem` is not available in this machine's kernel; the relay
+//! (`common::relay`) does the same to the datagrams in user space.
+
+mod common;
+
+use common::relay::{Impairment, Relay};
+use common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Five utterances of the test split, 67 words: one word is 1.5 WER points.
+const UTTERANCES: [&str; 5] = [
+    "ls_1089-134691-0001",
+    "ls_1272-141231-0000",
+    "vctk_p225_002_mic1",
+    "librivox_ss01_0930",
+    "jfk_inaugural",
+];
+
+/// Speaks each utterance in a session of its own (through a relay with `impairment`) and
+/// returns the references, the transcripts and the relays' totals (forwarded, dropped).
+async fn transcribe_all(
+    url: &str,
+    utterances: &[(Vec<f32>, String, std::path::PathBuf)],
+    impairment: Option<Impairment>,
+) -> (String, String, u64, u64, u64) {
+    let (mut refs, mut heard) = (Vec::new(), Vec::new());
+    let (mut rtp, mut forwarded, mut dropped) = (0, 0, 0);
+    for (k, (speech, reference, _)) in utterances.iter().enumerate() {
+        let mut c = Client::new(true).await;
+        // Both runs send in-band FEC sized for 10 % loss, so only the path differs.
+        c.fec_loss_pct = Some(10);
+        let relay: Relay = c
+            .connect_through_relay(url, impairment, 0x5EED + k as u64)
+            .await;
+        c.speak(speech, Duration::from_millis(1200)).await;
+        let mic = c.spawn_silence();
+        // An answer is spoken only once its turn's last final is in, and any later speech would
+        // have moved the state on: when the newest state is `speaking` (after all the audio was
+        // sent), every final is here.
+        c.wait_for(
+            Duration::from_secs(120),
+            "the final transcript and the answer to the last turn",
+            |r| {
+                !r.of_type("final").is_empty()
+                    && r.of_type("state")
+                        .last()
+                        .is_some_and(|e| e["to"] == "speaking")
+            },
+        )
+        .await;
+        mic.abort();
+        let text: Vec<String> = c
+            .received
+            .lock()
+            .unwrap()
+            .of_type("final")
+            .iter()
+            .filter_map(|e| e["text"].as_str().map(str::to_string))
+            .collect();
+        let text = text.join(" ");
+        println!(
+            "  {:.1}% {reference:?} → {text:?}",
+            100.0 * wer(reference, &text)
+        );
+        refs.push(reference.clone());
+        heard.push(text);
+        rtp += relay.stats.rtp_forwarded.load(Ordering::SeqCst);
+        forwarded += relay.stats.forwarded.load(Ordering::SeqCst);
+        dropped += relay.stats.dropped.load(Ordering::SeqCst);
+        let loc = c.location.clone().expect("Location header");
+        let r = http("DELETE", &format!("{url}{loc}"), &[], None).await;
+        assert!(r.status == 204 || r.status == 200, "DELETE: {}", r.status);
+        let _ = c.pc.close().await;
+    }
+    (refs.join(" "), heard.join(" "), rtp, forwarded, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_uplink_loss_with_jitter_keeps_wer_within_three_points() {
+    let Some(utterances) = utterances_48k(&UTTERANCES) else {
+        return;
+    };
+    let server = ServerProcess::start(&[]);
+    let lossy = Impairment {
+        loss: 0.10,
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(50),
+    };
+    println!("clean uplink:");
+    let (reference, clean, clean_rtp, _, clean_dropped) =
+        transcribe_all(&server.url, &utterances, None).await;
+    let before = rtp_metrics(&server.url).await;
+    println!("10 % loss, 20 ms + 0–50 ms delay:");
+    let (_, impaired, _, forwarded, dropped) =
+        transcribe_all(&server.url, &utterances, Some(lossy)).await;
+    let after = rtp_metrics(&server.url).await;
+
+    // The relay carried the media and did impair it: the audio went through it, and about a
+    // tenth of the uplink was dropped.
+    let speech_frames: u64 = utterances
+        .iter()
+        .map(|(s, _, _)| s.len() as u64 / 960)
+        .sum();
+    assert_eq!(clean_dropped, 0);
+    assert!(
+        clean_rtp >= speech_frames,
+        "{clean_rtp} RTP datagrams relayed for {speech_frames} frames of speech"
+    );
+    let share = dropped as f64 / (forwarded + dropped) as f64;
+    println!(
+        "impaired uplink: {forwarded} datagrams forwarded, {dropped} dropped ({:.1} %)",
+        100.0 * share
+    );
+    assert!(
+        (0.07..=0.13).contains(&share),
+        "dropped {:.1} % of the uplink, not about 10 %",
+        100.0 * share
+    );
+
+    let (w_clean, w_impaired) = (wer(&reference, &clean), wer(&reference, &impaired));
+    println!(
+        "WER clean {:.1} %, impaired {:.1} % ({} reference words)",
+        100.0 * w_clean,
+        100.0 * w_impaired,
+        reference.split_whitespace().count()
+    );
+    // The server's loss path did the work: gaps declared lost and rebuilt from the follower's
+    // in-band FEC or concealed.
+    let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    for (name, d) in RTP_METRICS.iter().zip(&delta) {
+        println!("  {name} +{d}");
+    }
+    assert!(delta[0] > 0.0, "the server declared no packet lost");
+    assert!(
+        delta[2] + delta[3] > 0.0,
+        "no frame was rebuilt or concealed"
+    );
+    assert!(
+        w_impaired <= w_clean + 0.03,
+        "10 % loss + jitter: WER {:.1} % vs {:.1} % clean",
+        100.0 * w_impaired,
+        100.0 * w_clean
+    );
+}
+
+const RTP_METRICS: [&str; 4] = [
+    "transport_rtp_packets_lost_total",
+    "transport_rtp_packets_late_total",
+    "transport_opus_fec_recovered_total",
+    "transport_opus_plc_frames_total",
+];
+
+async fn rtp_metrics(url: &str) -> Vec<f64> {
+    let text = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    RTP_METRICS
+        .iter()
+        .map(|m| metric(&text, m).unwrap_or(0.0))
+        .collect()
+}
