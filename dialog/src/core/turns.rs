@@ -8,7 +8,8 @@ use crate::conversation::{ConversationEvent, LoopState, TurnInput};
 use crate::turn::{TurnEvent, TurnEventKind};
 
 /// A final belongs to a segment when it starts within this of the VAD's speech start (the
-/// recogniser's VAD is the same model on the same audio, a chunk either way).
+/// recogniser's VAD is the same model on the same audio, a chunk either way), or when it runs
+/// on past the turn's start by more than this.
 const SEGMENT_SLACK_MS: u64 = 64;
 
 /// The user's turn being collected.
@@ -41,10 +42,18 @@ impl TurnRecord {
         self.finals.join(" ")
     }
 
-    fn owns(&self, start: Millis) -> bool {
+    /// Whether the final of the utterance `start..end` is this turn's. The recogniser's
+    /// utterance can begin well before the turn: a "wait" heard as a backchannel and the barge-in
+    /// right after it are one utterance to the recogniser, but the turn starts at the barge-in.
+    /// Speech that ends inside the turn is the turn's either way.
+    fn owns(&self, start: Millis, end: Millis) -> bool {
         self.segments
             .iter()
             .any(|s| s.0.abs_diff(start.0) <= SEGMENT_SLACK_MS)
+            || self
+                .segments
+                .first()
+                .is_some_and(|first| end.0 > first.0 + SEGMENT_SLACK_MS)
     }
 }
 
@@ -130,7 +139,7 @@ impl ConversationCore {
             start_ms: start.ms(),
             end_ms: end.ms(),
         });
-        if self.turn.owns(start) && !trimmed.is_empty() {
+        if self.turn.owns(start, end) && !trimmed.is_empty() {
             self.turn.finals.push(trimmed);
             self.turn.final_at = Some(self.now);
         } else if !trimmed.is_empty() {

@@ -130,6 +130,39 @@ fn barge_in_flushes_in_one_action_and_nothing_of_the_answer_is_written_after_it(
     assert_eq!(sim.core.summary().barge_ins, 1);
 }
 
+/// A short "wait" is taken as a backchannel, the speech right after it as a barge-in; the
+/// recogniser hears both as one utterance, whose final starts at the "wait", half a second before
+/// the interrupting turn. It is still that turn's question.
+#[test]
+fn a_barge_in_whose_final_starts_at_the_backchannel_before_it_is_answered() {
+    let mut sim = speaking(cfg());
+    sim.at(1_000, Event::SpeechStarted { at: Millis(950) });
+    sim.run_until(1_550);
+    assert_eq!(sim.core.summary().barge_ins, 1);
+    sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
+    sim.at(
+        2_200,
+        Event::AsrFinal {
+            text: "Wait, stop, a joke please.".into(),
+            start: Millis(400),
+            end: Millis(2_000),
+        },
+    );
+    sim.at(
+        2_200,
+        Event::AsrProgress {
+            upto: Millis(2_200),
+        },
+    );
+    sim.run_until(2_600);
+    let requests = sim.requests();
+    assert_eq!(requests.len(), 2, "the interruption was not answered");
+    assert_eq!(
+        requests[1].1.messages.last(),
+        Some(&ChatMessage::user("Wait, stop, a joke please."))
+    );
+}
+
 #[test]
 fn a_300_ms_backchannel_resumes_the_paused_answer() {
     let mut sim = speaking(cfg());
