@@ -13,6 +13,7 @@ pub mod config;
 pub mod models;
 pub mod paths;
 pub mod prereq;
+pub mod rng;
 pub mod units;
 
 pub use config::{check_range, ConfigError};

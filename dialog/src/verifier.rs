@@ -453,7 +453,7 @@ pub fn train(
     };
     let (x, y) = standardise(train)?;
 
-    let mut rng = SplitMix(opts.seed);
+    let mut rng = SplitMix::new(opts.seed);
     let units = opts.units.max(1);
     // Glorot-uniform limits.
     let l1 = (6.0 / (width + units) as f32).sqrt();
@@ -629,19 +629,17 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> f64 {
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
-/// A small deterministic generator for the weight initialisation (splitmix64).
-struct SplitMix(u64);
+/// The deterministic generator of the weight initialisation.
+struct SplitMix(vr_core::rng::SplitMix64);
 
 impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Self {
+        Self(vr_core::rng::SplitMix64::new(seed))
     }
+    /// Uniform in `[lo, hi)` from the top 24 bits (an f32's mantissa): the trained verifier's
+    /// figures depend on these exact values.
     fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        let u = (self.0.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         lo + (hi - lo) * u
     }
 }
@@ -731,7 +729,7 @@ mod tests {
     /// trained model must rank held-out drafts by it, and survive a save/load byte for byte.
     #[test]
     fn learns_a_separable_rule_and_round_trips_through_safetensors() {
-        let mut rng = SplitMix(1);
+        let mut rng = SplitMix::new(1);
         let mut make = |n: usize| -> Vec<Example> {
             (0..n)
                 .map(|i| {

@@ -44,20 +44,6 @@ pub struct Relay {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// A deterministic generator (SplitMix64) so a failing run can be replayed with its seed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl Relay {
     /// Starts relaying to `server`; `impairment` applies to the uplink once [`Relay::impair`]
     /// turns it on (after the connection is up, so the test measures the media path, not how
@@ -80,7 +66,7 @@ impl Relay {
                 client.clone(),
             );
             tokio::spawn(async move {
-                let mut rng = SplitMix(seed);
+                let mut rng = vr_core::rng::SplitMix64::new(seed);
                 let mut buf = vec![0u8; 2048];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
                     *client.lock().unwrap() = Some(from);

@@ -31,19 +31,11 @@ use vr_transport::ClientMessage;
 // ---------------------------------------------------------------------------------------------
 // The generator and the driver.
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-struct Rng(u64);
+struct Rng(vr_core::rng::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        splitmix64(&mut self.0)
+        self.0.next_u64()
     }
     /// Uniform in `0..n` (`0` for `n == 0`).
     fn below(&mut self, n: u64) -> u64 {
@@ -95,16 +87,16 @@ fn name_hash(name: &str) -> u64 {
 fn run<I: Debug>(name: &str, gen: impl Fn(&mut Rng) -> I, check: impl Fn(&I)) -> f64 {
     let iterations = env_u64("VOICERELAY_FUZZ_ITERS").unwrap_or(20_000);
     let base = env_u64("VOICERELAY_FUZZ_SEED").unwrap_or(0x5EED_2026);
-    let mut seeds = base ^ name_hash(name);
+    let mut seeds = vr_core::rng::SplitMix64::new(base ^ name_hash(name));
     let only = env_u64("VOICERELAY_FUZZ_CASE");
     let t0 = Instant::now();
     let mut done = 0u64;
     for i in 0..iterations {
         let case = match only {
             Some(c) => c,
-            None => splitmix64(&mut seeds),
+            None => seeds.next_u64(),
         };
-        let input = gen(&mut Rng(case));
+        let input = gen(&mut Rng(vr_core::rng::SplitMix64::new(case)));
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&input))) {
             let msg = e
                 .downcast_ref::<String>()
