@@ -22,12 +22,9 @@ enum Command {
         utterance: u64,
         text: String,
     },
-    Finish {
-        epoch: u64,
-        utterance: u64,
-    },
-    /// A whole clause, not chunked again: one utterance.
-    Clause {
+    /// Ends the utterance: what the chunker still holds, then `text` as given (not chunked:
+    /// empty from `finish`, a whole clause from `speak_clause`), then `Done`.
+    End {
         epoch: u64,
         utterance: u64,
         text: String,
@@ -237,15 +234,16 @@ impl Synthesizer for StreamingSynthesizer {
 
     fn finish(&self) -> Result<(), TtsError> {
         let utterance = self.shared.utterance.fetch_add(1, Ordering::SeqCst);
-        self.send(Command::Finish {
+        self.send(Command::End {
             epoch: self.shared.epoch.load(Ordering::SeqCst),
             utterance,
+            text: String::new(),
         })
     }
 
     fn speak_clause(&self, clause: &str) -> Result<(), TtsError> {
         let utterance = self.shared.utterance.fetch_add(1, Ordering::SeqCst);
-        self.send(Command::Clause {
+        self.send(Command::End {
             epoch: self.shared.epoch.load(Ordering::SeqCst),
             utterance,
             text: clause.to_string(),
@@ -339,21 +337,7 @@ impl Worker {
                         }
                     }
                 }
-                Command::Finish { epoch, utterance } => {
-                    if !self.shared.current(epoch) {
-                        continue;
-                    }
-                    self.enter(utterance);
-                    if let Some(rest) = self.chunker.finish() {
-                        if !self.speak(epoch, &rest) {
-                            continue;
-                        }
-                    }
-                    self.shared.emit(epoch, TtsEvent::Done { utterance });
-                    // The next text belongs to a new utterance.
-                    self.utterance = u64::MAX;
-                }
-                Command::Clause {
+                Command::End {
                     epoch,
                     utterance,
                     text,
@@ -372,6 +356,7 @@ impl Worker {
                         continue;
                     }
                     self.shared.emit(epoch, TtsEvent::Done { utterance });
+                    // The next text belongs to a new utterance.
                     self.utterance = u64::MAX;
                 }
             }

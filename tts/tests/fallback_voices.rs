@@ -148,19 +148,9 @@ fn a_stalled_consumer_bounds_the_queue_and_loses_nothing() {
     // four times the bound.
     let sentence = "The quick brown fox jumps over the lazy dog. ";
     let text = sentence.repeat(40);
-    let mut chunker = voicerelay_tts::ClauseChunker::new(cfg.min_chunk_chars, cfg.max_chunk_chars);
-    let mut clauses = chunker.push(&text);
-    clauses.extend(chunker.finish());
-    let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
+    let (clauses, engine, expected) = clause_by_clause(&cfg, &text);
+    assert!(clauses.len() >= 40);
     let rate = engine.sample_rate();
-    let mut expected = Vec::new();
-    for c in &clauses {
-        expected.extend(
-            engine
-                .synthesize(&voicerelay_tts::verbalize::verbalize(c))
-                .unwrap(),
-        );
-    }
     let total = Duration::from_secs_f64(expected.len() as f64 / f64::from(rate.hz()));
     assert!(total > MAX_QUEUED_AUDIO * 3, "only {total:?} of speech");
 
@@ -192,6 +182,24 @@ fn a_stalled_consumer_bounds_the_queue_and_loses_nothing() {
         got == expected,
         "the drained audio differs from direct synthesis"
     );
+}
+
+/// `text` cut by the clause chunker, and flite's samples for each clause synthesised directly,
+/// one after the other: what streaming must reproduce exactly.
+fn clause_by_clause(cfg: &TtsConfig, text: &str) -> (Vec<String>, FliteEngine, Vec<f32>) {
+    let mut chunker = voicerelay_tts::ClauseChunker::new(cfg.min_chunk_chars, cfg.max_chunk_chars);
+    let mut clauses = chunker.push(text);
+    clauses.extend(chunker.finish());
+    let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
+    let mut expected = Vec::new();
+    for c in &clauses {
+        expected.extend(
+            engine
+                .synthesize(&voicerelay_tts::verbalize::verbalize(c))
+                .unwrap(),
+        );
+    }
+    (clauses, engine, expected)
 }
 
 /// Drains one utterance's audio up to its `Done`.
@@ -240,19 +248,8 @@ fn flite_streamed_token_by_token_equals_clause_by_clause_synthesis() {
     let text = "Sure, the meeting is at 10:30 am on 2024-03-15. It should take 1.5 hours, \
                 so bring 2 laptops. Dr. Lee will join from https://example.com/room.";
     let cfg = TtsConfig::default();
-    let mut chunker = voicerelay_tts::ClauseChunker::new(cfg.min_chunk_chars, cfg.max_chunk_chars);
-    let mut clauses = chunker.push(text);
-    clauses.extend(chunker.finish());
+    let (clauses, engine, expected) = clause_by_clause(&cfg, text);
     assert_eq!(clauses.len(), 4, "{clauses:?}");
-    let mut engine = FliteEngine::new(FliteVoice::Slt).unwrap();
-    let mut expected = Vec::new();
-    for c in &clauses {
-        expected.extend(
-            engine
-                .synthesize(&voicerelay_tts::verbalize::verbalize(c))
-                .unwrap(),
-        );
-    }
 
     let tts = StreamingSynthesizer::new(Box::new(engine), &cfg).unwrap();
     for tok in common::llm_tokens(text) {
