@@ -202,7 +202,10 @@ pub trait EventSink: Send {
     fn emit(&mut self, event: ConversationEvent);
 }
 
-impl EventSink for mpsc::Sender<ConversationEvent> {
+/// A bounded channel that loses nothing: `emit` waits while it is full, so it is for a consumer
+/// that keeps reading (tests, `eval dialog`). A live client that may stall gets a sink that drops
+/// and counts instead (`transport`'s event sender).
+impl EventSink for mpsc::SyncSender<ConversationEvent> {
     fn emit(&mut self, event: ConversationEvent) {
         // A receiver that went away no longer wants events; the loop goes on.
         let _ = self.send(event);

@@ -103,7 +103,7 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
             .unwrap();
     let progress = Arc::new(Mutex::new(Progress::default()));
     let fed = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(1024);
     let output = WavOutput::create(&wav_path, OUT_RATE).unwrap();
     let runner = std::thread::spawn(move || conv.run(consumer, Box::new(output), tx));
 
@@ -568,7 +568,7 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     let handle = conv.handle();
     let (producer, consumer) =
         vr_capture::audio_ring("test-input", vr_capture::AudioFormat::PIPELINE, 16_000).unwrap();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(1024);
     let output = WavOutput::create(&wav_path, out_rate).unwrap();
     let runner = std::thread::spawn(move || conv.run(consumer, Box::new(output), tx));
     let mut events = Vec::new();

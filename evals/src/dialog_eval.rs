@@ -240,7 +240,8 @@ pub fn run_dialog(
     let conversation = assistant.conversation().map_err(dialog)?;
     let handle = conversation.handle();
     let mut output = WavOutput::create(answer_wav, SampleRate::PIPELINE).map_err(dialog)?;
-    let (tx, rx) = mpsc::channel::<ConversationEvent>();
+    // Drained every 20 ms piece; a full channel holds the loop back rather than lose events.
+    let (tx, rx) = mpsc::sync_channel::<ConversationEvent>(1024);
     output.restart_clock();
     let runner = std::thread::Builder::new()
         .name("conversation".into())
@@ -331,10 +332,16 @@ pub fn run_dialog(
     }
     // End of input: the loop finishes once it has drained it.
     drop(producer);
+    // Drained while the loop finishes: it waits whenever the event channel is full.
+    let mut tail = Window::default();
+    while !runner.is_finished() {
+        if let Ok(ev) = rx.recv_timeout(Duration::from_millis(20)) {
+            absorb(ev, &mut tail, &mut barge_ins, &mut errors);
+        }
+    }
     let joined = runner.join();
     while let Ok(ev) = rx.try_recv() {
-        let mut w = Window::default();
-        absorb(ev, &mut w, &mut barge_ins, &mut errors);
+        absorb(ev, &mut tail, &mut barge_ins, &mut errors);
     }
     handle.stop();
     let ended = match joined {
