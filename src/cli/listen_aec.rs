@@ -148,6 +148,13 @@ impl Worker {
             if self.mic16 >= last_report + u64::from(RATE.hz()) {
                 last_report = self.mic16;
                 let st = self.aec.stats();
+                // Once a second: how much echo the canceller removes (the null-sink test reads it).
+                tracing::debug!(
+                    converged = st.converged,
+                    erle_db = st.erle_db,
+                    delay_ms = st.delay.map(|d| d as f64 / 16.0),
+                    "aec"
+                );
                 if let Some(e) = st.erle_db {
                     metrics::gauge!("aec_erle_db").set(f64::from(e));
                 }
