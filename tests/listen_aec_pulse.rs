@@ -180,7 +180,8 @@ fn converse(aec: bool, question: &Path, user: &Path) -> Run {
     }
 }
 
-/// Finals and barge-ins that arrived while only the echo could be heard.
+/// Finals, overlaps (each pauses the answer) and barge-ins that arrived while only the echo could
+/// be heard.
 fn echo_reactions(r: &Run) -> Vec<String> {
     r.events
         .iter()
@@ -189,7 +190,8 @@ fn echo_reactions(r: &Run) -> Vec<String> {
                 && *t < r.user_at
                 && ((e["type"] == "final"
                     && e["text"].as_str().is_some_and(|s| !s.trim().is_empty()))
-                    || e["type"] == "barge_in")
+                    || e["type"] == "barge_in"
+                    || (e["type"] == "turn" && e["kind"] == "overlap"))
         })
         .map(|(_, e)| e.to_string())
         .collect()
@@ -199,7 +201,11 @@ fn echo_reactions(r: &Run) -> Vec<String> {
 /// run -p voicerelay --test listen_aec_pulse --run-ignored all --no-capture`): on PulseAudio the
 /// speaker callback's clock anchor drifts against the microphone's (1.4 s over 15 s), so the
 /// reference never lines up with the echo; the canceller does not converge (ERLE 0.1–0.7 dB even
-/// with a 2 s delay search), the echo is transcribed and barges in, as it does without AEC.
+/// with a 2 s delay search), the echo is transcribed and barges in, as it does without AEC. With
+/// `VOICERELAY__CAPTURE__DEVICE_BUFFER_FRAMES=960` (20 ms instead of the backend's ~2 s) the
+/// delay is found (0.1 ms) and the filter converges, but ERLE is only about 5 dB and the echo
+/// still pauses the answer: the far end is re-anchored 288 times in 24 s (±60 samples of
+/// timestamp jitter against a 32-sample threshold).
 #[test]
 #[ignore = "known failure (issue 16): listen's AEC does not converge on PulseAudio; see the doc comment"]
 fn echo_is_cancelled_and_the_user_still_interrupts() {
