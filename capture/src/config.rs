@@ -45,7 +45,7 @@ impl Default for CaptureConfig {
             output_device: String::new(),
             ring_ms: 2000,
             playback_ring_ms: 1000,
-            device_buffer_frames: 0,
+            device_buffer_frames: 960,
             input_buffer_frames: 480,
             file_read: FileReadMode::Paced,
             file_chunk_ms: 10,

@@ -14,9 +14,16 @@ use vr_capture::{audio_ring, AudioConsumer, AudioFormat, AudioProducer};
 use vr_core::{SampleIndex, SampleRate};
 
 const RATE: SampleRate = SampleRate::PIPELINE;
-/// Re-anchor the far→near mapping only when the anchors disagree with it by more than this
-/// (callback timestamps jitter by a fraction of a period; the delay tracker absorbs the rest).
+/// Re-anchor the far→near mapping only when the smoothed anchors disagree with it by more than
+/// this (the delay tracker absorbs the rest).
 const REANCHOR_SAMPLES: i64 = 32;
+/// Callback timestamps jitter (±60 samples at 16 kHz on PulseAudio with 20 ms buffers): the
+/// anchors' offset is averaged (about 50 updates a second, so a time constant near 2 s) before
+/// the mapping moves, since every move shifts the reference under the adaptive filter.
+const SMOOTHING: f64 = 0.01;
+/// An anchor this far from the average is a jump (device restart, backend buffer change),
+/// followed at once.
+const JUMP_SAMPLES: f64 = 320.0;
 
 /// The far end's side of the canceller: the speaker callback's reference ring and anchor.
 pub struct Reference {
@@ -81,6 +88,7 @@ pub fn start(
         mic16: 0,
         far16: 0,
         offset: None,
+        smoothed: None,
         buf: Vec::with_capacity(8192),
         cleaned: Vec::with_capacity(8192),
     };
@@ -104,6 +112,8 @@ struct Worker {
     far16: u64,
     /// Near-clock index − far-clock index at 16 kHz, once both devices have stamped an anchor.
     offset: Option<i64>,
+    /// The anchors' offset averaged over their jitter.
+    smoothed: Option<f64>,
     buf: Vec<f32>,
     cleaned: Vec<f32>,
 }
@@ -199,7 +209,13 @@ impl Worker {
             ns: mns,
             rate: self.mic.format().rate,
         };
-        let new = clock_offset(far, near, RATE);
+        let measured = clock_offset(far, near, RATE) as f64;
+        let smoothed = match self.smoothed {
+            Some(s) if (measured - s).abs() <= JUMP_SAMPLES => s + SMOOTHING * (measured - s),
+            _ => measured,
+        };
+        self.smoothed = Some(smoothed);
+        let new = smoothed.round() as i64;
         match self.offset {
             Some(cur) if (new - cur).abs() <= REANCHOR_SAMPLES => {}
             cur => {
