@@ -24,30 +24,8 @@ use crate::units::{Bitrate, Micros};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// SplitMix64: a small, fast, seedable PRNG (Steele, Lea, Flood 2014). Not cryptographic.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The seeded generator of the path simulator (the workspace's one SplitMix64).
+pub use vr_core::rng::SplitMix64;
 
 /// Link capacity over time, piecewise constant.
 #[derive(Clone, Debug, PartialEq)]

@@ -110,20 +110,7 @@ fn barge_in_flushes_in_one_action_and_nothing_of_the_answer_is_written_after_it(
     assert_eq!(sim.written(1), ramp(200 * F));
     // The interruption is the user's next turn; memory holds what was heard of the answer.
     sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
-    sim.at(
-        2_200,
-        Event::AsrFinal {
-            text: "Stop, a joke please.".into(),
-            start: Millis(950),
-            end: Millis(2_000),
-        },
-    );
-    sim.at(
-        2_200,
-        Event::AsrProgress {
-            upto: Millis(2_200),
-        },
-    );
+    sim.finalise(2_200, "Stop, a joke please.", 950, 2_000);
     sim.run_until(2_600);
     heard.push(ChatMessage::user("Stop, a joke please."));
     assert_eq!(sim.requests()[1].1.messages, heard);
@@ -140,20 +127,7 @@ fn a_barge_in_whose_final_starts_at_the_backchannel_before_it_is_answered() {
     sim.run_until(1_550);
     assert_eq!(sim.core.summary().barge_ins, 1);
     sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
-    sim.at(
-        2_200,
-        Event::AsrFinal {
-            text: "Wait, stop, a joke please.".into(),
-            start: Millis(400),
-            end: Millis(2_000),
-        },
-    );
-    sim.at(
-        2_200,
-        Event::AsrProgress {
-            upto: Millis(2_200),
-        },
-    );
+    sim.finalise(2_200, "Wait, stop, a joke please.", 400, 2_000);
     sim.run_until(2_600);
     let requests = sim.requests();
     assert_eq!(requests.len(), 2, "the interruption was not answered");

@@ -157,20 +157,20 @@ impl Sim {
     fn say(&mut self, start: u64, end: u64, text: &str) {
         self.at(start + 250, Event::SpeechStarted { at: Millis(start) });
         self.at(end + 100, Event::SpeechEnded { at: Millis(end) });
+        self.finalise(end + 200, text, start, end);
+    }
+
+    /// The recogniser's final for speech `start..end`, arriving at `ms` with its progress there.
+    fn finalise(&mut self, ms: u64, text: &str, start: u64, end: u64) {
         self.at(
-            end + 200,
+            ms,
             Event::AsrFinal {
                 text: text.into(),
                 start: Millis(start),
                 end: Millis(end),
             },
         );
-        self.at(
-            end + 200,
-            Event::AsrProgress {
-                upto: Millis(end + 200),
-            },
-        );
+        self.at(ms, Event::AsrProgress { upto: Millis(ms) });
     }
 
     /// A typed question at `ms`, answered with `answer` (one token per word, 10 ms apart from

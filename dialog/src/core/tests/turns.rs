@@ -18,20 +18,7 @@ fn a_spoken_turn_is_answered_and_remembered() {
         },
     );
     sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
-    sim.at(
-        2_200,
-        Event::AsrFinal {
-            text: " What time is it? ".into(),
-            start: Millis(1_000),
-            end: Millis(2_000),
-        },
-    );
-    sim.at(
-        2_200,
-        Event::AsrProgress {
-            upto: Millis(2_200),
-        },
-    );
+    sim.finalise(2_200, " What time is it? ", 1_000, 2_000);
     assert_eq!(sim.core.next_deadline(), Some(Millis(2_600)));
     sim.run_until(2_600);
     assert_eq!(sim.core.state(), Thinking);
@@ -229,20 +216,7 @@ fn the_latency_breakdown_equals_the_scripted_times() {
     // The turn ended at 2600, but a partial announced text whose final is still due.
     assert_eq!(sim.core.state(), Thinking);
     assert!(sim.requests().is_empty());
-    sim.at(
-        2_900,
-        Event::AsrFinal {
-            text: "What is the time?".into(),
-            start: Millis(1_000),
-            end: Millis(2_000),
-        },
-    );
-    sim.at(
-        2_900,
-        Event::AsrProgress {
-            upto: Millis(2_900),
-        },
-    );
+    sim.finalise(2_900, "What is the time?", 1_000, 2_000);
     assert_eq!(
         sim.commands()[1],
         (2_900, "start 1 What is the time?".into())
@@ -339,20 +313,7 @@ fn a_second_spoken_question_while_thinking_replaces_the_first() {
     // The first answer's generation is still draining: nothing of it is spoken.
     assert!(sim.at(3_500, token(1, " is noon. ")).is_empty());
     sim.at(3_900, Event::SpeechEnded { at: Millis(3_800) });
-    sim.at(
-        4_000,
-        Event::AsrFinal {
-            text: "And the date?".into(),
-            start: Millis(3_200),
-            end: Millis(3_800),
-        },
-    );
-    sim.at(
-        4_000,
-        Event::AsrProgress {
-            upto: Millis(4_000),
-        },
-    );
+    sim.finalise(4_000, "And the date?", 3_200, 3_800);
     sim.run_until(4_400);
     let (id, request) = sim.requests()[1].clone();
     assert_eq!(id, 2);
@@ -386,20 +347,7 @@ fn a_turn_still_waiting_for_its_final_carries_into_the_next() {
     let from = sim.log.len();
     sim.at(3_450, Event::SpeechStarted { at: Millis(3_200) });
     sim.at(3_900, Event::SpeechEnded { at: Millis(3_800) });
-    sim.at(
-        4_000,
-        Event::AsrFinal {
-            text: "What time is it in Paris?".into(),
-            start: Millis(1_000),
-            end: Millis(3_800),
-        },
-    );
-    sim.at(
-        4_000,
-        Event::AsrProgress {
-            upto: Millis(4_000),
-        },
-    );
+    sim.finalise(4_000, "What time is it in Paris?", 1_000, 3_800);
     sim.run_until(4_500);
     assert!(
         sim.events_from(from)
@@ -458,20 +406,7 @@ fn speech_within_the_grace_period_extends_the_turn_and_drops_its_answer() {
         ]
     );
     sim.at(3_600, Event::SpeechEnded { at: Millis(3_500) });
-    sim.at(
-        3_700,
-        Event::AsrFinal {
-            text: "in London?".into(),
-            start: Millis(2_800),
-            end: Millis(3_500),
-        },
-    );
-    sim.at(
-        3_700,
-        Event::AsrProgress {
-            upto: Millis(3_700),
-        },
-    );
+    sim.finalise(3_700, "in London?", 2_800, 3_500);
     sim.run_until(4_100);
     assert_eq!(
         sim.requests()[1].1.messages,
@@ -533,20 +468,7 @@ fn the_end_of_turn_model_ends_a_complete_turn_and_waits_out_an_incomplete_one() 
     assert_eq!(sim.core.next_deadline(), Some(Millis(4_000)));
     sim.at(2_650, Event::SpeechStarted { at: Millis(2_400) });
     sim.at(3_100, Event::SpeechEnded { at: Millis(3_000) });
-    sim.at(
-        3_150,
-        Event::AsrFinal {
-            text: "What is the capital of France?".into(),
-            start: Millis(1_000),
-            end: Millis(3_000),
-        },
-    );
-    sim.at(
-        3_150,
-        Event::AsrProgress {
-            upto: Millis(3_150),
-        },
-    );
+    sim.finalise(3_150, "What is the capital of France?", 1_000, 3_000);
     // A late verdict on the first pause no longer counts: it is not the current one.
     sim.at(
         3_160,
