@@ -90,8 +90,8 @@ pub fn record_conversation_event(event: &vr_dialog::ConversationEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vr_dialog::conversation::{TurnInput, TurnLatency};
     use vr_dialog::ConversationEvent as E;
+    use vr_dialog::{TurnInput, TurnLatency};
 
     #[test]
     fn conversation_events_become_metrics() {

@@ -1,7 +1,6 @@
 //! Capture and playback: where real time meets the rest of the pipeline.
 //!
-//! Owns: the lock-free audio ring (SPSC, timestamped by sample index) and the latest-frame video
-//! ring, audio sources (cpal microphone, WAV/FLAC files) and sinks (cpal speaker, WAV writer),
+//! Owns: audio sources (cpal microphone, WAV/FLAC files) and sinks (cpal speaker, WAV writer),
 //! the GStreamer video source, and resampling between device rates and the pipeline's 16 kHz mono.
 //!
 //! Must not touch: models, dialog state or the network. Real-time callbacks here never allocate,
@@ -43,16 +42,17 @@ pub mod config;
 pub mod device;
 pub mod file;
 pub mod gst;
-pub mod resample;
-pub mod ring;
-pub mod video;
+
+// The rings and the resampler live in `vr_audio` (no device code); re-exported so a source and
+// the ring it fills come from one place.
+pub use vr_audio::{resample, ring, video};
 
 pub use config::{CaptureConfig, FileReadMode};
-pub use ring::{
-    audio_ring, AudioChunk, AudioConsumer, AudioFormat, AudioProducer, AudioRun, RingMonitor,
-    RingStats,
+pub use vr_audio::{
+    audio_ring, video_ring, AudioChunk, AudioConsumer, AudioError, AudioFormat, AudioProducer,
+    AudioRun, PixelFormat, RingMonitor, RingStats, VideoConsumer, VideoFrame, VideoProducer,
+    VideoStats,
 };
-pub use video::{video_ring, PixelFormat, VideoConsumer, VideoFrame, VideoProducer, VideoStats};
 
 use std::path::PathBuf;
 
@@ -82,8 +82,6 @@ pub enum CaptureError {
     UnsupportedFile { path: PathBuf, reason: String },
     #[error("cannot write {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
-    #[error("resampler: {0}")]
-    Resample(String),
     #[error("gstreamer: {0}")]
     Gstreamer(String),
     #[error("video source {source_desc}: {reason}")]
@@ -92,4 +90,6 @@ pub enum CaptureError {
     ThreadPanicked { what: &'static str },
     #[error(transparent)]
     Config(#[from] vr_core::ConfigError),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
 }

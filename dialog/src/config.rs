@@ -345,7 +345,7 @@ impl LlmConfig {
     pub fn build_engine_and_counter(
         &self,
         store: &vr_core::ModelStore,
-    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+    ) -> Result<(Box<dyn LlmEngine>, crate::events::SharedCounter), DialogError> {
         self.build_engine_and_counter_at(store, 0)
     }
 
@@ -356,17 +356,17 @@ impl LlmConfig {
         &self,
         store: &vr_core::ModelStore,
         nice: i32,
-    ) -> Result<(Box<dyn LlmEngine>, crate::conversation::SharedCounter), DialogError> {
+    ) -> Result<(Box<dyn LlmEngine>, crate::events::SharedCounter), DialogError> {
         Ok(match (self.backend, self.engine) {
             (LlmBackend::Local, LocalEngineKind::Candle) => {
                 let llm = LocalLlm::from_store(store, &self.model, &self.local_options())?;
-                let counter: crate::conversation::SharedCounter =
+                let counter: crate::events::SharedCounter =
                     std::sync::Arc::new(llm.tokenizer().clone());
                 (Box::new(LocalEngine::new(llm)?), counter)
             }
             (LlmBackend::Local, LocalEngineKind::Llamacpp) => {
                 let model = LlamaCppModel::from_store(store, &self.model)?;
-                let counter: crate::conversation::SharedCounter =
+                let counter: crate::events::SharedCounter =
                     std::sync::Arc::new(model.tokenizer().clone());
                 (
                     Box::new(LlamaCppEngine::with_priority(

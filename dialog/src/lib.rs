@@ -1,42 +1,40 @@
-//! Dialog: turn detection, LLM engines and the conversation loop with barge-in.
+//! Dialog: turn detection, LLM engines, memory and the conversation as a sans-IO core.
 //!
-//! Owns: deciding when the user's turn ends ([`turn`]), producing the assistant's answer
-//! ([`llm`]: the engine trait, the local GGUF engines on llama.cpp and on candle with KV-cache
-//! reuse and speculative prefill, the OpenAI-compatible streaming HTTP client; [`models`]: one
-//! file per candle architecture), the end-of-turn model ([`smart_turn`], Smart Turn v3.2 on ONNX
-//! Runtime), the conversation memory bounded by tokens ([`memory`]) and the `[dialog]`/`[llm]`
-//! config ([`config`]), and the Listening → UserSpeaking → Thinking → Speaking loop with barge-in
-//! that ties recogniser, LLM and synthesizer together ([`conversation`]). [`core`] is the same
-//! conversation as a sans-IO state machine on virtual time (events and `now` in, actions out;
-//! no threads, clocks or channels), which the threaded loop is to be rebuilt on.
+//! Owns: deciding when the user's turn ends ([`turn`]; the end-of-turn model [`smart_turn`],
+//! Smart Turn v3.2 on ONNX Runtime), producing the assistant's answer ([`llm`]: the engine trait,
+//! the local GGUF engines on llama.cpp and on candle with KV-cache reuse and speculative prefill,
+//! the OpenAI-compatible streaming HTTP client; [`models`]: one file per candle architecture; the
+//! dual path's [`verifier`]), the conversation memory bounded by tokens ([`memory`]), the
+//! `[dialog]`/`[llm]` config ([`config`]), the conversation itself as a sans-IO state machine on
+//! virtual time ([`core`]: events and `now` in, actions out; no threads, clocks or channels) and
+//! the event schema it reports in ([`events`]).
 //!
-//! Must not touch: audio devices directly; it consumes recogniser events and drives a
-//! synthesizer, and its caller wires audio in and out. The only network access is the
+//! Must not touch: audio, devices or the synthesizer; the `pipeline` crate runs the core with
+//! threads around it and wires audio in and out. The only network access is the
 //! OpenAI-compatible client talking to a configured LLM server.
 //!
 //! Threads: a local engine runs on one worker thread of its own (model compute never blocks an
 //! async runtime; llama.cpp adds `llm.threads - 1` compute threads per forward pass, candle uses
-//! rayon's pool); the HTTP engine runs on the caller's tokio runtime or a one-thread runtime it
-//! creates. Turn detection is a pure state machine on the sample clock.
+//! rayon's pool) at a lower OS priority ([`priority`]); the HTTP engine runs on the caller's
+//! tokio runtime or a one-thread runtime it creates. Turn detection is a pure state machine on
+//! the sample clock.
 #![deny(unsafe_code)]
 
 pub mod config;
-pub mod conversation;
 pub mod core;
-mod driver;
-pub use driver::ASR_MAX_PUSH;
+pub mod events;
 pub mod llm;
 pub mod memory;
 pub mod models;
+pub mod priority;
 pub mod smart_turn;
 pub mod turn;
 pub mod verifier;
-mod wav_output;
 
 pub use config::{DialogConfig, LlmBackend, LlmConfig, LocalEngineKind, TurnMode, TurnSettings};
-pub use conversation::{
-    Assistant, AssistantParts, AudioOutput, Conversation, ConversationEvent, ConversationHandle,
-    ConversationSummary, DualParts, EventSink, LoopState, TurnInput, TurnLatency, WavOutput,
+pub use events::{
+    ConversationEvent, ConversationSummary, EventSink, LoopState, SharedCounter, TurnInput,
+    TurnLatency, BUSY_SENTENCE, UNREACHABLE_SENTENCE,
 };
 pub use llm::{
     CancelToken, ChatMessage, FinishReason, Finished, GenerateRequest, Generation, LlmEngine,
@@ -100,14 +98,8 @@ pub enum DialogError {
     Runtime(String),
     #[error("speech recognition: {0}")]
     Asr(#[from] vr_asr::AsrError),
-    #[error("speech synthesis: {0}")]
-    Tts(#[from] vr_tts::TtsError),
-    #[error("audio: {0}")]
-    Capture(#[from] vr_capture::CaptureError),
     #[error("ONNX model {path}: {reason}")]
     Onnx { path: String, reason: String },
-    #[error("audio output: {reason}")]
-    Output { reason: String },
     #[error("dual path verifier: {0}")]
     Verifier(#[from] verifier::VerifierError),
 }

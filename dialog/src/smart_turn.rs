@@ -27,6 +27,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
 use vr_asr::mel::{normalize_f64, HfMelFrontEnd};
@@ -93,17 +94,21 @@ impl std::fmt::Debug for SmartTurn {
 }
 
 impl SmartTurn {
-    /// Loads the verified model and ONNX Runtime library from the model store.
-    pub fn from_store(store: &vr_core::ModelStore, threads: usize) -> Result<Self, DialogError> {
+    /// Loads the verified model from the model store. `env`: the process's one ONNX Runtime
+    /// environment (`ort` allows one per process and the synthesizer's Piper voice shares it, so
+    /// whoever wires the stages together opens it: `vr_tts::piper::environment`).
+    pub fn from_store(
+        store: &vr_core::ModelStore,
+        env: &Environment,
+        threads: usize,
+    ) -> Result<Self, DialogError> {
         let model = store.file(MODEL, MODEL_FILE)?;
-        let lib = store.file(vr_tts::ORT_MODEL, vr_tts::ORT_LIB)?;
-        Self::load(&model, &lib, threads)
+        Self::load(&model, env, threads)
     }
 
     /// `threads`: ONNX Runtime intra-op threads (pipecat uses 1).
-    pub fn load(model: &Path, onnxruntime: &Path, threads: usize) -> Result<Self, DialogError> {
-        let env = vr_tts::piper::environment(onnxruntime)?;
-        let session = Session::builder(&env)
+    pub fn load(model: &Path, env: &Environment, threads: usize) -> Result<Self, DialogError> {
+        let session = Session::builder(env)
             .map_err(onnx_error(model))?
             .with_intra_threads(threads.max(1))
             .map_err(onnx_error(model))?

@@ -56,7 +56,13 @@ fn store() -> vr_core::ModelStore {
 /// Smart Turn from the verified store: a missing model is a failure naming the repair
 /// (`scripts/bootstrap`), never a skip.
 fn model() -> SmartTurn {
-    SmartTurn::from_store(&store(), 1).unwrap_or_else(|e| {
+    let store = store();
+    let env = store
+        .file(vr_tts::ORT_MODEL, vr_tts::ORT_LIB)
+        .map_err(|e| e.to_string())
+        .and_then(|lib| vr_tts::piper::environment(&lib).map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| panic!("ONNX Runtime missing or broken ({e}); run scripts/bootstrap"));
+    SmartTurn::from_store(&store, &env, 1).unwrap_or_else(|e| {
         panic!("Smart Turn model missing or broken ({e}); run scripts/bootstrap")
     })
 }

@@ -20,9 +20,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use vr_capture::AudioFormat;
+use vr_audio::AudioFormat;
 use vr_core::SampleRate;
-use vr_dialog::conversation::{Assistant, ConversationEvent, LoopState, TurnLatency, WavOutput};
+use vr_dialog::{ConversationEvent, LoopState, TurnLatency};
+use vr_pipeline::{Assistant, WavOutput};
 
 /// One spoken user turn (16 kHz mono).
 #[derive(Debug, Clone)]
@@ -231,11 +232,11 @@ pub fn run_dialog(
     cancel: &AtomicBool,
     mut progress: impl FnMut(usize, &DialogTurnResult),
 ) -> Result<(Vec<DialogTurnResult>, usize, Vec<String>, bool), EvalError> {
-    let dialog = |e: vr_dialog::DialogError| EvalError::Dialog(e.to_string());
+    let dialog = |e: vr_pipeline::PipelineError| EvalError::Dialog(e.to_string());
     let (mut producer, consumer) =
         // A minute of input: a recogniser slower than real time falls behind without dropping
         // audio (its delay shows in the latencies instead).
-        vr_capture::audio_ring("eval-dialog", AudioFormat::PIPELINE, 16_000 * 60)
+        vr_audio::audio_ring("eval-dialog", AudioFormat::PIPELINE, 16_000 * 60)
             .map_err(|e| EvalError::Dialog(e.to_string()))?;
     let conversation = assistant.conversation().map_err(dialog)?;
     let handle = conversation.handle();

@@ -14,11 +14,11 @@ use vr_tts::{StreamingSynthesizer, Synthesizer, TtsConfig, VoiceKind};
 const SENTENCES: &str = include_str!("../../tts/tests/roundtrip_sentences.txt");
 
 fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
-    let format = vr_capture::AudioFormat {
+    let format = vr_audio::AudioFormat {
         rate: vr_core::SampleRate(from),
         channels: 1,
     };
-    vr_capture::resample::resample_to_mono(x, format, vr_core::SampleRate(to))
+    vr_audio::resample::resample_to_mono(x, format, vr_core::SampleRate(to))
         .expect("resampler accepts mono speech")
 }
 

@@ -204,8 +204,12 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
     ));
 
     eprintln!("[2/6] turn model (Smart Turn) ...");
-    let turn = vr_dialog::smart_turn::SmartTurn::from_store(&store, cfg.dialog.turn.threads)
-        .context("loading Smart Turn (scripts/bootstrap assembles it)")?;
+    let turn = vr_dialog::smart_turn::SmartTurn::from_store(
+        &store,
+        &vr_pipeline::onnx_environment(&store)?,
+        cfg.dialog.turn.threads,
+    )
+    .context("loading Smart Turn (scripts/bootstrap assembles it)")?;
     let window = 8 * SampleRate::PIPELINE.hz() as usize;
     let (probabilities, cpu, wall) = measured(|| {
         let mut p = Vec::new();
@@ -397,7 +401,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
 #[serde(rename_all = "snake_case")]
 enum Pushes {
     /// As the pipeline's ASR thread does: everything waiting, up to
-    /// [`vr_dialog::ASR_MAX_PUSH`] samples, in one push.
+    /// [`vr_pipeline::ASR_MAX_PUSH`] samples, in one push.
     Backlog,
     /// One VAD piece per push however far behind (the pipeline before the backlog rule).
     Fixed,
@@ -422,7 +426,7 @@ fn sessions_run(
     let hz = f64::from(SampleRate::PIPELINE.hz());
     let audio_s = samples.len() as f64 / hz;
     let max_push = match pushes {
-        Pushes::Backlog => vr_dialog::ASR_MAX_PUSH,
+        Pushes::Backlog => vr_pipeline::ASR_MAX_PUSH,
         Pushes::Fixed => PIECE,
     };
     let cpu0 = cpu_time().context("getrusage failed")?;

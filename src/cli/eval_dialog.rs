@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vr_capture::AudioFormat;
 use vr_core::SampleRate;
-use vr_dialog::conversation::Assistant;
 use vr_dialog::{DialogConfig, LlmConfig};
 use vr_evals::dialog_eval::{self, DialogOptions, UserTurn};
+use vr_pipeline::Assistant;
 use vr_tts::Synthesizer;
 
 use crate::config::Config;

@@ -80,8 +80,12 @@ pub fn run(cfg: &Config, args: TurnArgs) -> Result<ExitCode> {
         args.split.name()
     );
     let mut vad = vr_asr::vad::SileroVad::from_store(&store, cfg.vad.clone())?;
-    let model = SmartTurn::from_store(&store, cfg.dialog.turn.threads)
-        .context("loading Smart Turn (scripts/bootstrap assembles it)")?;
+    let model = SmartTurn::from_store(
+        &store,
+        &vr_pipeline::onnx_environment(&store)?,
+        cfg.dialog.turn.threads,
+    )
+    .context("loading Smart Turn (scripts/bootstrap assembles it)")?;
     let t0 = Instant::now();
     let mut traces = Vec::with_capacity(cases.len());
     for (i, c) in cases.iter().enumerate() {

@@ -17,8 +17,8 @@ use vr_capture::device::{Microphone, PlaybackControl, RunningStream, Speaker};
 use vr_capture::file::{FileSource, Pacing, RunningFile};
 use vr_capture::{audio_ring, AudioFormat, AudioProducer, RingMonitor};
 use vr_core::{SampleIndex, SampleRate};
-use vr_dialog::conversation::{Assistant, AudioOutput, ConversationEvent, WavOutput};
-use vr_dialog::DialogError;
+use vr_dialog::ConversationEvent;
+use vr_pipeline::{Assistant, AudioOutput, PipelineError, WavOutput};
 
 use crate::config::Config;
 
@@ -59,7 +59,7 @@ impl AudioOutput for SpeakerOutput {
         self.format.rate
     }
 
-    fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), PipelineError> {
         let ch = usize::from(self.format.channels);
         self.scratch.clear();
         for &s in samples {
@@ -70,7 +70,7 @@ impl AudioOutput for SpeakerOutput {
             .producer
             .push_blocking(&self.scratch, Duration::from_millis(200));
         if stored < self.scratch.len() / ch {
-            return Err(DialogError::Output {
+            return Err(PipelineError::Output {
                 reason: format!(
                     "speaker ring full: {} of {} frames queued",
                     stored,
@@ -96,7 +96,7 @@ impl AudioOutput for SpeakerOutput {
         self.monitor.stats().fill as usize
     }
 
-    fn close(&mut self) -> Result<(), DialogError> {
+    fn close(&mut self) -> Result<(), PipelineError> {
         // Let the last answer play out (bounded by the ring's length).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while self.queued() > 0 && std::time::Instant::now() < deadline {

@@ -100,12 +100,13 @@ async fn shutdown_signal() {
 }
 
 mod pipeline {
-    //! Each WebRTC session runs its own [`vr_dialog::Conversation`] on its own thread; the
+    //! Each WebRTC session runs its own [`vr_pipeline::Conversation`] on its own thread; the
     //! assistant (LLM, recogniser, VAD and voice weights) is loaded once and shared.
     use super::*;
     use vr_core::{SampleIndex, SampleRate};
-    use vr_dialog::conversation::{AudioOutput, ConversationEvent, ConversationHandle};
-    use vr_dialog::{Assistant, DialogError};
+    use vr_dialog::ConversationEvent;
+    use vr_pipeline::{Assistant, PipelineError};
+    use vr_pipeline::{AudioOutput, ConversationHandle};
     use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo};
     use vr_transport::{OpusOutput, Pipeline, TransportError};
 
@@ -130,8 +131,8 @@ mod pipeline {
         fn rate(&self) -> SampleRate {
             self.0.rate()
         }
-        fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
-            self.0.write(samples).map_err(|e| DialogError::Output {
+        fn write(&mut self, samples: &[f32]) -> Result<(), PipelineError> {
+            self.0.write(samples).map_err(|e| PipelineError::Output {
                 reason: e.to_string(),
             })
         }

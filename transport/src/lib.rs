@@ -16,7 +16,7 @@
 //!   connects within `connect_timeout_ms`, the pipeline ending, or server shutdown.
 //! - The **media-in** task polls the remote audio track, reorders packets in the
 //!   [`jitter::JitterBuffer`], decodes Opus (FEC from the next packet, else PLC, for a lost one),
-//!   resamples 48 kHz → 16 kHz and pushes into the input ring ([`vr_capture::AudioProducer`]).
+//!   resamples 48 kHz → 16 kHz and pushes into the input ring ([`vr_audio::AudioProducer`]).
 //! - A **video-in** task per remote video track (VP8, H.264; `[transport.video]`) reads its RTP
 //!   packets without decoding them, feeds [`vr_abr::ReceiverEstimator`] (arrival on a monotonic
 //!   clock, abs-send-time or else the RTP timestamp as send time) and sends REMB
@@ -104,8 +104,8 @@ pub enum TransportError {
         context: &'static str,
         reason: String,
     },
-    #[error("capture: {0}")]
-    Capture(#[from] vr_capture::CaptureError),
+    #[error("audio: {0}")]
+    Audio(#[from] vr_audio::AudioError),
     #[error("pipeline: {0}")]
     Pipeline(String),
     #[error("cannot listen on {addr}: {reason}")]

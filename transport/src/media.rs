@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use vr_capture::resample::StreamResampler;
-use vr_capture::{AudioFormat, AudioProducer};
+use vr_audio::resample::StreamResampler;
+use vr_audio::{AudioFormat, AudioProducer};
 use vr_core::SampleRate;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};

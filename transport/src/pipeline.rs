@@ -14,7 +14,7 @@ pub struct SessionIo {
     pub session_id: String,
     /// 16 kHz mono: the decoded, resampled incoming track. Its producer is dropped when the
     /// session ends, which ends the conversation's input.
-    pub input: vr_capture::AudioConsumer,
+    pub input: vr_audio::AudioConsumer,
     /// 48 kHz mono answer audio, sent as Opus by the session's pacer.
     pub output: OpusOutput,
     /// JSON events for the `events` data channel.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use vr_capture::{audio_ring, AudioFormat};
+use vr_audio::{audio_ring, AudioFormat};
 use vr_core::SampleRate;
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -504,7 +504,7 @@ async fn answer(
 /// A started conversation and the session ends it will be connected to.
 pub(crate) struct Prepared {
     id: String,
-    producer: vr_capture::AudioProducer,
+    producer: vr_audio::AudioProducer,
     pacer: crate::output::Pacer,
     events: EventSender,
     event_rx: mpsc::Receiver<String>,
@@ -646,7 +646,7 @@ struct Supervisor {
     pc: Arc<dyn PeerConnection>,
     control: Arc<dyn PipelineControl>,
     done: tokio::sync::oneshot::Receiver<Result<(), String>>,
-    producer: Option<vr_capture::AudioProducer>,
+    producer: Option<vr_audio::AudioProducer>,
     jitter: Duration,
     video: VideoParams,
     connect_timeout: Duration,

@@ -39,7 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod chunker;
+pub use vr_core::clause as chunker;
 pub mod config;
 pub mod espeak;
 pub mod flite;
@@ -54,53 +54,17 @@ use std::time::Duration;
 
 use vr_core::{SampleIndex, SampleRate};
 
-pub use chunker::ClauseChunker;
 pub use config::TtsConfig;
 pub use stream::{StreamingSynthesizer, MAX_QUEUED_AUDIO};
 pub use voices::{
     open_voice, EspeakVoice, FliteEngine, OpenedVoice, VoiceBank, ORT_LIB, ORT_MODEL,
 };
+pub use vr_core::clause::ClauseChunker;
+pub use vr_core::VoiceKind;
 
 /// Held around every call into flite or espeak-ng: both draw noise from libc `rand()`, and
 /// flite's output is only reproducible if nobody else advances that generator mid-synthesis.
 pub(crate) static LIBC_RAND: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Which voice is speaking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VoiceKind {
-    /// Piper VITS `en_US-joe-medium` (22.05 kHz).
-    Piper,
-    /// flite `cmu_us_slt` (16 kHz).
-    Flite,
-    /// espeak-ng `en-us` (22.05 kHz).
-    Espeak,
-}
-
-impl VoiceKind {
-    pub fn parse(s: &str) -> Option<VoiceKind> {
-        match s {
-            "piper" => Some(VoiceKind::Piper),
-            "flite" => Some(VoiceKind::Flite),
-            "espeak" => Some(VoiceKind::Espeak),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            VoiceKind::Piper => "piper",
-            VoiceKind::Flite => "flite",
-            VoiceKind::Espeak => "espeak",
-        }
-    }
-}
-
-impl std::fmt::Display for VoiceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Aborts a voice's in-flight synthesis from another thread (best effort).
 pub type Interrupter = Arc<dyn Fn() + Send + Sync>;

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ort::environment::Environment;
+// Re-exported: whoever opens the shared environment hands it to other ONNX models (Smart Turn).
+pub use ort::environment::Environment;
 use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 use serde::Deserialize;

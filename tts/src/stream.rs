@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use vr_core::{ModelStore, SampleIndex, SampleRate};
 
-use crate::chunker::ClauseChunker;
 use crate::verbalize::verbalize;
 use crate::voices::open_voice;
 use crate::{
     AudioChunk, Interrupter, Synthesizer, TtsConfig, TtsError, TtsEvent, VoiceEngine, VoiceKind,
 };
+use vr_core::clause::ClauseChunker;
 
 enum Command {
     Text {

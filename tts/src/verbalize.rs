@@ -100,28 +100,8 @@ const UNITS: &[(&str, &str, &str)] = &[
     ("%", "percent", "percent"),
 ];
 
-/// Abbreviations that end in a period but do not end a sentence (also used by the chunker).
-pub const ABBREVIATIONS: &[(&str, &str)] = &[
-    ("Mr.", "Mister"),
-    ("Mrs.", "Missus"),
-    ("Ms.", "Miz"),
-    ("Dr.", "Doctor"),
-    ("Prof.", "Professor"),
-    ("St.", "Saint"),
-    ("Jr.", "Junior"),
-    ("Sr.", "Senior"),
-    ("vs.", "versus"),
-    ("e.g.", "for example"),
-    ("i.e.", "that is"),
-    ("approx.", "approximately"),
-    ("No.", "number"),
-    ("Fig.", "figure"),
-    ("Mt.", "Mount"),
-    ("Ave.", "Avenue"),
-    ("Inc.", "Incorporated"),
-    ("Ltd.", "Limited"),
-    ("Co.", "Company"),
-];
+// The abbreviations the chunker protects are the ones read out here.
+pub use vr_core::clause::ABBREVIATIONS;
 
 /// "etc." is an abbreviation that usually *does* end a sentence; read but not protected.
 const SENTENCE_FINAL_ABBREVIATIONS: &[(&str, &str)] = &[("etc.", "et cetera")];

@@ -3,10 +3,10 @@
 use super::dual::Draft;
 use super::time::Millis;
 use super::{Action, AnswerId, ClauseId, ConversationCore, LlmFailure};
-use crate::conversation::{ConversationEvent, TurnInput, TurnLatency};
+use crate::events::{ConversationEvent, TurnInput, TurnLatency};
 use crate::llm::{GenerateRequest, GenerationStats, Token};
 use std::collections::VecDeque;
-use vr_tts::ClauseChunker;
+use vr_core::clause::ClauseChunker;
 
 /// What a turn's latency breakdown is measured from.
 #[derive(Debug, Clone, Copy)]
@@ -258,9 +258,9 @@ impl ConversationCore {
         self.emit(a.end_event(false));
         self.detector.set_assistant_speaking(false);
         let next = if self.detector.user_turn_open() {
-            crate::conversation::LoopState::UserSpeaking
+            crate::events::LoopState::UserSpeaking
         } else {
-            crate::conversation::LoopState::Listening
+            crate::events::LoopState::Listening
         };
         self.set_state(next);
     }

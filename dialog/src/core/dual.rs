@@ -13,7 +13,7 @@
 //! kept draft ([`Action::StartFastCompletion`]).
 
 use super::{Action, AnswerId, ConversationCore};
-use crate::conversation::ConversationEvent;
+use crate::events::ConversationEvent;
 use crate::llm::{GenerateRequest, Token, TokenFeatures};
 use crate::verifier::draft_token_count;
 

@@ -2,14 +2,14 @@
 
 use super::time::Millis;
 use crate::config::DialogConfig;
-use crate::conversation::ConversationEvent;
+use crate::events::ConversationEvent;
 use crate::llm::{ChatMessage, GenerateRequest, GenerationStats, Sampling, Token};
 use crate::turn::TurnConfig;
 use crate::verifier::Verifier;
 use std::sync::Arc;
 use std::time::Duration;
 use vr_core::SampleRate;
-use vr_tts::VoiceKind;
+use vr_core::VoiceKind;
 
 /// One answer of the conversation, numbered from 1. Every LLM and TTS event names the answer it
 /// belongs to; the core drops events of any answer but the one in flight, which is how nothing
@@ -27,10 +27,10 @@ pub struct LlmFailure {
     /// Shown to the user as an error event.
     pub message: String,
     /// The model could not be reached at all ([`crate::DialogError::is_unreachable`]): the core
-    /// speaks [`crate::conversation::UNREACHABLE_SENTENCE`] instead of staying silent.
+    /// speaks [`crate::events::UNREACHABLE_SENTENCE`] instead of staying silent.
     pub unreachable: bool,
     /// The model's queue was full ([`crate::DialogError::Busy`]): the core speaks
-    /// [`crate::conversation::BUSY_SENTENCE`].
+    /// [`crate::events::BUSY_SENTENCE`].
     pub busy: bool,
 }
 
@@ -38,9 +38,9 @@ impl LlmFailure {
     /// What the user hears instead of silence, if anything.
     pub(crate) fn spoken(&self) -> Option<&'static str> {
         if self.unreachable {
-            Some(crate::conversation::UNREACHABLE_SENTENCE)
+            Some(crate::events::UNREACHABLE_SENTENCE)
         } else if self.busy {
-            Some(crate::conversation::BUSY_SENTENCE)
+            Some(crate::events::BUSY_SENTENCE)
         } else {
             None
         }

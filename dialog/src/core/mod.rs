@@ -39,11 +39,11 @@
 //! - **Memory**: exchanges are remembered as heard (only clauses that started playing), bounded
 //!   by tokens ([`crate::memory::ConversationMemory`]).
 //! - **Fallback**: an unreachable LLM is answered with
-//!   [`crate::conversation::UNREACHABLE_SENTENCE`], a full model queue with
-//!   [`crate::conversation::BUSY_SENTENCE`]; neither enters the memory.
+//!   [`crate::events::UNREACHABLE_SENTENCE`], a full model queue with
+//!   [`crate::events::BUSY_SENTENCE`]; neither enters the memory.
 //! - **Voice switch**: applied between answers ([`Action::SetVoice`]).
 //! - **Latency**: per turn, endpointing, ASR finalisation, LLM first token, first clause, TTS
-//!   first chunk and onset ([`crate::conversation::TurnLatency`]), all from the `now`s given.
+//!   first chunk and onset ([`crate::events::TurnLatency`]), all from the `now`s given.
 //!
 //! Clocks: `now` is the input clock (ms since the first input sample), which the driver must not
 //! run ahead of the VAD by more than it has to (the turn detector's timers fire at `now`). The
@@ -67,14 +67,14 @@ mod tests;
 pub use io::{Action, AnswerId, ClauseId, CoreConfig, DualPathConfig, Event, LlmFailure};
 pub use time::Millis;
 
-use crate::conversation::{ConversationEvent, ConversationSummary, LoopState, SharedCounter};
+use crate::events::{ConversationEvent, ConversationSummary, LoopState, SharedCounter};
 use crate::llm::ChatMessage;
 use crate::memory::ConversationMemory;
 use crate::turn::TurnDetector;
 use answer::Answer;
 use time::OutputClock;
 use turns::{PendingOverlap, TurnRecord};
-use vr_tts::VoiceKind;
+use vr_core::VoiceKind;
 
 /// One conversation's state. See the module docs.
 pub struct ConversationCore {

@@ -9,7 +9,7 @@
 use super::answer::Run;
 use super::time::Millis;
 use super::{Action, AnswerId, ClauseId, ConversationCore};
-use crate::conversation::{ConversationEvent, LoopState};
+use crate::events::{ConversationEvent, LoopState};
 
 impl ConversationCore {
     fn lead_frames(&self) -> u64 {

@@ -4,7 +4,7 @@
 use super::answer::TurnClock;
 use super::time::Millis;
 use super::{Action, ConversationCore};
-use crate::conversation::{ConversationEvent, LoopState, TurnInput};
+use crate::events::{ConversationEvent, LoopState, TurnInput};
 use crate::turn::{TurnEvent, TurnEventKind};
 
 /// A final belongs to a segment when it starts within this of the VAD's speech start (the

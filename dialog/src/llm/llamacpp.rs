@@ -670,7 +670,7 @@ impl LlamaCppEngine {
         nice: i32,
     ) -> Result<Self, DialogError> {
         let worker = Worker::spawn("llm-llamacpp", move |inbox| {
-            crate::driver::priority::lower_this_thread(nice, "llama.cpp");
+            crate::priority::lower_this_thread(nice, "llama.cpp");
             inbox.serve(model.session(&opts));
         })?;
         Ok(Self { worker })

@@ -1,9 +1,9 @@
 //! Answers: failures, voices, memory, the end of the conversation, and tick independence.
 
 use super::*;
-use crate::conversation::UNREACHABLE_SENTENCE;
+use crate::events::UNREACHABLE_SENTENCE;
 use crate::llm::Role::{Assistant, User};
-use vr_tts::VoiceKind;
+use vr_core::VoiceKind;
 use LoopState::*;
 use TurnEventKind::*;
 
@@ -60,14 +60,14 @@ fn a_busy_llm_is_answered_with_the_busy_sentence() {
     );
     assert_eq!(
         step.iter().map(brief).collect::<Vec<_>>(),
-        spoken_failure(&e.to_string(), crate::conversation::BUSY_SENTENCE)
+        spoken_failure(&e.to_string(), crate::events::BUSY_SENTENCE)
     );
     play_fallback(&mut sim);
     assert!(
         sim.core
             .memory()
             .iter()
-            .all(|m| m.content != crate::conversation::BUSY_SENTENCE),
+            .all(|m| m.content != crate::events::BUSY_SENTENCE),
         "{:?}",
         sim.core.memory()
     );

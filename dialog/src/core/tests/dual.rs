@@ -370,7 +370,7 @@ fn a_failed_slow_model_is_replaced_by_the_fast_model_from_the_draft() {
         spoken_texts(&sim),
         [
             "The capital of France is".to_string(),
-            crate::conversation::UNREACHABLE_SENTENCE.to_string()
+            crate::events::UNREACHABLE_SENTENCE.to_string()
         ]
     );
 }

@@ -7,7 +7,7 @@ mod dual;
 mod turns;
 
 use super::*;
-use crate::conversation::{ConversationEvent, LoopState, TurnInput, TurnLatency};
+use crate::events::{ConversationEvent, LoopState, TurnInput, TurnLatency};
 use crate::llm::{ChatMessage, GenerateRequest, Sampling, Token};
 use crate::memory::ByteEstimate;
 use crate::turn::{EndOfTurn, TurnConfig, TurnEventKind, TurnReason};

@@ -11,7 +11,7 @@ use rubato::{Fft, FixedSync, Indexing, Resampler};
 use vr_core::SampleRate;
 
 use crate::ring::AudioFormat;
-use crate::CaptureError;
+use crate::AudioError;
 
 /// Input frames per FFT chunk: large enough for a sharp anti-aliasing filter, small enough that
 /// a 10 ms push at 48 kHz still flows out within ~20 ms.
@@ -33,9 +33,9 @@ pub struct StreamResampler {
 }
 
 impl StreamResampler {
-    pub fn new(input: AudioFormat, output_rate: SampleRate) -> Result<Self, CaptureError> {
+    pub fn new(input: AudioFormat, output_rate: SampleRate) -> Result<Self, AudioError> {
         if input.channels == 0 || input.rate.hz() == 0 || output_rate.hz() == 0 {
-            return Err(CaptureError::InvalidArgument {
+            return Err(AudioError::InvalidArgument {
                 what: "resampler",
                 reason: format!(
                     "{} channels at {} to {} is not a conversion",
@@ -54,7 +54,7 @@ impl StreamResampler {
                     1,
                     FixedSync::Input,
                 )
-                .map_err(|e| CaptureError::Resample(e.to_string()))?,
+                .map_err(|e| AudioError::Resample(e.to_string()))?,
             )
         };
         let (out_max, delay) = inner.as_ref().map_or((CHUNK_FRAMES, 0), |r| {
@@ -95,7 +95,7 @@ impl StreamResampler {
         &mut self,
         interleaved: &[f32],
         mut emit: impl FnMut(&[f32]),
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), AudioError> {
         let ch = usize::from(self.input.channels);
         let scale = 1.0 / ch as f32;
         for frame in interleaved.chunks_exact(ch) {
@@ -116,7 +116,7 @@ impl StreamResampler {
     /// Ends the stream: converts what is pending and flushes the filter so that exactly
     /// [`StreamResampler::expected_output_len`] frames have been emitted in total. The resampler
     /// is then reset and can start a new stream.
-    pub fn finish(&mut self, mut emit: impl FnMut(&[f32])) -> Result<(), CaptureError> {
+    pub fn finish(&mut self, mut emit: impl FnMut(&[f32])) -> Result<(), AudioError> {
         let expected = self.expected_output_len();
         if !self.pending.is_empty() {
             let n = self.pending.len();
@@ -145,11 +145,7 @@ impl StreamResampler {
     }
 
     /// Convenience: push and append the output to `out` (allocates if `out` must grow).
-    pub fn push_into(
-        &mut self,
-        interleaved: &[f32],
-        out: &mut Vec<f32>,
-    ) -> Result<(), CaptureError> {
+    pub fn push_into(&mut self, interleaved: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
         self.push(interleaved, |s| out.extend_from_slice(s))
     }
 
@@ -157,7 +153,7 @@ impl StreamResampler {
         &mut self,
         partial: Option<usize>,
         emit: &mut impl FnMut(&[f32]),
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), AudioError> {
         self.run_chunk_limited(partial, u64::MAX, emit)
     }
 
@@ -166,7 +162,7 @@ impl StreamResampler {
         partial: Option<usize>,
         limit: u64,
         emit: &mut impl FnMut(&[f32]),
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(), AudioError> {
         let produced = match self.inner.as_mut() {
             None => {
                 let n = self.pending.len();
@@ -182,17 +178,17 @@ impl StreamResampler {
                     self.pending.resize(input_len, 0.0);
                 }
                 let input = InterleavedSlice::new(&self.pending[..], 1, input_len)
-                    .map_err(|e| CaptureError::Resample(e.to_string()))?;
+                    .map_err(|e| AudioError::Resample(e.to_string()))?;
                 let out_len = self.out.len();
                 let mut output = InterleavedSlice::new_mut(&mut self.out[..], 1, out_len)
-                    .map_err(|e| CaptureError::Resample(e.to_string()))?;
+                    .map_err(|e| AudioError::Resample(e.to_string()))?;
                 let indexing = Indexing {
                     partial_len: partial.map(|p| p.min(frames)),
                     ..Indexing::default()
                 };
                 let (_, n) = r
                     .process_into_buffer(&input, &mut output, Some(&indexing))
-                    .map_err(|e| CaptureError::Resample(e.to_string()))?;
+                    .map_err(|e| AudioError::Resample(e.to_string()))?;
                 n
             }
         };
@@ -216,9 +212,9 @@ pub fn resample_to_mono(
     input: &[f32],
     format: AudioFormat,
     output_rate: SampleRate,
-) -> Result<Vec<f32>, CaptureError> {
+) -> Result<Vec<f32>, AudioError> {
     if format.channels == 0 || format.rate.hz() == 0 || output_rate.hz() == 0 {
-        return Err(CaptureError::InvalidArgument {
+        return Err(AudioError::InvalidArgument {
             what: "resampler",
             reason: format!(
                 "{} channels at {} to {} is not a conversion",
@@ -237,12 +233,12 @@ pub fn resample_to_mono(
         1,
         FixedSync::Input,
     )
-    .map_err(|e| CaptureError::Resample(e.to_string()))?;
+    .map_err(|e| AudioError::Resample(e.to_string()))?;
     let input = InterleavedSlice::new(&mono[..], 1, mono.len())
-        .map_err(|e| CaptureError::Resample(e.to_string()))?;
+        .map_err(|e| AudioError::Resample(e.to_string()))?;
     let out = r
         .process_all(&input, mono.len(), None)
-        .map_err(|e| CaptureError::Resample(e.to_string()))?;
+        .map_err(|e| AudioError::Resample(e.to_string()))?;
     Ok(out.take_data())
 }
 

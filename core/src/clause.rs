@@ -1,4 +1,5 @@
-//! Streaming clause chunker: text arrives in arbitrary fragments (LLM tokens) and leaves as
+//! Streaming clause chunker, the one place that decides where a clause ends: the conversation cuts
+//! the LLM's answer with it and the synthesizer's streaming text input uses the same rules. Text arrives in arbitrary fragments (LLM tokens) and leaves as
 //! clauses ready to synthesise, so the first audio can start after the first clause rather than
 //! after the whole answer.
 //!
@@ -8,7 +9,29 @@
 //! — as a last resort — at the last space before `max_chars`. A period inside "3.5", "e.g.",
 //! "Dr." or "example.com/x" never ends a chunk.
 
-use crate::verbalize::ABBREVIATIONS;
+/// Abbreviations that end in a period but do not end a sentence (the synthesizer reads them out
+/// in full).
+pub const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("Mr.", "Mister"),
+    ("Mrs.", "Missus"),
+    ("Ms.", "Miz"),
+    ("Dr.", "Doctor"),
+    ("Prof.", "Professor"),
+    ("St.", "Saint"),
+    ("Jr.", "Junior"),
+    ("Sr.", "Senior"),
+    ("vs.", "versus"),
+    ("e.g.", "for example"),
+    ("i.e.", "that is"),
+    ("approx.", "approximately"),
+    ("No.", "number"),
+    ("Fig.", "figure"),
+    ("Mt.", "Mount"),
+    ("Ave.", "Avenue"),
+    ("Inc.", "Incorporated"),
+    ("Ltd.", "Limited"),
+    ("Co.", "Company"),
+];
 
 #[derive(Debug, Clone)]
 pub struct ClauseChunker {

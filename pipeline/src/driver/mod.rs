@@ -11,7 +11,7 @@
 //!   capture ring;
 //! - `asr` ([`input`]): the streaming recogniser; posts partials, finals and its progress;
 //! - `llm-main`, and `llm-draft` on the dual path ([`llm`]): one per engine role, at a lower OS
-//!   priority ([`crate::DialogConfig::llm_nice`]); relay tokens tagged with their answer;
+//!   priority ([`vr_dialog::DialogConfig::llm_nice`]); relay tokens tagged with their answer;
 //! - `tts` and its `tts-pump` ([`tts`]): speak the core's clauses, resample to the output.
 //!
 //! Every worker posts into the loop's one channel; the producers wait when it is full (the loop
@@ -28,14 +28,10 @@ mod input;
 pub use input::ASR_MAX_PUSH;
 mod llm;
 mod output;
-pub(crate) mod priority;
 mod tts;
 
-use crate::conversation::{
-    AssistantParts, AudioOutput, ConversationEvent, ConversationSummary, EventSink,
-};
-use crate::core::{Action, AnswerId, ConversationCore, CoreConfig, Event, LlmFailure, Millis};
-use crate::DialogError;
+use crate::assistant::{AssistantParts, AudioOutput};
+use crate::PipelineError;
 use llm::{LlmWorker, Stream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -43,6 +39,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vr_asr::StreamingRecognizer;
 use vr_core::{SampleIndex, SampleRate};
+use vr_dialog::core::{Action, AnswerId, ConversationCore, CoreConfig, Event, LlmFailure, Millis};
+use vr_dialog::{ConversationEvent, ConversationSummary, EventSink};
 use vr_tts::Synthesizer;
 
 /// Messages waiting for the loop.
@@ -153,7 +151,7 @@ fn core_config(parts: &AssistantParts, output_rate: SampleRate) -> CoreConfig {
     // Smart Turn's verdicts come from the stand-alone VAD's thread: without that VAD or the
     // model, the silence timer decides.
     if parts.turn_model.is_none() || parts.vad.is_none() {
-        cfg.turn.end_of_turn = crate::turn::EndOfTurn::Timer;
+        cfg.turn.end_of_turn = vr_dialog::turn::EndOfTurn::Timer;
     }
     cfg.sampling = parts.sampling;
     cfg.min_clause_chars = parts.min_clause_chars;
@@ -166,10 +164,10 @@ fn core_config(parts: &AssistantParts, output_rate: SampleRate) -> CoreConfig {
 /// Runs the conversation on this thread. See the module docs.
 pub(crate) fn run(
     session: Session,
-    input: vr_capture::AudioConsumer,
+    input: vr_audio::AudioConsumer,
     mut output: Box<dyn AudioOutput>,
     events: impl EventSink,
-) -> Result<ConversationSummary, DialogError> {
+) -> Result<ConversationSummary, PipelineError> {
     let Session {
         parts,
         recognizer,
@@ -185,7 +183,7 @@ pub(crate) fn run(
         std::thread::Builder::new()
             .name(name.into())
             .spawn(f)
-            .map_err(|e| DialogError::Runtime(format!("cannot start the {name} thread: {e}")))
+            .map_err(|e| PipelineError::Runtime(format!("cannot start the {name} thread: {e}")))
     };
     let vad_thread = input::InputThread {
         input,
@@ -276,7 +274,7 @@ impl<E: EventSink> Loop<'_, E> {
         &mut self,
         rx: Receiver<Msg>,
         stop: &AtomicBool,
-    ) -> Result<ConversationSummary, DialogError> {
+    ) -> Result<ConversationSummary, PipelineError> {
         while !self.core.is_done() {
             if stop.load(Ordering::SeqCst) {
                 let now = self.clock.now();
@@ -308,13 +306,13 @@ impl<E: EventSink> Loop<'_, E> {
             "conversation loop ended"
         );
         if let Some(reason) = self.core.failure() {
-            return Err(DialogError::Runtime(reason.to_string()));
+            return Err(PipelineError::Runtime(reason.to_string()));
         }
         Ok(self.core.summary().clone())
     }
 
     /// One wake-up: the output's position, then the message (or the deadline's tick).
-    fn wake(&mut self, msg: Option<Msg>) -> Result<(), DialogError> {
+    fn wake(&mut self, msg: Option<Msg>) -> Result<(), PipelineError> {
         if let Some(Msg::Input { pos, read_at, .. } | Msg::Asr { pos, read_at, .. }) = &msg {
             self.clock.observe(*pos, *read_at);
         }
@@ -342,14 +340,14 @@ impl<E: EventSink> Loop<'_, E> {
         }
     }
 
-    fn step(&mut self, event: Event, now: Millis) -> Result<(), DialogError> {
+    fn step(&mut self, event: Event, now: Millis) -> Result<(), PipelineError> {
         for action in self.core.handle(event, now) {
             self.perform(action, now)?;
         }
         Ok(())
     }
 
-    fn perform(&mut self, action: Action, now: Millis) -> Result<(), DialogError> {
+    fn perform(&mut self, action: Action, now: Millis) -> Result<(), PipelineError> {
         match action {
             Action::Prefill { messages } => self.llm.prefill(messages),
             Action::StartGeneration { answer, request } => {
@@ -441,7 +439,7 @@ impl<E: EventSink> Loop<'_, E> {
     }
 
     /// A generation that could not even be queued fails like one the engine refused.
-    fn not_queued(&mut self, answer: AnswerId, now: Millis) -> Result<(), DialogError> {
+    fn not_queued(&mut self, answer: AnswerId, now: Millis) -> Result<(), PipelineError> {
         self.step(
             Event::LlmFailed {
                 answer,

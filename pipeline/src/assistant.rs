@@ -6,37 +6,29 @@
 //! recogniser, synthesizer, turn detector and token-bounded memory; sessions share the LLM (the
 //! local engine serialises them on its one worker thread).
 //!
-//! What the conversation does is decided by the sans-IO [`crate::core::ConversationCore`] (turns,
+//! What the conversation does is decided by the sans-IO [`vr_dialog::core::ConversationCore`] (turns,
 //! speculative prefill, clauses, paced output, barge-in and backchannels, memory, the fallback
 //! sentence, voice changes, latency); [`Conversation::run`] hands it to the threaded driver in
 //! [`crate::driver`] (VAD, recogniser, LLM and TTS workers around one event-driven loop), which
 //! takes over the calling thread.
 //!
-//! Clocks: every `*_ms` in a [`ConversationEvent`] is milliseconds of the *input* sample clock
+//! Clocks: every `*_ms` in a [`vr_dialog::ConversationEvent`] is milliseconds of the *input* sample clock
 //! (0 = the first input sample). Output-side moments (first answer sample played, flush) are
 //! measured on the output's [`AudioOutput::played`] clock and mapped onto the input clock.
 
-use crate::config::DialogConfig;
-use crate::core::Event;
 use crate::driver::Control;
-use crate::llm::{LlmEngine, Sampling};
-use crate::memory::TokenCounter;
-use crate::turn::{TurnEventKind, TurnReason};
-use crate::DialogError;
-use serde::Serialize;
+use crate::PipelineError;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use vr_asr::StreamingRecognizer;
 use vr_core::{SampleIndex, SampleRate};
+use vr_dialog::config::DialogConfig;
+use vr_dialog::core::Event;
+use vr_dialog::llm::{LlmEngine, Sampling};
+use vr_dialog::{ConversationSummary, EventSink, SharedCounter};
 use vr_tts::Synthesizer;
 
 pub use crate::wav_output::WavOutput;
-
-/// The sentence spoken (and printed) when the language model cannot be reached.
-pub const UNREACHABLE_SENTENCE: &str = "I can't reach the language model right now.";
-/// Spoken when the shared language model's queue is full (other sessions' requests fill it).
-pub const BUSY_SENTENCE: &str =
-    "I'm busy with other conversations; please ask me again in a moment.";
 
 /// Where answer audio goes: the speaker (through capture's playback ring), a WAV file written on
 /// a simulated real-time clock ([`WavOutput`]), or a WebRTC track (transport).
@@ -46,7 +38,7 @@ pub trait AudioOutput: Send {
     /// The loop resamples the synthesizer's audio to this rate.
     fn rate(&self) -> SampleRate;
     /// Enqueues samples to play after everything already queued; never blocks for long.
-    fn write(&mut self, samples: &[f32]) -> Result<(), DialogError>;
+    fn write(&mut self, samples: &[f32]) -> Result<(), PipelineError>;
     /// Drops everything queued and not yet played or sent (barge-in); returns the frames dropped.
     fn flush(&mut self) -> usize;
     /// The output's own clock: frames played or sent so far, silence included (an idle speaker
@@ -56,203 +48,23 @@ pub trait AudioOutput: Send {
     fn queued(&self) -> usize;
     /// The conversation is over: play out or write what is queued (a file is finalised here).
     /// Called once, at the end of [`Conversation::run`].
-    fn close(&mut self) -> Result<(), DialogError> {
+    fn close(&mut self) -> Result<(), PipelineError> {
         Ok(())
     }
 }
 
-/// The loop's state; every change is reported as [`ConversationEvent::State`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoopState {
-    /// Waiting for the user.
-    Listening,
-    /// The user holds the floor (speaking, or pausing within the turn).
-    UserSpeaking,
-    /// The turn is over; the answer is being generated but nothing plays yet.
-    Thinking,
-    /// The answer's audio is playing.
-    Speaking,
-}
-
-/// How the user's turn came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TurnInput {
-    /// Spoken: the recogniser and the turn detector ended it.
-    Speech,
-    /// Typed ([`ConversationHandle::send_text`]): no speech stages.
-    Text,
-}
-
-/// Per-turn latency breakdown. All durations in milliseconds; `None` when the stage did not
-/// happen in this turn (a typed turn has no speech end, endpointing or ASR final; a fallback
-/// sentence has no LLM token). The stages overlap in time (the recogniser finalises while the
-/// endpointer waits), so they do not sum to the onset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TurnLatency {
-    /// Turn number in this conversation, from 1 (spoken and typed turns share the count).
-    pub turn: u32,
-    pub input: TurnInput,
-    /// End of the user's speech (the VAD's speech end of the turn's last segment), input clock.
-    pub speech_end_ms: Option<u64>,
-    /// Endpointing wait: end of speech → the turn detector's `TurnEnded` (input clock: the
-    /// silence timeout plus whatever the recogniser's delivery delay added).
-    pub endpointing_ms: Option<u64>,
-    /// ASR finalisation: end of speech → the turn's final transcript reached the loop.
-    pub asr_final_ms: Option<u64>,
-    /// `generate` called → first token.
-    pub llm_first_token_ms: Option<u64>,
-    /// `generate` called → first complete clause handed to the synthesizer.
-    pub first_clause_ms: Option<u64>,
-    /// First clause handed to the synthesizer → its first audio chunk.
-    pub tts_first_chunk_ms: Option<u64>,
-    /// Onset: end of the user's speech (a typed turn: the text reaching the loop) → first
-    /// answer sample played, on the output clock.
-    pub onset_ms: u64,
-}
-
-/// Everything the loop reports, in order. The JSON (`listen --json`, the WebRTC data channel) is
-/// `{"type": "<snake_case variant>", ...fields}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ConversationEvent {
-    State {
-        from: LoopState,
-        to: LoopState,
-        at_ms: u64,
-    },
-    /// The recogniser's current hypothesis for the utterance in progress.
-    Partial {
-        text: String,
-        stable_prefix_len: usize,
-    },
-    /// One utterance's final transcript (a turn may have several).
-    Final {
-        text: String,
-        start_ms: u64,
-        end_ms: u64,
-    },
-    /// A turn-taking decision and why.
-    Turn {
-        kind: TurnEventKind,
-        reason: TurnReason,
-        at_ms: u64,
-    },
-    /// One clause of the answer, as it starts playing.
-    AssistantText {
-        text: String,
-        at_ms: u64,
-    },
-    /// The user interrupted the assistant. `at_ms`: the VAD's speech start (dated back to the
-    /// first speech chunk); `detected_ms`: when the VAD reported it (after `vad.min_speech_ms`);
-    /// `stop_latency_ms`: from `detected_ms` to the output flush, measured on the output clock;
-    /// `dropped_ms`: answer audio that was queued and never played.
-    BargeIn {
-        at_ms: u64,
-        detected_ms: u64,
-        stop_latency_ms: u64,
-        dropped_ms: u64,
-    },
-    TurnLatency(TurnLatency),
-    /// The voice answers are spoken with: once at the start, then after each change
-    /// ([`ConversationHandle::set_voice`]; applied between answers). `sample_rate`: the voice's
-    /// own rate in Hz, before resampling to the output.
-    Voice {
-        voice: vr_tts::VoiceKind,
-        sample_rate: u32,
-    },
-    /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
-    /// started playing (the fallback sentence when the LLM could not be reached);
-    /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.
-    AnswerEnd {
-        text: String,
-        spoken: String,
-        interrupted: bool,
-        /// The language model's account of the answer, once it finished (the latency event
-        /// comes at the first answer sample, usually before the model has): prompt tokens, how
-        /// many of them its KV cache already held (speculative prefill, earlier turns), tokens
-        /// generated. `None` when it did not finish (interrupted, failed, fallback sentence).
-        prompt_tokens: Option<usize>,
-        reused_tokens: Option<usize>,
-        generated_tokens: Option<usize>,
-    },
-    Error {
-        message: String,
-    },
-    /// Dual path: the verifier's decision on the fast model's draft. `score`: its probability
-    /// that the slow model accepts the draft (`None` when it could not score it); `kept`: the
-    /// draft is spoken and the slow model continues after it, else it is dropped unheard and the
-    /// slow model answers alone; `draft_ms`: answer start → decision.
-    Draft {
-        text: String,
-        score: Option<f32>,
-        kept: bool,
-        draft_ms: u64,
-    },
-    /// Dual path: silence between the kept draft's last sample and the continuation's first
-    /// (0 when the continuation was queued before the draft ran out), output clock.
-    Seam {
-        gap_ms: u64,
-    },
-}
-
-/// Where events go: a channel, a printer, a WebRTC data channel.
-pub trait EventSink: Send {
-    fn emit(&mut self, event: ConversationEvent);
-}
-
-/// A bounded channel that loses nothing: `emit` waits while it is full, so it is for a consumer
-/// that keeps reading (tests, `eval dialog`). A live client that may stall gets a sink that drops
-/// and counts instead (`transport`'s event sender).
-impl EventSink for mpsc::SyncSender<ConversationEvent> {
-    fn emit(&mut self, event: ConversationEvent) {
-        // A receiver that went away no longer wants events; the loop goes on.
-        let _ = self.send(event);
-    }
-}
-
-impl<F: FnMut(ConversationEvent) + Send> EventSink for F {
-    fn emit(&mut self, event: ConversationEvent) {
-        self(event)
-    }
-}
-
-/// What a finished conversation did.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct ConversationSummary {
-    /// User turns that ended (`TurnEnded`) with a non-empty transcript.
-    pub turns: u32,
-    /// Answers that started playing.
-    pub answers: u32,
-    pub barge_ins: u32,
-    pub backchannels: u32,
-    /// Errors reported as [`ConversationEvent::Error`].
-    pub errors: u32,
-    pub latencies: Vec<TurnLatency>,
-}
-
 /// Builds one streaming recogniser per conversation.
 pub type RecognizerFactory =
-    Arc<dyn Fn() -> Result<Box<dyn StreamingRecognizer>, DialogError> + Send + Sync>;
+    Arc<dyn Fn() -> Result<Box<dyn StreamingRecognizer>, PipelineError> + Send + Sync>;
 /// Builds a synthesizer for a conversation: `None` is the configured voice (with its fallback),
 /// `Some(kind)` that voice exactly (a session's voice change). Must be cheap: weights are
 /// loaded once when the factory is made, not per call.
 pub type SynthesizerFactory = Arc<
-    dyn Fn(Option<vr_tts::VoiceKind>) -> Result<Box<dyn Synthesizer>, DialogError> + Send + Sync,
+    dyn Fn(Option<vr_tts::VoiceKind>) -> Result<Box<dyn Synthesizer>, PipelineError> + Send + Sync,
 >;
 
 /// Builds the stand-alone VAD that drives turn taking (see [`AssistantParts::vad`]).
-pub type VadFactory = Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, DialogError> + Send + Sync>;
-
-/// Counts tokens for the memory bound; shared by every conversation.
-pub type SharedCounter = Arc<dyn TokenCounter + Send + Sync>;
-
-impl TokenCounter for SharedCounter {
-    fn count(&self, text: &str) -> usize {
-        (**self).count(text)
-    }
-}
+pub type VadFactory = Arc<dyn Fn() -> Result<vr_asr::vad::SileroVad, PipelineError> + Send + Sync>;
 
 /// The parts an [`Assistant`] is made of (see [`Assistant::from_configs`] for the usual ones).
 #[derive(Clone)]
@@ -276,7 +88,7 @@ pub struct AssistantParts {
     pub vad_end_lag: Duration,
     /// `dialog.turn.mode = "smart_turn"`: the end-of-turn model, run by the VAD thread on each
     /// speech end of the stand-alone VAD (needs `vad`); `None`: the silence timer alone.
-    pub turn_model: Option<Arc<crate::smart_turn::SmartTurn>>,
+    pub turn_model: Option<Arc<vr_dialog::smart_turn::SmartTurn>>,
     /// `[dialog.dual]`: a fast drafter speaks the first words while [`AssistantParts::llm`]
     /// continues after them; `None`: `llm` answers alone.
     pub dual: Option<DualParts>,
@@ -287,7 +99,7 @@ pub struct AssistantParts {
 #[derive(Clone)]
 pub struct DualParts {
     pub drafter: Arc<dyn LlmEngine>,
-    pub config: crate::core::DualPathConfig,
+    pub config: vr_dialog::core::DualPathConfig,
 }
 
 impl DualParts {
@@ -296,21 +108,23 @@ impl DualParts {
     pub fn from_config(
         store: &vr_core::ModelStore,
         dialog: &DialogConfig,
-        llm: &crate::config::LlmConfig,
-    ) -> Result<Self, DialogError> {
+        llm: &vr_dialog::config::LlmConfig,
+    ) -> Result<Self, PipelineError> {
         let dual = &dialog.dual;
-        let verifier = Arc::new(crate::verifier::Verifier::builtin()?);
-        let model = crate::llm::llamacpp::LlamaCppModel::from_store(store, &dual.drafter)?;
-        let opts = crate::llm::llamacpp::LlamaCppOptions {
+        let verifier = Arc::new(
+            vr_dialog::verifier::Verifier::builtin().map_err(vr_dialog::DialogError::from)?,
+        );
+        let model = vr_dialog::llm::llamacpp::LlamaCppModel::from_store(store, &dual.drafter)?;
+        let opts = vr_dialog::llm::llamacpp::LlamaCppOptions {
             hidden_states: verifier.hidden_width() > 0,
             ..llm.llamacpp_options()
         };
         let drafter =
-            crate::llm::llamacpp::LlamaCppEngine::with_priority(model, opts, dialog.llm_nice)?;
+            vr_dialog::llm::llamacpp::LlamaCppEngine::with_priority(model, opts, dialog.llm_nice)?;
         tracing::info!(drafter = %dual.drafter, slow = %llm.model, "dual path enabled");
         Ok(Self {
             drafter: Arc::new(drafter),
-            config: crate::core::DualPathConfig {
+            config: vr_dialog::core::DualPathConfig {
                 draft_words: dual.draft_words,
                 draft_max_tokens: dual.draft_max_tokens,
                 keep_threshold: dual.keep_threshold,
@@ -336,7 +150,7 @@ impl Assistant {
         Ok(())
     }
 
-    pub fn new(parts: AssistantParts) -> Result<Self, DialogError> {
+    pub fn new(parts: AssistantParts) -> Result<Self, PipelineError> {
         parts.dialog.validate()?;
         Ok(Self { parts })
     }
@@ -348,12 +162,12 @@ impl Assistant {
     pub fn from_configs(
         store: &vr_core::ModelStore,
         dialog: &DialogConfig,
-        llm: &crate::config::LlmConfig,
+        llm: &vr_dialog::config::LlmConfig,
         asr: &vr_asr::config::AsrConfig,
         vad: &vr_asr::vad::VadConfig,
         tts: &vr_tts::TtsConfig,
-    ) -> Result<Self, DialogError> {
-        crate::config::validate_together(dialog, llm)?;
+    ) -> Result<Self, PipelineError> {
+        vr_dialog::config::validate_together(dialog, llm)?;
         let (engine, token_counter) = llm.build_engine_and_counter_at(store, dialog.llm_nice)?;
         let dual = if dialog.dual.enabled {
             Some(DualParts::from_config(store, dialog, llm)?)
@@ -367,7 +181,7 @@ impl Assistant {
             None => Arc::new(vr_asr::models::silero::Silero::from_store(store)?),
         };
         let recognizer: RecognizerFactory =
-            Arc::new(move || models.recognizer().map_err(DialogError::from));
+            Arc::new(move || models.recognizer().map_err(PipelineError::from));
         let bank = Arc::new(vr_tts::VoiceBank::load(tts, store)?);
         let synthesizer: SynthesizerFactory = Arc::new(move |kind| {
             let s = bank.synthesizer(kind)?;
@@ -393,15 +207,19 @@ impl Assistant {
                 let vad_cfg = vad.clone();
                 Some(Arc::new(move || {
                     vr_asr::vad::SileroVad::new(silero.clone(), vad_cfg.clone())
-                        .map_err(DialogError::from)
+                        .map_err(PipelineError::from)
                 }) as VadFactory)
             },
             vad_end_lag: Duration::from_millis(u64::from(vad.min_silence_ms + vad.speech_pad_ms)),
             turn_model: match dialog.turn.mode {
-                crate::config::TurnMode::Timer => None,
-                crate::config::TurnMode::SmartTurn => Some(Arc::new(
-                    crate::smart_turn::SmartTurn::from_store(store, dialog.turn.threads)?,
-                )),
+                vr_dialog::config::TurnMode::Timer => None,
+                vr_dialog::config::TurnMode::SmartTurn => {
+                    Some(Arc::new(vr_dialog::smart_turn::SmartTurn::from_store(
+                        store,
+                        &onnx_environment(store)?,
+                        dialog.turn.threads,
+                    )?))
+                }
             },
             dual,
         })
@@ -416,7 +234,7 @@ impl Assistant {
     }
 
     /// A new session with empty memory: builds its recogniser and synthesizer.
-    pub fn conversation(&self) -> Result<Conversation, DialogError> {
+    pub fn conversation(&self) -> Result<Conversation, PipelineError> {
         let recognizer = (self.parts.recognizer)()?;
         let synthesizer = (self.parts.synthesizer)(None)?;
         let vad = match &self.parts.vad {
@@ -494,10 +312,10 @@ impl Conversation {
     /// ring, or the transport's decoded Opus.
     pub fn run(
         self,
-        input: vr_capture::AudioConsumer,
+        input: vr_audio::AudioConsumer,
         output: Box<dyn AudioOutput>,
         events: impl EventSink,
-    ) -> Result<ConversationSummary, DialogError> {
+    ) -> Result<ConversationSummary, PipelineError> {
         let session = crate::driver::Session {
             parts: self.parts,
             recognizer: self.recognizer,
@@ -508,4 +326,12 @@ impl Conversation {
         };
         crate::driver::run(session, input, output, events)
     }
+}
+
+/// The process's ONNX Runtime environment (shared by the Piper voice and Smart Turn).
+pub fn onnx_environment(
+    store: &vr_core::ModelStore,
+) -> Result<vr_tts::piper::Environment, PipelineError> {
+    let lib = store.file(vr_tts::ORT_MODEL, vr_tts::ORT_LIB)?;
+    Ok(vr_tts::piper::environment(&lib)?)
 }

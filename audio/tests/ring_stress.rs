@@ -5,8 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use voicerelay_capture as vr_capture;
-use vr_capture::{audio_ring, AudioFormat, RingStats};
+use voicerelay_audio as vr_audio;
+use vr_audio::{audio_ring, AudioFormat, RingStats};
 use vr_core::{SampleIndex, SampleRate};
 
 /// The value of stream sample `i`: an integer below 2^24 (exact in f32) that differs between
@@ -196,7 +196,7 @@ fn lockstep_overrun_counts_are_exact() {
     let (mut p, mut c) = audio_ring("lockstep", MONO, 1000).unwrap();
     let mut buf = vec![0f32; 300];
     let mut sent = 0u64;
-    let mut push = |p: &mut vr_capture::AudioProducer| {
+    let mut push = |p: &mut vr_audio::AudioProducer| {
         fill(&mut buf, sent);
         sent += 300;
         p.push(&buf)

@@ -7,13 +7,15 @@
 //! (the worker may be waiting on the engine's stream).
 
 use super::{post, Msg};
-use crate::core::{AnswerId, Event, LlmFailure};
-use crate::llm::{CancelToken, ChatMessage, FinishReason, GenerateRequest, LlmEngine, LlmEvent};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use vr_dialog::core::{AnswerId, Event, LlmFailure};
+use vr_dialog::llm::{
+    CancelToken, ChatMessage, FinishReason, GenerateRequest, LlmEngine, LlmEvent,
+};
 
 /// Jobs waiting for a worker: a generation and a few prefills at most, in practice.
 const JOB_QUEUE: usize = 16;
@@ -78,14 +80,14 @@ impl LlmWorker {
         engine: Arc<dyn LlmEngine>,
         nice: i32,
         tx: SyncSender<Msg>,
-    ) -> Result<Self, crate::DialogError> {
+    ) -> Result<Self, crate::PipelineError> {
         let (jobs, rx) = mpsc::sync_channel::<Job>(JOB_QUEUE);
         let cancel = Arc::new(Cancel::default());
         let shared = cancel.clone();
         let thread = std::thread::Builder::new()
             .name(format!("llm-{role}"))
             .spawn(move || {
-                super::priority::lower_this_thread(nice, role);
+                vr_dialog::priority::lower_this_thread(nice, role);
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Prefill(messages) => engine.prepare(&messages),
@@ -103,7 +105,7 @@ impl LlmWorker {
                 }
             })
             .map_err(|e| {
-                crate::DialogError::Runtime(format!("cannot start the {role} LLM worker: {e}"))
+                crate::PipelineError::Runtime(format!("cannot start the {role} LLM worker: {e}"))
             })?;
         Ok(Self {
             role,
@@ -211,7 +213,7 @@ fn generate(
     stream: Stream,
     tx: &SyncSender<Msg>,
 ) {
-    let fail = |e: &crate::DialogError| match stream {
+    let fail = |e: &vr_dialog::DialogError| match stream {
         Stream::Answer => Event::LlmFailed {
             answer,
             failure: LlmFailure::from(e),
@@ -280,8 +282,8 @@ fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::llamacpp::{LlamaCppEngine, LlamaCppModel, LlamaCppOptions};
     use std::time::Duration;
+    use vr_dialog::llm::llamacpp::{LlamaCppEngine, LlamaCppModel, LlamaCppOptions};
 
     fn next(rx: &mpsc::Receiver<Msg>) -> Event {
         match rx.recv_timeout(Duration::from_secs(120)) {

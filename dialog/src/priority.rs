@@ -6,7 +6,7 @@
 /// Lowers the calling thread's priority by `nice` steps below the process's own (capped at the
 /// lowest, 19). Raising needs privileges, so only lowering is offered; a failure is logged and
 /// the thread runs on at its current priority.
-pub(crate) fn lower_this_thread(nice: i32, role: &str) {
+pub fn lower_this_thread(nice: i32, role: &str) {
     if nice <= 0 {
         return;
     }

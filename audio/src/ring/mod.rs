@@ -46,7 +46,27 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 use vr_core::{SampleIndex, SampleRate};
 
-use crate::CaptureError;
+use crate::AudioError;
+
+mod monitor;
+pub use monitor::{describe_metrics, RingMonitor, RingStats};
+
+struct Shared {
+    name: String,
+    format: AudioFormat,
+    capacity_frames: usize,
+    produced: Padded<ProducerCounters>,
+    consumed: Padded<ConsumerCounters>,
+    /// Read by the producer on every push; written only when the consumer parks.
+    consumer_parked: Padded<AtomicBool>,
+    /// Read by the consumer on every release; written only when the producer parks.
+    producer_parked: Padded<AtomicBool>,
+    /// Free samples the parked producer waits for (meaningful while `producer_parked`).
+    producer_wants: AtomicUsize,
+    consumer_thread: OnceLock<Thread>,
+    producer_thread: OnceLock<Thread>,
+    closed: AtomicBool,
+}
 
 /// Gap markers the consumer may lag behind by before the producer drops whole pushes; one marker
 /// per overrun episode, so this only fills when the consumer is stalled through many episodes.
@@ -125,135 +145,14 @@ impl Backoff {
     }
 }
 
-/// A snapshot of a ring's counters (frames).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RingStats {
-    /// Frames that entered the ring.
-    pub stored: u64,
-    /// Frames the producer dropped because the ring was full.
-    pub overrun_frames: u64,
-    /// Pushes that dropped at least one frame.
-    pub overrun_events: u64,
-    /// Frames a consumer had to invent (silence) because the ring was empty.
-    pub underrun_frames: u64,
-    /// Reads that came up short.
-    pub underrun_events: u64,
-    /// Frames in the ring when the snapshot was taken.
-    pub fill: u64,
-}
-
-struct Shared {
-    name: String,
-    format: AudioFormat,
-    capacity_frames: usize,
-    produced: Padded<ProducerCounters>,
-    consumed: Padded<ConsumerCounters>,
-    /// Read by the producer on every push; written only when the consumer parks.
-    consumer_parked: Padded<AtomicBool>,
-    /// Read by the consumer on every release; written only when the producer parks.
-    producer_parked: Padded<AtomicBool>,
-    /// Free samples the parked producer waits for (meaningful while `producer_parked`).
-    producer_wants: AtomicUsize,
-    consumer_thread: OnceLock<Thread>,
-    producer_thread: OnceLock<Thread>,
-    closed: AtomicBool,
-}
-
-/// Read-only view of a ring's counters for any thread; also publishes them through `metrics`.
-#[derive(Clone)]
-pub struct RingMonitor {
-    shared: Arc<Shared>,
-}
-
-impl RingMonitor {
-    pub fn stats(&self) -> RingStats {
-        let (p, c) = (&self.shared.produced, &self.shared.consumed);
-        // Consumed first: `stored` only grows, so the difference never goes below the truth.
-        let consumed = c.consumed.load(Ordering::Relaxed);
-        let stored = p.stored.load(Ordering::Relaxed);
-        RingStats {
-            stored,
-            overrun_frames: p.overrun_frames.load(Ordering::Relaxed),
-            overrun_events: p.overrun_events.load(Ordering::Relaxed),
-            underrun_frames: c.underrun_frames.load(Ordering::Relaxed),
-            underrun_events: c.underrun_events.load(Ordering::Relaxed),
-            fill: stored.saturating_sub(consumed),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    pub fn format(&self) -> AudioFormat {
-        self.shared.format
-    }
-
-    pub fn capacity_frames(&self) -> usize {
-        self.shared.capacity_frames
-    }
-
-    /// Copies the counters into the global `metrics` recorder (labels: `ring`). Called from a
-    /// housekeeping thread, never from a callback: a recorder may lock or allocate.
-    pub fn publish_metrics(&self) {
-        let s = self.stats();
-        let ring = self.shared.name.clone();
-        metrics::counter!("capture_ring_stored_frames_total", "ring" => ring.clone())
-            .absolute(s.stored);
-        metrics::counter!("capture_ring_overrun_frames_total", "ring" => ring.clone())
-            .absolute(s.overrun_frames);
-        metrics::counter!("capture_ring_overrun_events_total", "ring" => ring.clone())
-            .absolute(s.overrun_events);
-        metrics::counter!("capture_ring_underrun_frames_total", "ring" => ring.clone())
-            .absolute(s.underrun_frames);
-        metrics::counter!("capture_ring_underrun_events_total", "ring" => ring.clone())
-            .absolute(s.underrun_events);
-        metrics::gauge!("capture_ring_fill_frames", "ring" => ring).set(s.fill as f64);
-    }
-}
-
-/// Describes the ring metrics once so exporters show units and help text.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "capture_ring_stored_frames_total",
-        metrics::Unit::Count,
-        "frames that entered an audio ring"
-    );
-    metrics::describe_counter!(
-        "capture_ring_overrun_frames_total",
-        metrics::Unit::Count,
-        "frames dropped by an audio ring's producer because the ring was full"
-    );
-    metrics::describe_counter!(
-        "capture_ring_overrun_events_total",
-        metrics::Unit::Count,
-        "pushes into an audio ring that dropped frames"
-    );
-    metrics::describe_counter!(
-        "capture_ring_underrun_frames_total",
-        metrics::Unit::Count,
-        "frames replaced by silence because an audio ring was empty"
-    );
-    metrics::describe_counter!(
-        "capture_ring_underrun_events_total",
-        metrics::Unit::Count,
-        "reads from an audio ring that came up short"
-    );
-    metrics::describe_gauge!(
-        "capture_ring_fill_frames",
-        metrics::Unit::Count,
-        "frames waiting in an audio ring"
-    );
-}
-
 /// Creates a ring holding `capacity_frames` frames of `format`, returning its two ends.
 pub fn audio_ring(
     name: &str,
     format: AudioFormat,
     capacity_frames: usize,
-) -> Result<(AudioProducer, AudioConsumer), CaptureError> {
+) -> Result<(AudioProducer, AudioConsumer), AudioError> {
     if capacity_frames == 0 || format.channels == 0 {
-        return Err(CaptureError::InvalidArgument {
+        return Err(AudioError::InvalidArgument {
             what: "audio ring",
             reason: format!(
                 "capacity ({capacity_frames} frames) and channel count ({}) must be positive",

@@ -1,8 +1,8 @@
 //! Resampler accuracy on pure tones and streaming = whole-buffer equivalence.
 
 use std::f64::consts::PI;
-use voicerelay_capture::resample::{resample_to_mono, StreamResampler};
-use voicerelay_capture::AudioFormat;
+use voicerelay_audio::resample::{resample_to_mono, StreamResampler};
+use voicerelay_audio::AudioFormat;
 use vr_core::SampleRate;
 
 /// Least-squares fit of `a·sin(2πft) + b·cos(2πft) + c` at a fixed `f`; returns amplitude and

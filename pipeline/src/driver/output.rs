@@ -2,8 +2,8 @@
 //! pause is a flush whose dropped audio is kept (from a copy of the latest writes) and written
 //! again on resume.
 
-use crate::conversation::AudioOutput;
-use crate::DialogError;
+use crate::assistant::AudioOutput;
+use crate::PipelineError;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ impl<'a> Output<'a> {
         self.dev.played().0
     }
 
-    pub(super) fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
+    pub(super) fn write(&mut self, samples: &[f32]) -> Result<(), PipelineError> {
         self.dev.write(samples)?;
         self.remember(samples);
         Ok(())
@@ -57,7 +57,7 @@ impl<'a> Output<'a> {
         self.recent.clear();
     }
 
-    pub(super) fn resume(&mut self) -> Result<(), DialogError> {
+    pub(super) fn resume(&mut self) -> Result<(), PipelineError> {
         if self.kept.is_empty() {
             return Ok(());
         }

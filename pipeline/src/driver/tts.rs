@@ -9,16 +9,16 @@
 //! commands and audio, and nothing here polls.
 
 use super::{post, Msg};
-use crate::conversation::SynthesizerFactory;
-use crate::core::{AnswerId, ClauseId, Event};
+use crate::assistant::SynthesizerFactory;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vr_capture::resample::StreamResampler;
+use vr_audio::resample::StreamResampler;
 use vr_core::SampleRate;
+use vr_dialog::core::{AnswerId, ClauseId, Event};
 use vr_tts::{Synthesizer, TtsEvent, VoiceKind};
 
 /// Commands and synthesizer events waiting for the worker.
@@ -53,7 +53,7 @@ impl TtsWorker {
         factory: SynthesizerFactory,
         out_rate: SampleRate,
         loop_tx: SyncSender<Msg>,
-    ) -> Result<Self, crate::DialogError> {
+    ) -> Result<Self, crate::PipelineError> {
         let (tx, rx) = mpsc::sync_channel::<In>(QUEUE);
         let self_tx = tx.clone();
         let thread = std::thread::Builder::new()
@@ -74,7 +74,7 @@ impl TtsWorker {
                 w.run(rx);
             })
             .map_err(|e| {
-                crate::DialogError::Runtime(format!("cannot start the TTS worker: {e}"))
+                crate::PipelineError::Runtime(format!("cannot start the TTS worker: {e}"))
             })?;
         Ok(Self {
             tx,
@@ -252,7 +252,7 @@ impl Worker {
         if rate == self.out_rate {
             return Ok(None);
         }
-        let format = vr_capture::AudioFormat { rate, channels: 1 };
+        let format = vr_audio::AudioFormat { rate, channels: 1 };
         StreamResampler::new(format, self.out_rate)
             .map(Some)
             .map_err(|e| format!("cannot resample speech to the output: {e}"))

@@ -9,17 +9,17 @@
 //! until the recogniser is tens of seconds behind.
 
 use super::{post, Msg};
-use crate::core::{Event, Millis};
-use crate::smart_turn::SmartTurn;
-use crate::DialogError;
+use crate::PipelineError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vr_asr::{AsrEvent, StreamingRecognizer};
-use vr_capture::{AudioConsumer, AudioFormat, AudioProducer};
+use vr_audio::{AudioConsumer, AudioFormat, AudioProducer};
 use vr_core::{SampleIndex, SampleRate};
+use vr_dialog::core::{Event, Millis};
+use vr_dialog::smart_turn::SmartTurn;
 
 /// Samples per VAD and recogniser push: one Silero VAD chunk, so a speech start is known at the
 /// input position where the VAD decided it.
@@ -45,9 +45,9 @@ fn millis(pos: SampleIndex) -> Millis {
 }
 
 /// The ring that carries 16 kHz mono audio from the `vad` thread to the `asr` thread.
-pub(super) fn asr_ring() -> Result<(AudioProducer, AudioConsumer), DialogError> {
+pub(super) fn asr_ring() -> Result<(AudioProducer, AudioConsumer), PipelineError> {
     let frames = ASR_RING_SECONDS * SampleRate::PIPELINE.hz() as usize;
-    Ok(vr_capture::audio_ring(
+    Ok(vr_audio::audio_ring(
         "asr-input",
         AudioFormat::PIPELINE,
         frames,
@@ -78,12 +78,12 @@ impl InputThread {
         // Dropping the producer (with `self`) tells the recogniser the input ended.
     }
 
-    fn pump(&mut self) -> Result<(), DialogError> {
+    fn pump(&mut self) -> Result<(), PipelineError> {
         let format = self.input.format();
         let mut resampler = if format == AudioFormat::PIPELINE {
             None
         } else {
-            Some(vr_capture::resample::StreamResampler::new(
+            Some(vr_audio::resample::StreamResampler::new(
                 format,
                 SampleRate::PIPELINE,
             )?)
@@ -161,7 +161,7 @@ impl InputThread {
         read_at: Instant,
         turn_model: &mut Option<TurnModelInput>,
         dropped: &mut u64,
-    ) -> Result<(), DialogError> {
+    ) -> Result<(), PipelineError> {
         if mono.is_empty() {
             return Ok(());
         }
@@ -189,7 +189,9 @@ impl InputThread {
             );
             if let Some((model, tail)) = turn_model.as_mut() {
                 tail.extend(piece.iter().copied());
-                let excess = tail.len().saturating_sub(crate::smart_turn::WINDOW_SAMPLES);
+                let excess = tail
+                    .len()
+                    .saturating_sub(vr_dialog::smart_turn::WINDOW_SAMPLES);
                 tail.drain(..excess);
                 // The VAD's speech end is the short stop: judge the audio up to here.
                 for at in ends {
@@ -263,7 +265,7 @@ impl AsrThread {
     }
 
     /// The input's end position, or `None` when stopped first.
-    fn recognise(&mut self) -> Result<Option<SampleIndex>, DialogError> {
+    fn recognise(&mut self) -> Result<Option<SampleIndex>, PipelineError> {
         let mut piece = vec![0f32; ASR_MAX_PUSH];
         let mut pos = SampleIndex::ZERO;
         loop {

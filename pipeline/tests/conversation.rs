@@ -6,14 +6,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use voicerelay_dialog::conversation::{
-    Assistant, AssistantParts, ConversationEvent, ConversationSummary, LoopState, SharedCounter,
-    SynthesizerFactory, VadFactory, WavOutput, UNREACHABLE_SENTENCE,
+use voicerelay_pipeline::{
+    Assistant, AssistantParts, PipelineError, SynthesizerFactory, VadFactory, WavOutput,
 };
-use voicerelay_dialog::llm::openai::{OpenAiEngine, OpenAiOptions};
-use voicerelay_dialog::turn::TurnEventKind;
-use voicerelay_dialog::{DialogConfig, DialogError, LlmConfig};
 use vr_core::SampleRate;
+use vr_dialog::llm::openai::{OpenAiEngine, OpenAiOptions};
+use vr_dialog::turn::TurnEventKind;
+use vr_dialog::{
+    ConversationEvent, ConversationSummary, DialogConfig, LlmConfig, LoopState, SharedCounter,
+    UNREACHABLE_SENTENCE,
+};
 use vr_tts::Synthesizer;
 
 /// The real-time tests share two CPU cores; running them one at a time keeps latencies honest.
@@ -48,11 +50,11 @@ fn store() -> Option<vr_core::ModelStore> {
 /// `text` spoken by the configured voice, at 16 kHz.
 fn speak(tts: &vr_tts::StreamingSynthesizer, text: &str) -> Vec<f32> {
     let samples = tts.speak_all(text, Duration::from_secs(30)).unwrap();
-    let format = vr_capture::AudioFormat {
+    let format = vr_audio::AudioFormat {
         rate: tts.sample_rate(),
         channels: 1,
     };
-    vr_capture::resample::resample_to_mono(&samples, format, RATE).unwrap()
+    vr_audio::resample::resample_to_mono(&samples, format, RATE).unwrap()
 }
 
 /// The voiced part of `x` (first to last sample above 2% of the peak), cut to at most `max`.
@@ -99,8 +101,7 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
     let conv = assistant.conversation().unwrap();
     let handle = conv.handle();
     let (producer, consumer) =
-        vr_capture::audio_ring("test-input", vr_capture::AudioFormat::PIPELINE, 60 * 16_000)
-            .unwrap();
+        vr_audio::audio_ring("test-input", vr_audio::AudioFormat::PIPELINE, 60 * 16_000).unwrap();
     let progress = Arc::new(Mutex::new(Progress::default()));
     let fed = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel(1024);
@@ -419,8 +420,8 @@ fn dead_llm_assistant(c: &Cfg, store: &vr_core::ModelStore) -> Assistant {
         dialog: c.dialog.clone(),
         llm: Arc::new(engine),
         sampling: c.llm.sampling(),
-        token_counter: Arc::new(voicerelay_dialog::memory::ByteEstimate) as SharedCounter,
-        recognizer: Arc::new(move || models.recognizer().map_err(DialogError::from)),
+        token_counter: Arc::new(vr_dialog::memory::ByteEstimate) as SharedCounter,
+        recognizer: Arc::new(move || models.recognizer().map_err(PipelineError::from)),
         synthesizer,
         min_clause_chars: c.tts.min_chunk_chars,
         max_clause_chars: c.tts.max_chunk_chars,
@@ -428,7 +429,7 @@ fn dead_llm_assistant(c: &Cfg, store: &vr_core::ModelStore) -> Assistant {
             let (vad, vad_store) = (c.vad.clone(), store.clone());
             Some(Arc::new(move || {
                 vr_asr::vad::SileroVad::from_store(&vad_store, vad.clone())
-                    .map_err(DialogError::from)
+                    .map_err(PipelineError::from)
             }) as VadFactory)
         },
         vad_end_lag: Duration::from_millis(u64::from(c.vad.min_silence_ms + c.vad.speech_pad_ms)),
@@ -567,7 +568,7 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     let conv = assistant.conversation().unwrap();
     let handle = conv.handle();
     let (producer, consumer) =
-        vr_capture::audio_ring("test-input", vr_capture::AudioFormat::PIPELINE, 16_000).unwrap();
+        vr_audio::audio_ring("test-input", vr_audio::AudioFormat::PIPELINE, 16_000).unwrap();
     let (tx, rx) = mpsc::sync_channel(1024);
     let output = WavOutput::create(&wav_path, out_rate).unwrap();
     let runner = std::thread::spawn(move || conv.run(consumer, Box::new(output), tx));
@@ -624,7 +625,7 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     for (i, l) in summary.latencies.iter().enumerate() {
         println!("typed turn latency: {l:?}");
         assert_eq!(l.turn, i as u32 + 1);
-        assert_eq!(l.input, voicerelay_dialog::TurnInput::Text);
+        assert_eq!(l.input, vr_dialog::TurnInput::Text);
         assert_eq!(
             (l.speech_end_ms, l.endpointing_ms, l.asr_final_ms),
             (None, None, None)
@@ -704,7 +705,7 @@ fn dual_path_speaks_the_kept_draft_then_the_slow_models_continuation() {
     };
     let mut c = configs();
     c.llm.model = "qwen2.5-1.5b".into();
-    c.dialog.dual = voicerelay_dialog::config::DualSettings {
+    c.dialog.dual = vr_dialog::config::DualSettings {
         enabled: true,
         keep_threshold: 0.0,
         ..Default::default()

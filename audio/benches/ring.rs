@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use voicerelay_capture::{audio_ring, AudioFormat};
+use voicerelay_audio::{audio_ring, AudioFormat};
 use vr_core::SampleRate;
 
 /// Callback sizes swept; 480 (10 ms at 48 kHz) is the reference case.

@@ -1,7 +1,7 @@
 //! [`WavOutput`]: answer audio into a WAV file on a simulated real-time clock.
 
-use crate::conversation::AudioOutput;
-use crate::DialogError;
+use crate::assistant::AudioOutput;
+use crate::PipelineError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vr_core::{SampleIndex, SampleRate};
@@ -26,14 +26,14 @@ pub struct WavOutput {
 
 impl WavOutput {
     /// Creates `path` (32-bit float mono at `rate`); its clock starts now.
-    pub fn create(path: &Path, rate: SampleRate) -> Result<Self, DialogError> {
+    pub fn create(path: &Path, rate: SampleRate) -> Result<Self, PipelineError> {
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: rate.hz(),
             bits_per_sample: 32,
             sample_format: hound::SampleFormat::Float,
         };
-        let writer = hound::WavWriter::create(path, spec).map_err(|e| DialogError::Output {
+        let writer = hound::WavWriter::create(path, spec).map_err(|e| PipelineError::Output {
             reason: format!("cannot create {}: {e}", path.display()),
         })?;
         Ok(Self {
@@ -71,13 +71,13 @@ impl WavOutput {
     }
 
     /// Writes the timeline up to `until` (silence where nothing was queued).
-    fn materialise(&mut self, until: u64) -> Result<(), DialogError> {
+    fn materialise(&mut self, until: u64) -> Result<(), PipelineError> {
         let Some(w) = self.writer.as_mut() else {
-            return Err(DialogError::Output {
+            return Err(PipelineError::Output {
                 reason: format!("{} is already closed", self.path.display()),
             });
         };
-        let err = |e: hound::Error| DialogError::Output {
+        let err = |e: hound::Error| PipelineError::Output {
             reason: format!("cannot write {}: {e}", self.path.display()),
         };
         while self.written < until {
@@ -107,7 +107,7 @@ impl AudioOutput for WavOutput {
         self.rate
     }
 
-    fn write(&mut self, samples: &[f32]) -> Result<(), DialogError> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), PipelineError> {
         let now = self.clock();
         self.materialise(now)?;
         if self.queue.is_empty() {
@@ -139,12 +139,12 @@ impl AudioOutput for WavOutput {
             .saturating_sub(self.clock().max(self.queue_start)) as usize
     }
 
-    fn close(&mut self) -> Result<(), DialogError> {
+    fn close(&mut self) -> Result<(), PipelineError> {
         // Everything queued is heard in full; the file ends with the last sample.
         let end = self.queue_end().max(self.written);
         self.materialise(end)?;
         if let Some(w) = self.writer.take() {
-            w.finalize().map_err(|e| DialogError::Output {
+            w.finalize().map_err(|e| PipelineError::Output {
                 reason: format!("cannot finalise {}: {e}", self.path.display()),
             })?;
         }
