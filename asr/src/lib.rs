@@ -61,6 +61,30 @@ pub trait StreamingRecognizer: Send {
     }
     /// Feed the next samples (any length, including zero) and collect what became known.
     fn push(&mut self, samples: &[f32]) -> Result<Vec<AsrEvent>, AsrError>;
+    /// Stop running a VAD of its own: the caller runs one over the same audio, with the same
+    /// `[vad]` config, and hands its decisions to [`StreamingRecognizer::push_with_vad`], so each
+    /// sample goes through Silero once. True when the recogniser had a VAD gate to give up (it
+    /// then needs every speech start and end); false when it has none (push as usual).
+    fn use_external_vad(&mut self) -> bool {
+        false
+    }
+    /// [`StreamingRecognizer::push`] for a recogniser that gave its VAD up: `vad` holds the
+    /// decisions the caller's VAD made while taking exactly these samples (empty when it made
+    /// none), handled as its own VAD's would have been.
+    fn push_with_vad(
+        &mut self,
+        samples: &[f32],
+        vad: &[vad::VadEvent],
+    ) -> Result<Vec<AsrEvent>, AsrError> {
+        let _ = vad;
+        self.push(samples)
+    }
+    /// [`StreamingRecognizer::finish`] for a recogniser that gave its VAD up: `vad` holds the
+    /// caller's VAD's own end-of-stream decisions (`SileroVad::finish`).
+    fn finish_with_vad(&mut self, vad: &[vad::VadEvent]) -> Result<Vec<AsrEvent>, AsrError> {
+        let _ = vad;
+        self.finish()
+    }
     /// End of stream: finalise whatever is pending (emits a `Final` if there was speech).
     fn finish(&mut self) -> Result<Vec<AsrEvent>, AsrError>;
     /// Forget the stream and start again at sample 0; model weights stay loaded.

@@ -208,3 +208,51 @@ fn kv_cached_decoder_matches_candles_decoder() {
     let f = m.decode(&enc, &[], &d.tokens[..4], false, n, 64).unwrap();
     assert_eq!(f.tokens, d.tokens[4..]);
 }
+
+/// One Silero pass per sample: a recogniser that gives its VAD up and takes the same decisions
+/// from a VAD its caller runs (the pipeline's stand-alone VAD, same config) reports exactly what
+/// it reports gated by its own, partials and finals alike.
+#[test]
+fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
+    let (dir, mel) = model_dirs();
+    let m = WhisperModel::load(&dir, &mel).unwrap();
+    let store = vr_core::ModelStore::from_env().unwrap();
+    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let vad = || vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap();
+    let Some(audio) = corpus_clip("jfk_inaugural") else {
+        return;
+    };
+    let mut own = WhisperStream::new(m.clone(), AsrConfig::default())
+        .unwrap()
+        .with_vad(vad());
+    let mut taking: Box<dyn StreamingRecognizer> = Box::new(
+        WhisperStream::new(m, AsrConfig::default())
+            .unwrap()
+            .with_vad(vad()),
+    );
+    assert!(
+        taking.use_external_vad(),
+        "a VAD-gated Whisper gives its VAD up"
+    );
+    let mut outside = vad();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut decisions = 0;
+    // The pipeline's VAD pieces: one Silero window each.
+    for piece in audio.chunks(512) {
+        a.extend(own.push(piece).unwrap());
+        let decided = outside.push(piece).unwrap();
+        decisions += decided.len();
+        b.extend(taking.push_with_vad(piece, &decided).unwrap());
+    }
+    a.extend(own.finish().unwrap());
+    b.extend(taking.finish_with_vad(&outside.finish()).unwrap());
+    let finals = a
+        .iter()
+        .filter(|e| matches!(e, AsrEvent::Final { .. }))
+        .count();
+    assert!(
+        decisions >= 4 && finals >= 2,
+        "the speech has pauses: {decisions} VAD decisions, {finals} finals"
+    );
+    assert_eq!(a, b, "external VAD decisions must change nothing");
+}

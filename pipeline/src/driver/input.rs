@@ -12,9 +12,10 @@ use super::{post, Msg};
 use crate::PipelineError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vr_asr::vad::VadEvent;
 use vr_asr::{AsrEvent, StreamingRecognizer};
 use vr_audio::{AudioConsumer, AudioFormat, AudioProducer};
 use vr_core::{SampleIndex, SampleRate};
@@ -34,8 +35,22 @@ pub const ASR_MAX_PUSH: usize = 16_000;
 const ASR_RING_SECONDS: usize = 30;
 /// Longest the VAD thread waits for room in the recogniser's ring before dropping a piece.
 const ASR_PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// VAD decisions waiting for the recogniser (a few per utterance; the recogniser's audio ring
+/// fills long before this does).
+pub(super) const VAD_EVENT_QUEUE: usize = 1024;
 /// How often the threads look at the stop flag while their input is quiet.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// What the stand-alone VAD tells a recogniser that gave up its own.
+pub(super) enum VadDecisions {
+    /// Decided once the input up to `at` had gone through the VAD.
+    At {
+        at: SampleIndex,
+        events: Vec<VadEvent>,
+    },
+    /// Decided at the end of the input (`SileroVad::finish`).
+    Finished(Vec<VadEvent>),
+}
 
 /// The end-of-turn model and the last 8 s of 16 kHz audio it judges.
 type TurnModelInput = (Arc<SmartTurn>, VecDeque<f32>);
@@ -60,6 +75,9 @@ pub(super) struct InputThread {
     pub vad: Option<vr_asr::vad::SileroVad>,
     pub turn_model: Option<Arc<SmartTurn>>,
     pub asr: AudioProducer,
+    /// The VAD's decisions for a recogniser that gave up its own VAD, each with the input
+    /// position at which it was decided (the end of the piece that decided it).
+    pub vad_to_asr: Option<SyncSender<VadDecisions>>,
     pub tx: SyncSender<Msg>,
     pub stop: Arc<AtomicBool>,
 }
@@ -128,8 +146,11 @@ impl InputThread {
         let read_at = Instant::now();
         self.forward(&mono, &mut pos, read_at, &mut turn_model, &mut dropped)?;
         if let Some(v) = self.vad.as_mut() {
-            let events = v
-                .finish()
+            let decided = v.finish();
+            if let Some(tx) = &self.vad_to_asr {
+                let _ = tx.send(VadDecisions::Finished(decided.clone()));
+            }
+            let events = decided
                 .into_iter()
                 .map(AsrEvent::from)
                 .filter_map(speech_event)
@@ -152,6 +173,18 @@ impl InputThread {
         Ok(())
     }
 
+    /// Passes the VAD's decisions at `pos` on to a recogniser that takes them. Waits while the
+    /// queue is full rather than lose one: a lost speech end would leave an utterance open.
+    fn hand_to_recogniser(&self, pos: SampleIndex, decided: &[VadEvent]) {
+        if let (Some(tx), false) = (&self.vad_to_asr, decided.is_empty()) {
+            // A recogniser that stopped no longer needs them.
+            let _ = tx.send(VadDecisions::At {
+                at: pos,
+                events: decided.to_vec(),
+            });
+        }
+    }
+
     /// Runs the VAD (and Smart Turn) over `mono` piece by piece, reporting each piece's events
     /// with the clock reading, and hands the audio to the recogniser's ring.
     fn forward(
@@ -170,7 +203,9 @@ impl InputThread {
             let Some(v) = self.vad.as_mut() else {
                 continue;
             };
-            let raw: Vec<AsrEvent> = v.push(piece)?.into_iter().map(AsrEvent::from).collect();
+            let decided = v.push(piece)?;
+            self.hand_to_recogniser(*pos, &decided);
+            let raw: Vec<AsrEvent> = decided.into_iter().map(AsrEvent::from).collect();
             let ends: Vec<SampleIndex> = raw
                 .iter()
                 .filter_map(|e| match e {
@@ -243,6 +278,12 @@ pub(super) struct AsrThread {
     pub recognizer: Box<dyn StreamingRecognizer>,
     /// No stand-alone VAD: the recogniser's own speech events drive turn taking.
     pub speech_events: bool,
+    /// The stand-alone VAD's decisions, for a recogniser that gave up its own VAD.
+    pub vad: Option<Receiver<VadDecisions>>,
+    /// Decisions received and not yet handed over (their audio has not been pushed yet).
+    pub pending_vad: VecDeque<(SampleIndex, Vec<VadEvent>)>,
+    /// The VAD's end-of-input decisions, once received.
+    pub vad_finished: Vec<VadEvent>,
     pub tx: SyncSender<Msg>,
     pub stop: Arc<AtomicBool>,
 }
@@ -280,14 +321,62 @@ impl AsrThread {
                 self.audio.wait_for_data(IDLE_WAIT);
                 continue;
             };
-            let events = self.recognizer.push(&piece[..n])?;
+            let events = self.push(start, &piece[..n])?;
             // A gap (audio the ring dropped) moves the clock on without the recogniser.
             pos = start.advance(n as u64);
             self.report(events, pos);
         }
-        let events = self.recognizer.finish()?;
+        // The VAD thread has finished (the ring's producer is gone), so every decision it made,
+        // its last speech end included, is in the queue.
+        let mut events = if self.vad.is_some() {
+            self.push(pos, &[])?
+        } else {
+            Vec::new()
+        };
+        events.extend(self.recognizer.finish_with_vad(&self.vad_finished)?);
         self.report(events, pos);
         Ok(Some(pos))
+    }
+
+    /// Pushes `samples` (input positions from `start`), cut where the VAD decided something so
+    /// that each decision reaches the recogniser right after the audio that decided it, as its
+    /// own VAD's would have.
+    fn push(
+        &mut self,
+        start: SampleIndex,
+        samples: &[f32],
+    ) -> Result<Vec<AsrEvent>, PipelineError> {
+        let Some(rx) = &self.vad else {
+            return Ok(self.recognizer.push(samples)?);
+        };
+        for news in rx.try_iter() {
+            match news {
+                VadDecisions::At { at, events } => self.pending_vad.push_back((at, events)),
+                VadDecisions::Finished(events) => self.vad_finished = events,
+            }
+        }
+        let end = start.advance(samples.len() as u64);
+        let mut events = Vec::new();
+        let mut done = 0usize;
+        while let Some((at, _)) = self.pending_vad.front() {
+            if *at > end {
+                break;
+            }
+            let Some((at, decided)) = self.pending_vad.pop_front() else {
+                break;
+            };
+            // A decision inside audio the ring dropped is handed over at once.
+            let upto = (at.0.saturating_sub(start.0) as usize).clamp(done, samples.len());
+            events.extend(
+                self.recognizer
+                    .push_with_vad(&samples[done..upto], &decided)?,
+            );
+            done = upto;
+        }
+        if done < samples.len() {
+            events.extend(self.recognizer.push_with_vad(&samples[done..], &[])?);
+        }
+        Ok(events)
     }
 
     fn report(&self, raw: Vec<AsrEvent>, pos: SampleIndex) {

@@ -179,6 +179,15 @@ pub(crate) fn run(
     let stop = control.stop.clone();
     let (asr_in, asr_out) = input::asr_ring()?;
     let has_vad = vad.is_some();
+    let mut recognizer = recognizer;
+    // One Silero pass per sample: when the recogniser would gate itself on a VAD of its own
+    // (same `[vad]` config as the stand-alone one), it takes the stand-alone VAD's decisions.
+    let (vad_to_asr, vad_from_asr) = if has_vad && recognizer.use_external_vad() {
+        let (tx, rx) = mpsc::sync_channel(input::VAD_EVENT_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
             .name(name.into())
@@ -190,6 +199,7 @@ pub(crate) fn run(
         vad,
         turn_model: parts.turn_model.clone(),
         asr: asr_in,
+        vad_to_asr,
         tx: control.tx.clone(),
         stop: stop.clone(),
     };
@@ -198,6 +208,9 @@ pub(crate) fn run(
         audio: asr_out,
         recognizer,
         speech_events: !has_vad,
+        vad: vad_from_asr,
+        pending_vad: std::collections::VecDeque::new(),
+        vad_finished: Vec::new(),
         tx: control.tx.clone(),
         stop: stop.clone(),
     };
