@@ -222,6 +222,53 @@ fn absorb(ev: ConversationEvent, w: &mut Window, barge_ins: &mut usize, errors: 
     }
 }
 
+impl Window {
+    fn into_result(self, i: usize, turn: &UserTurn, timed_out: bool) -> DialogTurnResult {
+        DialogTurnResult {
+            index: i + 1,
+            source: turn.source.clone(),
+            spoken_text: turn.text.clone(),
+            audio_s: turn.audio.len() as f64 / f64::from(SampleRate::PIPELINE.hz()),
+            transcript: self.finals.join(" "),
+            answer: self.answer.join(" "),
+            latency: self.latencies.last().map(StageLatency::from),
+            detected_turns: self.latencies.len(),
+            timed_out,
+            draft_kept: self.draft.as_ref().map(|d| d.2),
+            draft_score: self.draft.as_ref().and_then(|d| d.1),
+            draft: self.draft.map(|d| d.0),
+            seam_gap_ms: self.seam_gap_ms,
+        }
+    }
+}
+
+/// Drains the loop's events while it finishes (it waits whenever the event channel is full) and
+/// says how it ended when that was not cleanly.
+fn wait_for_the_end(
+    runner: std::thread::JoinHandle<
+        Result<vr_dialog::ConversationSummary, vr_pipeline::PipelineError>,
+    >,
+    rx: &mpsc::Receiver<ConversationEvent>,
+    barge_ins: &mut usize,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    let mut tail = Window::default();
+    while !runner.is_finished() {
+        if let Ok(ev) = rx.recv_timeout(Duration::from_millis(20)) {
+            absorb(ev, &mut tail, barge_ins, errors);
+        }
+    }
+    let joined = runner.join();
+    while let Ok(ev) = rx.try_recv() {
+        absorb(ev, &mut tail, barge_ins, errors);
+    }
+    match joined {
+        Ok(Ok(_summary)) => None,
+        Ok(Err(e)) => Some(format!("conversation ended with an error: {e}")),
+        Err(_) => Some("the conversation thread panicked".into()),
+    }
+}
+
 /// Runs `turns` through one conversation of `assistant`, writing the answer audio to
 /// `answer_wav`. `cancel` stops after the current turn (the report is then partial).
 pub fn run_dialog(
@@ -306,21 +353,7 @@ pub fn run_dialog(
                 break 'turns;
             }
         }
-        let r = DialogTurnResult {
-            index: i + 1,
-            source: turn.source.clone(),
-            spoken_text: turn.text.clone(),
-            audio_s: turn.audio.len() as f64 / f64::from(SampleRate::PIPELINE.hz()),
-            transcript: w.finals.join(" "),
-            answer: w.answer.join(" "),
-            latency: w.latencies.last().map(StageLatency::from),
-            detected_turns: w.latencies.len(),
-            timed_out,
-            draft_kept: w.draft.as_ref().map(|d| d.2),
-            draft_score: w.draft.as_ref().and_then(|d| d.1),
-            draft: w.draft.map(|d| d.0),
-            seam_gap_ms: w.seam_gap_ms,
-        };
+        let r = w.into_result(i, turn, timed_out);
         progress(i, &r);
         results.push(r);
     }
@@ -333,23 +366,8 @@ pub fn run_dialog(
     }
     // End of input: the loop finishes once it has drained it.
     drop(producer);
-    // Drained while the loop finishes: it waits whenever the event channel is full.
-    let mut tail = Window::default();
-    while !runner.is_finished() {
-        if let Ok(ev) = rx.recv_timeout(Duration::from_millis(20)) {
-            absorb(ev, &mut tail, &mut barge_ins, &mut errors);
-        }
-    }
-    let joined = runner.join();
-    while let Ok(ev) = rx.try_recv() {
-        absorb(ev, &mut tail, &mut barge_ins, &mut errors);
-    }
+    let ended = wait_for_the_end(runner, &rx, &mut barge_ins, &mut errors);
     handle.stop();
-    let ended = match joined {
-        Ok(Ok(_summary)) => None,
-        Ok(Err(e)) => Some(format!("conversation ended with an error: {e}")),
-        Err(_) => Some("the conversation thread panicked".into()),
-    };
     if let Some(e) = failure {
         return Err(match ended {
             Some(why) => EvalError::Dialog(why),

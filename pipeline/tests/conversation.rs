@@ -93,6 +93,77 @@ struct Run {
     wav: Vec<f32>,
 }
 
+/// The scripted user: plays each cue when it is due (10 ms chunks on an absolute real-time
+/// schedule, silence between cues) and ends `tail` after the last one.
+fn feed_script(
+    producer: vr_audio::AudioProducer,
+    cues: Vec<(When, Vec<f32>)>,
+    tail: Duration,
+    progress: Arc<Mutex<Progress>>,
+    fed: Arc<AtomicU64>,
+) {
+    let mut producer = producer;
+    let chunk = RATE.samples_in(Duration::from_millis(10)) as usize;
+    let silence = vec![0f32; chunk];
+    let t0 = Instant::now();
+    let mut pos = 0u64;
+    let mut cues = cues.into_iter();
+    let mut current: Option<(When, Vec<f32>)> = cues.next();
+    let mut playing: Option<(Vec<f32>, usize)> = None;
+    let mut end_at: Option<u64> = None;
+    loop {
+        let now_ms = pos * 1000 / u64::from(RATE.hz());
+        if playing.is_none() {
+            if let Some((when, _)) = &current {
+                let p = progress.lock().unwrap();
+                let due = match *when {
+                    When::At(d) => Some(d.as_millis() as u64),
+                    When::IntoAnswer(n, d) => {
+                        p.answer_starts.get(n).map(|s| s + d.as_millis() as u64)
+                    }
+                    When::AfterAnswer(n, d) => {
+                        p.answer_ends.get(n).map(|s| s + d.as_millis() as u64)
+                    }
+                };
+                drop(p);
+                if due.is_some_and(|d| now_ms >= d) {
+                    let (_, audio) = current.take().unwrap();
+                    playing = Some((audio, 0));
+                    current = cues.next();
+                }
+            } else if end_at.is_none() {
+                end_at = Some(pos + RATE.samples_in(tail));
+            }
+        }
+        if end_at.is_some_and(|e| pos >= e) {
+            break;
+        }
+        let block: Vec<f32> = match playing.as_mut() {
+            Some((audio, at)) => {
+                let n = chunk.min(audio.len() - *at);
+                let mut b = audio[*at..*at + n].to_vec();
+                b.resize(chunk, 0.0);
+                *at += n;
+                if *at >= audio.len() {
+                    playing = None;
+                }
+                b
+            }
+            None => silence.clone(),
+        };
+        let due = t0 + RATE.duration_of(pos + chunk as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        producer.push(&block);
+        pos += chunk as u64;
+        fed.store(pos, Ordering::SeqCst);
+        if pos > RATE.samples_in(Duration::from_secs(280)) {
+            break; // The script never finished: the test's assertions will say why.
+        }
+    }
+}
+
 /// Plays `cues` into a real-time ring feeding a conversation, then `tail` of silence after the
 /// last one; collects every event and the output WAV.
 fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) -> Run {
@@ -108,72 +179,11 @@ fn converse(assistant: &Assistant, cues: Vec<(When, Vec<f32>)>, tail: Duration) 
     let output = WavOutput::create(&wav_path, OUT_RATE).unwrap();
     let runner = std::thread::spawn(move || conv.run(consumer, Box::new(output), tx));
 
-    // The scripted user: 10 ms chunks on an absolute real-time schedule.
+    // The scripted user ([`feed_script`]).
     let feeder = {
         let progress = progress.clone();
         let fed = fed.clone();
-        std::thread::spawn(move || {
-            let mut producer = producer;
-            let chunk = RATE.samples_in(Duration::from_millis(10)) as usize;
-            let silence = vec![0f32; chunk];
-            let t0 = Instant::now();
-            let mut pos = 0u64;
-            let mut cues = cues.into_iter();
-            let mut current: Option<(When, Vec<f32>)> = cues.next();
-            let mut playing: Option<(Vec<f32>, usize)> = None;
-            let mut end_at: Option<u64> = None;
-            loop {
-                let now_ms = pos * 1000 / u64::from(RATE.hz());
-                if playing.is_none() {
-                    if let Some((when, _)) = &current {
-                        let p = progress.lock().unwrap();
-                        let due = match *when {
-                            When::At(d) => Some(d.as_millis() as u64),
-                            When::IntoAnswer(n, d) => {
-                                p.answer_starts.get(n).map(|s| s + d.as_millis() as u64)
-                            }
-                            When::AfterAnswer(n, d) => {
-                                p.answer_ends.get(n).map(|s| s + d.as_millis() as u64)
-                            }
-                        };
-                        drop(p);
-                        if due.is_some_and(|d| now_ms >= d) {
-                            let (_, audio) = current.take().unwrap();
-                            playing = Some((audio, 0));
-                            current = cues.next();
-                        }
-                    } else if end_at.is_none() {
-                        end_at = Some(pos + RATE.samples_in(tail));
-                    }
-                }
-                if end_at.is_some_and(|e| pos >= e) {
-                    break;
-                }
-                let block: Vec<f32> = match playing.as_mut() {
-                    Some((audio, at)) => {
-                        let n = chunk.min(audio.len() - *at);
-                        let mut b = audio[*at..*at + n].to_vec();
-                        b.resize(chunk, 0.0);
-                        *at += n;
-                        if *at >= audio.len() {
-                            playing = None;
-                        }
-                        b
-                    }
-                    None => silence.clone(),
-                };
-                let due = t0 + RATE.duration_of(pos + chunk as u64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                producer.push(&block);
-                pos += chunk as u64;
-                fed.store(pos, Ordering::SeqCst);
-                if pos > RATE.samples_in(Duration::from_secs(280)) {
-                    break; // The script never finished: the test's assertions will say why.
-                }
-            }
-        })
+        std::thread::spawn(move || feed_script(producer, cues, tail, progress, fed))
     };
 
     let mut events = Vec::new();
@@ -552,6 +562,36 @@ fn median_f0(x: &[f32], rate: u32) -> Option<f64> {
     f0s.get(f0s.len() / 2).copied()
 }
 
+/// The first and the second answer in 48 kHz output audio: the first run of sound, and what
+/// follows the first silence longer than 500 ms (within an answer words are never that far apart).
+fn first_and_second_answer(wav: &[f32]) -> (&[f32], &[f32]) {
+    let frame = 480;
+    let loud: Vec<bool> = wav
+        .chunks(frame)
+        .map(|f| f.iter().fold(0f32, |m, v| m.max(v.abs())) > 0.01)
+        .collect();
+    let first_on = loud.iter().position(|l| *l).unwrap();
+    let first_off = first_on + loud[first_on..].iter().position(|l| !*l).unwrap_or(0);
+    let mut end = first_on;
+    let mut quiet = 0;
+    for (i, l) in loud.iter().enumerate().skip(first_off) {
+        if *l {
+            end = i;
+            quiet = 0;
+        } else {
+            quiet += 1;
+            if quiet > 50 {
+                break;
+            }
+        }
+    }
+    let second_on = end + 1 + loud[end + 1..].iter().position(|l| *l).unwrap();
+    let last_on = loud.iter().rposition(|l| *l).unwrap();
+    let piper = &wav[first_on * frame..(end + 1) * frame];
+    let flite = &wav[second_on * frame..(last_on + 1) * frame];
+    (piper, flite)
+}
+
 /// Typed turns get the same latency breakdown as spoken ones, with the speech stages absent;
 /// `set_voice` switches the voice between answers (a `Voice` event with the new rate, and the
 /// answer's audio really is the new voice: Piper's joe is a low male voice, flite's slt a higher
@@ -644,31 +684,7 @@ fn typed_turns_report_latency_and_the_voice_changes_between_answers() {
     // The two answers in the output: the first and the last run of sound.
     let mut r = hound::WavReader::open(&wav_path).unwrap();
     let wav: Vec<f32> = r.samples::<f32>().map(Result::unwrap).collect();
-    let frame = 480;
-    let loud: Vec<bool> = wav
-        .chunks(frame)
-        .map(|f| f.iter().fold(0f32, |m, v| m.max(v.abs())) > 0.01)
-        .collect();
-    let first_on = loud.iter().position(|l| *l).unwrap();
-    let first_off = first_on + loud[first_on..].iter().position(|l| !*l).unwrap_or(0);
-    // Within an answer words are never 500 ms apart; between the answers they are.
-    let mut end = first_on;
-    let mut quiet = 0;
-    for (i, l) in loud.iter().enumerate().skip(first_off) {
-        if *l {
-            end = i;
-            quiet = 0;
-        } else {
-            quiet += 1;
-            if quiet > 50 {
-                break;
-            }
-        }
-    }
-    let second_on = end + 1 + loud[end + 1..].iter().position(|l| *l).unwrap();
-    let last_on = loud.iter().rposition(|l| *l).unwrap();
-    let piper = &wav[first_on * frame..(end + 1) * frame];
-    let flite = &wav[second_on * frame..(last_on + 1) * frame];
+    let (piper, flite) = first_and_second_answer(&wav);
     assert!(piper.len() > 48_000 && flite.len() > 48_000);
     let (fp, ff) = (median_f0(piper, 48_000), median_f0(flite, 48_000));
     println!(
