@@ -36,6 +36,7 @@ pub fn init(log: &LogConfig) -> Result<()> {
             .install_recorder()
             .context("cannot install the metrics recorder")?;
         let _ = PROMETHEUS.set(handle);
+        vr_pipeline::describe_metrics();
     }
     Ok(())
 }

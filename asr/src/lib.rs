@@ -79,6 +79,12 @@ pub trait StreamingRecognizer: Send {
         let _ = vad;
         self.push(samples)
     }
+    /// The caller's turn detector ended the turn: finalise the utterance whose speech has ended
+    /// now, instead of after the recogniser's own `final_silence_ms`. Speech still going on is
+    /// left alone (nothing when nothing is pending, or the engine decides ends itself).
+    fn end_utterance(&mut self) -> Result<Vec<AsrEvent>, AsrError> {
+        Ok(Vec::new())
+    }
     /// [`StreamingRecognizer::finish`] for a recogniser that gave its VAD up: `vad` holds the
     /// caller's VAD's own end-of-stream decisions (`SileroVad::finish`).
     fn finish_with_vad(&mut self, vad: &[vad::VadEvent]) -> Result<Vec<AsrEvent>, AsrError> {

@@ -256,3 +256,65 @@ fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
     );
     assert_eq!(a, b, "external VAD decisions must change nothing");
 }
+
+/// A turn detector that ends the turn before the recogniser's own final silence runs out gets
+/// the same final at once: the utterance was settled at the speech end, so finalising early
+/// decodes nothing more.
+#[test]
+fn end_utterance_gives_the_same_final_before_the_final_silence() {
+    let (dir, mel) = model_dirs();
+    let m = WhisperModel::load(&dir, &mel).unwrap();
+    let store = vr_core::ModelStore::from_env().unwrap();
+    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let stream = || {
+        WhisperStream::new(m.clone(), AsrConfig::default())
+            .unwrap()
+            .with_vad(vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap())
+    };
+    let Some(mut audio) = corpus_clip("ls_1089-134691-0000") else {
+        return;
+    };
+    audio.resize(audio.len() + 32_000, 0.0);
+    // Pushed position → the final seen there.
+    let run = |ask_at_ms: Option<u64>| -> (u64, AsrEvent) {
+        let mut s = stream();
+        let (mut pos, mut ended_at) = (0u64, None);
+        for piece in audio.chunks(512) {
+            let mut events = s.push(piece).unwrap();
+            pos += piece.len() as u64;
+            if events
+                .iter()
+                .any(|e| matches!(e, AsrEvent::SpeechEnded { .. }))
+            {
+                ended_at = Some(pos);
+            }
+            if let (Some(e), Some(ms)) = (ended_at, ask_at_ms) {
+                if pos >= e + ms * 16 && pos < e + ms * 16 + 512 {
+                    events.extend(s.end_utterance().unwrap());
+                }
+            }
+            if let Some(f) = events
+                .into_iter()
+                .find(|e| matches!(e, AsrEvent::Final { .. }))
+            {
+                return (pos, f);
+            }
+        }
+        panic!("no final");
+    };
+    let (late_pos, late) = run(None);
+    let (early_pos, early) = run(Some(100));
+    println!("final at {late_pos} samples by its own silence, {early_pos} when asked: {early:?}");
+    assert_eq!(early, late, "the same final, words and times included");
+    match &late {
+        AsrEvent::Final { text, .. } => assert_eq!(words(text), "he could wait no longer"),
+        e => panic!("{e:?}"),
+    }
+    // Its own final comes final_silence_ms (500) after the dated speech end, which the VAD
+    // reports min_silence_ms (200) late; asked 100 ms after that report, the final comes about
+    // 200 ms sooner (192 ms measured, in 32 ms pieces).
+    assert!(
+        late_pos >= early_pos + 150 * 16,
+        "asked at {early_pos}, its own at {late_pos}"
+    );
+}

@@ -18,6 +18,7 @@
 
 mod assistant;
 mod driver;
+mod metrics;
 mod wav_output;
 
 pub use assistant::{
@@ -25,6 +26,7 @@ pub use assistant::{
     DualParts, RecognizerFactory, SynthesizerFactory, VadFactory, WavOutput,
 };
 pub use driver::ASR_MAX_PUSH;
+pub use metrics::describe_metrics;
 
 /// Everything that can stop a conversation or keep one from starting.
 #[derive(Debug, thiserror::Error)]

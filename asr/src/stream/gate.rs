@@ -112,6 +112,16 @@ impl StreamingRecognizer for WhisperStream {
         self.push_gated(vad_events)
     }
 
+    fn end_utterance(&mut self) -> Result<Vec<AsrEvent>, AsrError> {
+        let mut out = Vec::new();
+        // Settled at the speech end: finalising now decodes nothing more, so the final is the
+        // one `final_silence_ms` later would have given.
+        if self.gated() && !self.s.vad_active && self.s.paused_at.is_some() {
+            self.finalize(&mut out)?;
+        }
+        Ok(out)
+    }
+
     fn use_external_vad(&mut self) -> bool {
         if self.vad.take().is_some() {
             self.external_vad = true;

@@ -171,6 +171,9 @@ pub enum Action {
         answer: AnswerId,
         request: GenerateRequest,
     },
+    /// The turn ended at `upto` (input clock) with the recogniser's utterance still open: it may
+    /// finalise it once its audio reaches `upto` rather than wait out its own final silence.
+    EndUtterance { upto: Millis },
     /// Synthesize one clause of `answer`, after the ones before it. The core has already cut the
     /// text into clauses: the synthesizer speaks `text` as it is.
     SpeakText {

@@ -272,6 +272,9 @@ impl ConversationCore {
                 self.set_state(LoopState::UserSpeaking);
             }
             K::TurnEnded => {
+                if self.asr_pending {
+                    self.actions.push(Action::EndUtterance { upto: self.now });
+                }
                 self.awaiting = Some(self.now);
                 self.set_state(LoopState::Thinking);
                 self.try_start_awaited();

@@ -11,7 +11,7 @@
 use super::{post, Msg};
 use crate::PipelineError;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,6 +258,7 @@ impl InputThread {
                 tracing::warn!("the recogniser's input ring is full: dropping audio");
             }
             *dropped += (mono.len() - stored) as u64;
+            crate::metrics::asr_dropped((mono.len() - stored) as u64);
         }
         Ok(())
     }
@@ -284,6 +285,10 @@ pub(super) struct AsrThread {
     pub pending_vad: VecDeque<(SampleIndex, Vec<VadEvent>)>,
     /// The VAD's end-of-input decisions, once received.
     pub vad_finished: Vec<VadEvent>,
+    /// Set by the loop: the input position where the turn detector last ended a turn.
+    pub end_utterance: Arc<AtomicU64>,
+    /// The turn end already handed to the recogniser.
+    pub ended_upto: u64,
     pub tx: SyncSender<Msg>,
     pub stop: Arc<AtomicBool>,
 }
@@ -321,9 +326,10 @@ impl AsrThread {
                 self.audio.wait_for_data(IDLE_WAIT);
                 continue;
             };
-            let events = self.push(start, &piece[..n])?;
+            let mut events = self.push(start, &piece[..n])?;
             // A gap (audio the ring dropped) moves the clock on without the recogniser.
             pos = start.advance(n as u64);
+            events.extend(self.end_utterance_if_due(pos)?);
             self.report(events, pos);
         }
         // The VAD thread has finished (the ring's producer is gone), so every decision it made,
@@ -336,6 +342,17 @@ impl AsrThread {
         events.extend(self.recognizer.finish_with_vad(&self.vad_finished)?);
         self.report(events, pos);
         Ok(Some(pos))
+    }
+
+    /// The turn ended and the recogniser has heard the audio up to its end: the utterance it
+    /// holds open is final now, not after its own final silence.
+    fn end_utterance_if_due(&mut self, pos: SampleIndex) -> Result<Vec<AsrEvent>, PipelineError> {
+        let upto = self.end_utterance.load(Ordering::Acquire);
+        if upto <= self.ended_upto || pos.0 < upto {
+            return Ok(Vec::new());
+        }
+        self.ended_upto = upto;
+        Ok(self.recognizer.end_utterance()?)
     }
 
     /// Pushes `samples` (input positions from `start`), cut where the VAD decided something so

@@ -127,6 +127,7 @@ impl LlmWorker {
             Err(TrySendError::Full(_)) => {
                 // The loop never waits on a worker; a full queue means it is far behind.
                 self.dropped += 1;
+                crate::metrics::queue_dropped("llm_jobs");
                 tracing::warn!(
                     role = self.role,
                     dropped = self.dropped,

@@ -100,6 +100,7 @@ impl Control {
     pub(crate) fn send(&self, event: Event) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Core(event)) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::queue_dropped("control");
             tracing::warn!(
                 dropped = n,
                 "conversation queue full: control message dropped"
@@ -182,6 +183,9 @@ pub(crate) fn run(
     let mut recognizer = recognizer;
     // One Silero pass per sample: when the recogniser would gate itself on a VAD of its own
     // (same `[vad]` config as the stand-alone one), it takes the stand-alone VAD's decisions.
+    // Where the turn detector last ended a turn (input samples; 0: none yet): the recogniser
+    // finalises its open utterance once its audio reaches it.
+    let end_utterance = Arc::new(AtomicU64::new(0));
     let (vad_to_asr, vad_from_asr) = if has_vad && recognizer.use_external_vad() {
         let (tx, rx) = mpsc::sync_channel(input::VAD_EVENT_QUEUE);
         (Some(tx), Some(rx))
@@ -211,6 +215,8 @@ pub(crate) fn run(
         vad: vad_from_asr,
         pending_vad: std::collections::VecDeque::new(),
         vad_finished: Vec::new(),
+        end_utterance: end_utterance.clone(),
+        ended_upto: 0,
         tx: control.tx.clone(),
         stop: stop.clone(),
     };
@@ -246,6 +252,7 @@ pub(crate) fn run(
             clock: InputClock { t0: Instant::now() },
             wakes: (0, 0),
             stopped_at: None,
+            end_utterance,
         };
         // Nothing but the workers and the handles may keep the channel open.
         drop(control);
@@ -280,6 +287,8 @@ struct Loop<'a, E: EventSink> {
     /// When the output last stopped for user speech (a pause, or a flush without one), on the
     /// input clock: the core dates a barge-in's stop at its own step and cannot see this delay.
     stopped_at: Option<Millis>,
+    /// Shared with the `asr` thread: the input position of the last turn end.
+    end_utterance: Arc<AtomicU64>,
 }
 
 impl<E: EventSink> Loop<'_, E> {
@@ -428,6 +437,10 @@ impl<E: EventSink> Loop<'_, E> {
                 self.stopped_at.get_or_insert(self.clock.now());
             }
             Action::SetVoice(kind) => self.tts.set_voice(kind),
+            Action::EndUtterance { upto } => {
+                let at = upto.to_samples(SampleRate::PIPELINE).0;
+                self.end_utterance.fetch_max(at, Ordering::Release);
+            }
             Action::Emit(ConversationEvent::BargeIn {
                 at_ms,
                 detected_ms,
@@ -464,5 +477,32 @@ impl<E: EventSink> Loop<'_, E> {
             },
             now,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// A client's control message that finds the conversation's queue full is dropped (the
+    /// caller never blocks) and counted in `pipeline_queue_dropped_total{queue="control"}`.
+    #[test]
+    fn a_full_control_queue_drops_and_counts_what_does_not_fit() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let (control, rx) = Control::new();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..MSG_QUEUE + 3 {
+                control.send(Event::ClientInterrupt);
+            }
+        });
+        assert_eq!(control.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(rx.try_iter().count(), MSG_QUEUE, "what fitted is all there");
+        let text = metrics.render();
+        assert!(
+            text.contains("pipeline_queue_dropped_total{queue=\"control\"} 3"),
+            "{text}"
+        );
     }
 }

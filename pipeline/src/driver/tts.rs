@@ -89,6 +89,7 @@ impl TtsWorker {
             Err(TrySendError::Full(_)) => {
                 // The loop never waits on the worker; a full queue means it is far behind.
                 self.dropped += 1;
+                crate::metrics::queue_dropped("tts_jobs");
                 tracing::warn!(dropped = self.dropped, "TTS queue full: command dropped");
             }
         }

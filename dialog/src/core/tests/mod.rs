@@ -244,6 +244,7 @@ fn brief(a: &Action) -> String {
         Action::ResumeAudio => "resume".into(),
         Action::FlushAudio => "flush".into(),
         Action::SetVoice(v) => format!("voice {v}"),
+        Action::EndUtterance { upto } => format!("end-utterance {}", upto.ms()),
         Action::Emit(e) => format!("emit {e:?}"),
     }
 }

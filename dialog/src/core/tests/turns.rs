@@ -6,6 +6,40 @@ use crate::llm::Role::{Assistant, User};
 use LoopState::*;
 use TurnEventKind::*;
 
+/// The turn ends (timer) while the recogniser still holds the utterance open (a partial, no
+/// final): the recogniser is told to finalise at the turn end rather than wait out its own
+/// final silence, and the answer starts as soon as that final arrives.
+#[test]
+fn a_turn_that_ends_before_its_final_asks_the_recogniser_to_finalise_now() {
+    let mut sim = Sim::new();
+    sim.at(1_250, Event::SpeechStarted { at: Millis(1_000) });
+    sim.at(
+        2_050,
+        Event::AsrPartial {
+            text: "what time is it".into(),
+            stable_prefix_len: 15,
+        },
+    );
+    sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
+    sim.at(
+        2_590,
+        Event::AsrProgress {
+            upto: Millis(2_590),
+        },
+    );
+    sim.run_until(2_600);
+    assert_eq!(sim.core.state(), Thinking);
+    sim.finalise(2_620, "What time is it?", 1_000, 2_000);
+    assert_eq!(
+        sim.commands(),
+        cmds(&[
+            (2_050, "prefill what time is it"),
+            (2_600, "end-utterance 2600"),
+            (2_620, "start 1 What time is it?"),
+        ])
+    );
+}
+
 #[test]
 fn a_spoken_turn_is_answered_and_remembered() {
     let mut sim = Sim::new();
@@ -218,8 +252,11 @@ fn the_latency_breakdown_equals_the_scripted_times() {
     assert!(sim.requests().is_empty());
     sim.finalise(2_900, "What is the time?", 1_000, 2_000);
     assert_eq!(
-        sim.commands()[1],
-        (2_900, "start 1 What is the time?".into())
+        sim.commands()[1..3],
+        [
+            (2_600, "end-utterance 2600".into()),
+            (2_900, "start 1 What is the time?".into())
+        ]
     );
     sim.at(3_300, token(1, "It is"));
     sim.at(3_500, token(1, " noon."));
@@ -434,7 +471,11 @@ fn partials_prefill_once_per_change_and_only_while_the_turn_is_open() {
     sim.at(2_700, partial("what time is it"));
     assert_eq!(
         sim.commands(),
-        cmds(&[(1_300, "prefill what"), (1_500, "prefill what time")])
+        cmds(&[
+            (1_300, "prefill what"),
+            (1_500, "prefill what time"),
+            (2_600, "end-utterance 2600")
+        ])
     );
     let mut off = Sim::with(CoreConfig {
         speculative_prefill: false,
