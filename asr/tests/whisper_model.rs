@@ -219,9 +219,9 @@ fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
     let store = vr_core::ModelStore::from_env().unwrap();
     let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
     let vad = || vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap();
-    let Some(audio) = corpus_clip("jfk_inaugural") else {
-        return;
-    };
+    // Asserts real transcripts: without the corpus this fails, never passes.
+    let audio =
+        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
     let mut own = WhisperStream::new(m.clone(), AsrConfig::default())
         .unwrap()
         .with_vad(vad());
@@ -271,9 +271,8 @@ fn end_utterance_gives_the_same_final_before_the_final_silence() {
             .unwrap()
             .with_vad(vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap())
     };
-    let Some(mut audio) = corpus_clip("ls_1089-134691-0000") else {
-        return;
-    };
+    let mut audio = corpus_clip("ls_1089-134691-0000")
+        .expect("corpus clip ls_1089-134691-0000 (scripts/bootstrap)");
     audio.resize(audio.len() + 32_000, 0.0);
     // Pushed position → the final seen there.
     let run = |ask_at_ms: Option<u64>| -> (u64, AsrEvent) {
