@@ -44,6 +44,9 @@ pub struct AsrConfig {
     pub final_silence_ms: u32,
     /// Audio kept before the VAD's speech start (its onset decision lags the real onset).
     pub pre_roll_ms: u32,
+    /// Offer each update's decoder the previous hypothesis as a draft, verified in one batched
+    /// pass (speculative decoding; the transcript is the greedy one either way).
+    pub draft_decoding: bool,
 }
 
 impl Default for AsrConfig {
@@ -65,6 +68,7 @@ impl Default for AsrConfig {
             pad_ms: 2000,
             min_encode_ms: 0,
             final_silence_ms: 500,
+            draft_decoding: true,
         }
     }
 }

@@ -6,7 +6,7 @@ extern crate voicerelay_asr as vr_asr;
 use std::path::PathBuf;
 use vr_asr::config::AsrConfig;
 use vr_asr::ct2::Ct2Model;
-use vr_asr::models::whisper::{load_weights, save_hf, WhisperModel};
+use vr_asr::models::whisper::{load_weights, save_hf, DecodeSpec, WhisperModel};
 use vr_asr::stream::WhisperStream;
 use vr_asr::{AsrError, AsrEvent, StreamingRecognizer};
 
@@ -315,5 +315,117 @@ fn end_utterance_gives_the_same_final_before_the_final_silence() {
     assert!(
         late_pos >= early_pos + 150 * 16,
         "asked at {early_pos}, its own at {late_pos}"
+    );
+}
+
+/// Speculative decoding with the previous hypothesis as the draft: whatever the draft says, the
+/// transcript is the greedy one; a right draft is kept whole, a wrong token cuts it there.
+#[test]
+fn a_draft_is_kept_where_it_is_the_greedy_choice_and_never_changes_the_transcript() {
+    let (dir, mel) = model_dirs();
+    let mut m = WhisperModel::load(&dir, &mel).unwrap();
+    let audio =
+        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = &audio[..audio.len().min(8 * 16000)];
+    let (x, n) = m.front_end().log_mel_padded(audio).unwrap();
+    let enc = m.encode(&x, n).unwrap();
+    let plain = m.decode(&enc, &[], &[], false, n, 64).unwrap();
+    assert!(plain.tokens.len() >= 8, "{:?}", plain.tokens);
+    assert_eq!(plain.draft_accepted, 0);
+    let mut run = |forced: &[u32], draft: &[u32]| {
+        m.decode_spec(
+            &enc,
+            &DecodeSpec {
+                prompt: &[],
+                forced,
+                draft,
+                timestamps: false,
+                audio_frames: n,
+                max_new_tokens: 64,
+            },
+        )
+        .unwrap()
+    };
+    let same = |d: &vr_asr::models::whisper::Decoded, what: &str| {
+        assert_eq!(d.tokens, plain.tokens, "{what}: the greedy transcript");
+        assert_eq!(d.ended, plain.ended, "{what}");
+        assert!(
+            (d.avg_logprob - plain.avg_logprob).abs() < 1e-3,
+            "{what}: {} vs {}",
+            d.avg_logprob,
+            plain.avg_logprob
+        );
+        assert_eq!(d.token_frames, plain.token_frames, "{what}: token times");
+    };
+    let whole = run(&[], &plain.tokens);
+    same(&whole, "the whole transcript as the draft");
+    assert_eq!(whole.draft_accepted, plain.tokens.len());
+    let mut wrong = plain.tokens.clone();
+    wrong[5] = if plain.tokens[5] == 262 { 263 } else { 262 };
+    let w = run(&[], &wrong);
+    same(&w, "a wrong sixth token");
+    assert_eq!(w.draft_accepted, 5, "kept up to the wrong token");
+    let mut long = plain.tokens.clone();
+    long.extend_from_slice(&plain.tokens[..6]);
+    let l = run(&[], &long);
+    same(&l, "a draft running past the speech");
+    assert_eq!(l.draft_accepted, plain.tokens.len());
+    // Forced words plus a draft of the rest: the rest, all of it kept.
+    let f = run(&plain.tokens[..4], &plain.tokens[4..]);
+    assert_eq!(f.tokens, plain.tokens[4..]);
+    assert_eq!(f.draft_accepted, plain.tokens.len() - 4);
+}
+
+/// The streaming recogniser with and without drafts: the same partials and finals, word times
+/// included, while most of the drafted tokens are kept (each kept token is a decoder step saved).
+#[test]
+fn draft_decoding_changes_no_event_of_the_stream() {
+    let (dir, mel) = model_dirs();
+    let m = WhisperModel::load(&dir, &mel).unwrap();
+    let store = vr_core::ModelStore::from_env().unwrap();
+    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let audio =
+        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let run = |draft_decoding: bool| {
+        let cfg = AsrConfig {
+            draft_decoding,
+            ..Default::default()
+        };
+        let mut s = WhisperStream::new(m.clone(), cfg)
+            .unwrap()
+            .with_vad(vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap());
+        let mut events = Vec::new();
+        for piece in audio.chunks(1600) {
+            events.extend(s.push(piece).unwrap());
+        }
+        events.extend(s.finish().unwrap());
+        let (offered, kept) = s.draft_totals();
+        (events, offered, kept)
+    };
+    let (plain, offered0, _) = run(false);
+    let (drafted, offered, kept) = run(true);
+    assert_eq!(offered0, 0);
+    assert_eq!(plain, drafted, "drafts must change no event");
+    let finals: Vec<String> = drafted
+        .iter()
+        .filter_map(|e| match e {
+            AsrEvent::Final { text, .. } => Some(words(text)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        finals
+            .join(" ")
+            .contains("ask not what your country can do for you"),
+        "{finals:?}"
+    );
+    println!("draft tokens offered {offered}, kept {kept}");
+    assert!(
+        offered >= 20,
+        "updates after the first get a draft: {offered}"
+    );
+    assert!(
+        kept * 10 >= offered * 6,
+        "most of a growing window's hypothesis is decoded again: kept {kept} of {offered}"
     );
 }

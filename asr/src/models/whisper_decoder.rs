@@ -113,6 +113,19 @@ impl DecoderCache {
         self.len == 0
     }
 
+    /// Keep the first `len` tokens (a rejected draft's positions are dropped).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        for (k, v) in self.own.iter_mut().flatten() {
+            *k = k.narrow(2, 0, len)?;
+            *v = v.narrow(2, 0, len)?;
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Forget the tokens (keep the cross-attention K/V): the next forward starts at position 0.
     pub fn clear_tokens(&mut self) {
         self.own.iter_mut().for_each(|o| *o = None);
@@ -261,5 +274,11 @@ impl KvDecoder {
             .matmul(&self.embed.embeddings().t()?)?
             .squeeze(0)?
             .to_vec1()
+    }
+
+    /// Logits of several positions' hidden states `(n, d)` in one product: the embedding table
+    /// (the largest weight, 51 865 × d) is read once for all of them.
+    pub fn logits_rows(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
+        h.matmul(&self.embed.embeddings().t()?)?.to_vec2()
     }
 }

@@ -37,7 +37,7 @@ use crate::guards::{
     Verdict, WindowScores,
 };
 use crate::mel::{normalize, MelStream, HOP};
-use crate::models::whisper::WhisperModel;
+use crate::models::whisper::{DecodeSpec, WhisperModel};
 use crate::vad::SileroVad;
 use crate::{AsrError, AsrEvent, Word};
 use vr_core::SampleIndex;
@@ -113,6 +113,9 @@ pub struct UpdateStats {
     pub window_frames: usize,
     pub forced_tokens: usize,
     pub new_tokens: usize,
+    /// Tokens of the previous hypothesis offered as a draft, and how many the decode kept.
+    pub draft_tokens: usize,
+    pub draft_accepted: usize,
 }
 
 pub struct WhisperStream {
@@ -157,6 +160,9 @@ pub struct StreamState {
     last_logprob: f32,
     last_stats: UpdateStats,
     vad_active: bool,
+    /// Draft tokens offered to the decoder and kept, over every decode so far.
+    draft_offered: usize,
+    draft_kept: usize,
     /// The last decode failed OpenAI's checks (repetitive or unlikely): nothing of it may be
     /// committed by agreement.
     window_failed: bool,
@@ -189,6 +195,8 @@ impl WhisperStream {
                 last_logprob: 0.0,
                 last_stats: UpdateStats::default(),
                 vad_active: false,
+                draft_offered: 0,
+                draft_kept: 0,
                 window_failed: false,
             },
             vad: None,
@@ -207,6 +215,12 @@ impl WhisperStream {
     /// Shape of the most recent update.
     pub fn last_stats(&self) -> UpdateStats {
         self.s.last_stats
+    }
+
+    /// Draft tokens offered to the decoder and kept, over every decode so far
+    /// (`asr.draft_decoding`); each kept token is a decoder step saved.
+    pub fn draft_totals(&self) -> (usize, usize) {
+        (self.s.draft_offered, self.s.draft_kept)
     }
 
     pub fn model_mut(&mut self) -> &mut WhisperModel {
@@ -252,17 +266,36 @@ impl WhisperStream {
         let max_new = 16 + n_audio / 10;
         let mut prompt = self.s.context.clone();
         prompt.extend_from_slice(&self.s.done_tokens);
-        let d = self
-            .model
-            .decode(&enc, &prompt, &self.s.committed, false, n_audio, max_new)?;
+        // The newest hypothesis's tail is the draft: a window that grew by one update mostly
+        // decodes to the same words again, which then cost one batched pass.
+        let draft = if self.cfg.draft_decoding {
+            self.s.history.last().map(Vec::as_slice).unwrap_or_default()
+        } else {
+            &[]
+        };
+        let d = self.model.decode_spec(
+            &enc,
+            &DecodeSpec {
+                prompt: &prompt,
+                forced: &self.s.committed,
+                draft,
+                timestamps: false,
+                audio_frames: n_audio,
+                max_new_tokens: max_new,
+            },
+        )?;
         let decode_ms = t0.elapsed().as_secs_f64() * 1e3 - encode_ms;
         self.s.last_decode_end = self.s.mel.end_frame();
         self.s.last_no_speech = d.no_speech_prob;
         self.s.last_logprob = d.avg_logprob;
+        self.s.draft_offered += draft.len();
+        self.s.draft_kept += d.draft_accepted;
         self.s.last_stats = UpdateStats {
             window_frames: n,
             forced_tokens: self.s.committed.len(),
             new_tokens: d.tokens.len(),
+            draft_tokens: draft.len(),
+            draft_accepted: d.draft_accepted,
         };
         // OpenAI's per-window checks, on the window's whole text as decoded (forced prefix and
         // new tokens, before any cut below: a window that looped is not trusted even once the
@@ -290,6 +323,8 @@ impl WhisperStream {
             frames = n,
             forced = self.s.committed.len(),
             new = d.tokens.len(),
+            draft = draft.len(),
+            draft_accepted = d.draft_accepted,
             no_speech = d.no_speech_prob,
             logprob = d.avg_logprob,
             compression = scores.compression_ratio,
