@@ -21,6 +21,15 @@ fn model_dirs() -> (PathBuf, PathBuf) {
     (dir, mel)
 }
 
+/// Silero from the model store, shared by the streams a test compares.
+fn silero() -> std::sync::Arc<vr_asr::models::silero::Silero> {
+    let store = vr_core::ModelStore::from_env().expect("model store");
+    std::sync::Arc::new(
+        vr_asr::models::silero::Silero::from_store(&store)
+            .expect("silero-vad in the model cache (run scripts/bootstrap)"),
+    )
+}
+
 fn read_wav(path: &std::path::Path) -> Vec<f32> {
     let mut r = hound::WavReader::open(path).expect("corpus wav");
     assert_eq!(r.spec().sample_rate, 16000);
@@ -216,8 +225,7 @@ fn kv_cached_decoder_matches_candles_decoder() {
 fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
     let (dir, mel) = model_dirs();
     let m = WhisperModel::load(&dir, &mel).unwrap();
-    let store = vr_core::ModelStore::from_env().unwrap();
-    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let silero = silero();
     let vad = || vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap();
     // Asserts real transcripts: without the corpus this fails, never passes.
     let audio =
@@ -264,8 +272,7 @@ fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
 fn end_utterance_gives_the_same_final_before_the_final_silence() {
     let (dir, mel) = model_dirs();
     let m = WhisperModel::load(&dir, &mel).unwrap();
-    let store = vr_core::ModelStore::from_env().unwrap();
-    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let silero = silero();
     let stream = || {
         WhisperStream::new(m.clone(), AsrConfig::default())
             .unwrap()
@@ -382,8 +389,7 @@ fn a_draft_is_kept_where_it_is_the_greedy_choice_and_never_changes_the_transcrip
 fn draft_decoding_changes_no_event_of_the_stream() {
     let (dir, mel) = model_dirs();
     let m = WhisperModel::load(&dir, &mel).unwrap();
-    let store = vr_core::ModelStore::from_env().unwrap();
-    let silero = std::sync::Arc::new(vr_asr::models::silero::Silero::from_store(&store).unwrap());
+    let silero = silero();
     let audio =
         corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
     let run = |draft_decoding: bool| {

@@ -68,8 +68,8 @@ impl WhisperModel {
     /// batched pass. Each draft token is kept while it is exactly the greedy choice at its
     /// position (same suppression and timestamp rules); at the first disagreement the cache is
     /// cut back and decoding goes on one token per step against the KV cache. The result is the
-    /// greedy decode whatever the draft; a good draft only makes it cheaper, because one batched
-    /// pass costs about as much as one single-token step. Cross-attention weights of the
+    /// greedy decode whatever the draft; a good draft only saves single-token steps (each of
+    /// which reads the whole 51 865-row embedding table for its logits). Cross-attention weights of the
     /// alignment heads are kept per token and aligned to the audio by DTW (see
     /// [`Decoded::token_frames`]).
     pub fn decode_spec(&mut self, enc: &Tensor, spec: &DecodeSpec) -> Result<Decoded, AsrError> {
@@ -137,7 +137,13 @@ impl WhisperModel {
             .decoder
             .logits_rows(&ys.i((0, n_prefix - 1..n_prefix + draft_len))?)?;
         let mut accepted = 0;
-        for (i, mut l) in verify.into_iter().enumerate() {
+        // Nothing may be sampled when nothing was asked for.
+        let rows_to_verify = if spec.max_new_tokens == 0 {
+            0
+        } else {
+            verify.len()
+        };
+        for (i, mut l) in verify.into_iter().take(rows_to_verify).enumerate() {
             let Some(best) = self.sample(&mut l, &mut tokens, &mut st) else {
                 break;
             };
@@ -190,8 +196,8 @@ impl WhisperModel {
     }
 
     /// Greedy choice from one position's logits `l` under the suppression and timestamp rules;
-    /// appends it to `tokens` unless it is EOT. `None` when nothing can be sampled (no valid
-    /// token, EOT, or a loop cut): decoding stops, `st.stopped` says so.
+    /// appends it to `tokens` unless it is EOT. `None` on EOT or when no token is valid. A loop
+    /// cut returns the token but truncates `tokens`. Either way `st.stopped` says decoding ends.
     fn sample(&self, l: &mut [f32], tokens: &mut Vec<u32>, st: &mut Sampling) -> Option<u32> {
         let sp = &self.special;
         for &s in self.suppress.iter() {
