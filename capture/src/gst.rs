@@ -47,14 +47,14 @@ impl VideoSourceSpec {
     }
 }
 
-fn init() -> Result<(), CaptureError> {
+pub(crate) fn init() -> Result<(), CaptureError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
         .clone()
         .map_err(CaptureError::Gstreamer)
 }
 
-fn make(factory: &str) -> Result<gst::Element, CaptureError> {
+pub(crate) fn make(factory: &str) -> Result<gst::Element, CaptureError> {
     gst::ElementFactory::make(factory).build().map_err(|e| {
         CaptureError::Gstreamer(format!(
             "element `{factory}` unavailable (plugin missing?): {e}"
@@ -106,7 +106,7 @@ impl Drop for RunningVideo {
     }
 }
 
-fn bus_error(desc: &str, e: &gst::message::Error) -> CaptureError {
+pub(crate) fn bus_error(desc: &str, e: &gst::message::Error) -> CaptureError {
     let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
     CaptureError::Video {
         source_desc: desc.to_string(),
@@ -275,7 +275,11 @@ fn file_uri(path: &Path) -> Result<String, CaptureError> {
         })
 }
 
-fn app_sink(caps: &gst::Caps, sync: bool, mut producer: VideoProducer) -> gst_app::AppSink {
+pub(crate) fn app_sink(
+    caps: &gst::Caps,
+    sync: bool,
+    mut producer: VideoProducer,
+) -> gst_app::AppSink {
     let callbacks = gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
             let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;

@@ -120,6 +120,12 @@ pub enum ConversationEvent {
         voice: vr_core::VoiceKind,
         sample_rate: u32,
     },
+    /// What the user's camera shows, as the answers' prompts will say it (sent when it changes;
+    /// empty: no picture any more).
+    Scene {
+        description: String,
+        at_ms: u64,
+    },
     /// The answer is over. `text`: everything the LLM generated; `spoken`: the clauses that
     /// started playing (the fallback sentence when the LLM could not be reached);
     /// `interrupted`: cut short by a barge-in, `interrupt()` or `stop()`.

@@ -282,6 +282,13 @@ impl ConversationHandle {
         Ok(())
     }
 
+    /// What the user's camera shows now, in words (`None`: no picture any more); answers
+    /// started in the next [`vr_dialog::core::SCENE_MAX_AGE`] put it in their prompt. Returns
+    /// false once the conversation has ended.
+    pub fn set_scene(&self, description: Option<String>) -> bool {
+        self.control.send(Event::Scene { description })
+    }
+
     /// Ends the conversation now: the answer is cancelled, `run` returns.
     pub fn stop(&self) {
         self.control.stop();

@@ -107,7 +107,7 @@ mod pipeline {
     use vr_dialog::ConversationEvent;
     use vr_pipeline::{Assistant, PipelineError};
     use vr_pipeline::{AudioOutput, ConversationHandle};
-    use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo};
+    use vr_transport::pipeline::{PipelineControl, PipelineRun, SessionIo, VideoDecoder};
     use vr_transport::{OpusOutput, Pipeline, TransportError};
 
     pub fn build(cfg: &Config) -> Result<Arc<dyn Pipeline>> {
@@ -144,6 +144,24 @@ mod pipeline {
         }
         fn queued(&self) -> usize {
             self.0.queued()
+        }
+    }
+
+    /// GStreamer's VP8 decoder behind the transport's decoder interface.
+    struct GstVp8(vr_capture::vp8::Vp8Decoder);
+
+    impl VideoDecoder for GstVp8 {
+        fn push(
+            &mut self,
+            frame: &vr_transport::vp8::EncodedFrame,
+            pts: std::time::Duration,
+        ) -> Result<bool, String> {
+            use vr_capture::vp8::Pushed;
+            match self.0.push(&frame.data, pts) {
+                Ok(Pushed::Queued) => Ok(true),
+                Ok(Pushed::Dropped | Pushed::Restarted) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
         }
     }
 
@@ -193,6 +211,14 @@ mod pipeline {
             self.assistant.health()
         }
 
+        fn vp8_decoder(
+            &self,
+            frames: vr_capture::video::VideoProducer,
+        ) -> Result<Option<Box<dyn VideoDecoder>>, String> {
+            let d = vr_capture::vp8::Vp8Decoder::start(frames).map_err(|e| e.to_string())?;
+            Ok(Some(Box::new(GstVp8(d))))
+        }
+
         fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {
             let conv = self
                 .assistant
@@ -205,7 +231,9 @@ mod pipeline {
                 input,
                 output,
                 events,
+                video,
             } = io;
+            let _video = video;
             std::thread::Builder::new()
                 .name("conversation".into())
                 .spawn(move || {

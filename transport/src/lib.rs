@@ -43,6 +43,7 @@ pub mod server;
 mod session;
 mod signalling;
 mod video;
+pub mod vp8;
 
 pub use config::{IceServerConfig, TransportConfig, VideoConfig};
 pub use events::{ClientMessage, EventSender};

@@ -19,6 +19,22 @@ pub struct SessionIo {
     pub output: OpusOutput,
     /// JSON events for the `events` data channel.
     pub events: EventSender,
+    /// The newest decoded picture of the client's camera (`None` with video disabled). Frames
+    /// arrive only if [`Pipeline::vp8_decoder`] gives the session a decoder.
+    pub video: Option<vr_audio::video::VideoConsumer>,
+}
+
+/// Decodes one video track's complete frames into the session's latest-frame ring. The binary
+/// supplies it (GStreamer), so the transport stays free of codec libraries.
+pub trait VideoDecoder: Send {
+    /// Queues one complete frame with its capture time on the stream's clock. Must not block.
+    /// `Ok(false)`: the decoder dropped it (behind, or restarted after an error) and needs a key
+    /// frame before it can continue.
+    fn push(
+        &mut self,
+        frame: &crate::vp8::EncodedFrame,
+        pts: std::time::Duration,
+    ) -> Result<bool, String>;
 }
 
 /// A running conversation: its control handle and a signal that fires when its thread has ended
@@ -32,6 +48,16 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Starts one conversation on its own thread. Must not block for long: it runs on the
     /// signalling request's task.
     fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError>;
+
+    /// A VP8 decoder writing into `frames`, for a session's first video track. `Ok(None)` (the
+    /// default): video is received and its bitrate estimated, but not decoded.
+    fn vp8_decoder(
+        &self,
+        frames: vr_audio::video::VideoProducer,
+    ) -> Result<Option<Box<dyn VideoDecoder>>, String> {
+        let _ = frames;
+        Ok(None)
+    }
 
     /// Whether new sessions can be served: `Err` says why not (`/healthz` answers 503 with it).
     fn health(&self) -> Result<(), String> {

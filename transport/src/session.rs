@@ -33,7 +33,7 @@ use crate::media::{run_media_in, run_pacer};
 use crate::opus::{EncoderSettings, OpusEncoder};
 use crate::output::output_queue;
 use crate::pipeline::{Pipeline, PipelineControl, SessionIo};
-use crate::video::{abs_send_time_id, run_video_in, VideoParams, ABS_SEND_TIME_URI};
+use crate::video::{abs_send_time_id, run_video_in, VideoOut, VideoParams, ABS_SEND_TIME_URI};
 use crate::TransportError;
 
 /// Dynamic payload type Opus is registered with (what browsers use; the answer follows the
@@ -509,6 +509,8 @@ pub(crate) struct Prepared {
     events: EventSender,
     event_rx: mpsc::Receiver<String>,
     run: crate::pipeline::PipelineRun,
+    /// Where the first video track's decoded frames go, and who can decode them.
+    video_out: Option<VideoOut>,
 }
 
 impl Prepared {
@@ -545,12 +547,21 @@ async fn prepare(
     let (output, pacer) = output_queue(Duration::from_millis(cfg.output_queue_ms), encoder);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let events = EventSender::new(event_tx);
+    // The slots grow to the first picture's size and keep it.
+    let (video_tx, video_rx) = if cfg.video.enabled {
+        let (tx, rx) = vr_audio::video::video_ring(0);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let io = SessionIo {
         session_id: id.clone(),
         input: consumer,
         output,
         events: events.clone(),
+        video: video_rx,
     };
+    let decoders = pipeline.clone();
     // Blocking work (model loading), off the runtime's workers.
     let run = tokio::task::spawn_blocking(move || pipeline.start(io))
         .await
@@ -564,6 +575,7 @@ async fn prepare(
         events,
         event_rx,
         run,
+        video_out: video_tx.map(|frames| VideoOut { frames, decoders }),
     })
 }
 
@@ -587,6 +599,7 @@ fn start(
         events,
         event_rx,
         run,
+        video_out,
     } = prepared;
     let (close_tx, close_rx) = watch::channel(None);
     let (closed_tx, _) = watch::channel(false);
@@ -625,6 +638,7 @@ fn start(
         producer: Some(producer),
         jitter: cfg.jitter(),
         video,
+        video_out,
         connect_timeout: cfg.connect_timeout(),
         disconnect_grace: cfg.disconnect_grace(),
         stop_tx,
@@ -649,6 +663,8 @@ struct Supervisor {
     producer: Option<vr_audio::AudioProducer>,
     jitter: Duration,
     video: VideoParams,
+    /// Taken by the first video track: only one is decoded.
+    video_out: Option<VideoOut>,
     connect_timeout: Duration,
     disconnect_grace: Duration,
     stop_tx: watch::Sender<bool>,
@@ -700,9 +716,10 @@ impl Supervisor {
                         let stop = self.stop_rx.clone();
                         let params = self.video.clone();
                         let session = self.handle.id.clone();
-                        tracing::info!(session = %session, "incoming video track");
+                        let out = self.video_out.take();
+                        tracing::info!(session = %session, decoded = out.is_some(), "incoming video track");
                         video_in.push(tokio::spawn(async move {
-                            if let Err(e) = run_video_in(track, params, stop).await {
+                            if let Err(e) = run_video_in(track, params, out, stop).await {
                                 tracing::warn!(session = %session, error = %e, "incoming video stopped");
                             }
                         }));

@@ -112,7 +112,7 @@ impl ConversationCore {
         self.apply_voice();
         self.last_answer += 1;
         let id = AnswerId(self.last_answer);
-        let mut request = GenerateRequest::new(self.memory.messages_with_user(&user_text));
+        let mut request = GenerateRequest::new(self.prompt(&user_text));
         request.max_tokens = self.cfg.max_answer_tokens;
         request.sampling = self.cfg.sampling;
         let draft = match self.cfg.dual.as_ref() {

@@ -139,11 +139,19 @@ pub enum Event {
     VoiceReady { voice: VoiceKind, sample_rate: u32 },
     /// [`Action::SetVoice`] failed; the previous voice stays.
     VoiceFailed { voice: VoiceKind, reason: String },
+    /// What the user's camera shows now, in words (the vision stage's labels of the newest
+    /// picture); `None`: the camera stopped. Answers started within [`SCENE_MAX_AGE`] of it put
+    /// it in their prompt.
+    Scene { description: Option<String> },
     /// End the conversation now.
     Stop,
     /// Nothing happened; time passed (call at [`super::ConversationCore::next_deadline`]).
     Tick,
 }
+
+/// How long a scene description stays true without a new one. The vision stage refreshes it
+/// every few seconds while pictures arrive; older than this, the camera has stopped.
+pub const SCENE_MAX_AGE: Duration = Duration::from_secs(15);
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]

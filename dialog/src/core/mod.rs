@@ -64,7 +64,9 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-pub use io::{Action, AnswerId, ClauseId, CoreConfig, DualPathConfig, Event, LlmFailure};
+pub use io::{
+    Action, AnswerId, ClauseId, CoreConfig, DualPathConfig, Event, LlmFailure, SCENE_MAX_AGE,
+};
 pub use time::Millis;
 
 use crate::events::{ConversationEvent, ConversationSummary, LoopState, SharedCounter};
@@ -95,6 +97,8 @@ pub struct ConversationCore {
     voice: Option<VoiceKind>,
     /// A voice change waiting for the answer in flight to end.
     pending_voice: Option<VoiceKind>,
+    /// What the camera showed, and when that was said.
+    scene: Option<(String, Millis)>,
     /// How far the recogniser has processed the input.
     asr_pos: Millis,
     /// A turn that ended and waits for the recogniser to finalise it: when it ended.
@@ -125,6 +129,7 @@ impl ConversationCore {
             overlap: None,
             voice: None,
             pending_voice: None,
+            scene: None,
             asr_pos: Millis::ZERO,
             awaiting: None,
             asr_pending: false,
@@ -223,11 +228,46 @@ impl ConversationCore {
                     ),
                 });
             }
+            Event::Scene { description } => self.on_scene(description),
             Event::Stop => {
                 self.cancel_answer();
                 self.stopped = true;
             }
             Event::Tick => {}
+        }
+    }
+
+    fn on_scene(&mut self, description: Option<String>) {
+        let description = description
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty());
+        let changed = self.scene.as_ref().map(|(d, _)| d) != description.as_ref();
+        self.scene = description.map(|d| (d, self.now));
+        if changed {
+            self.emit(ConversationEvent::Scene {
+                description: self
+                    .scene
+                    .as_ref()
+                    .map(|(d, _)| d.clone())
+                    .unwrap_or_default(),
+                at_ms: self.now.ms(),
+            });
+        }
+    }
+
+    /// The prompt for an answer to `user_text`: the memory, then the user's words, preceded by
+    /// what the camera shows if that is recent. The scene goes in the user's message, not the
+    /// system message, so the cached prefix of the conversation stays the same as it changes.
+    fn prompt(&self, user_text: &str) -> Vec<ChatMessage> {
+        let fresh = self
+            .scene
+            .as_ref()
+            .filter(|(_, at)| self.now.since(*at) <= SCENE_MAX_AGE.as_millis() as u64);
+        match fresh {
+            Some((scene, _)) => self
+                .memory
+                .messages_with_user(&format!("(My camera shows {scene}.) {user_text}")),
+            None => self.memory.messages_with_user(user_text),
         }
     }
 

@@ -125,7 +125,7 @@ impl ConversationCore {
         }
         so_far.push_str(&trimmed);
         if so_far != self.turn.prepared && !so_far.trim().is_empty() {
-            let messages = self.memory.messages_with_user(&so_far);
+            let messages = self.prompt(&so_far);
             self.actions.push(Action::Prefill { messages });
             self.turn.prepared = so_far;
         }

@@ -96,15 +96,21 @@ impl Control {
         (control, rx)
     }
 
-    /// Never blocks the caller (an async task, a signal handler's thread).
-    pub(crate) fn send(&self, event: Event) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Core(event)) {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            crate::metrics::queue_dropped("control");
-            tracing::warn!(
-                dropped = n,
-                "conversation queue full: control message dropped"
-            );
+    /// Never blocks the caller (an async task, a signal handler's thread). False once the
+    /// loop has ended.
+    pub(crate) fn send(&self, event: Event) -> bool {
+        match self.tx.try_send(Msg::Core(event)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::metrics::queue_dropped("control");
+                tracing::warn!(
+                    dropped = n,
+                    "conversation queue full: control message dropped"
+                );
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 

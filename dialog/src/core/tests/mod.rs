@@ -4,6 +4,7 @@
 mod answers;
 mod barge_in;
 mod dual;
+mod scene;
 mod turns;
 
 use super::*;
