@@ -155,7 +155,7 @@ impl Decoding {
     /// A PLI is due: decoding, no usable reference, and none asked for recently.
     fn pli_due(&mut self, now: Instant) -> bool {
         let due = self.decoder.is_some()
-            && self.assembler.waiting_for_key_frame()
+            && self.assembler.needs_key_frame()
             && self
                 .last_pli
                 .is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL);

@@ -136,6 +136,16 @@ impl Vp8Assembler {
         self.waiting_for_key
     }
 
+    /// A key frame must be asked for: no usable reference, and something to decode was lost or
+    /// dropped for it. (A stream that starts with a key frame spread over several packets is
+    /// waiting too, but needs no PLI.)
+    pub fn needs_key_frame(&self) -> bool {
+        self.waiting_for_key
+            && (self.stats.frames > 0
+                || self.stats.losses > 0
+                || self.stats.dropped_waiting_for_key > 0)
+    }
+
     /// The decoder could not continue (it refused a frame): drop inter frames until a key frame.
     pub fn reset_to_key_frame(&mut self) {
         self.waiting_for_key = true;
@@ -343,8 +353,12 @@ mod tests {
     #[test]
     fn inter_frames_before_the_first_key_frame_are_dropped() {
         let mut a = Vp8Assembler::new();
-        assert!(feed(&mut a, &packets(0, 0, false, 2)).is_empty());
+        let start = packets(0, 0, false, 2);
+        feed(&mut a, &start[..1]);
         assert!(a.waiting_for_key_frame());
+        assert!(!a.needs_key_frame(), "nothing lost yet: no PLI");
+        assert!(feed(&mut a, &start[1..]).is_empty());
+        assert!(a.needs_key_frame(), "an inter frame could not be decoded");
         let f = feed(&mut a, &packets(2, 3000, true, 2));
         assert_eq!(f.len(), 1);
         assert_eq!(a.stats().dropped_waiting_for_key, 1);
@@ -361,7 +375,7 @@ mod tests {
         assert_eq!(a.stats().losses, 0);
         out.extend(feed(&mut a, &packets(5, 6000, false, 2)));
         assert_eq!(a.stats().losses, 1);
-        assert!(a.waiting_for_key_frame(), "the shell asks for a key frame");
+        assert!(a.needs_key_frame(), "the shell asks for a key frame");
         assert_eq!(a.stats().dropped_waiting_for_key, 1);
         out.extend(feed(&mut a, &packets(7, 9000, true, 2)));
         assert!(!a.waiting_for_key_frame());
