@@ -26,14 +26,18 @@ fn main() {
                 Labeler::load_variant(&store, padding, norm).unwrap_or_else(|e| panic!("{e}"));
             let mut line = format!("{padding:?} + {norm:?}:");
             for (name, (data, w, h)) in images.iter().zip(&frames) {
-                let c = labeler.classify(data, *w, *h).unwrap_or_else(|e| panic!("{e}"));
+                let c = labeler
+                    .classify(data, *w, *h)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 let t = &c.top[0];
                 // Probability mass on the right family among the top 5: domestic cats (tabby,
                 // tiger cat, Persian, Siamese, Egyptian cat) / espresso, cup, coffee mug.
                 let family: f32 = c
                     .top
                     .iter()
-                    .filter(|l| (281..=285).contains(&l.class) || [967, 968, 504].contains(&l.class))
+                    .filter(|l| {
+                        (281..=285).contains(&l.class) || [967, 968, 504].contains(&l.class)
+                    })
                     .map(|l| l.prob)
                     .sum();
                 line += &format!("  {name}: {} {:.3} (family {family:.3})", t.name, t.prob);
@@ -43,7 +47,9 @@ fn main() {
     }
     let labeler = Labeler::load(&store).unwrap_or_else(|e| panic!("{e}"));
     for (name, (data, w, h)) in images.iter().zip(&frames) {
-        let c = labeler.classify(data, *w, *h).unwrap_or_else(|e| panic!("{e}"));
+        let c = labeler
+            .classify(data, *w, *h)
+            .unwrap_or_else(|e| panic!("{e}"));
         println!("default, {name}: {}", c.describe(0.0, 5));
     }
 }

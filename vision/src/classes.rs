@@ -14,7 +14,9 @@ pub(crate) fn parse(source: &str) -> Result<Vec<String>, String> {
     let rest = &source[start..];
     let open = rest.find("= [").ok_or("`CLASSES` has no `= [`")? + 3;
     let body = &rest[open..];
-    let close = body.find("];").ok_or("`CLASSES` array is not closed with `];`")?;
+    let close = body
+        .find("];")
+        .ok_or("`CLASSES` array is not closed with `];`")?;
     let body = &body[..close];
 
     let mut names = Vec::with_capacity(NUM_CLASSES);

@@ -105,7 +105,7 @@ fn get(ws: &Weights, name: &str, dims: &[usize]) -> Result<Tensor, String> {
             t.dims()
         ));
     }
-    Ok(t.to_dtype(DType::F32).map_err(|e| e.to_string())?)
+    t.to_dtype(DType::F32).map_err(|e| e.to_string())
 }
 
 fn dims_of(ws: &Weights, name: &str) -> Result<Vec<usize>, String> {
@@ -122,11 +122,18 @@ fn fold(ws: &Weights, w: Tensor, bn: &str) -> Result<(Tensor, Tensor), String> {
     let out = w.dims()[0];
     let p = |s: &str| get(ws, &format!("{bn}.{s}"), &[out]);
     let e = |e: candle_core::Error| e.to_string();
-    let (gamma, beta, mean, var) = (p("weight")?, p("bias")?, p("running_mean")?, p("running_var")?);
+    let (gamma, beta, mean, var) = (
+        p("weight")?,
+        p("bias")?,
+        p("running_mean")?,
+        p("running_var")?,
+    );
     let scale = (gamma / (var + BN_EPS).map_err(e)?.sqrt().map_err(e)?).map_err(e)?;
     let bias = (beta - (mean * &scale).map_err(e)?).map_err(e)?;
     let w = w.flatten_from(1).map_err(e)?;
-    let w = w.broadcast_mul(&scale.unsqueeze(1).map_err(e)?).map_err(e)?;
+    let w = w
+        .broadcast_mul(&scale.unsqueeze(1).map_err(e)?)
+        .map_err(e)?;
     Ok((w, bias.unsqueeze(1).map_err(e)?))
 }
 
@@ -142,7 +149,9 @@ impl EfficientNet {
     pub(crate) fn from_weights(ws: &Weights, padding: Padding) -> Result<Self, String> {
         let stem_dims = dims_of(ws, "_conv_stem.weight")?;
         let [stem_out, 3, stem_k, _] = stem_dims[..] else {
-            return Err(format!("stem weight has shape {stem_dims:?}, expected (C, 3, k, k)"));
+            return Err(format!(
+                "stem weight has shape {stem_dims:?}, expected (C, 3, k, k)"
+            ));
         };
         let stem = folded(ws, "_conv_stem", "_bn0", &[stem_out, 3, stem_k, stem_k])?;
 
@@ -166,14 +175,24 @@ impl EfficientNet {
             let expand_name = format!("{b}._expand_conv.weight");
             let (expand, mid) = if ws.contains_key(&expand_name) {
                 let mid = dims_of(ws, &expand_name)?[0];
-                let f = folded(ws, &format!("{b}._expand_conv"), &format!("{b}._bn0"), &[mid, cin, 1, 1])?;
+                let f = folded(
+                    ws,
+                    &format!("{b}._expand_conv"),
+                    &format!("{b}._bn0"),
+                    &[mid, cin, 1, 1],
+                )?;
                 (Some(f), mid)
             } else {
                 (None, cin)
             };
             let dw_dims = dims_of(ws, &format!("{b}._depthwise_conv.weight"))?;
             let k = dw_dims.get(2).copied().unwrap_or(0);
-            let dw = folded(ws, &format!("{b}._depthwise_conv"), &format!("{b}._bn1"), &[mid, 1, k, k])?;
+            let dw = folded(
+                ws,
+                &format!("{b}._depthwise_conv"),
+                &format!("{b}._bn1"),
+                &[mid, 1, k, k],
+            )?;
             let e = |e: candle_core::Error| e.to_string();
             let depthwise = Depthwise {
                 channels: mid,
@@ -183,7 +202,12 @@ impl EfficientNet {
                 bias: dw.bias.flatten_all().map_err(e)?.to_vec1().map_err(e)?,
             };
             let cout = dims_of(ws, &format!("{b}._project_conv.weight"))?[0];
-            let project = folded(ws, &format!("{b}._project_conv"), &format!("{b}._bn2"), &[cout, mid, 1, 1])?;
+            let project = folded(
+                ws,
+                &format!("{b}._project_conv"),
+                &format!("{b}._bn2"),
+                &[cout, mid, 1, 1],
+            )?;
             blocks.push(Block {
                 expand,
                 depthwise,
@@ -195,7 +219,9 @@ impl EfficientNet {
         let head = folded(ws, "_conv_head", "_bn1", &[FEATURES, cin, 1, 1])?;
         let classes = crate::classes::NUM_CLASSES;
         let fc_weight = get(ws, "_fc.weight", &[classes, FEATURES])?;
-        let fc_bias = get(ws, "_fc.bias", &[classes])?.unsqueeze(1).map_err(|e| e.to_string())?;
+        let fc_bias = get(ws, "_fc.bias", &[classes])?
+            .unsqueeze(1)
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             stem,
             stem_k,
@@ -216,12 +242,18 @@ impl EfficientNet {
         let (k, s) = (self.stem_k, 2);
         let (pad, out) = self.padding.plan(n, k, s);
         let after = ((out - 1) * s + k).saturating_sub(n + pad);
-        let x = x.pad_with_zeros(2, pad, after)?.pad_with_zeros(3, pad, after)?;
+        let x = x
+            .pad_with_zeros(2, pad, after)?
+            .pad_with_zeros(3, pad, after)?;
         let cout = self.stem.weight.dims()[0];
         let w = self.stem.weight.reshape((cout, 3, k, k))?;
         let x = x.conv2d(&w, 0, s, 1, 1)?.reshape((cout, out * out))?;
         let x = relu6(&x.broadcast_add(&self.stem.bias)?)?;
-        let mut a = Act { t: x, h: out, w: out };
+        let mut a = Act {
+            t: x,
+            h: out,
+            w: out,
+        };
 
         for b in &self.blocks {
             let input = a.t.clone();
@@ -239,7 +271,10 @@ impl EfficientNet {
         let x = relu6(&pointwise(&self.head, &a.t)?)?;
         let features = x.mean_keepdim(1)?; // (1280, 1)
         let logits = self.fc_weight.matmul(&features)?.add(&self.fc_bias)?;
-        Ok((features.flatten_all()?.to_vec1()?, logits.flatten_all()?.to_vec1()?))
+        Ok((
+            features.flatten_all()?.to_vec1()?,
+            logits.flatten_all()?.to_vec1()?,
+        ))
     }
 }
 
@@ -316,7 +351,11 @@ impl Depthwise {
                 *v = v.clamp(0.0, 6.0);
             }
         }
-        Ok((Tensor::from_vec(out, (self.channels, oh * ow), &Device::Cpu)?, oh, ow))
+        Ok((
+            Tensor::from_vec(out, (self.channels, oh * ow), &Device::Cpu)?,
+            oh,
+            ow,
+        ))
     }
 }
 
@@ -392,7 +431,10 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            assert!(diff < 1e-4, "k{k} s{s} {h}x{w} {padding:?}: max diff {diff}");
+            assert!(
+                diff < 1e-4,
+                "k{k} s{s} {h}x{w} {padding:?}: max diff {diff}"
+            );
         }
     }
 }

@@ -253,7 +253,10 @@ mod tests {
 
     #[test]
     fn describe_keeps_confident_labels_with_articles() {
-        let x = c(&[("tabby", 0.62), ("Egyptian cat", 0.2), ("lynx", 0.05)], vec![]);
+        let x = c(
+            &[("tabby", 0.62), ("Egyptian cat", 0.2), ("lynx", 0.05)],
+            vec![],
+        );
         assert_eq!(x.describe(0.1, 3), "a tabby (62 %), an Egyptian cat (20 %)");
         assert_eq!(x.describe(0.1, 1), "a tabby (62 %)");
         assert_eq!(x.describe(0.9, 3), "nothing I can recognise");

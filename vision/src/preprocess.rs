@@ -135,11 +135,19 @@ mod tests {
         let n = INPUT_SIZE * 8;
         let rgbx: Vec<u8> = (0..n * n)
             .flat_map(|i| {
-                let v = if (i % n + i / n) % 2 == 0 { 255 } else { 0 };
+                let v = if (i % n + i / n).is_multiple_of(2) {
+                    255
+                } else {
+                    0
+                };
                 [v, v, v, 0]
             })
             .collect();
         let x = to_input(&rgbx, n, n, Normalisation::Symmetric);
-        assert!(x.iter().all(|v| v.abs() < 0.05), "max {:?}", x.iter().map(|v| v.abs()).fold(0f32, f32::max));
+        assert!(
+            x.iter().all(|v| v.abs() < 0.05),
+            "max {:?}",
+            x.iter().map(|v| v.abs()).fold(0f32, f32::max)
+        );
     }
 }

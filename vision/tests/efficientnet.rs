@@ -51,9 +51,16 @@ fn chelsea_is_a_cat() {
     let top = &c.top[0];
     assert!(CATS.contains(&top.class), "top-1 {top:?}");
     assert!(top.prob > 0.25, "top-1 {top:?}");
-    assert!(mass(&c, |k| CATS.contains(&k)) > 0.8, "{}", c.describe(0.0, 5));
+    assert!(
+        mass(&c, |k| CATS.contains(&k)) > 0.8,
+        "{}",
+        c.describe(0.0, 5)
+    );
     let names: Vec<&str> = c.top[..3].iter().map(|l| l.name.as_str()).collect();
-    assert!(names.contains(&"tabby") && names.contains(&"tiger cat"), "{names:?}");
+    assert!(
+        names.contains(&"tabby") && names.contains(&"tiger cat"),
+        "{names:?}"
+    );
     assert!(c.describe(0.1, 3).contains("cat"), "{}", c.describe(0.1, 3));
 }
 
@@ -65,7 +72,9 @@ fn coffee_is_espresso_in_a_cup() {
     assert_eq!(c.top[0].class, ESPRESSO, "{:?}", c.top[0]);
     assert_eq!(c.top[0].name, "espresso");
     assert!(c.top[0].prob > 0.8, "{:?}", c.top[0]);
-    assert!(c.top[..3].iter().any(|l| l.class == CUP || l.class == COFFEE_MUG));
+    assert!(c.top[..3]
+        .iter()
+        .any(|l| l.class == CUP || l.class == COFFEE_MUG));
     assert_eq!(c.describe(0.5, 3), "an espresso (95 %)");
 }
 
@@ -90,7 +99,9 @@ fn features_separate_scenes_and_degrade_gracefully() {
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 10)
         .encode_image(&DynamicImage::ImageRgba8(chelsea.clone()).to_rgb8())
         .expect("jpeg encode");
-    let jpeg = image::load_from_memory(&jpeg).expect("jpeg decode").to_rgba8();
+    let jpeg = image::load_from_memory(&jpeg)
+        .expect("jpeg decode")
+        .to_rgba8();
     let jpeg = classify(&l, &jpeg);
 
     let small = DynamicImage::ImageRgba8(chelsea.clone())
@@ -116,9 +127,20 @@ fn features_separate_scenes_and_degrade_gracefully() {
     assert!((same - 1.0).abs() < 1e-5);
     assert!(c_resized > 0.99, "{c_resized}");
     assert!(c_coffee < 0.3 && c_astro < 0.3, "{c_coffee} {c_astro}");
-    for (what, c, cos) in [("JPEG q10", &jpeg, c_jpeg), ("4x downscaled", &small, c_small)] {
-        assert!(CATS.contains(&c.top[0].class), "{what}: {}", c.describe(0.0, 3));
-        assert!(mass(c, |k| CATS.contains(&k)) > 0.8, "{what}: {}", c.describe(0.0, 3));
+    for (what, c, cos) in [
+        ("JPEG q10", &jpeg, c_jpeg),
+        ("4x downscaled", &small, c_small),
+    ] {
+        assert!(
+            CATS.contains(&c.top[0].class),
+            "{what}: {}",
+            c.describe(0.0, 3)
+        );
+        assert!(
+            mass(c, |k| CATS.contains(&k)) > 0.8,
+            "{what}: {}",
+            c.describe(0.0, 3)
+        );
         assert!((0.7..0.95).contains(&cos), "{what}: cosine {cos}");
     }
 }
@@ -128,11 +150,25 @@ fn bad_frames_are_errors_not_panics() {
     let l = labeler();
     let e = l.classify(&[0; 4 * 10 * 10 - 1], 10, 10).unwrap_err();
     assert!(
-        matches!(e, VisionError::FrameSize { width: 10, height: 10, expected: 400, actual: 399 }),
+        matches!(
+            e,
+            VisionError::FrameSize {
+                width: 10,
+                height: 10,
+                expected: 400,
+                actual: 399
+            }
+        ),
         "{e:?}"
     );
-    assert!(matches!(l.classify(&[], 0, 10).unwrap_err(), VisionError::EmptyFrame { .. }));
-    assert!(matches!(l.classify(&[], 10, 0).unwrap_err(), VisionError::EmptyFrame { .. }));
+    assert!(matches!(
+        l.classify(&[], 0, 10).unwrap_err(),
+        VisionError::EmptyFrame { .. }
+    ));
+    assert!(matches!(
+        l.classify(&[], 10, 0).unwrap_err(),
+        VisionError::EmptyFrame { .. }
+    ));
     // A length that would overflow usize arithmetic on a 32-bit target is still just a mismatch.
     assert!(matches!(
         l.classify(&[0; 16], u32::MAX, u32::MAX).unwrap_err(),
@@ -147,11 +183,15 @@ fn bad_frames_are_errors_not_panics() {
     };
     assert!(matches!(
         l.classify_frame(&i420).unwrap_err(),
-        VisionError::PixelFormat { format: PixelFormat::I420 }
+        VisionError::PixelFormat {
+            format: PixelFormat::I420
+        }
     ));
     // Tiny and extreme aspect ratios are valid frames.
     for (w, h) in [(1, 1), (1, 300), (640, 2)] {
-        let c = l.classify(&vec![128; w * h * 4], w as u32, h as u32).expect("valid frame");
+        let c = l
+            .classify(&vec![128; w * h * 4], w as u32, h as u32)
+            .expect("valid frame");
         assert_eq!(c.features.len(), FEATURES);
     }
 }
@@ -172,7 +212,11 @@ fn a_720p_video_frame_and_its_cost() {
         ..VideoFrame::default()
     };
     let first = l.classify_frame(&frame).expect("classify");
-    assert!(CATS.contains(&first.top[0].class), "{}", first.describe(0.0, 3));
+    assert!(
+        CATS.contains(&first.top[0].class),
+        "{}",
+        first.describe(0.0, 3)
+    );
     let n = 5;
     let t0 = Instant::now();
     for _ in 0..n {
