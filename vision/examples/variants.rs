@@ -40,6 +40,7 @@ fn main() {
                     })
                     .map(|l| l.prob)
                     .sum();
+                let family = family + 0.0; // an empty f32 sum is -0.0
                 line += &format!("  {name}: {} {:.3} (family {family:.3})", t.name, t.prob);
             }
             println!("{line}");
