@@ -26,6 +26,7 @@ pub struct Config {
     pub asr: vr_asr::config::AsrConfig,
     pub transport: vr_transport::TransportConfig,
     pub aec: vr_aec::AecConfig,
+    pub vision: vr_pipeline::VisionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +95,7 @@ impl Config {
         self.asr.validate()?;
         self.transport.validate()?;
         self.aec.validate()?;
+        self.vision.validate()?;
         Ok(())
     }
 }
@@ -160,6 +162,15 @@ mod tests {
         // The documented file and the code's defaults must not drift apart.
         assert_eq!(c.vad, vr_asr::vad::VadConfig::default());
         assert_eq!(c.transport, vr_transport::TransportConfig::default());
+        assert_eq!(c.vision, vr_pipeline::VisionConfig::default());
+    }
+
+    #[test]
+    fn vision_section_is_validated() {
+        let e = load_str("[vision]\ninterval_ms = 10\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("vision.interval_ms"), "{e:#}");
+        let c = load_str("", &[("VOICERELAY__VISION__ENABLED", "false")]).unwrap();
+        assert!(!c.vision.enabled);
     }
 
     #[test]

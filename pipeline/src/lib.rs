@@ -19,6 +19,7 @@
 mod assistant;
 mod driver;
 mod metrics;
+pub mod vision;
 mod wav_output;
 
 pub use assistant::{
@@ -27,6 +28,7 @@ pub use assistant::{
 };
 pub use driver::ASR_MAX_PUSH;
 pub use metrics::describe_metrics;
+pub use vision::{SceneSampler, VisionConfig};
 
 /// Everything that can stop a conversation or keep one from starting.
 #[derive(Debug, thiserror::Error)]

@@ -117,11 +117,25 @@ mod pipeline {
         // Build one conversation now so a broken model fails at start, not on the first call
         // (cheap: the weights above are shared, a conversation only makes its own state).
         drop(assistant.conversation()?);
-        Ok(Arc::new(Dialog { assistant }))
+        // The camera's labeller, loaded once like the other weights; a missing model fails here.
+        let labeler = if cfg.vision.enabled && cfg.transport.video.enabled {
+            let l = vr_vision::Labeler::load(&store)
+                .context("cannot load the camera labeller (vision.enabled)")?;
+            Some(Arc::new(l))
+        } else {
+            None
+        };
+        Ok(Arc::new(Dialog {
+            assistant,
+            labeler,
+            vision: cfg.vision.clone(),
+        }))
     }
 
     struct Dialog {
         assistant: Assistant,
+        labeler: Option<Arc<vr_vision::Labeler>>,
+        vision: vr_pipeline::VisionConfig,
     }
 
     /// The session's outgoing Opus queue as the loop's audio output.
@@ -233,7 +247,19 @@ mod pipeline {
                 events,
                 video,
             } = io;
-            let _video = video;
+            // With video off or unlabelled the session's frames are simply not read.
+            let sampler = match (&self.labeler, video) {
+                (Some(labeler), Some(frames)) => Some(
+                    vr_pipeline::SceneSampler::spawn(
+                        labeler.clone(),
+                        frames,
+                        conv.handle(),
+                        self.vision.clone(),
+                    )
+                    .map_err(|e| TransportError::Pipeline(format!("cannot spawn a thread: {e}")))?,
+                ),
+                _ => None,
+            };
             std::thread::Builder::new()
                 .name("conversation".into())
                 .spawn(move || {
@@ -242,6 +268,10 @@ mod pipeline {
                         events.send(&ev);
                     };
                     let r = conv.run(input, Box::new(WebRtcOutput(output)), sink);
+                    if let Some(s) = sampler {
+                        let st = s.stop();
+                        tracing::debug!(session = %session_id, labelled = st.labelled, failed = st.failed, mean_ms = st.mean_ms, "vision ended");
+                    }
                     let r = match r {
                         Ok(summary) => {
                             tracing::info!(
