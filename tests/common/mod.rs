@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Channels, SampleRate as OpusRate};
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
@@ -371,12 +371,47 @@ pub struct Client {
     /// Opus in-band FEC for this expected loss (%), as a browser turns it on when the answer
     /// has `useinbandfec=1` and its receiver reports show loss; None: no FEC.
     pub fec_loss_pct: Option<u8>,
+    /// The camera track (VP8, payload type [`VP8_PT`]) and its SSRC, when offered.
+    pub camera: Option<(Arc<TrackLocalStaticSample>, u32)>,
+}
+
+/// The payload type the client offers VP8 at (as Chromium does).
+pub const VP8_PT: u8 = 96;
+
+fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
 }
 
 impl Client {
     /// Builds the peer and its offer; `audio = false` makes a data-channel-only offer.
     pub async fn new(audio: bool) -> Client {
+        Client::build(audio, false).await
+    }
+
+    /// A microphone and a camera (VP8), as a browser sharing both.
+    pub async fn with_camera() -> Client {
+        Client::build(true, true).await
+    }
+
+    async fn build(audio: bool, camera: bool) -> Client {
         let mut media = MediaEngine::default();
+        if camera {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: vp8_codec(),
+                        payload_type: VP8_PT,
+                    },
+                    RtpCodecKind::Video,
+                )
+                .expect("vp8");
+        }
         media
             .register_codec(
                 RTCRtpCodecParameters {
@@ -432,8 +467,38 @@ impl Client {
                 .await
                 .expect("add track");
         }
+        let camera = if camera {
+            let ssrc: u32 = rand::random();
+            let track = Arc::new(
+                TrackLocalStaticSample::new(
+                    Instant::now(),
+                    MediaStreamTrack::new(
+                        "cam".to_owned(),
+                        "cam-video".to_owned(),
+                        "cam".to_owned(),
+                        RtpCodecKind::Video,
+                        vec![RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters {
+                                ssrc: Some(ssrc),
+                                ..Default::default()
+                            },
+                            codec: vp8_codec(),
+                            ..Default::default()
+                        }],
+                    ),
+                )
+                .expect("camera track"),
+            );
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add camera");
+            Some((track, ssrc))
+        } else {
+            None
+        };
         let dc = pc.create_data_channel("events", None).await.expect("dc");
         Client {
+            camera,
             pc,
             track,
             ssrc,
@@ -599,6 +664,58 @@ impl Client {
 }
 
 impl Client {
+    /// Films a still `picture` (RGBx, `width`×`height`) at `fps`: GStreamer's VP8 encoder
+    /// (real-time settings, 500 kbit/s), packetised by the track, until the returned flag is set.
+    pub fn spawn_camera(
+        &self,
+        picture: Vec<u8>,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> (
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<u64>,
+    ) {
+        let (track, ssrc) = self.camera.clone().expect("a client with a camera");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rt = tokio::runtime::Handle::current();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut enc = vr_capture::vp8::Vp8Encoder::start(width, height, fps, 500_000)
+                    .expect("vp8enc");
+                let frame_time = Duration::from_micros(1_000_000 / u64::from(fps));
+                let t0 = Instant::now();
+                let mut sent = 0u64;
+                for n in 0u32.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let due = t0 + frame_time * n;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let Some(e) = enc.encode(&picture, false).expect("encode") else {
+                        continue;
+                    };
+                    let sample = rtc::media::Sample {
+                        data: bytes::Bytes::from(e.data),
+                        duration: frame_time,
+                        ..rtc::media::Sample::new(Instant::now())
+                    };
+                    if rt
+                        .block_on(track.sample_writer(ssrc, VP8_PT).write_sample(&sample))
+                        .is_ok()
+                    {
+                        sent += 1;
+                    }
+                }
+                sent
+            }
+        });
+        (stop, thread)
+    }
+
     /// Keeps the microphone "open" with 20 ms silence frames (as a real one would) until the
     /// returned task is aborted.
     pub fn spawn_silence(&self) -> tokio::task::JoinHandle<()> {
