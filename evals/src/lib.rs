@@ -12,6 +12,7 @@ pub mod dialog_eval;
 pub mod dual_eval;
 pub mod normalize;
 pub mod plots;
+pub mod recap_measure;
 pub mod report;
 pub mod resources;
 pub mod schema;

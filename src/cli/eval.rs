@@ -44,6 +44,8 @@ enum Command {
     Dual(super::eval_dual::DualArgs),
     /// The dual path's verifier: draft with the fast model, label with the slow one, train, report.
     Verifier(super::eval_verifier::VerifierArgs),
+    /// The ReCapABR table: camera clips encoded at each bitrate tier, labelled vs pristine.
+    Recap(super::eval_recap::RecapArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -192,6 +194,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         Command::Dialog(a) => super::eval_dialog::run(cfg, a),
         Command::Turn(a) => super::eval_turn::run(cfg, a),
         Command::Dual(a) => super::eval_dual::run(cfg, a),
+        Command::Recap(a) => super::eval_recap::run(cfg, a),
         Command::Verifier(a) => super::eval_verifier::run(cfg, a),
     }
 }
