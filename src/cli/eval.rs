@@ -7,6 +7,7 @@
 //! - `eval ingest`: scores a peer's trace file (written by `evals/peers/*.py`) with the same
 //!   normaliser, WER and onset detector, producing the same report files.
 //! - `eval compare A.json B.json`: side-by-side table with B/A ratios.
+//! - `eval transport --trace FILE`: plain CC vs CC + ReCap cap on a simulated bandwidth trace.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,6 +45,9 @@ enum Command {
     Dual(super::eval_dual::DualArgs),
     /// The dual path's verifier: draft with the fast model, label with the slow one, train, report.
     Verifier(super::eval_verifier::VerifierArgs),
+    /// Video congestion control on a bandwidth trace (simulated): plain CC vs CC + the ReCap cap
+    /// (frame latency P50/P95, proxy accuracy, rates, headroom, drops).
+    Transport(super::eval_transport::TransportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -193,6 +197,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         Command::Turn(a) => super::eval_turn::run(cfg, a),
         Command::Dual(a) => super::eval_dual::run(cfg, a),
         Command::Verifier(a) => super::eval_verifier::run(cfg, a),
+        Command::Transport(a) => super::eval_transport::run(cfg, a),
     }
 }
 
