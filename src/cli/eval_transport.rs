@@ -58,8 +58,8 @@ pub fn run(cfg: &Config, args: TransportArgs) -> Result<ExitCode> {
     let load_at_start = load_average();
     let text = std::fs::read_to_string(&args.trace)
         .with_context(|| format!("cannot read the trace {}", args.trace.display()))?;
-    let trace = BandwidthTrace::parse(&text)
-        .with_context(|| format!("trace {}", args.trace.display()))?;
+    let trace =
+        BandwidthTrace::parse(&text).with_context(|| format!("trace {}", args.trace.display()))?;
     let (table, table_source) = match &args.recap {
         Some(path) => {
             let text = std::fs::read_to_string(path)
