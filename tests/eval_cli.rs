@@ -262,3 +262,128 @@ fn eval_dialog_two_turns_reports_the_stage_breakdown() {
         "answers.wav holds the spoken answers"
     );
 }
+
+/// A small ReCap table for the transport eval: θ = 0.8 is reached at 360 kbit/s.
+const TEST_RECAP: &str = r#"
+threshold = 0.8
+[[class]]
+name = "desk"
+[[class.row]]
+confidence = [0.6, 0.85, 0.9, 0.92, 0.93, 0.94]
+measured_by = "synthetic, for this test"
+"#;
+
+#[test]
+fn eval_transport_on_the_step_down_trace_cap_lowers_p95_latency_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("recap.toml");
+    std::fs::write(&table, TEST_RECAP).unwrap();
+    let out = dir.path().join("transport.json");
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/traces/step-down.csv");
+    let o = voicerelay(&[
+        "eval",
+        "transport",
+        "--trace",
+        trace,
+        "--recap",
+        table.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "eval transport failed");
+    assert!(stdout.contains("frame latency P95"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let c = &r["comparison"];
+    assert_eq!(c["class"], "desk");
+    assert_eq!(
+        num(&r, &["settings", "duration_s"]),
+        40.0,
+        "the trace's end line"
+    );
+    for run in ["plain", "capped"] {
+        assert_eq!(c[run]["name"], run);
+        for k in [
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "proxy_accuracy",
+            "mean_send_kbps",
+            "mean_estimate_kbps",
+            "mean_capacity_kbps",
+        ] {
+            let v = num(c, &[run, k]);
+            assert!(v.is_finite() && v > 0.0, "{run}.{k} = {v}");
+        }
+        // 30 fps for 40 s.
+        let frames = num(c, &[run, "frames"]);
+        assert!(
+            (1195.0..=1205.0).contains(&frames),
+            "{run}: {frames} frames"
+        );
+        assert!(
+            num(c, &[run, "latency_p50_ms"]) >= 25.0,
+            "propagation is 25 ms"
+        );
+    }
+    let p95 = |run: &str| num(c, &[run, "latency_p95_ms"]);
+    let acc = |run: &str| num(c, &[run, "proxy_accuracy"]);
+    let rate = |run: &str| num(c, &[run, "mean_send_kbps"]);
+    assert!(
+        p95("capped") < p95("plain"),
+        "P95 capped {} ms vs plain {} ms",
+        p95("capped"),
+        p95("plain")
+    );
+    assert!(rate("capped") < rate("plain"));
+    assert!(num(c, &["capped", "headroom_pct"]) > num(c, &["plain", "headroom_pct"]));
+    // The cap aims at θ: the proxy stays near it (below it only while the estimate ramps up
+    // from 300 kbit/s and the encoder approaches the cap from below).
+    assert!(
+        acc("capped") >= 0.8 - 0.03,
+        "capped proxy {}",
+        acc("capped")
+    );
+    assert!(acc("capped") <= acc("plain") + 1e-9 || num(c, &["plain", "frames_incomplete"]) > 0.0);
+}
+
+#[test]
+fn eval_transport_names_the_bad_trace_line_and_refuses_an_empty_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("recap.toml");
+    std::fs::write(&table, TEST_RECAP).unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "# a trace\ntime_ms,kbps\n0,3000\n5000,lots\n").unwrap();
+    let o = voicerelay(&[
+        "eval",
+        "transport",
+        "--trace",
+        bad.to_str().unwrap(),
+        "--recap",
+        table.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("line 4") && stderr.contains("5000,lots"),
+        "{stderr}"
+    );
+
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "threshold = 0.8\n").unwrap();
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/traces/step-down.csv");
+    let o = voicerelay(&[
+        "eval",
+        "transport",
+        "--trace",
+        trace,
+        "--recap",
+        empty.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("needs a table"), "{stderr}");
+}

@@ -99,6 +99,14 @@ pub enum AbrError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A line of a bandwidth trace file does not parse (format in [`crate::sim::BandwidthTrace::parse`]).
+    #[error("bandwidth trace line {line}: {reason}")]
+    TraceLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, quoting the line's text.
+        reason: String,
+    },
 }
 
 /// Check that a float config value is finite and within `[min, max]`.

@@ -15,6 +15,12 @@
 //! Everything runs on a 1 ms virtual tick; packet departures and arrivals are exact to the
 //! microsecond (FIFO link: `depart = max(enqueue, link_free) + size / capacity`). The same
 //! config and seed always give the same series.
+//!
+//! Besides the sampled series, every frame is recorded ([`SimFrame`]): when it was sent, its
+//! size and the arrival of its last packet, so frame latency (serialisation + queueing +
+//! propagation + jitter, no jitter buffer) is exact per frame rather than sampled. Packets still
+//! in flight when the run ends are delivered to the frame records afterwards (not to the
+//! estimator), so the last frames' latencies are complete too.
 
 use crate::error::{check_f64, check_positive, AbrError};
 use crate::estimator::{EstimatorConfig, EstimatorStats, ReceiverEstimator, RembUpdate};
@@ -31,6 +37,7 @@ pub use vr_core::rng::SplitMix64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct BandwidthTrace {
     segments: Vec<(Micros, Bitrate)>,
+    end: Option<Micros>,
 }
 
 impl BandwidthTrace {
@@ -67,7 +74,87 @@ impl BandwidthTrace {
         }
         Ok(BandwidthTrace {
             segments: segments.to_vec(),
+            end: None,
         })
+    }
+
+    /// Parse a trace file: one `time_ms,kbps` line per change of capacity (piecewise constant),
+    /// the first at time 0, times strictly increasing, kbit/s ≥ 1 (decimals allowed). `#`
+    /// starts a comment (whole line or trailing); blank lines and a `time_ms,kbps` header are
+    /// skipped. A last line `time_ms,end` marks where the trace ends ([`BandwidthTrace::end`]).
+    ///
+    /// ```text
+    /// # 3 Mbit/s, then 0.5 Mbit/s from 10 s, for 30 s
+    /// time_ms,kbps
+    /// 0,3000
+    /// 10000,500
+    /// 40000,end
+    /// ```
+    ///
+    /// # Errors
+    /// [`AbrError::TraceLine`] naming the first bad line (1-based) and quoting it.
+    pub fn parse(text: &str) -> Result<BandwidthTrace, AbrError> {
+        let mut segments: Vec<(Micros, Bitrate)> = Vec::new();
+        let mut end = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() || line.replace(' ', "") == "time_ms,kbps" {
+                continue;
+            }
+            let bad = |reason: &str| AbrError::TraceLine {
+                line: i + 1,
+                reason: format!("{reason} (`{}`)", raw.trim()),
+            };
+            if end.is_some() {
+                return Err(bad("nothing may follow the `end` line"));
+            }
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let [time, rate] = fields[..] else {
+                return Err(bad("expected `time_ms,kbps`"));
+            };
+            let time: u64 = time
+                .parse()
+                .map_err(|_| bad("time_ms is not a non-negative integer"))?;
+            let t = Micros::from_millis(time);
+            match segments.last() {
+                None if time != 0 => return Err(bad("the first line must be at time 0")),
+                Some(&(prev, _)) if t <= prev => return Err(bad("times must strictly increase")),
+                _ => {}
+            }
+            if rate == "end" {
+                if segments.is_empty() {
+                    return Err(bad("`end` before any capacity"));
+                }
+                end = Some(t);
+                continue;
+            }
+            let kbps: f64 = rate
+                .parse()
+                .map_err(|_| bad("kbps is not a number (or `end`)"))?;
+            if !(kbps.is_finite() && kbps >= 1.0) {
+                return Err(bad("kbps must be finite and at least 1"));
+            }
+            segments.push((t, Bitrate::from_bps_f64(kbps * 1000.0)));
+        }
+        if segments.is_empty() {
+            return Err(AbrError::TraceLine {
+                line: text.lines().count(),
+                reason: "no `time_ms,kbps` line".into(),
+            });
+        }
+        let mut trace = BandwidthTrace::steps(&segments)?;
+        trace.end = end;
+        Ok(trace)
+    }
+
+    /// The capacity changes `(start, capacity)`.
+    pub fn segments(&self) -> &[(Micros, Bitrate)] {
+        &self.segments
+    }
+
+    /// Where a parsed trace says it ends (`time_ms,end`), if it does.
+    pub fn end(&self) -> Option<Micros> {
+        self.end
     }
 
     /// Capacity at `t`.
@@ -133,6 +220,7 @@ impl Default for SimConfig {
             duration: Micros::from_secs(30),
             trace: BandwidthTrace {
                 segments: vec![(Micros::ZERO, Bitrate::from_kbps(2_500))],
+                end: None,
             },
             queue_bytes: 100_000,
             propagation: Micros::from_millis(25),
@@ -207,6 +295,41 @@ pub struct SimReport {
     pub queue_drops: u64,
     /// Packets lost at random.
     pub random_losses: u64,
+    /// Every frame sent, in sending order.
+    pub frames: Vec<SimFrame>,
+}
+
+/// One video frame as the simulated receiver saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimFrame {
+    /// When the sender captured and packetised it (all its packets enter the bottleneck then).
+    pub sent: Micros,
+    /// The encoder's rate when the frame was produced (its size × the frame rate).
+    pub send_rate: Bitrate,
+    /// Size (bytes).
+    pub bytes: u32,
+    /// Packets it was split into.
+    pub packets: u32,
+    /// Packets that reached the receiver (the others were dropped by the queue or lost).
+    pub received: u32,
+    /// Arrival of the last of its packets to arrive.
+    pub last_arrival: Option<Micros>,
+}
+
+impl SimFrame {
+    /// Whether every packet of the frame arrived.
+    pub fn complete(&self) -> bool {
+        self.received == self.packets
+    }
+
+    /// Send → arrival of the frame's last packet; `None` when a packet was lost.
+    pub fn latency(&self) -> Option<Micros> {
+        if self.complete() {
+            self.last_arrival.map(|a| a.saturating_since(self.sent))
+        } else {
+            None
+        }
+    }
 }
 
 impl SimReport {
@@ -252,6 +375,7 @@ struct InFlight {
     send: Micros,
     size: u32,
     seq: u16,
+    frame: usize,
 }
 
 /// Run the simulation.
@@ -285,6 +409,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
         sent: 0,
         queue_drops: 0,
         random_losses: 0,
+        frames: Vec::new(),
     };
     let (mut interval_sent, mut interval_lost) = (0u64, 0u64);
     let mut next_sample = Micros::ZERO;
@@ -321,12 +446,24 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
             let frame_bytes = ((rate / f64::from(config.frame_rate)) / 8.0)
                 .ceil()
                 .max(100.0) as u64;
+            let frame = report.frames.len();
+            report.frames.push(SimFrame {
+                sent: t,
+                send_rate: Bitrate::from_bps_f64(rate),
+                bytes: u32::try_from(frame_bytes).unwrap_or(u32::MAX),
+                packets: 0,
+                received: 0,
+                last_arrival: None,
+            });
             let mut left = frame_bytes;
             while left > 0 {
                 let size = left.min(u64::from(config.max_packet_bytes)) as u32;
                 left -= u64::from(size);
                 seq = seq.wrapping_add(1);
                 report.sent += 1;
+                if let Some(f) = report.frames.get_mut(frame) {
+                    f.packets += 1;
+                }
                 interval_sent += 1;
                 if queued_bytes + u64::from(size) > u64::from(config.queue_bytes) {
                     report.queue_drops += 1;
@@ -357,6 +494,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
                     send: t,
                     size,
                     seq,
+                    frame,
                 }));
             }
         }
@@ -366,6 +504,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
             if let Some(Reverse(p)) = in_flight.pop() {
                 let abs = AbsSendTime::from_micros(p.send + config.send_clock_offset);
                 est.on_packet(p.arrival, abs, p.size, p.seq);
+                record_arrival(&mut report.frames, &p);
             }
         }
         if let Some(remb) = est.poll(t) {
@@ -405,7 +544,18 @@ pub fn run(config: &SimConfig) -> Result<SimReport, AbrError> {
         t = t + tick;
     }
     report.stats = est.stats();
+    // Packets still queued or propagating: their arrival times are already fixed.
+    while let Some(Reverse(p)) = in_flight.pop() {
+        record_arrival(&mut report.frames, &p);
+    }
     Ok(report)
+}
+
+fn record_arrival(frames: &mut [SimFrame], p: &InFlight) {
+    if let Some(f) = frames.get_mut(p.frame) {
+        f.received += 1;
+        f.last_arrival = Some(f.last_arrival.map_or(p.arrival, |a| a.max(p.arrival)));
+    }
 }
 
 #[cfg(test)]
@@ -436,6 +586,50 @@ mod tests {
         assert!(BandwidthTrace::steps(&[(Micros(1), k(3000))]).is_err());
         assert!(BandwidthTrace::constant(Bitrate::ZERO).is_err());
         assert!(BandwidthTrace::steps(&[(Micros::ZERO, k(1)), (Micros::ZERO, k(2))]).is_err());
+    }
+
+    #[test]
+    fn trace_file_parses_with_comments_header_and_end() {
+        let text = "# step down\ntime_ms, kbps\n\n0,3000  # start\n10000,500.5\n40000,end\n";
+        let tr = BandwidthTrace::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            tr.segments(),
+            &[
+                (Micros::ZERO, Bitrate::from_kbps(3000)),
+                (Micros::from_secs(10), Bitrate(500_500)),
+            ]
+        );
+        assert_eq!(tr.end(), Some(Micros::from_secs(40)));
+        let open = BandwidthTrace::parse("0,800").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(open.end(), None);
+        assert_eq!(
+            open.capacity_at(Micros::from_secs(99)),
+            Bitrate::from_kbps(800)
+        );
+    }
+
+    #[test]
+    fn trace_file_errors_name_the_line() {
+        let line_of = |text: &str| match BandwidthTrace::parse(text) {
+            Err(AbrError::TraceLine { line, reason }) => (line, reason),
+            other => panic!("{text:?}: expected a line error, got {other:?}"),
+        };
+        assert_eq!(line_of("0,3000\n# c\n5000;500\n").0, 3);
+        assert_eq!(line_of("0,3000\n5000,fast\n").0, 2);
+        assert_eq!(line_of("0,3000\n-5,500\n").0, 2);
+        assert_eq!(line_of("100,3000\n").0, 1);
+        assert_eq!(line_of("0,3000\n5000,500\n5000,400\n").0, 3);
+        assert_eq!(line_of("0,3000\n5000,0.5\n").0, 2);
+        assert_eq!(line_of("0,3000\n5000,NaN\n").0, 2);
+        assert_eq!(line_of("0,3000\n5000,end\n6000,400\n").0, 3);
+        assert_eq!(line_of("0,end\n").0, 1);
+        assert_eq!(line_of("0,3000,7\n").0, 1);
+        let (_, reason) = line_of("0,3000\n5000,fast\n");
+        assert!(reason.contains("5000,fast"), "{reason}");
+        assert!(matches!(
+            BandwidthTrace::parse("# only a comment\n"),
+            Err(AbrError::TraceLine { .. })
+        ));
     }
 
     #[test]

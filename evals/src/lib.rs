@@ -17,6 +17,7 @@ pub mod report;
 pub mod resources;
 pub mod schema;
 pub mod streaming;
+pub mod transport_eval;
 pub mod turn_eval;
 pub mod verifier_data;
 pub mod wer;
@@ -52,4 +53,10 @@ pub enum EvalError {
     Dialog(String),
     #[error("plot: {0}")]
     Plot(String),
+    #[error("transport simulation: {0}")]
+    Abr(#[source] vr_abr::AbrError),
+    #[error("the ReCap cap needs a table and this one is empty: pass --recap FILE or set transport.video.recap_table (format in abr/src/recap.rs)")]
+    NoRecapTable,
+    #[error("the ReCap table has no class {class:?} (it has: {known})")]
+    UnknownRecapClass { class: String, known: String },
 }

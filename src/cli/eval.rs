@@ -7,6 +7,7 @@
 //! - `eval ingest`: scores a peer's trace file (written by `evals/peers/*.py`) with the same
 //!   normaliser, WER and onset detector, producing the same report files.
 //! - `eval compare A.json B.json`: side-by-side table with B/A ratios.
+//! - `eval transport --trace FILE`: plain CC vs CC + ReCap cap on a simulated bandwidth trace.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,6 +47,9 @@ enum Command {
     Verifier(super::eval_verifier::VerifierArgs),
     /// The ReCapABR table: camera clips encoded at each bitrate tier, labelled vs pristine.
     Recap(super::eval_recap::RecapArgs),
+    /// Video congestion control on a bandwidth trace (simulated): plain CC vs CC + the ReCap cap
+    /// (frame latency P50/P95, proxy accuracy, rates, headroom, drops).
+    Transport(super::eval_transport::TransportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -196,6 +200,7 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         Command::Dual(a) => super::eval_dual::run(cfg, a),
         Command::Recap(a) => super::eval_recap::run(cfg, a),
         Command::Verifier(a) => super::eval_verifier::run(cfg, a),
+        Command::Transport(a) => super::eval_transport::run(cfg, a),
     }
 }
 

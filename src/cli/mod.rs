@@ -7,6 +7,7 @@ pub mod eval;
 pub mod eval_dialog;
 pub mod eval_dual;
 pub mod eval_recap;
+pub mod eval_transport;
 pub mod eval_turn;
 pub mod eval_verifier;
 pub mod listen;
