@@ -37,6 +37,14 @@ use crate::error::AbrError;
 use crate::units::Bitrate;
 use serde::Deserialize;
 
+/// The table the project measured (`voicerelay eval recap`: 640×480 camera clips of real photos
+/// through vp8enc at each tier, EfficientNet-Lite0 label overlap with the pristine picture).
+/// `transport.video.recap_table = "builtin"` selects it.
+pub const BUILTIN_TABLE_TOML: &str = include_str!("../tables/vp8-efficientnet-lite0.toml");
+
+/// The config value that names [`BUILTIN_TABLE_TOML`].
+pub const BUILTIN: &str = "builtin";
+
 /// Artic's bitrate tiers (kbit/s).
 pub const ARTIC_TIERS_KBPS: [u32; 6] = [200, 400, 610, 910, 1710, 3150];
 

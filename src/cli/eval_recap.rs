@@ -59,8 +59,8 @@ pub fn run(cfg: &Config, args: RecapArgs) -> Result<ExitCode> {
         eprintln!("{}: {}x{} photo", photo.name, photo.width, photo.height);
         let clip = recap_measure::measure_clip(&labeler, &photo, &o, |t| {
             eprintln!(
-                "  {:>5} kbit/s: agreement {:.2}, cosine {:.3}, encoded {:.0} kbit/s, {} dropped",
-                t.kbps, t.agreement, t.cosine, t.encoded_kbps, t.dropped
+                "  {:>5} kbit/s: overlap {:.3}, top-1 {:.2}, cosine {:.3}, encoded {:.0} kbit/s, {} dropped",
+                t.kbps, t.overlap, t.agreement, t.cosine, t.encoded_kbps, t.dropped
             );
         })?;
         clips.push(clip);
@@ -80,11 +80,17 @@ pub fn run(cfg: &Config, args: RecapArgs) -> Result<ExitCode> {
         let cells: Vec<String> = c
             .tiers
             .iter()
-            .map(|t| format!("{:.2} / {:.3}", t.agreement, t.cosine))
+            .map(|t| format!("{:.3} / {:.2} / {:.3}", t.overlap, t.agreement, t.cosine))
             .collect();
-        println!("| {} ({}) | {} |", c.name, c.label, cells.join(" | "));
+        println!(
+            "| {} ({}, p {:.2}) | {} |",
+            c.name,
+            c.label,
+            c.pristine_top1,
+            cells.join(" | ")
+        );
     }
-    println!("(top-1 agreement / feature cosine vs pristine; {provenance})");
+    println!("(label overlap = confidence / top-1 agreement / feature cosine, vs pristine; {provenance})");
     match &args.out {
         Some(p) => {
             std::fs::write(p, &toml).with_context(|| format!("cannot write {}", p.display()))?;

@@ -134,7 +134,7 @@ impl Default for VideoConfig {
             max_bitrate_kbps: 2500,
             min_bitrate_kbps: 100,
             remb_interval_ms: 1000,
-            recap_table: String::new(),
+            recap_table: vr_abr::recap::BUILTIN.into(),
         }
     }
 }
@@ -172,7 +172,8 @@ impl VideoConfig {
         Ok(())
     }
 
-    /// The ReCap table at `recap_table`, or an empty one (no cap) when the path is empty.
+    /// The ReCap table at `recap_table`: `"builtin"` the project's measured table, a path a
+    /// table file, empty no table (no cap).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `transport.video.recap_table` when the file cannot be
@@ -180,6 +181,15 @@ impl VideoConfig {
     pub fn load_recap_table(&self) -> Result<vr_abr::RecapTable, ConfigError> {
         if self.recap_table.trim().is_empty() {
             return Ok(vr_abr::RecapTable::empty());
+        }
+        if self.recap_table.trim() == vr_abr::recap::BUILTIN {
+            return vr_abr::RecapTable::from_toml_str(vr_abr::recap::BUILTIN_TABLE_TOML).map_err(
+                |e| ConfigError::Invalid {
+                    key: "transport.video.recap_table".into(),
+                    value: self.recap_table.clone(),
+                    reason: format!("the built-in table does not load: {e}"),
+                },
+            );
         }
         let invalid = |reason: String| ConfigError::Invalid {
             key: "transport.video.recap_table".into(),
