@@ -69,13 +69,7 @@ pub fn scene_phrase(c: &Classification, min_prob: f32, max: usize) -> Option<Str
         .iter()
         .filter(|l| l.prob >= min_prob)
         .take(max)
-        .map(|l| {
-            let article = match l.name.chars().next().map(|c| c.to_ascii_lowercase()) {
-                Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
-                _ => "a",
-            };
-            format!("{article} {}", l.name)
-        })
+        .map(vr_vision::Label::with_article)
         .collect();
     (!names.is_empty()).then(|| names.join(", or "))
 }

@@ -5,9 +5,11 @@
 //! `transport_events_rate_limited_total`, the client gets an `error` event mentioning the rate
 //! limit (one per dropped burst), and an `interrupt` sent right after is still handled.
 
-use std::collections::HashMap;
+mod common;
+
+use common::{counter, recorder};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
@@ -30,86 +32,6 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
-
-// ---------------------------------------------------------------------------------------------
-// Counters in memory (this test binary's only recorder).
-
-#[derive(Default)]
-struct TestRecorder {
-    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
-}
-
-struct CounterCell(Arc<AtomicU64>);
-impl metrics::CounterFn for CounterCell {
-    fn increment(&self, v: u64) {
-        self.0.fetch_add(v, Ordering::Relaxed);
-    }
-    fn absolute(&self, v: u64) {
-        self.0.fetch_max(v, Ordering::Relaxed);
-    }
-}
-
-impl metrics::Recorder for TestRecorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let c = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(key.name().to_owned())
-            .or_default()
-            .clone();
-        metrics::Counter::from_arc(Arc::new(CounterCell(c)))
-    }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-fn recorder() -> &'static TestRecorder {
-    static R: OnceLock<&'static TestRecorder> = OnceLock::new();
-    R.get_or_init(|| {
-        let r: &'static TestRecorder = Box::leak(Box::default());
-        let _ = metrics::set_global_recorder(r);
-        r
-    })
-}
-
-fn counter(name: &str) -> u64 {
-    recorder()
-        .counters
-        .lock()
-        .unwrap()
-        .get(name)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
-}
 
 // ---------------------------------------------------------------------------------------------
 // A conversation that records what the client asked of it and acknowledges interrupts with an

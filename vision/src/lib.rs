@@ -76,6 +76,17 @@ pub struct Label {
     pub prob: f32,
 }
 
+impl Label {
+    /// The name with its indefinite article: "a tabby", "an Egyptian cat".
+    pub fn with_article(&self) -> String {
+        let article = match self.name.chars().next().map(|c| c.to_ascii_lowercase()) {
+            Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+            _ => "a",
+        };
+        format!("{article} {}", self.name)
+    }
+}
+
 /// What one frame shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
@@ -94,13 +105,7 @@ impl Classification {
             .iter()
             .filter(|l| l.prob >= min_prob)
             .take(max)
-            .map(|l| {
-                let article = match l.name.chars().next().map(|c| c.to_ascii_lowercase()) {
-                    Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
-                    _ => "a",
-                };
-                format!("{article} {} ({:.0} %)", l.name, l.prob * 100.0)
-            })
+            .map(|l| format!("{} ({:.0} %)", l.with_article(), l.prob * 100.0))
             .collect();
         if parts.is_empty() {
             "nothing I can recognise".to_string()
