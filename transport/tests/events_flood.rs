@@ -7,30 +7,26 @@
 
 mod common;
 
-use common::{counter, recorder};
+use common::{counter, opus_codec, post_offer, start_server_config, Handler};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use voicerelay_transport as vr_transport;
 use vr_transport::config::TransportConfig;
 use vr_transport::pipeline::{Pipeline, PipelineControl, PipelineRun, SessionIo};
-use vr_transport::server::Server;
 use vr_transport::{EventSender, TransportError};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -89,99 +85,8 @@ impl Pipeline for Recording {
     }
 }
 
-struct Running {
-    port: u16,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start_server(cfg: TransportConfig, seen: Arc<Seen>) -> Running {
-    recorder();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let port = listener.local_addr().expect("addr").port();
-    let cfg = TransportConfig {
-        bind: format!("127.0.0.1:{port}"),
-        udp_addrs: vec!["127.0.0.1:0".into()],
-        ..cfg
-    };
-    let server =
-        Server::new(cfg, Arc::new(Recording(seen)), Arc::new(String::new)).expect("server");
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = vr_transport::server::serve(listener, server, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Running {
-        port,
-        stop: Some(tx),
-    }
-}
-
-async fn post_offer(port: u16, sdp: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let req = format!(
-        "POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
-        .await
-        .expect("answer within 15 s")
-        .expect("read");
-    let text = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The client: an Opus track (the offer needs audio) and the `events` data channel.
-
-struct Handler {
-    gathered: mpsc::Sender<()>,
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
-        if s == RTCIceGatheringState::Complete {
-            let _ = self.gathered.try_send(());
-        }
-    }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
-}
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
 
 /// Connects a client to the server on `port`; returns it and its open `events` channel.
 async fn connect(port: u16) -> (Arc<dyn PeerConnection>, Arc<dyn DataChannel>) {
@@ -282,9 +187,9 @@ async fn a_typed_turn_flood_is_rate_limited_and_interrupt_still_works() {
     let (rate, burst) = (cfg.events_text_per_s, u64::from(cfg.events_text_burst));
     assert_eq!((rate, burst), (2.0, 5), "the defaults this test documents");
     let seen = Arc::new(Seen::default());
-    let srv = start_server(cfg, seen.clone()).await;
+    let srv = start_server_config(cfg, Arc::new(Recording(seen.clone()))).await;
     let limited0 = counter("transport_events_rate_limited_total");
-    let (pc, dc) = connect(srv.port).await;
+    let (pc, dc) = connect(srv.url_port).await;
 
     const SENT: u64 = 50;
     let t0 = Instant::now();

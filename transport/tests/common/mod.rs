@@ -203,6 +203,15 @@ pub async fn start_server(video: VideoConfig) -> Running {
 
 /// A server whose sessions run `pipeline`.
 pub async fn start_server_with(video: VideoConfig, pipeline: Arc<dyn Pipeline>) -> Running {
+    let cfg = TransportConfig {
+        video,
+        ..Default::default()
+    };
+    start_server_config(cfg, pipeline).await
+}
+
+/// A server with `cfg` (its addresses replaced by loopback ones) whose sessions run `pipeline`.
+pub async fn start_server_config(cfg: TransportConfig, pipeline: Arc<dyn Pipeline>) -> Running {
     recorder();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -211,8 +220,7 @@ pub async fn start_server_with(video: VideoConfig, pipeline: Arc<dyn Pipeline>) 
     let cfg = TransportConfig {
         bind: format!("127.0.0.1:{port}"),
         udp_addrs: vec!["127.0.0.1:0".into()],
-        video,
-        ..Default::default()
+        ..cfg
     };
     let server = Server::new(cfg, pipeline, Arc::new(String::new)).expect("server");
     let (tx, rx) = oneshot::channel::<()>();
@@ -308,9 +316,9 @@ impl Interceptor for DeliverFeedback {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-struct Handler {
-    gathered: mpsc::Sender<()>,
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
+pub struct Handler {
+    pub gathered: mpsc::Sender<()>,
+    pub state: mpsc::UnboundedSender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]
