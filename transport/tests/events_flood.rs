@@ -101,7 +101,7 @@ async fn connect(port: u16) -> (Arc<dyn PeerConnection>, Arc<dyn DataChannel>) {
         )
         .expect("opus");
     let (gtx, mut grx) = mpsc::channel(1);
-    let (stx, mut srx) = mpsc::unbounded_channel();
+    let (stx, mut srx) = mpsc::channel(common::STATE_QUEUE);
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(media)
         .with_setting_engine(

@@ -35,6 +35,8 @@ use webrtc::peer_connection::{
 
 pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 pub const VIDEO_SSRC: u32 = 0x00DE_CAFE;
+/// Connection states a client keeps for the test to read.
+pub const STATE_QUEUE: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
 // A metrics recorder that keeps counters and gauges in memory (one per test process under
@@ -318,7 +320,9 @@ impl Interceptor for DeliverFeedback {
 
 pub struct Handler {
     pub gathered: mpsc::Sender<()>,
-    pub state: mpsc::UnboundedSender<RTCPeerConnectionState>,
+    /// Bounded: a connection goes through a handful of states; once full, later ones (which no
+    /// test waits for) are dropped rather than queued without bound.
+    pub state: mpsc::Sender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]
@@ -329,7 +333,7 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
+        let _ = self.state.try_send(s);
     }
 }
 
@@ -383,7 +387,7 @@ pub struct Client {
     pub video: Option<Arc<TrackLocalStaticRTP>>,
     pub video_pt: u8,
     gathered: mpsc::Receiver<()>,
-    state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    state: mpsc::Receiver<RTCPeerConnectionState>,
 }
 
 impl Client {
@@ -432,7 +436,7 @@ impl Client {
         let registry =
             InterceptorRegistry::new().with(Slot::from(14_000), DeliverFeedback::default());
         let (gtx, grx) = mpsc::channel(1);
-        let (stx, srx) = mpsc::unbounded_channel();
+        let (stx, srx) = mpsc::channel(STATE_QUEUE);
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
