@@ -47,6 +47,9 @@ pub struct AsrConfig {
     /// Offer each update's decoder the previous hypothesis as a draft, verified in one batched
     /// pass (speculative decoding; the transcript is the greedy one either way).
     pub draft_decoding: bool,
+    /// Single-token decoding steps score the vocabulary against an 8-bit copy of the embedding
+    /// table (the step's largest read); false scores in f32.
+    pub quantized_logits: bool,
 }
 
 impl Default for AsrConfig {
@@ -69,6 +72,7 @@ impl Default for AsrConfig {
             min_encode_ms: 0,
             final_silence_ms: 500,
             draft_decoding: true,
+            quantized_logits: true,
         }
     }
 }

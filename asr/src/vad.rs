@@ -15,6 +15,9 @@
 //!   above `start_threshold` cancels it (as silero-vad's own `VADIterator`); once `min_silence_ms`
 //!   of audio has passed since the mark (the hangover), speech ends at the mark plus
 //!   `speech_pad_ms` (never later than the audio seen).
+//! - **pause**: `pause_hint_ms` into such a possible end (and before the hangover is over) a
+//!   [`VadEvent::Pause`] says where speech would end: a hint, not a boundary. The recogniser
+//!   decodes then, so that at the speech end its transcript is already current.
 //!
 //! Event positions are sample indices since the stream began (or since [`SileroVad::reset`]).
 
@@ -36,21 +39,26 @@ pub enum VadEvent {
     SpeechStarted { at: SampleIndex },
     /// Speech ended at this sample (padding included); reported after the hangover.
     SpeechEnded { at: SampleIndex },
+    /// Speech has paused for `pause_hint_ms`: if the pause lasts the hangover, speech ended at
+    /// `at` (padding included). Speech may resume, so this is not a boundary.
+    Pause { at: SampleIndex },
 }
 
 impl VadEvent {
     pub fn at(self) -> SampleIndex {
         match self {
-            VadEvent::SpeechStarted { at } | VadEvent::SpeechEnded { at } => at,
+            VadEvent::SpeechStarted { at }
+            | VadEvent::SpeechEnded { at }
+            | VadEvent::Pause { at } => at,
         }
     }
-}
 
-impl From<VadEvent> for AsrEvent {
-    fn from(e: VadEvent) -> Self {
-        match e {
-            VadEvent::SpeechStarted { at } => AsrEvent::SpeechStarted { at },
-            VadEvent::SpeechEnded { at } => AsrEvent::SpeechEnded { at },
+    /// The speech boundary as the recogniser reports it; a pause hint is none.
+    pub fn boundary(self) -> Option<AsrEvent> {
+        match self {
+            VadEvent::SpeechStarted { at } => Some(AsrEvent::SpeechStarted { at }),
+            VadEvent::SpeechEnded { at } => Some(AsrEvent::SpeechEnded { at }),
+            VadEvent::Pause { .. } => None,
         }
     }
 }
@@ -69,6 +77,9 @@ pub struct VadConfig {
     pub min_silence_ms: u32,
     /// Added before the start and after the end of each speech region.
     pub speech_pad_ms: u32,
+    /// Silence after which a [`VadEvent::Pause`] hint is given (0 = never; no hint when it is
+    /// not shorter than `min_silence_ms`).
+    pub pause_hint_ms: u32,
 }
 
 impl Default for VadConfig {
@@ -81,6 +92,7 @@ impl Default for VadConfig {
             min_speech_ms: 250,
             min_silence_ms: 200,
             speech_pad_ms: 30,
+            pause_hint_ms: 96,
         }
     }
 }
@@ -102,6 +114,7 @@ impl VadConfig {
         check_range("vad.min_speech_ms", self.min_speech_ms, 0..=5_000)?;
         check_range("vad.min_silence_ms", self.min_silence_ms, 0..=10_000)?;
         check_range("vad.speech_pad_ms", self.speech_pad_ms, 0..=1_000)?;
+        check_range("vad.pause_hint_ms", self.pause_hint_ms, 0..=10_000)?;
         Ok(())
     }
 
@@ -120,6 +133,8 @@ enum Phase {
     /// Speech reported; `silent_since` marks a possible end.
     Speech {
         silent_since: Option<SampleIndex>,
+        /// The pause hint for `silent_since` was given.
+        hinted: bool,
     },
 }
 
@@ -131,6 +146,8 @@ pub struct Segmenter {
     min_speech: u64,
     min_silence: u64,
     pad: u64,
+    /// 0 = no pause hints.
+    pause_hint: u64,
     phase: Phase,
     last_end: SampleIndex,
 }
@@ -144,6 +161,11 @@ impl Segmenter {
             min_speech: VadConfig::samples(config.min_speech_ms),
             min_silence: VadConfig::samples(config.min_silence_ms),
             pad: VadConfig::samples(config.speech_pad_ms),
+            pause_hint: if config.pause_hint_ms < config.min_silence_ms {
+                VadConfig::samples(config.pause_hint_ms)
+            } else {
+                0
+            },
             phase: Phase::Silence,
             last_end: SampleIndex::ZERO,
         }
@@ -176,20 +198,36 @@ impl Segmenter {
                     self.confirm(end, out);
                 }
             }
-            Phase::Speech { silent_since } => {
-                let silent_since = if prob < self.end_threshold {
-                    silent_since.or(Some(start))
+            Phase::Speech {
+                silent_since,
+                hinted,
+            } => {
+                let (silent_since, mut hinted) = if prob < self.end_threshold {
+                    (
+                        silent_since.or(Some(start)),
+                        hinted && silent_since.is_some(),
+                    )
                 } else if prob >= self.start_threshold {
-                    None
+                    (None, false)
                 } else {
-                    silent_since
+                    (silent_since, hinted)
                 };
-                self.phase = Phase::Speech { silent_since };
                 if let Some(mark) = silent_since {
-                    if end.since(mark) >= self.min_silence.max(1) {
-                        self.end_at(SampleIndex(mark.0.saturating_add(self.pad)).min(end), out);
+                    let at = SampleIndex(mark.0.saturating_add(self.pad)).min(end);
+                    let silent = end.since(mark);
+                    if silent >= self.min_silence.max(1) {
+                        self.end_at(at, out);
+                        return;
+                    }
+                    if self.pause_hint > 0 && !hinted && silent >= self.pause_hint {
+                        out.push(VadEvent::Pause { at });
+                        hinted = true;
                     }
                 }
+                self.phase = Phase::Speech {
+                    silent_since,
+                    hinted,
+                };
             }
         }
     }
@@ -199,7 +237,10 @@ impl Segmenter {
             if now.since(start) >= self.min_speech {
                 let at = SampleIndex(start.0.saturating_sub(self.pad)).max(self.last_end);
                 out.push(VadEvent::SpeechStarted { at });
-                self.phase = Phase::Speech { silent_since: None };
+                self.phase = Phase::Speech {
+                    silent_since: None,
+                    hinted: false,
+                };
             }
         }
     }
@@ -214,7 +255,7 @@ impl Segmenter {
     /// `end`); a candidate shorter than the minimum is dropped.
     pub fn finish(&mut self, end: SampleIndex, out: &mut Vec<VadEvent>) {
         match self.phase {
-            Phase::Speech { silent_since } => {
+            Phase::Speech { silent_since, .. } => {
                 let at = silent_since
                     .map(|m| SampleIndex(m.0.saturating_add(self.pad)).min(end))
                     .unwrap_or(end);
@@ -388,6 +429,13 @@ mod tests {
             min_speech_ms,
             min_silence_ms,
             speech_pad_ms: pad_ms,
+            pause_hint_ms: 0,
+        }
+    }
+
+    fn pause(at: u64) -> VadEvent {
+        VadEvent::Pause {
+            at: SampleIndex(at),
         }
     }
 
@@ -458,6 +506,43 @@ mod tests {
         assert_eq!(out, vec![started(0)], "ended before the hangover passed");
         s.observe(SampleIndex(13 * C), SampleIndex(14 * C), 0.1, &mut out);
         assert_eq!(out, vec![started(0), ended(7 * C)]);
+    }
+
+    #[test]
+    fn a_pause_is_hinted_once_per_mark_before_the_hangover_ends() {
+        let c = VadConfig {
+            pause_hint_ms: 64,
+            ..cfg(0, 200, 30)
+        };
+        // Mark at chunk 3, cancelled by the 0.9 at chunk 4 before its hint was due (64 ms = 2
+        // chunks of silence); mark at chunk 6 is hinted at the end of chunk 7, kept through the
+        // 0.4 (hysteresis) without a second hint, and ends at chunk 12 (200 ms = 6.25 chunks).
+        let probs = [
+            0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.4, 0.1, 0.1, 0.1, 0.1,
+        ];
+        let mut s = Segmenter::new(&c);
+        let mut out = Vec::new();
+        let mut when = Vec::new();
+        for (k, &p) in probs.iter().enumerate() {
+            let k = k as u64;
+            let n = out.len();
+            s.observe(SampleIndex(k * C), SampleIndex((k + 1) * C), p, &mut out);
+            when.extend(out[n..].iter().map(|e| (*e, k)));
+        }
+        assert_eq!(
+            when,
+            vec![
+                (started(0), 0),
+                (pause(6 * C + 480), 7),
+                (ended(6 * C + 480), 12)
+            ]
+        );
+        // A hint not shorter than the hangover is never given.
+        let c = VadConfig {
+            pause_hint_ms: 200,
+            ..cfg(0, 200, 30)
+        };
+        assert_eq!(run(&c, &probs), vec![started(0), ended(6 * C + 480)]);
     }
 
     #[test]

@@ -69,7 +69,10 @@ fn speech_between_silences_starts_and_ends_near_its_edges() {
         let (true_start, true_end) = ((lead + on) as i64, (lead + off) as i64);
 
         vad.reset().unwrap();
-        let with_time = reported(&mut vad, &audio, 320);
+        let all = reported(&mut vad, &audio, 320);
+        let (hints, with_time): (Vec<_>, Vec<_>) = all
+            .iter()
+            .partition(|(e, _)| matches!(e, VadEvent::Pause { .. }));
         let events: Vec<VadEvent> = with_time.iter().map(|&(e, _)| e).collect();
         println!(
             "{id}: energy edges {:.3}..{:.3} s, events {:?}",
@@ -118,6 +121,19 @@ fn speech_between_silences_starts_and_ends_near_its_edges() {
             "{id}: end reported late"
         );
         assert!(end_delay >= 0 && e <= audio.len() as i64);
+        // The pause hint names the same end, `pause_hint_ms` into the silence: that much
+        // earlier than the end itself, which waits for the whole hangover.
+        let last_hint = hints.last().expect("a pause hint before the speech end");
+        assert_eq!(last_hint.0.at().0 as i64, e, "{id}: hint names another end");
+        let hint_delay = last_hint.1 as i64 - e;
+        let pause_hint = i64::from(config.pause_hint_ms) * 16;
+        println!("{id}: pause hinted {} ms after the end", ms(hint_delay));
+        assert!(
+            hint_delay <= pause_hint - pad + slack && hint_delay < end_delay,
+            "{id}: hint late ({} ms, end {} ms)",
+            ms(hint_delay),
+            ms(end_delay)
+        );
     }
 }
 

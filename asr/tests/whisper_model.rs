@@ -8,6 +8,7 @@ use vr_asr::config::AsrConfig;
 use vr_asr::ct2::Ct2Model;
 use vr_asr::models::whisper::{load_weights, save_hf, DecodeSpec, WhisperModel};
 use vr_asr::stream::WhisperStream;
+use vr_asr::vad::VadEvent;
 use vr_asr::{AsrError, AsrEvent, StreamingRecognizer};
 
 fn model_dirs() -> (PathBuf, PathBuf) {
@@ -325,12 +326,122 @@ fn end_utterance_gives_the_same_final_before_the_final_silence() {
     );
 }
 
+/// The VAD's pause hint: the recogniser decodes while the VAD waits out its hangover, so the
+/// confirmed speech end finds the transcript current and commits it without a decode of its
+/// own, and the final is the one the end would have decoded.
+#[test]
+fn a_pause_hint_leaves_nothing_to_decode_at_the_speech_end() {
+    let (dir, mel) = model_dirs();
+    let m = WhisperModel::load(&dir, &mel).unwrap();
+    let silero = silero();
+    for (id, expected) in [
+        ("ls_1089-134691-0000", "he could wait no longer"),
+        (
+            "ls_1089-134686-0001",
+            "stuff it into you his belly counseled him",
+        ),
+    ] {
+        let mut audio =
+            corpus_clip(id).unwrap_or_else(|| panic!("corpus clip {id} (scripts/bootstrap)"));
+        audio.resize(audio.len() + 16_000, 0.0);
+        // Decodes in the pushes that carried the hint and the speech end; the final text.
+        let run = |hints: bool| -> (Option<u64>, u64, String) {
+            let cfg = AsrConfig {
+                final_silence_ms: 0,
+                ..AsrConfig::default()
+            };
+            let vad = || vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap();
+            let mut s = WhisperStream::new(m.clone(), cfg).unwrap().with_vad(vad());
+            assert!(s.use_external_vad());
+            let mut vad = vad();
+            let (mut at_hint, mut at_end, mut text) = (None, None, None);
+            let mut decodes = 0u64;
+            for piece in audio.chunks(512) {
+                let mut decided = vad.push(piece).unwrap();
+                let hinted = decided.iter().any(|e| matches!(e, VadEvent::Pause { .. }));
+                let ended = decided
+                    .iter()
+                    .any(|e| matches!(e, VadEvent::SpeechEnded { .. }));
+                if !hints {
+                    decided.retain(|e| !matches!(e, VadEvent::Pause { .. }));
+                }
+                let events = s.push_with_vad(piece, &decided).unwrap();
+                let now = s.decode_count();
+                if hinted && hints {
+                    at_hint = Some(now - decodes);
+                }
+                if ended {
+                    at_end = Some(now - decodes);
+                }
+                decodes = now;
+                for e in events {
+                    if let AsrEvent::Final { text: t, .. } = e {
+                        text = Some(t);
+                    }
+                }
+            }
+            (
+                at_hint,
+                at_end.expect("a speech end"),
+                text.expect("a final at the speech end"),
+            )
+        };
+        let (at_hint, at_end, hinted_text) = run(true);
+        let (_, plain_end, plain_text) = run(false);
+        println!(
+            "{id}: decodes at the hint {at_hint:?}, at the speech end {at_end} (without hints {plain_end})"
+        );
+        assert_eq!(at_hint, Some(1), "{id}: the hint decodes once");
+        assert_eq!(
+            at_end, 0,
+            "{id}: the hint's decode should have left nothing"
+        );
+        assert_eq!(words(&hinted_text), expected, "{id}");
+        assert_eq!(words(&plain_text), expected, "{id}");
+    }
+}
+
+/// The 8-bit embedding table that single-token steps score against gives the same greedy
+/// transcript as f32, with log-probabilities within 0.01 per token.
+#[test]
+fn quantized_logits_keep_the_greedy_transcript() {
+    let (dir, mel) = model_dirs();
+    let mut m = WhisperModel::load(&dir, &mel).unwrap();
+    for id in ["jfk_inaugural", "ls_1089-134686-0000"] {
+        let audio =
+            corpus_clip(id).unwrap_or_else(|| panic!("corpus clip {id} (scripts/bootstrap)"));
+        let audio = &audio[..audio.len().min(10 * 16000)];
+        let (x, n) = m.front_end().log_mel_padded(audio).unwrap();
+        let enc = m.encode(&x, n).unwrap();
+        m.quantized_logits = false;
+        let exact = m.decode(&enc, &[], &[], false, n, 96).unwrap();
+        m.quantized_logits = true;
+        let q8 = m.decode(&enc, &[], &[], false, n, 96).unwrap();
+        println!(
+            "{id}: {} tokens, mean log-probability {} (f32) vs {} (8-bit)",
+            exact.tokens.len(),
+            exact.avg_logprob,
+            q8.avg_logprob
+        );
+        assert!(exact.tokens.len() >= 10, "{id}: {:?}", exact.tokens);
+        assert_eq!(q8.tokens, exact.tokens, "{id}: greedy transcript");
+        assert!(
+            (q8.avg_logprob - exact.avg_logprob).abs() < 0.01,
+            "{id}: {} vs {}",
+            q8.avg_logprob,
+            exact.avg_logprob
+        );
+    }
+}
+
 /// Speculative decoding with the previous hypothesis as the draft: whatever the draft says, the
 /// transcript is the greedy one; a right draft is kept whole, a wrong token cuts it there.
 #[test]
 fn a_draft_is_kept_where_it_is_the_greedy_choice_and_never_changes_the_transcript() {
     let (dir, mel) = model_dirs();
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
+    // Exact logits in every step, so a batched and a stepwise decode can be compared to 1e-3.
+    m.quantized_logits = false;
     let audio =
         corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
     let audio = &audio[..audio.len().min(8 * 16000)];

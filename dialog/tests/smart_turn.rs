@@ -212,6 +212,7 @@ fn drive(
                     let p = m.probability(&audio[..pos]).unwrap();
                     pending = Some((at, p, now.advance(rate.samples_in(model_time))));
                 }
+                vr_asr::vad::VadEvent::Pause { .. } => {}
             }
         }
     }

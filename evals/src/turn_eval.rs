@@ -376,6 +376,7 @@ pub fn replay_with(trace: &CaseTrace, cfg: TurnConfig, judge: Judge) -> Option<C
         out.extend(match input {
             Input::Vad(VadEvent::SpeechStarted { at }) => d.speech_started(at),
             Input::Vad(VadEvent::SpeechEnded { at }) => d.speech_ended(at),
+            Input::Vad(VadEvent::Pause { .. }) => Vec::new(),
             Input::Model { speech_end, p } => d.turn_model(speech_end, p, t),
         });
     }

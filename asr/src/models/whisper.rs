@@ -413,6 +413,9 @@ pub struct WhisperModel {
     /// Decode with the self-attention KV cache (default). Off re-runs the whole token sequence
     /// for every new token, as candle's decoder does: kept for the benchmark's baseline.
     pub use_kv_cache: bool,
+    /// Single-token decoding steps take their logits from the 8-bit embedding table
+    /// (`asr.quantized_logits`); the batched first pass stays exact.
+    pub quantized_logits: bool,
     /// Suppressed at the first sampled position (blank and EOT, from the CT2 config's
     /// `suppress_ids_begin`; OpenAI's `SuppressBlank`).
     suppress_begin: Arc<[u32]>,
@@ -435,6 +438,7 @@ impl Clone for WhisperModel {
             decoder: Arc::clone(&self.decoder),
             alignment_heads: Arc::clone(&self.alignment_heads),
             use_kv_cache: self.use_kv_cache,
+            quantized_logits: self.quantized_logits,
             suppress_begin: Arc::clone(&self.suppress_begin),
             tokenizer: Arc::clone(&self.tokenizer),
             special: self.special.clone(),
@@ -551,6 +555,7 @@ impl WhisperModel {
             decoder: Arc::new(decoder),
             alignment_heads: w.alignment_heads.into(),
             use_kv_cache: true,
+            quantized_logits: true,
             suppress_begin: suppress_begin.into(),
             tokenizer: Arc::new(tokenizer),
             special,

@@ -14,6 +14,7 @@
 //! The decoder can also hand back the cross-attention weights of chosen heads (Whisper's
 //! "alignment heads") for each token, the input of word-level timestamp alignment.
 
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::whisper::Config;
@@ -136,6 +137,10 @@ impl DecoderCache {
 /// Whisper's decoder stack with incremental (cached) forward.
 pub struct KvDecoder {
     embed: Embedding,
+    /// The embedding table in 8-bit blocks (`Q8_0`) for one position's logits: a decoding step
+    /// reads the 51 865 × d table once for a single row, so its cost is the table's bytes
+    /// (80 MB in f32, 22 MB here: ~11 ms → ~2 ms on the dev machine).
+    embed_q8: QMatMul,
     pos: Tensor,
     blocks: Vec<Block>,
     ln: LayerNorm,
@@ -163,8 +168,11 @@ impl KvDecoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let embed_q8 =
+            QMatMul::from_qtensor(QTensor::quantize(embed.embeddings(), GgmlDType::Q8_0)?)?;
         Ok(Self {
             embed,
+            embed_q8,
             pos,
             blocks,
             ln: layer_norm(d, vb.pp("layer_norm"))?,
@@ -268,8 +276,16 @@ impl KvDecoder {
         Ok((self.ln.forward(&x)?, rows))
     }
 
-    /// Logits of one position's hidden state `(d,)` against the tied token embedding.
-    pub fn logits(&self, h: &Tensor) -> Result<Vec<f32>> {
+    /// Logits of one position's hidden state `(d,)` against the tied token embedding, in
+    /// 8-bit (`quantized`) or exactly.
+    pub fn logits(&self, h: &Tensor, quantized: bool) -> Result<Vec<f32>> {
+        if quantized {
+            return self
+                .embed_q8
+                .forward(&h.unsqueeze(0)?)?
+                .squeeze(0)?
+                .to_vec1();
+        }
         h.unsqueeze(0)?
             .matmul(&self.embed.embeddings().t()?)?
             .squeeze(0)?

@@ -92,8 +92,23 @@ impl WhisperStream {
                 out.push(AsrEvent::SpeechEnded { at });
                 self.s.vad_active = false;
                 if self.s.utt_start.is_some() {
-                    self.settle(out)?;
+                    self.settle(at.0 as usize / HOP, out)?;
                     self.s.paused_at = Some(at.0);
+                }
+            }
+            VadEvent::Pause { at } => {
+                // Speech may have ended at `at`: decode what came before now, while the VAD
+                // waits out its hangover, so that at the speech end the transcript is current
+                // and only committing it remains. If speech goes on this was an update like any
+                // other, made at a word gap.
+                let frame = at.0 as usize / HOP;
+                if self.s.vad_active
+                    && self.s.utt_start.is_some()
+                    && self.s.last_decode_end < frame
+                    && frame > self.s.window_start
+                {
+                    self.update(out)?;
+                    self.s.hint_decode = Some(self.s.decodes);
                 }
             }
         }

@@ -166,12 +166,17 @@ pub struct StreamState {
     /// The last decode failed OpenAI's checks (repetitive or unlikely): nothing of it may be
     /// committed by agreement.
     window_failed: bool,
+    /// Encoder + decoder runs so far.
+    decodes: u64,
+    /// `decodes` after the decode made at the VAD's latest pause hint.
+    hint_decode: Option<u64>,
 }
 
 impl WhisperStream {
-    pub fn new(model: WhisperModel, cfg: AsrConfig) -> Result<Self, AsrError> {
+    pub fn new(mut model: WhisperModel, cfg: AsrConfig) -> Result<Self, AsrError> {
         cfg.validate()
             .map_err(|e| AsrError::Config(e.to_string()))?;
+        model.quantized_logits = cfg.quantized_logits;
         let mel = MelStream::new(model.front_end().clone());
         Ok(Self {
             model,
@@ -198,6 +203,8 @@ impl WhisperStream {
                 draft_offered: 0,
                 draft_kept: 0,
                 window_failed: false,
+                decodes: 0,
+                hint_decode: None,
             },
             vad: None,
             external_vad: false,
@@ -215,6 +222,11 @@ impl WhisperStream {
     /// Shape of the most recent update.
     pub fn last_stats(&self) -> UpdateStats {
         self.s.last_stats
+    }
+
+    /// Window decodes (encoder and decoder runs) so far.
+    pub fn decode_count(&self) -> u64 {
+        self.s.decodes
     }
 
     /// Draft tokens offered to the decoder and kept, over every decode so far
@@ -260,6 +272,7 @@ impl WhisperStream {
         // log10 of the 1e-10 floor: exactly what the front end gives for digital silence.
         padded.resize(raw.len() + pad * n_mels, -10.0);
         let (mel, n) = normalize(&padded, n_mels);
+        self.s.decodes += 1;
         let t0 = std::time::Instant::now();
         let enc = self.model.encode(&mel, n)?;
         let encode_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -597,9 +610,14 @@ impl WhisperStream {
     }
 
     /// At a pause the audio so far is complete: decode it (unless the last decode already saw
-    /// all of it) and commit the whole hypothesis.
-    fn settle(&mut self, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
-        let tail = if self.s.last_decode_end >= self.s.mel.end_frame() {
+    /// all of it, or was the one made at the VAD's pause hint and saw the audio up to the
+    /// speech end `end_frame`: the VAD holds what follows to be silence) and commit the whole
+    /// hypothesis.
+    fn settle(&mut self, end_frame: usize, out: &mut Vec<AsrEvent>) -> Result<(), AsrError> {
+        let hinted = self.s.hint_decode.take() == Some(self.s.decodes);
+        let tail = if self.s.last_decode_end >= self.s.mel.end_frame()
+            || (hinted && self.s.last_decode_end >= end_frame)
+        {
             self.s.history.last().cloned()
         } else {
             None

@@ -152,7 +152,7 @@ impl InputThread {
             }
             let events = decided
                 .into_iter()
-                .map(AsrEvent::from)
+                .filter_map(VadEvent::boundary)
                 .filter_map(speech_event)
                 .collect();
             post(
@@ -205,7 +205,7 @@ impl InputThread {
             };
             let decided = v.push(piece)?;
             self.hand_to_recogniser(*pos, &decided);
-            let raw: Vec<AsrEvent> = decided.into_iter().map(AsrEvent::from).collect();
+            let raw: Vec<AsrEvent> = decided.into_iter().filter_map(VadEvent::boundary).collect();
             let ends: Vec<SampleIndex> = raw
                 .iter()
                 .filter_map(|e| match e {

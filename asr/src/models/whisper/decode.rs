@@ -127,15 +127,18 @@ impl WhisperModel {
         let mut first = tokens.clone();
         first.extend_from_slice(draft);
         let (ys, r) = self.decoder.forward(&first, &mut cache, &heads)?;
-        let no_speech_prob = softmax_at(
-            &self.decoder.logits(&ys.i((0, sot_at))?)?,
-            sp.no_speech as usize,
-        );
-        let mut rows: Vec<Vec<f32>> = r.into_iter().skip(sample_begin - 1).collect();
-        // Rows n_prefix - 1 ..= n_prefix - 1 + draft_len each predict one token.
-        let verify = self
+        // One product for the no-speech row and rows n_prefix - 1 ..= n_prefix - 1 + draft_len
+        // (each predicts one token): the embedding table is read once for all of them.
+        let wanted: Vec<u32> = std::iter::once(sot_at)
+            .chain(n_prefix - 1..n_prefix + draft_len)
+            .map(|i| i as u32)
+            .collect();
+        let wanted = Tensor::new(wanted.as_slice(), &self.device)?;
+        let mut verify = self
             .decoder
-            .logits_rows(&ys.i((0, n_prefix - 1..n_prefix + draft_len))?)?;
+            .logits_rows(&ys.i(0)?.index_select(&wanted, 0)?)?;
+        let no_speech_prob = softmax_at(&verify.remove(0), sp.no_speech as usize);
+        let mut rows: Vec<Vec<f32>> = r.into_iter().skip(sample_begin - 1).collect();
         let mut accepted = 0;
         // Nothing may be sampled when nothing was asked for.
         let rows_to_verify = if spec.max_new_tokens == 0 {
@@ -169,7 +172,9 @@ impl WhisperModel {
             };
             rows.extend(r);
             let n = ys.dim(1)?;
-            let mut l = self.decoder.logits(&ys.i((0, n - 1))?)?;
+            let mut l = self
+                .decoder
+                .logits(&ys.i((0, n - 1))?, self.quantized_logits)?;
             if self.sample(&mut l, &mut tokens, &mut st).is_none() {
                 break;
             }
@@ -274,7 +279,7 @@ impl WhisperModel {
             last = Some(self.decoder.forward(&[*t], &mut cache, &[])?.0);
         }
         match last {
-            Some(ys) => Ok(self.decoder.logits(&ys.i((0, 0))?)?),
+            Some(ys) => Ok(self.decoder.logits(&ys.i((0, 0))?, false)?),
             None => Err(AsrError::Config("no tokens to decode".into())),
         }
     }
