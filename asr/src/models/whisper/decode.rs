@@ -271,6 +271,25 @@ impl WhisperModel {
             .to_vec1()?)
     }
 
+    /// Logits after each of `tokens`, fed one token at a time through the cached decoder, scored
+    /// against the 8-bit embedding table (`quantized`) or the f32 one: what single-token steps
+    /// see, for comparing the two on the same (teacher-forced) sequence.
+    pub fn step_logits(
+        &self,
+        enc: &Tensor,
+        tokens: &[u32],
+        quantized: bool,
+    ) -> Result<Vec<Vec<f32>>, AsrError> {
+        let mut cache = self.decoder.cache_for(enc)?;
+        tokens
+            .iter()
+            .map(|t| {
+                let ys = self.decoder.forward(&[*t], &mut cache, &[])?.0;
+                Ok(self.decoder.logits(&ys.i((0, 0))?, quantized)?)
+            })
+            .collect()
+    }
+
     /// Logits of the last position of `tokens` from the cached decoder, fed one token at a time.
     pub fn incremental_logits(&self, enc: &Tensor, tokens: &[u32]) -> Result<Vec<f32>, AsrError> {
         let mut cache = self.decoder.cache_for(enc)?;
