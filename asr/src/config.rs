@@ -47,8 +47,9 @@ pub struct AsrConfig {
     /// Offer each update's decoder the previous hypothesis as a draft, verified in one batched
     /// pass (speculative decoding; the transcript is the greedy one either way).
     pub draft_decoding: bool,
-    /// Single-token decoding steps score the vocabulary against an 8-bit copy of the embedding
-    /// table (the step's largest read); false scores in f32.
+    /// Single-token decoding steps run their linears and score the vocabulary on 8-bit copies
+    /// of the weights (the embedding table is the step's largest read); false runs them in f32.
+    /// The name predates the linears.
     pub quantized_logits: bool,
 }
 

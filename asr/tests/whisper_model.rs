@@ -175,15 +175,62 @@ fn streaming_recogniser_with_vad_transcribes_real_speech() {
     );
 }
 
+/// Our encoder (its own GELU loop) against candle's on the same mel frames: a short window, a
+/// streaming-sized one and the full 30 s input; same output within float noise, and the cached
+/// decoder reads the same transcript from either.
+#[test]
+fn encoder_matches_candles_encoder() {
+    let (dir, mel) = model_dirs();
+    let mut m = WhisperModel::load(&dir, &mel).unwrap();
+    let audio =
+        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    for secs in [1usize, 8, 30] {
+        let mut clip = audio[..audio.len().min(secs * 16000)].to_vec();
+        clip.resize(secs * 16000, 0.0);
+        let (x, n) = m.front_end().log_mel_padded(&clip).unwrap();
+        let ours = m.encode(&x, n).unwrap();
+        let theirs = m.reference_encode(&x, n).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        let scale = theirs.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let diff = (&ours - &theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let (scale, diff) = (
+            scale.to_scalar::<f32>().unwrap(),
+            diff.to_scalar::<f32>().unwrap(),
+        );
+        println!("{secs} s: max |encoder diff| {diff:.2e} (max |value| {scale:.1})");
+        assert!(scale > 1.0, "{secs} s: encoder output near zero");
+        assert!(diff <= 1e-3, "{secs} s: encoders differ by {diff}");
+        let a = m.decode(&ours, &[], &[], false, n, 64).unwrap();
+        let b = m.decode(&theirs, &[], &[], false, n, 64).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{secs} s");
+        if secs >= 8 {
+            assert!(
+                m.text(&a.tokens)
+                    .unwrap()
+                    .to_lowercase()
+                    .contains("what your country can do for you"),
+                "{secs} s: {:?}",
+                m.text(&a.tokens)
+            );
+        }
+    }
+}
+
 /// The cached decoder against candle's (uncached) decoder on the same tokens, and greedy
 /// decoding with and without the cache: same logits (within float noise), same tokens.
 #[test]
 fn kv_cached_decoder_matches_candles_decoder() {
     let (dir, mel) = model_dirs();
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
-    let Some(audio) = corpus_clip("jfk_inaugural") else {
-        return;
-    };
+    let audio =
+        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
     let audio = &audio[..audio.len().min(8 * 16000)];
     let (x, n) = m.front_end().log_mel_padded(audio).unwrap();
     let enc = m.encode(&x, n).unwrap();
@@ -401,9 +448,10 @@ fn a_pause_hint_leaves_nothing_to_decode_at_the_speech_end() {
     }
 }
 
-/// The 8-bit embedding table that single-token steps score against: on the f32 greedy
+/// The 8-bit linears and embedding table single-token steps run on: on the f32 greedy
 /// transcript (teacher-forced), every step whose f32 choice leads by at least 1 nat picks the
-/// same token in 8-bit, and the chosen token's log-probability moves by less than 0.1. Only
+/// same token in 8-bit, and the chosen token's log-probability moves by less than 0.15
+/// (measured: at most 0.065 over 69 steps; 0.11 once with candle's encoder upstream). Only
 /// near ties may flip (and then the greedy transcripts part: on ls_1089-134686-0000 8-bit
 /// Whisper writes "fat-mutton pieces … flour f…" where f32 writes "flour fattened").
 #[test]
@@ -421,7 +469,7 @@ fn quantized_logits_only_flip_near_ties() {
             .max_by(|&a, &b| l[a].total_cmp(&l[b]))
             .expect("logits")
     };
-    let (mut steps, mut clear, mut flipped) = (0, 0, 0);
+    let (mut steps, mut clear, mut flipped, mut worst_move) = (0, 0, 0, 0f32);
     for id in [
         "jfk_inaugural",
         "ls_1089-134686-0000",
@@ -448,8 +496,10 @@ fn quantized_logits_only_flip_near_ties() {
             sorted.sort_by(|a, b| b.total_cmp(a));
             let margin = sorted[0] - sorted[1];
             steps += 1;
+            let moved = (lq[best] - le[best]).abs();
+            worst_move = worst_move.max(moved);
             assert!(
-                (lq[best] - le[best]).abs() < 0.1,
+                moved < 0.15,
                 "{id} step {p}: log-probability {} (f32) vs {} (8-bit)",
                 le[best],
                 lq[best]
@@ -462,7 +512,10 @@ fn quantized_logits_only_flip_near_ties() {
             }
         }
     }
-    println!("{steps} steps, {clear} with a margin of 1 nat or more (all kept), {flipped} near ties flipped");
+    println!(
+        "{steps} steps, {clear} with a margin of 1 nat or more (all kept), {flipped} near ties \
+         flipped, chosen token's log-probability moved by at most {worst_move:.3}"
+    );
     assert!(
         clear * 10 >= steps * 8,
         "too few clear steps to judge: {clear} of {steps}"

@@ -4,3 +4,6 @@ pub mod moonshine_streaming;
 pub mod silero;
 pub mod whisper;
 pub mod whisper_decoder;
+pub mod whisper_encoder;
+
+mod fast_gelu;

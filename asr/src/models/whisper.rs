@@ -2,9 +2,11 @@
 //! candle, loaded from a CTranslate2 `model.bin` (faster-whisper's format) or a Hugging Face
 //! checkpoint directory (`model.safetensors` + `config.json`).
 //!
-//! The network itself is `candle_transformers::models::whisper::model::Whisper`; this file maps
-//! checkpoints onto its Hugging Face tensor names and runs greedy decoding with OpenAI's
-//! timestamp rules (reference: `whisper/decoding.py`, `ApplyTimestampRules`).
+//! The network is our own encoder ([`super::whisper_encoder`]) and cached decoder
+//! ([`super::whisper_decoder`]), each tested equal to `candle_transformers`' Whisper, which is
+//! loaded beside them as that reference. This file maps checkpoints onto the Hugging Face tensor
+//! names and runs greedy decoding with OpenAI's timestamp rules (reference:
+//! `whisper/decoding.py`, `ApplyTimestampRules`).
 //!
 //! CTranslate2's `config.json` holds only decoding metadata (`suppress_ids`, `lang_ids`,
 //! alignment heads), not the architecture, so the Hugging Face [`Config`] is derived from the
@@ -14,13 +16,14 @@
 //! `suppress_tokens` from `suppress_ids`.
 //!
 //! Audio is never padded to 30 s: the encoder runs on the frames given (its positional table is
-//! sliced to that length by candle), which is what makes a short streaming window cheap.
+//! sliced to that length), which is what makes a short streaming window cheap.
 
 mod decode;
 
 pub use decode::{align_tokens, DecodeSpec};
 
 use super::whisper_decoder::KvDecoder;
+use super::whisper_encoder::WhisperEncoder;
 use crate::ct2::Ct2Model;
 use crate::AsrError;
 use candle_core::{DType, Device, Tensor};
@@ -405,16 +408,17 @@ pub struct Decoded {
 /// clone's own mutable state is fresh (candle's decoder keeps a cross-attention cache; the
 /// clone starts with it empty), so clones may run on different threads at once.
 pub struct WhisperModel {
-    /// candle's model: its encoder runs here; its decoder (no self-attention cache) is kept as the
-    /// reference the cached decoder is tested against.
+    /// candle's model: kept as the reference the encoder and the cached decoder (its decoder has
+    /// no self-attention cache) are tested against.
     model: Whisper,
+    encoder: Arc<WhisperEncoder>,
     decoder: Arc<KvDecoder>,
     alignment_heads: Arc<[(usize, usize)]>,
     /// Decode with the self-attention KV cache (default). Off re-runs the whole token sequence
     /// for every new token, as candle's decoder does: kept for the benchmark's baseline.
     pub use_kv_cache: bool,
-    /// Single-token decoding steps take their logits from the 8-bit embedding table
-    /// (`asr.quantized_logits`); the batched first pass stays exact.
+    /// Single-token decoding steps run on 8-bit linears and take their logits from the 8-bit
+    /// embedding table (`asr.quantized_logits`); the batched first pass stays exact.
     pub quantized_logits: bool,
     /// Suppressed at the first sampled position (blank and EOT, from the CT2 config's
     /// `suppress_ids_begin`; OpenAI's `SuppressBlank`).
@@ -435,6 +439,7 @@ impl Clone for WhisperModel {
         model.reset_kv_cache();
         Self {
             model,
+            encoder: Arc::clone(&self.encoder),
             decoder: Arc::clone(&self.decoder),
             alignment_heads: Arc::clone(&self.alignment_heads),
             use_kv_cache: self.use_kv_cache,
@@ -483,6 +488,15 @@ impl WhisperModel {
                     .unwrap_or_default(),
                 reason: format!("decoder weights do not fit: {e}"),
             })?;
+        let encoder = WhisperEncoder::load(&config, vb.pp("model.encoder")).map_err(|e| {
+            AsrError::Checkpoint {
+                path: tokenizer_path
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason: format!("encoder weights do not fit: {e}"),
+            }
+        })?;
         let tokenizer = Tokenizer::from_file(tokenizer_path)
             .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
         let id = |s: &str| {
@@ -552,6 +566,7 @@ impl WhisperModel {
         };
         Ok(Self {
             model,
+            encoder: Arc::new(encoder),
             decoder: Arc::new(decoder),
             alignment_heads: w.alignment_heads.into(),
             use_kv_cache: true,
@@ -598,14 +613,27 @@ impl WhisperModel {
 
     /// Runs the encoder on normalised log-mel frames laid out `(n_mels, n_frames)`.
     pub fn encode(&mut self, mel: &[f32], n_frames: usize) -> Result<Tensor, AsrError> {
+        Ok(self.encoder.forward(&self.mel_input(mel, n_frames)?)?)
+    }
+
+    /// [`WhisperModel::encode`] on candle's own encoder: the reference ours is tested against.
+    pub fn reference_encode(&mut self, mel: &[f32], n_frames: usize) -> Result<Tensor, AsrError> {
+        let x = self.mel_input(mel, n_frames)?;
+        Ok(self.model.encoder.forward(&x, true)?)
+    }
+
+    fn mel_input(&self, mel: &[f32], n_frames: usize) -> Result<Tensor, AsrError> {
         let max = 2 * self.config.max_source_positions;
         if n_frames == 0 || n_frames > max {
             return Err(AsrError::Config(format!(
                 "encoder input of {n_frames} frames is outside 1..={max}"
             )));
         }
-        let x = Tensor::from_slice(mel, (1, self.config.num_mel_bins, n_frames), &self.device)?;
-        Ok(self.model.encoder.forward(&x, true)?)
+        Ok(Tensor::from_slice(
+            mel,
+            (1, self.config.num_mel_bins, n_frames),
+            &self.device,
+        )?)
     }
 
     /// Offline transcription of a whole clip (≤ 30 s) the way Whisper was trained: padded with

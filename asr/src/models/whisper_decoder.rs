@@ -14,26 +14,68 @@
 //! The decoder can also hand back the cross-attention weights of chosen heads (Whisper's
 //! "alignment heads") for each token, the input of word-level timestamp alignment.
 
+use super::fast_gelu;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::whisper::Config;
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+/// A linear layer with an 8-bit (`Q8_0`) twin of its weight for single-token steps, where the
+/// weight's bytes, not the arithmetic, are the cost.
+/// Without the twin (the encoder's layers, which only run batched) it is a plain `Linear`.
+pub(crate) struct QLinear {
+    exact: Linear,
+    q8: Option<QMatMul>,
+}
+
+impl QLinear {
+    fn new(exact: Linear, with_q8: bool) -> Result<Self> {
+        if !with_q8 {
+            return Ok(Self { exact, q8: None });
+        }
+        // The reader may hand out views into a fused projection (CTranslate2 stores q, k and v
+        // as one matrix); `quantize` reads the storage from its start, so give it its own copy.
+        let w = exact.weight();
+        let own = Tensor::from_vec(w.flatten_all()?.to_vec1::<f32>()?, w.shape(), w.device())?;
+        let q8 = QMatMul::from_qtensor(QTensor::quantize(&own, GgmlDType::Q8_0)?)?;
+        Ok(Self {
+            exact,
+            q8: Some(q8),
+        })
+    }
+
+    pub(crate) fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
+        Self::new(candle_nn::linear(d_in, d_out, vb)?, false)
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, quantized: bool) -> Result<Tensor> {
+        let Some(q8) = self.q8.as_ref().filter(|_| quantized) else {
+            return self.exact.forward(x);
+        };
+        let y = q8.forward(x)?;
+        match self.exact.bias() {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub(crate) struct Attention {
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    out: QLinear,
     n_head: usize,
 }
 
 impl Attention {
-    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
+    /// `with_q8`: keep 8-bit twins of the projections for single-token steps.
+    pub(crate) fn load(d: usize, n_head: usize, vb: VarBuilder, with_q8: bool) -> Result<Self> {
         Ok(Self {
-            q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k: candle_nn::linear_no_bias(d, d, vb.pp("k_proj"))?,
-            v: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            q: QLinear::new(candle_nn::linear(d, d, vb.pp("q_proj"))?, with_q8)?,
+            k: QLinear::new(candle_nn::linear_no_bias(d, d, vb.pp("k_proj"))?, with_q8)?,
+            v: QLinear::new(candle_nn::linear(d, d, vb.pp("v_proj"))?, with_q8)?,
+            out: QLinear::new(candle_nn::linear(d, d, vb.pp("out_proj"))?, with_q8)?,
             n_head,
         })
     }
@@ -47,25 +89,26 @@ impl Attention {
     }
 
     /// Keys and values of `x` in head layout.
-    fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn kv(&self, x: &Tensor, quantized: bool) -> Result<(Tensor, Tensor)> {
         Ok((
-            self.heads(&self.k.forward(x)?)?,
-            self.heads(&self.v.forward(x)?)?,
+            self.heads(&self.k.forward(x, quantized)?)?,
+            self.heads(&self.v.forward(x, quantized)?)?,
         ))
     }
 
     /// Attention of the queries from `x` over `k`/`v` (head layout); returns the output
     /// projection and the attention weights `(1, heads, n, t)`.
-    fn attend(
+    pub(crate) fn attend(
         &self,
         x: &Tensor,
         k: &Tensor,
         v: &Tensor,
         mask: Option<&Tensor>,
+        quantized: bool,
     ) -> Result<(Tensor, Tensor)> {
         let hd = x.dim(D::Minus1)? / self.n_head;
         let scale = (hd as f64).powf(-0.25);
-        let q = (self.heads(&self.q.forward(x)?)? * scale)?;
+        let q = (self.heads(&self.q.forward(x, quantized)?)? * scale)?;
         let kt = (k.transpose(2, 3)? * scale)?;
         let mut qk = q.matmul(&kt)?;
         if let Some(m) = mask {
@@ -73,7 +116,7 @@ impl Attention {
         }
         let w = candle_nn::ops::softmax_last_dim(&qk)?;
         let wv = w.matmul(v)?.transpose(1, 2)?.flatten_from(2)?;
-        Ok((self.out.forward(&wv)?, w))
+        Ok((self.out.forward(&wv, quantized)?, w))
     }
 }
 
@@ -82,12 +125,12 @@ struct Block {
     attn_ln: LayerNorm,
     cross: Attention,
     cross_ln: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: QLinear,
+    fc2: QLinear,
     mlp_ln: LayerNorm,
 }
 
-fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
+pub(crate) fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
     Ok(LayerNorm::new(
         vb.get(d, "weight")?,
         vb.get(d, "bias")?,
@@ -158,12 +201,12 @@ impl KvDecoder {
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
                 Ok(Block {
-                    attn: Attention::load(d, h, vb.pp("self_attn"))?,
+                    attn: Attention::load(d, h, vb.pp("self_attn"), true)?,
                     attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-                    cross: Attention::load(d, h, vb.pp("encoder_attn"))?,
+                    cross: Attention::load(d, h, vb.pp("encoder_attn"), true)?,
                     cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
-                    fc1: candle_nn::linear(d, 4 * d, vb.pp("fc1"))?,
-                    fc2: candle_nn::linear(4 * d, d, vb.pp("fc2"))?,
+                    fc1: QLinear::new(candle_nn::linear(d, 4 * d, vb.pp("fc1"))?, true)?,
+                    fc2: QLinear::new(candle_nn::linear(4 * d, d, vb.pp("fc2"))?, true)?,
                     mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
                 })
             })
@@ -191,7 +234,7 @@ impl KvDecoder {
         let cross = self
             .blocks
             .iter()
-            .map(|b| b.cross.kv(enc))
+            .map(|b| b.cross.kv(enc, false))
             .collect::<Result<Vec<_>>>()?;
         Ok(DecoderCache {
             cross,
@@ -209,7 +252,20 @@ impl KvDecoder {
         cache: &mut DecoderCache,
         align: &[(usize, usize)],
     ) -> Result<(Tensor, Vec<Vec<f32>>)> {
+        self.forward_with(tokens, cache, align, false)
+    }
+
+    /// [`KvDecoder::forward`]; with `quantized`, a single token's linears run on the 8-bit
+    /// weights (a batch keeps f32: it reads each weight once for all its rows anyway).
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut DecoderCache,
+        align: &[(usize, usize)],
+        quantized: bool,
+    ) -> Result<(Tensor, Vec<Vec<f32>>)> {
         let n = tokens.len();
+        let quantized = quantized && n == 1;
         let past = cache.len;
         if n == 0 || past + n > self.n_ctx {
             candle_core::bail!(
@@ -237,7 +293,7 @@ impl KvDecoder {
         let mut align_w: Vec<Tensor> = Vec::new();
         for (li, b) in self.blocks.iter().enumerate() {
             let h = b.attn_ln.forward(&x)?;
-            let (k_new, v_new) = b.attn.kv(&h)?;
+            let (k_new, v_new) = b.attn.kv(&h, quantized)?;
             let (k, v) = match &cache.own[li] {
                 Some((k0, v0)) => (
                     Tensor::cat(&[k0, &k_new], 2)?,
@@ -245,20 +301,23 @@ impl KvDecoder {
                 ),
                 None => (k_new, v_new),
             };
-            let (a, _) = b.attn.attend(&h, &k, &v, mask.as_ref())?;
+            let (a, _) = b.attn.attend(&h, &k, &v, mask.as_ref(), quantized)?;
             cache.own[li] = Some((k, v));
             x = (x + a)?;
             let (ck, cv) = &cache.cross[li];
-            let (c, w) = b.cross.attend(&b.cross_ln.forward(&x)?, ck, cv, None)?;
+            let (c, w) = b
+                .cross
+                .attend(&b.cross_ln.forward(&x)?, ck, cv, None, quantized)?;
             for &(l, head) in align {
                 if l == li {
                     align_w.push(w.i((0, head))?);
                 }
             }
             x = (x + c)?;
-            let m = b
-                .fc2
-                .forward(&b.fc1.forward(&b.mlp_ln.forward(&x)?)?.gelu()?)?;
+            let m = b.fc2.forward(
+                &fast_gelu::gelu(&b.fc1.forward(&b.mlp_ln.forward(&x)?, quantized)?)?,
+                quantized,
+            )?;
             x = (x + m)?;
         }
         cache.len += n;

@@ -162,8 +162,12 @@ impl WhisperModel {
         rows.truncate(n_prefix + accepted + 1 - sample_begin);
         while !st.stopped && st.n_sampled < spec.max_new_tokens && tokens.len() < max_ctx {
             let (ys, r) = if self.use_kv_cache {
-                self.decoder
-                    .forward(&tokens[tokens.len() - 1..], &mut cache, &heads)?
+                self.decoder.forward_with(
+                    &tokens[tokens.len() - 1..],
+                    &mut cache,
+                    &heads,
+                    self.quantized_logits,
+                )?
             } else {
                 cache.clear_tokens();
                 let (ys, mut r) = self.decoder.forward(&tokens, &mut cache, &heads)?;
@@ -271,8 +275,8 @@ impl WhisperModel {
             .to_vec1()?)
     }
 
-    /// Logits after each of `tokens`, fed one token at a time through the cached decoder, scored
-    /// against the 8-bit embedding table (`quantized`) or the f32 one: what single-token steps
+    /// Logits after each of `tokens`, fed one token at a time through the cached decoder, with
+    /// 8-bit linears and embedding table (`quantized`) or the f32 ones: what single-token steps
     /// see, for comparing the two on the same (teacher-forced) sequence.
     pub fn step_logits(
         &self,
@@ -284,7 +288,10 @@ impl WhisperModel {
         tokens
             .iter()
             .map(|t| {
-                let ys = self.decoder.forward(&[*t], &mut cache, &[])?.0;
+                let ys = self
+                    .decoder
+                    .forward_with(&[*t], &mut cache, &[], quantized)?
+                    .0;
                 Ok(self.decoder.logits(&ys.i((0, 0))?, quantized)?)
             })
             .collect()
