@@ -156,7 +156,8 @@ pub const SCENE_MAX_AGE: Duration = Duration::from_secs(15);
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Warm the LLM's cache with a prompt the turn is likely to end with (speculative prefill).
+    /// Warm the LLM's cache with a prompt the turn is likely to end with (speculative prefill);
+    /// on the dual path both models', since the draft and the slow model's request share it.
     Prefill { messages: Vec<ChatMessage> },
     /// Start generating `answer`; report its tokens as [`Event::LlmToken`].
     StartGeneration {

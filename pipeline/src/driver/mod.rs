@@ -377,7 +377,15 @@ impl<E: EventSink> Loop<'_, E> {
 
     fn perform(&mut self, action: Action, now: Millis) -> Result<(), PipelineError> {
         match action {
-            Action::Prefill { messages } => self.llm.prefill(messages),
+            Action::Prefill { messages } => {
+                // On the dual path the drafter speaks first, so its cache is the one the onset
+                // waits on; the slow model's is warmed too, or its prefill after the verifier
+                // shows as a gap at the seam. Each worker runs its own queue, one core each.
+                if let Some(d) = self.draft.as_mut() {
+                    d.prefill(messages.clone());
+                }
+                self.llm.prefill(messages);
+            }
             Action::StartGeneration { answer, request } => {
                 if !self.llm.start(answer, request, Stream::Answer) {
                     self.not_queued(answer, now)?;
