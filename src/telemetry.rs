@@ -72,10 +72,13 @@ pub fn record_conversation_event(event: &vr_dialog::ConversationEvent) {
             score,
             kept,
             draft_ms,
+            early,
             ..
         } => {
             let decision = if *kept { "kept" } else { "dropped" };
-            metrics::counter!("transport_dual_drafts_total", "decision" => decision).increment(1);
+            let started = if *early { "pause" } else { "turn_end" };
+            metrics::counter!("transport_dual_drafts_total", "decision" => decision, "started" => started)
+                .increment(1);
             if let Some(score) = score {
                 metrics::histogram!("transport_dual_verifier_score").record(f64::from(*score));
             }
@@ -99,12 +102,17 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            for (kept, score) in [(true, 0.93), (false, 0.12), (true, 0.71)] {
+            for (kept, score, early) in [
+                (true, 0.93, false),
+                (false, 0.12, false),
+                (true, 0.71, true),
+            ] {
                 record_conversation_event(&E::Draft {
                     text: "Paris is the".into(),
                     score: Some(score),
                     kept,
                     draft_ms: 90,
+                    early,
                 });
             }
             record_conversation_event(&E::Seam { gap_ms: 40 });
@@ -122,8 +130,9 @@ mod tests {
         });
         let text = handle.render();
         for want in [
-            "transport_dual_drafts_total{decision=\"kept\"} 2",
-            "transport_dual_drafts_total{decision=\"dropped\"} 1",
+            "transport_dual_drafts_total{decision=\"kept\",started=\"turn_end\"} 1",
+            "transport_dual_drafts_total{decision=\"kept\",started=\"pause\"} 1",
+            "transport_dual_drafts_total{decision=\"dropped\",started=\"turn_end\"} 1",
             "transport_dual_verifier_score_count 3",
             "transport_dual_draft_ms_sum 270",
             "transport_dual_seam_gap_ms_sum 40",

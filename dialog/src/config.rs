@@ -58,6 +58,9 @@ pub struct DualSettings {
     pub draft_max_tokens: usize,
     /// Keep a draft the verifier scores at least this (0 keeps every draft, 1 none).
     pub keep_threshold: f32,
+    /// Draft while the user pauses, before the turn ends (`core::dual`, early drafts). Off by
+    /// default: no reliable gain measured yet (README, "Early drafts").
+    pub early_draft: bool,
 }
 
 impl Default for DualSettings {
@@ -68,6 +71,7 @@ impl Default for DualSettings {
             draft_words: 5,
             draft_max_tokens: 16,
             keep_threshold: 0.5,
+            early_draft: false,
         }
     }
 }

@@ -153,6 +153,9 @@ pub enum ConversationEvent {
         score: Option<f32>,
         kept: bool,
         draft_ms: u64,
+        /// Drafted while the user paused, before the turn ended (`dialog.dual.early_draft`):
+        /// `draft_ms` then counts from the turn's end, so it can be 0.
+        early: bool,
     },
     /// Dual path: silence between the kept draft's last sample and the continuation's first
     /// (0 when the continuation was queued before the draft ran out), output clock.

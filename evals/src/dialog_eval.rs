@@ -83,6 +83,9 @@ pub struct DialogTurnResult {
     pub draft_score: Option<f32>,
     #[serde(default)]
     pub draft: Option<String>,
+    /// Dual path: the draft was made in the user's pause, before the turn ended.
+    #[serde(default)]
+    pub draft_early: Option<bool>,
     /// Dual path: silence between the kept draft and the slow model's continuation.
     #[serde(default)]
     pub seam_gap_ms: Option<u64>,
@@ -107,6 +110,9 @@ pub struct DialogSummary {
     pub drafts: usize,
     #[serde(default)]
     pub keep_rate: Option<f64>,
+    /// Dual path: of the judged drafts, those made in the user's pause (early drafts).
+    #[serde(default)]
+    pub early_drafts: usize,
     /// Dual path: the seam gap over the turns whose kept draft had a continuation.
     #[serde(default)]
     pub seam_gap_ms: Stats,
@@ -176,6 +182,7 @@ pub fn summarise(
         first_clause_ms: col(&|l| l.first_clause_ms),
         tts_first_chunk_ms: col(&|l| l.tts_first_chunk_ms),
         drafts: kept.len(),
+        early_drafts: turns.iter().filter(|t| t.draft_early == Some(true)).count(),
         keep_rate: (!kept.is_empty())
             .then(|| kept.iter().filter(|k| **k).count() as f64 / kept.len() as f64),
         seam_gap_ms: stats_ms(
@@ -196,8 +203,8 @@ struct Window {
     latencies: Vec<TurnLatency>,
     listening: bool,
     spoke: bool,
-    /// The last draft's (text, score, kept).
-    draft: Option<(String, Option<f32>, bool)>,
+    /// The last draft's (text, score, kept, early).
+    draft: Option<(String, Option<f32>, bool, bool)>,
     seam_gap_ms: Option<u64>,
 }
 
@@ -214,8 +221,12 @@ fn absorb(ev: ConversationEvent, w: &mut Window, barge_ins: &mut usize, errors: 
         }
         ConversationEvent::BargeIn { .. } => *barge_ins += 1,
         ConversationEvent::Draft {
-            text, score, kept, ..
-        } => w.draft = Some((text, score, kept)),
+            text,
+            score,
+            kept,
+            early,
+            ..
+        } => w.draft = Some((text, score, kept, early)),
         ConversationEvent::Seam { gap_ms } => w.seam_gap_ms = Some(gap_ms),
         ConversationEvent::Error { message } => errors.push(message),
         _ => {}
@@ -236,6 +247,7 @@ impl Window {
             timed_out,
             draft_kept: self.draft.as_ref().map(|d| d.2),
             draft_score: self.draft.as_ref().and_then(|d| d.1),
+            draft_early: self.draft.as_ref().map(|d| d.3),
             draft: self.draft.map(|d| d.0),
             seam_gap_ms: self.seam_gap_ms,
         }
@@ -531,6 +543,7 @@ mod tests {
             draft_kept: None,
             draft_score: None,
             draft: None,
+            draft_early: None,
             seam_gap_ms: None,
         }
     }

@@ -226,6 +226,8 @@ impl Driver<'_, '_> {
             draft_max_tokens: 16,
             keep_threshold: self.keep_threshold,
             verifier: self.verifier.clone(),
+            // Typed turns have no pause to draft in.
+            early_draft: false,
         });
         let system = cfg.system.clone();
         let mut core = ConversationCore::new(cfg, Arc::new(ByteEstimate));
@@ -328,6 +330,7 @@ impl Driver<'_, '_> {
                     score,
                     kept,
                     draft_ms,
+                    ..
                 } => {
                     r.spoke_first = if kept { "fast" } else { "slow" };
                     r.draft = Some(text);

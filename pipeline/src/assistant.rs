@@ -129,6 +129,7 @@ impl DualParts {
                 draft_max_tokens: dual.draft_max_tokens,
                 keep_threshold: dual.keep_threshold,
                 verifier,
+                early_draft: dual.early_draft,
             },
         })
     }

@@ -224,6 +224,7 @@ fn run_path(
             "drafter": dialog.dual.drafter,
             "draft_words": dialog.dual.draft_words,
             "keep_threshold": dialog.dual.keep_threshold,
+            "early_draft": dialog.dual.early_draft,
         })),
         "asr": {"engine": cfg.asr.engine, "model": cfg.asr.model},
         "tts_voice": cfg.tts.voice,
@@ -235,9 +236,11 @@ fn run_path(
     let f = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.0}"));
     let dual = if s.drafts > 0 {
         format!(
-            " | keep rate {} | seam gap P50 {} P90 {} ms",
+            " | keep rate {} | drafted in the pause {} of {} | seam gap P50 {} P90 {} ms",
             s.keep_rate
                 .map_or_else(|| "–".into(), |k| format!("{k:.2}")),
+            s.early_drafts,
+            s.drafts,
             f(s.seam_gap_ms.p50),
             f(s.seam_gap_ms.p90)
         )

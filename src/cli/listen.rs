@@ -323,6 +323,7 @@ fn print_event(
             score,
             kept,
             draft_ms,
+            early,
         } => {
             clear(out, partial_shown)?;
             let score = score.map_or("unscored".to_string(), |s| format!("score {s:.2}"));
@@ -331,9 +332,14 @@ fn print_event(
             } else {
                 "dropped: the slow model answers alone"
             };
+            let when = if *early {
+                "drafted in the pause"
+            } else {
+                "drafted at the turn's end"
+            };
             writeln!(
                 out,
-                "[draft {text:?} {score}, {verdict}; decided {draft_ms} ms after the turn]"
+                "[draft {text:?} {score}, {verdict}; {when}, decided {draft_ms} ms after the turn]"
             )?;
         }
         ConversationEvent::Seam { gap_ms } => {

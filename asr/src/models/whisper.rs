@@ -473,30 +473,19 @@ impl WhisperModel {
     ) -> Result<Self, AsrError> {
         let config = w.config.clone();
         let vb = VarBuilder::from_tensors(w.tensors, DType::F32, device);
-        let model = Whisper::load(&vb, config.clone()).map_err(|e| AsrError::Checkpoint {
+        let misfit = |what: &str, e: candle_core::Error| AsrError::Checkpoint {
             path: tokenizer_path
                 .parent()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            reason: format!("weights do not fit the Whisper architecture: {e}"),
-        })?;
-        let decoder =
-            KvDecoder::load(vb.pp("model.decoder"), &config).map_err(|e| AsrError::Checkpoint {
-                path: tokenizer_path
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                reason: format!("decoder weights do not fit: {e}"),
-            })?;
-        let encoder = WhisperEncoder::load(&config, vb.pp("model.encoder")).map_err(|e| {
-            AsrError::Checkpoint {
-                path: tokenizer_path
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                reason: format!("encoder weights do not fit: {e}"),
-            }
-        })?;
+            reason: format!("{what} do not fit: {e}"),
+        };
+        let model = Whisper::load(&vb, config.clone())
+            .map_err(|e| misfit("weights (the Whisper architecture)", e))?;
+        let decoder = KvDecoder::load(vb.pp("model.decoder"), &config)
+            .map_err(|e| misfit("decoder weights", e))?;
+        let encoder = WhisperEncoder::load(&config, vb.pp("model.encoder"))
+            .map_err(|e| misfit("encoder weights", e))?;
         let tokenizer = Tokenizer::from_file(tokenizer_path)
             .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
         let id = |s: &str| {

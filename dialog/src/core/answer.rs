@@ -108,20 +108,40 @@ impl ConversationCore {
             .is_some_and(|a| a.id == id && !a.llm_done)
     }
 
-    pub(super) fn start_answer(&mut self, user_text: String, clock: TurnClock) {
-        self.apply_voice();
-        self.last_answer += 1;
-        let id = AnswerId(self.last_answer);
-        let mut request = GenerateRequest::new(self.prompt(&user_text));
+    /// The answer's request for `user_text`: the memory, the scene and the user's words.
+    pub(super) fn answer_request(&self, user_text: &str) -> GenerateRequest {
+        let mut request = GenerateRequest::new(self.prompt(user_text));
         request.max_tokens = self.cfg.max_answer_tokens;
         request.sampling = self.cfg.sampling;
-        let draft = match self.cfg.dual.as_ref() {
-            Some(dual) => {
-                let draft = self.draft_request(&request, dual);
-                self.actions.push(Action::StartDraft {
-                    answer: id,
-                    request: draft,
-                });
+        request
+    }
+
+    pub(super) fn start_answer(&mut self, user_text: String, clock: TurnClock) {
+        self.apply_voice();
+        let request = self.answer_request(&user_text);
+        let draft_request = self
+            .cfg
+            .dual
+            .clone()
+            .map(|dual| self.draft_request(&request, &dual));
+        let early = draft_request
+            .as_ref()
+            .and_then(|d| self.take_early_draft(d));
+        let id = match &early {
+            Some(e) => e.id(),
+            None => {
+                self.last_answer += 1;
+                AnswerId(self.last_answer)
+            }
+        };
+        let draft = match draft_request {
+            Some(draft) => {
+                if early.is_none() {
+                    self.actions.push(Action::StartDraft {
+                        answer: id,
+                        request: draft,
+                    });
+                }
                 Some(Draft::new(request))
             }
             None => {
@@ -161,6 +181,9 @@ impl ConversationCore {
             clock: Some(clock),
             draft,
         });
+        if let Some(e) = early {
+            self.adopt_early_draft(e);
+        }
     }
 
     pub(super) fn on_llm_token(&mut self, id: AnswerId, token: Token) {
@@ -224,6 +247,7 @@ impl ConversationCore {
     /// Drops the answer in flight: the output drops what it holds (first, so nothing more of
     /// it plays), the LLM stops, the synthesizer forgets it.
     pub(super) fn cancel_answer(&mut self) {
+        self.cancel_early_draft();
         self.flush_output();
         let drafting = self.draft_in_flight();
         let Some(a) = self.answer.take() else {

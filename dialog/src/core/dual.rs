@@ -11,11 +11,38 @@
 //! Failures never leave a draft hanging: if the drafter fails the slow model answers alone; if
 //! the slow model fails before its first token, the fast model completes the answer from the
 //! kept draft ([`Action::StartFastCompletion`]).
+//!
+//! **Early drafts** (`DualPathConfig::early_draft`): the turn detector ends a turn a silence
+//! timeout (or a turn model's verdict) after the speech, while the recogniser's transcript of a
+//! pause is ready well before that. So once the user pauses, the draft starts on the
+//! transcript so far; its tokens are held, unheard. A turn that ends with exactly that prompt
+//! adopts the draft as it stands (often already decided by then: the answer speaks at once); a
+//! changed transcript, speech resuming, or any other answer cancels it. The drafter only ever
+//! works on the draft's few tokens, and only while the user is silent.
 
 use super::{Action, AnswerId, ConversationCore};
 use crate::events::ConversationEvent;
 use crate::llm::{GenerateRequest, Token, TokenFeatures};
 use crate::verifier::draft_token_count;
+
+/// A draft started while the user paused, before there was an answer to give it to.
+#[derive(Debug)]
+pub(crate) struct EarlyDraft {
+    /// The answer number it was started under; the answer that adopts it keeps it.
+    id: AnswerId,
+    request: GenerateRequest,
+    /// What the drafter reported so far, replayed into the answer that adopts it.
+    reports: Vec<DraftReport>,
+    /// The drafter has stopped, or was stopped because the draft is full.
+    done: bool,
+}
+
+#[derive(Debug)]
+enum DraftReport {
+    Token(Token),
+    Finished(bool),
+    Failed(String),
+}
 
 /// One answer's draft and what became of it.
 #[derive(Debug)]
@@ -35,6 +62,17 @@ pub(crate) struct Draft {
     /// Answer frame where the continuation's audio starts, once its first chunk arrived.
     pub(crate) seam_frame: Option<u64>,
     pub(crate) seam_reported: bool,
+    /// Started as an early draft, before the turn ended.
+    pub(crate) early: bool,
+    /// The drafter was already stopped when the answer adopted the early draft: nothing to
+    /// cancel when it is full.
+    drafter_stopped: bool,
+}
+
+impl EarlyDraft {
+    pub(crate) fn id(&self) -> AnswerId {
+        self.id
+    }
 }
 
 impl Draft {
@@ -49,6 +87,8 @@ impl Draft {
             fast_completion: false,
             seam_frame: None,
             seam_reported: false,
+            early: false,
+            drafter_stopped: false,
         }
     }
 
@@ -95,7 +135,157 @@ impl ConversationCore {
             .filter(|a| a.id == id && a.draft.as_ref().is_some_and(|d| d.drafting))
     }
 
+    /// Starts (or restarts) an early draft on the transcript so far, when the user is pausing
+    /// inside an open turn and nothing else is being answered. Only once the recogniser has
+    /// heard as far as the VAD's end decision: its transcript then includes the decode it made
+    /// in the pause, so the words are those the turn will most likely end with (a partial from
+    /// before the pause often lacks the last word or the punctuation, and each restart costs
+    /// the drafter's tokens on the cores the recogniser needs).
+    pub(super) fn maybe_draft_early(&mut self) {
+        let Some(dual) = self.cfg.dual.clone().filter(|d| d.early_draft) else {
+            return;
+        };
+        if !self.user_paused
+            || self.turn.end_decided().is_none_or(|d| self.asr_pos < d)
+            || self.awaiting.is_some()
+            || self.answer.is_some()
+            || !self.detector.user_turn_open()
+        {
+            return;
+        }
+        let text = self.turn.text_with_partial();
+        if text.trim().is_empty() {
+            return;
+        }
+        let request = self.draft_request(&self.answer_request(&text), &dual);
+        if self.early.as_ref().is_some_and(|e| e.request == request) {
+            return;
+        }
+        self.cancel_early_draft();
+        self.last_answer += 1;
+        let id = AnswerId(self.last_answer);
+        tracing::debug!(
+            answer = id.0,
+            %text,
+            after_end_decision_ms = self.turn.end_decided().map(|d| self.now.since(d)),
+            "early draft"
+        );
+        self.actions.push(Action::StartDraft {
+            answer: id,
+            request: request.clone(),
+        });
+        self.early = Some(EarlyDraft {
+            id,
+            request,
+            reports: Vec::new(),
+            done: false,
+        });
+    }
+
+    /// Drops the early draft (the user spoke on, the transcript changed, or another answer
+    /// started).
+    pub(super) fn cancel_early_draft(&mut self) {
+        if let Some(e) = self.early.take() {
+            if !e.done {
+                self.actions.push(Action::CancelDraft { answer: e.id });
+            }
+        }
+    }
+
+    /// The early draft, if it was made for exactly this draft request; any other is cancelled.
+    pub(super) fn take_early_draft(&mut self, request: &GenerateRequest) -> Option<EarlyDraft> {
+        if let Some(e) = self.early.as_ref().filter(|e| e.request == *request) {
+            tracing::debug!(
+                answer = e.id.0,
+                held = e.reports.len(),
+                done = e.done,
+                "the answer takes the early draft"
+            );
+            return self.early.take();
+        }
+        if let Some(e) = &self.early {
+            tracing::debug!(
+                answer = e.id.0,
+                early = ?e.request.messages.last().map(|m| &m.content),
+                now = ?request.messages.last().map(|m| &m.content),
+                "the early draft was for other words"
+            );
+        }
+        self.cancel_early_draft();
+        None
+    }
+
+    /// The draft of answer `id`, while that answer is the one in flight.
+    fn draft_of(&mut self, id: AnswerId) -> Option<&mut Draft> {
+        self.answer
+            .as_mut()
+            .filter(|a| a.id == id)
+            .and_then(|a| a.draft.as_mut())
+    }
+
+    /// The answer `id` adopts `early`'s draft: what the drafter reported is handled as if it
+    /// came now; what it reports from here on goes to the answer as usual.
+    pub(super) fn adopt_early_draft(&mut self, early: EarlyDraft) {
+        let id = early.id;
+        if let Some(d) = self.draft_of(id) {
+            d.early = true;
+            d.drafter_stopped = early.done;
+        }
+        for report in early.reports {
+            match report {
+                DraftReport::Token(t) => self.on_draft_token(id, t),
+                DraftReport::Finished(complete) => self.on_draft_finished(id, complete),
+                DraftReport::Failed(reason) => self.on_draft_failed(id, reason),
+            }
+        }
+    }
+
+    fn is_early(&self, id: AnswerId) -> bool {
+        self.early.as_ref().is_some_and(|e| e.id == id)
+    }
+
+    /// Holds a report for the early draft.
+    fn hold_early(&mut self, report: DraftReport) {
+        let Some(dual) = self.cfg.dual.clone() else {
+            return;
+        };
+        let Some(e) = self.early.as_mut() else {
+            return;
+        };
+        if e.done {
+            return; // After the cut: the answer would ignore it too.
+        }
+        let id = e.id;
+        match &report {
+            DraftReport::Token(token) => {
+                let mut pieces: Vec<&str> = e
+                    .reports
+                    .iter()
+                    .filter_map(|r| match r {
+                        DraftReport::Token(t) => Some(t.text.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                pieces.push(&token.text);
+                // Stop the drafter where the answer would: at the word after the draft, or
+                // at the token cap.
+                if draft_token_count(&pieces, dual.draft_words) < pieces.len()
+                    || pieces.len() >= dual.draft_max_tokens
+                {
+                    e.done = true;
+                    self.actions.push(Action::CancelDraft { answer: id });
+                }
+            }
+            DraftReport::Finished(_) | DraftReport::Failed(_) => e.done = true,
+        }
+        e.reports.push(report);
+    }
+
     pub(super) fn on_draft_token(&mut self, id: AnswerId, token: Token) {
+        if self.is_early(id) {
+            self.hold_early(DraftReport::Token(token));
+            return;
+        }
         let now = self.now;
         let Some(dual) = self.cfg.dual.clone() else {
             return;
@@ -123,7 +313,9 @@ impl ConversationCore {
                 d.drop_partial_word();
             }
             d.drafting = false;
-            self.actions.push(Action::CancelDraft { answer: id });
+            if !d.drafter_stopped {
+                self.actions.push(Action::CancelDraft { answer: id });
+            }
             self.decide_draft(false);
         }
     }
@@ -131,6 +323,10 @@ impl ConversationCore {
     /// The drafter stopped by itself; `complete`: it ended its message (the whole answer is the
     /// draft).
     pub(super) fn on_draft_finished(&mut self, id: AnswerId, complete: bool) {
+        if self.is_early(id) {
+            self.hold_early(DraftReport::Finished(complete));
+            return;
+        }
         let Some(a) = self.drafting(id) else {
             return;
         };
@@ -141,6 +337,10 @@ impl ConversationCore {
     }
 
     pub(super) fn on_draft_failed(&mut self, id: AnswerId, reason: String) {
+        if self.is_early(id) {
+            self.hold_early(DraftReport::Failed(reason));
+            return;
+        }
         let Some(a) = self.drafting(id) else {
             return;
         };
@@ -165,6 +365,7 @@ impl ConversationCore {
             return;
         };
         d.decided = true;
+        let early = d.early;
         let text = d.text();
         let score = match d.features() {
             Some(f) if !f.is_empty() => match dual.verifier.score_draft(&f) {
@@ -207,17 +408,13 @@ impl ConversationCore {
             score,
             kept,
             draft_ms,
+            early,
         });
     }
 
     /// The continuation produced a token (a later failure ends the answer as usual).
     pub(super) fn note_continuation(&mut self, id: AnswerId) {
-        if let Some(d) = self
-            .answer
-            .as_mut()
-            .filter(|a| a.id == id)
-            .and_then(|a| a.draft.as_mut())
-        {
+        if let Some(d) = self.draft_of(id) {
             d.continued = true;
         }
     }
@@ -254,10 +451,7 @@ impl ConversationCore {
     /// The continuation's first audio arrives at answer frame `frame`.
     pub(super) fn mark_seam(&mut self, id: AnswerId, frame: u64) {
         if let Some(d) = self
-            .answer
-            .as_mut()
-            .filter(|a| a.id == id)
-            .and_then(|a| a.draft.as_mut())
+            .draft_of(id)
             .filter(|d| d.kept && d.seam_frame.is_none())
         {
             d.seam_frame = Some(frame);

@@ -248,6 +248,9 @@ pub struct DualPathConfig {
     /// Keep the draft when the verifier scores at least this; 0 keeps every draft, 1 none.
     pub keep_threshold: f32,
     pub verifier: Arc<Verifier>,
+    /// Draft while the user pauses, on the transcript so far, before the turn has ended: a
+    /// turn that ends with that transcript takes the draft as it stands (see `core::dual`).
+    pub early_draft: bool,
 }
 
 impl PartialEq for DualPathConfig {
@@ -256,6 +259,7 @@ impl PartialEq for DualPathConfig {
             && self.draft_max_tokens == other.draft_max_tokens
             && self.keep_threshold == other.keep_threshold
             && Arc::ptr_eq(&self.verifier, &other.verifier)
+            && self.early_draft == other.early_draft
     }
 }
 

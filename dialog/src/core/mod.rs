@@ -103,6 +103,10 @@ pub struct ConversationCore {
     asr_pos: Millis,
     /// A turn that ended and waits for the recogniser to finalise it: when it ended.
     awaiting: Option<Millis>,
+    /// The VAD has reported the end of the user's speech in an open turn, and no new start.
+    user_paused: bool,
+    /// A dual-path draft started in the user's pause, before the turn ended.
+    early: Option<dual::EarlyDraft>,
     /// The recogniser showed text (a partial) that no final has closed yet.
     asr_pending: bool,
     input_done: bool,
@@ -132,6 +136,8 @@ impl ConversationCore {
             scene: None,
             asr_pos: Millis::ZERO,
             awaiting: None,
+            user_paused: false,
+            early: None,
             asr_pending: false,
             input_done: false,
             stopped: false,
@@ -179,6 +185,7 @@ impl ConversationCore {
             Event::AsrFinal { text, start, end } => self.on_final(text, start, end),
             Event::AsrProgress { upto } => {
                 self.asr_pos = self.asr_pos.max(upto);
+                self.maybe_draft_early();
                 self.try_start_awaited();
             }
             Event::InputEnded { at } => self.on_input_ended(at),

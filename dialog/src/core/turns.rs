@@ -28,6 +28,8 @@ pub(crate) struct TurnRecord {
     final_at: Option<Millis>,
     /// Last text prefilled, so an unchanged partial is not prefilled twice.
     prepared: String,
+    /// The recogniser's latest partial since the turn's last final.
+    partial: String,
 }
 
 impl TurnRecord {
@@ -40,6 +42,22 @@ impl TurnRecord {
 
     fn text(&self) -> String {
         self.finals.join(" ")
+    }
+
+    pub(super) fn end_decided(&self) -> Option<Millis> {
+        self.end_decided
+    }
+
+    /// The finals and the partial after them: the turn's words as the recogniser has them now.
+    pub(super) fn text_with_partial(&self) -> String {
+        let mut text = self.text();
+        if !self.partial.is_empty() {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(&self.partial);
+        }
+        text
     }
 
     /// Whether the final of the utterance `start..end` is this turn's. The recogniser's
@@ -76,6 +94,8 @@ impl ConversationCore {
     }
 
     pub(super) fn on_speech_started(&mut self, at: Millis) {
+        self.user_paused = false;
+        self.cancel_early_draft();
         let evs = self.detector.speech_started(self.samples(at));
         self.on_turn_events(evs);
     }
@@ -84,9 +104,11 @@ impl ConversationCore {
         if self.detector.user_turn_open() {
             self.turn.speech_end = Some(at);
             self.turn.end_decided = Some(self.now);
+            self.user_paused = true;
         }
         let evs = self.detector.speech_ended(self.samples(at));
         self.on_turn_events(evs);
+        self.maybe_draft_early();
     }
 
     pub(super) fn on_turn_model(&mut self, speech_end: Millis, probability: f32) {
@@ -116,19 +138,18 @@ impl ConversationCore {
         if !trimmed.is_empty() {
             self.asr_pending = true;
         }
-        if !self.cfg.speculative_prefill || !self.detector.user_turn_open() {
+        self.turn.partial = trimmed;
+        if !self.detector.user_turn_open() {
             return;
         }
-        let mut so_far = self.turn.text();
-        if !so_far.is_empty() {
-            so_far.push(' ');
-        }
-        so_far.push_str(&trimmed);
-        if so_far != self.turn.prepared && !so_far.trim().is_empty() {
+        let so_far = self.turn.text_with_partial();
+        if self.cfg.speculative_prefill && so_far != self.turn.prepared && !so_far.trim().is_empty()
+        {
             let messages = self.prompt(&so_far);
             self.actions.push(Action::Prefill { messages });
             self.turn.prepared = so_far;
         }
+        self.maybe_draft_early();
     }
 
     pub(super) fn on_final(&mut self, text: String, start: Millis, end: Millis) {
@@ -142,6 +163,9 @@ impl ConversationCore {
         if self.turn.owns(start, end) && !trimmed.is_empty() {
             self.turn.finals.push(trimmed);
             self.turn.final_at = Some(self.now);
+            self.turn.partial.clear();
+            // The final may change the words the early draft was made on.
+            self.maybe_draft_early();
         } else if !trimmed.is_empty() {
             tracing::debug!(
                 text = %trimmed,

@@ -28,6 +28,7 @@ fn dual_cfg(threshold: f32) -> CoreConfig {
             draft_max_tokens: 16,
             keep_threshold: threshold,
             verifier: Arc::new(mean_logprob_verifier()),
+            early_draft: false,
         }),
         ..cfg()
     }
@@ -74,6 +75,7 @@ fn draft_events(sim: &Sim) -> Vec<(String, Option<f32>, bool, u64)> {
                 score,
                 kept,
                 draft_ms,
+                ..
             } => Some((text, score, kept, draft_ms)),
             _ => None,
         })
@@ -475,4 +477,166 @@ fn a_draft_that_is_one_cut_word_is_not_spoken() {
     assert!(spoken_texts(&sim).is_empty());
     assert!(!draft_events(&sim)[0].2);
     assert_eq!(sim.requests()[0].1.assistant_prefix, "");
+}
+
+fn early_cfg() -> CoreConfig {
+    let mut cfg = dual_cfg(0.5);
+    if let Some(d) = cfg.dual.as_mut() {
+        d.early_draft = true;
+    }
+    cfg
+}
+
+fn partial(text: &str) -> Event {
+    Event::AsrPartial {
+        text: text.into(),
+        stable_prefix_len: 0,
+    }
+}
+
+const QUESTION: &str = "What is the capital of France?";
+
+/// The user pauses at 1000 ms (reported at 1100) with the question transcribed; once the
+/// recogniser has heard that far (1150) the draft starts, is full at 1200 and is held unheard;
+/// the turn ends at 1600 with the same words and the held draft is spoken in that same step,
+/// the slow model continuing after it.
+#[test]
+fn an_early_draft_made_in_the_pause_is_spoken_the_moment_the_turn_ends() {
+    let mut sim = Sim::with(early_cfg());
+    sim.at(250, Event::SpeechStarted { at: Millis(0) });
+    sim.at(900, partial(QUESTION));
+    sim.at(1_100, Event::SpeechEnded { at: Millis(1_000) });
+    sim.at(
+        1_150,
+        Event::AsrProgress {
+            upto: Millis(1_150),
+        },
+    );
+    for (k, t) in DRAFT.iter().enumerate() {
+        sim.at(1_150 + 10 * k as u64, draft_token(1, t, -0.1));
+    }
+    sim.finalise(1_300, QUESTION, 0, 1_000);
+    sim.run_until(1_700);
+    let prompt = format!("prefill {QUESTION}");
+    let start = format!("start 1 {QUESTION}");
+    assert_eq!(
+        sim.commands(),
+        cmds(&[
+            (900, &prompt),
+            (1_150, "draft 1"),
+            (1_200, "cancel-draft 1"),
+            (1_600, "speak 1/0 The capital of France is"),
+            (1_600, &start),
+        ])
+    );
+    let requests = sim.requests();
+    assert_eq!(requests[0].1.assistant_prefix, "The capital of France is");
+    let drafts = draft_events(&sim);
+    assert_eq!(drafts.len(), 1);
+    assert_eq!(
+        (drafts[0].0.as_str(), drafts[0].2, drafts[0].3),
+        ("The capital of France is", true, 0)
+    );
+    assert!(sim.events().iter().any(|e| matches!(
+        e,
+        ConversationEvent::Draft {
+            early: true,
+            kept: true,
+            draft_ms: 0,
+            ..
+        }
+    )));
+}
+
+/// Speech that goes on cancels the early draft (its late tokens are ignored); changed words
+/// replace it with a draft on the new words, and the turn's end adopts only that one.
+#[test]
+fn an_early_draft_is_dropped_when_the_user_goes_on_or_the_words_change() {
+    let mut sim = Sim::with(early_cfg());
+    sim.at(250, Event::SpeechStarted { at: Millis(0) });
+    sim.at(900, partial("What is the capital"));
+    sim.at(1_100, Event::SpeechEnded { at: Millis(1_000) });
+    sim.at(
+        1_120,
+        Event::AsrProgress {
+            upto: Millis(1_120),
+        },
+    );
+    sim.at(1_130, draft_token(1, "The", -0.1));
+    // The user goes on within the timeout: same turn, the draft is stale.
+    sim.at(1_300, Event::SpeechStarted { at: Millis(1_250) });
+    sim.at(1_310, draft_token(1, " capital", -0.1));
+    sim.at(1_900, partial("What is the capital of France?"));
+    sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
+    sim.at(
+        2_100,
+        Event::AsrProgress {
+            upto: Millis(2_100),
+        },
+    );
+    // The final reads the words differently: the draft on the partial is replaced.
+    sim.finalise(2_200, "What's the capital of France?", 0, 2_000);
+    for (k, t) in DRAFT.iter().enumerate() {
+        sim.at(2_210 + 10 * k as u64, draft_token(3, t, -0.1));
+    }
+    sim.run_until(2_700);
+    let cmds_only: Vec<(u64, String)> = sim
+        .commands()
+        .into_iter()
+        .filter(|(_, c)| !c.starts_with("prefill"))
+        .collect();
+    assert_eq!(
+        cmds_only,
+        cmds(&[
+            (1_120, "draft 1"),
+            (1_300, "cancel-draft 1"),
+            (2_100, "draft 2"),
+            (2_200, "cancel-draft 2"),
+            (2_200, "draft 3"),
+            (2_260, "cancel-draft 3"),
+            (2_600, "speak 3/0 The capital of France is"),
+            (2_600, "start 3 What's the capital of France?"),
+        ])
+    );
+    // Nothing of the stale drafts was ever spoken.
+    assert_eq!(
+        spoken_texts(&sim),
+        vec!["The capital of France is".to_string()]
+    );
+}
+
+/// A turn that ends before the drafter has finished adopts the draft in flight: the tokens
+/// held so far and the ones after the turn's end make one draft, decided when it is full.
+#[test]
+fn a_turn_that_ends_mid_draft_takes_the_rest_of_the_draft_as_it_comes() {
+    let mut sim = Sim::with(early_cfg());
+    sim.say(0, 1_000, QUESTION);
+    // `say`: the end reported at 1100 before any partial, the final at 1200: the draft
+    // starts on the final.
+    sim.at(1_500, draft_token(1, "The", -0.1));
+    sim.at(1_550, draft_token(1, " capital", -0.1));
+    sim.run_until(1_650);
+    for (k, t) in DRAFT.iter().enumerate().skip(2) {
+        sim.at(1_700 + 10 * k as u64, draft_token(1, t, -0.1));
+    }
+    sim.run_until(1_800);
+    let start = format!("start 1 {QUESTION}");
+    assert_eq!(
+        sim.commands(),
+        cmds(&[
+            (1_200, "draft 1"),
+            (1_750, "cancel-draft 1"),
+            (1_750, "speak 1/0 The capital of France is"),
+            (1_750, &start),
+        ])
+    );
+    assert!(sim.events().iter().any(|e| matches!(
+        e,
+        ConversationEvent::Draft {
+            early: true,
+            kept: true,
+            draft_ms: 150,
+            ..
+        }
+    )));
 }
