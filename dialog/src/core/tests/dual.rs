@@ -494,6 +494,11 @@ fn partial(text: &str) -> Event {
     }
 }
 
+/// The recogniser has processed the input up to `ms`.
+fn heard(ms: u64) -> Event {
+    Event::AsrProgress { upto: Millis(ms) }
+}
+
 const QUESTION: &str = "What is the capital of France?";
 
 /// The user pauses at 1000 ms (reported at 1100) with the question transcribed; once the
@@ -506,12 +511,7 @@ fn an_early_draft_made_in_the_pause_is_spoken_the_moment_the_turn_ends() {
     sim.at(250, Event::SpeechStarted { at: Millis(0) });
     sim.at(900, partial(QUESTION));
     sim.at(1_100, Event::SpeechEnded { at: Millis(1_000) });
-    sim.at(
-        1_150,
-        Event::AsrProgress {
-            upto: Millis(1_150),
-        },
-    );
+    sim.at(1_150, heard(1_150));
     for (k, t) in DRAFT.iter().enumerate() {
         sim.at(1_150 + 10 * k as u64, draft_token(1, t, -0.1));
     }
@@ -556,24 +556,14 @@ fn an_early_draft_is_dropped_when_the_user_goes_on_or_the_words_change() {
     sim.at(250, Event::SpeechStarted { at: Millis(0) });
     sim.at(900, partial("What is the capital"));
     sim.at(1_100, Event::SpeechEnded { at: Millis(1_000) });
-    sim.at(
-        1_120,
-        Event::AsrProgress {
-            upto: Millis(1_120),
-        },
-    );
+    sim.at(1_120, heard(1_120));
     sim.at(1_130, draft_token(1, "The", -0.1));
     // The user goes on within the timeout: same turn, the draft is stale.
     sim.at(1_300, Event::SpeechStarted { at: Millis(1_250) });
     sim.at(1_310, draft_token(1, " capital", -0.1));
     sim.at(1_900, partial("What is the capital of France?"));
     sim.at(2_100, Event::SpeechEnded { at: Millis(2_000) });
-    sim.at(
-        2_100,
-        Event::AsrProgress {
-            upto: Millis(2_100),
-        },
-    );
+    sim.at(2_100, heard(2_100));
     // The final reads the words differently: the draft on the partial is replaced.
     sim.finalise(2_200, "What's the capital of France?", 0, 2_000);
     for (k, t) in DRAFT.iter().enumerate() {
