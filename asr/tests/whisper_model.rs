@@ -39,6 +39,12 @@ fn read_wav(path: &std::path::Path) -> Vec<f32> {
         .collect()
 }
 
+/// The JFK inaugural clip, which the tests below assert real transcripts of: without the
+/// corpus they fail (`corpus_clip` fails under CI already; elsewhere this `expect` does).
+fn jfk() -> Vec<f32> {
+    corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)")
+}
+
 fn corpus_clip(id: &str) -> Option<Vec<f32>> {
     let dir = vr_core::paths::corpus_dir();
     let p = dir.join("wav").join(format!("{id}.wav"));
@@ -182,8 +188,7 @@ fn streaming_recogniser_with_vad_transcribes_real_speech() {
 fn encoder_matches_candles_encoder() {
     let (dir, mel) = model_dirs();
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
-    let audio =
-        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = jfk();
     for secs in [1usize, 8, 30] {
         let mut clip = audio[..audio.len().min(secs * 16000)].to_vec();
         clip.resize(secs * 16000, 0.0);
@@ -229,8 +234,7 @@ fn encoder_matches_candles_encoder() {
 fn kv_cached_decoder_matches_candles_decoder() {
     let (dir, mel) = model_dirs();
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
-    let audio =
-        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = jfk();
     let audio = &audio[..audio.len().min(8 * 16000)];
     let (x, n) = m.front_end().log_mel_padded(audio).unwrap();
     let enc = m.encode(&x, n).unwrap();
@@ -276,8 +280,7 @@ fn external_vad_decisions_give_exactly_the_events_of_the_recognisers_own_vad() {
     let silero = silero();
     let vad = || vr_asr::vad::SileroVad::new(silero.clone(), Default::default()).unwrap();
     // Asserts real transcripts: without the corpus this fails, never passes.
-    let audio =
-        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = jfk();
     let mut own = WhisperStream::new(m.clone(), AsrConfig::default())
         .unwrap()
         .with_vad(vad());
@@ -530,8 +533,7 @@ fn a_draft_is_kept_where_it_is_the_greedy_choice_and_never_changes_the_transcrip
     let mut m = WhisperModel::load(&dir, &mel).unwrap();
     // Exact logits in every step, so a batched and a stepwise decode can be compared to 1e-3.
     m.quantized_logits = false;
-    let audio =
-        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = jfk();
     let audio = &audio[..audio.len().min(8 * 16000)];
     let (x, n) = m.front_end().log_mel_padded(audio).unwrap();
     let enc = m.encode(&x, n).unwrap();
@@ -589,8 +591,7 @@ fn draft_decoding_changes_no_event_of_the_stream() {
     let (dir, mel) = model_dirs();
     let m = WhisperModel::load(&dir, &mel).unwrap();
     let silero = silero();
-    let audio =
-        corpus_clip("jfk_inaugural").expect("corpus clip jfk_inaugural (scripts/bootstrap)");
+    let audio = jfk();
     let run = |draft_decoding: bool| {
         let cfg = AsrConfig {
             draft_decoding,

@@ -44,10 +44,6 @@ impl QLinear {
         })
     }
 
-    pub(crate) fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
-        Self::new(candle_nn::linear(d_in, d_out, vb)?, false)
-    }
-
     pub(crate) fn forward(&self, x: &Tensor, quantized: bool) -> Result<Tensor> {
         let Some(q8) = self.q8.as_ref().filter(|_| quantized) else {
             return self.exact.forward(x);
@@ -120,14 +116,36 @@ impl Attention {
     }
 }
 
+/// A block's pre-norm GELU MLP (`final_layer_norm`, `fc1`, `fc2`), shared by the encoder and
+/// the decoder; `forward` gives what the block adds to its residual stream.
+pub(crate) struct Mlp {
+    ln: LayerNorm,
+    fc1: QLinear,
+    fc2: QLinear,
+}
+
+impl Mlp {
+    /// `vb` at the block; `with_q8`: keep 8-bit twins for single-token steps.
+    pub(crate) fn load(d: usize, vb: VarBuilder, with_q8: bool) -> Result<Self> {
+        Ok(Self {
+            ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+            fc1: QLinear::new(candle_nn::linear(d, 4 * d, vb.pp("fc1"))?, with_q8)?,
+            fc2: QLinear::new(candle_nn::linear(4 * d, d, vb.pp("fc2"))?, with_q8)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, quantized: bool) -> Result<Tensor> {
+        let h = self.fc1.forward(&self.ln.forward(x)?, quantized)?;
+        self.fc2.forward(&fast_gelu::gelu(&h)?, quantized)
+    }
+}
+
 struct Block {
     attn: Attention,
     attn_ln: LayerNorm,
     cross: Attention,
     cross_ln: LayerNorm,
-    fc1: QLinear,
-    fc2: QLinear,
-    mlp_ln: LayerNorm,
+    mlp: Mlp,
 }
 
 pub(crate) fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
@@ -205,9 +223,7 @@ impl KvDecoder {
                     attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
                     cross: Attention::load(d, h, vb.pp("encoder_attn"), true)?,
                     cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
-                    fc1: QLinear::new(candle_nn::linear(d, 4 * d, vb.pp("fc1"))?, true)?,
-                    fc2: QLinear::new(candle_nn::linear(4 * d, d, vb.pp("fc2"))?, true)?,
-                    mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+                    mlp: Mlp::load(d, vb.clone(), true)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -314,11 +330,7 @@ impl KvDecoder {
                 }
             }
             x = (x + c)?;
-            let m = b.fc2.forward(
-                &fast_gelu::gelu(&b.fc1.forward(&b.mlp_ln.forward(&x)?, quantized)?)?,
-                quantized,
-            )?;
-            x = (x + m)?;
+            x = (&x + b.mlp.forward(&x, quantized)?)?;
         }
         cache.len += n;
         let rows = if align_w.is_empty() {

@@ -4,10 +4,10 @@
 //!
 //! It exists for its GELU: candle's maps scalar `tanhf` over `frames × 4·d` values per block
 //! on one thread, the largest single cost of a streaming update after the matmuls (see
-//! [`super::fast_gelu`]). The attention layers are the cached decoder's.
+//! [`super::fast_gelu`]). The attention and MLP layers are the cached decoder's.
 
 use super::fast_gelu;
-use super::whisper_decoder::{layer_norm, Attention, QLinear};
+use super::whisper_decoder::{layer_norm, Attention, Mlp};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, VarBuilder};
 use candle_transformers::models::whisper::Config;
@@ -15,9 +15,7 @@ use candle_transformers::models::whisper::Config;
 struct Block {
     attn: Attention,
     attn_ln: LayerNorm,
-    fc1: QLinear,
-    fc2: QLinear,
-    mlp_ln: LayerNorm,
+    mlp: Mlp,
 }
 
 pub struct WhisperEncoder {
@@ -69,9 +67,7 @@ impl WhisperEncoder {
                 Ok(Block {
                     attn: Attention::load(d, h, vb.pp("self_attn"), false)?,
                     attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-                    fc1: QLinear::linear(d, 4 * d, vb.pp("fc1"))?,
-                    fc2: QLinear::linear(4 * d, d, vb.pp("fc2"))?,
-                    mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+                    mlp: Mlp::load(d, vb.clone(), false)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -95,11 +91,7 @@ impl WhisperEncoder {
             let (k, v) = b.attn.kv(&h, false)?;
             let (a, _) = b.attn.attend(&h, &k, &v, None, false)?;
             x = (x + a)?;
-            let m = b.mlp_ln.forward(&x)?;
-            let m = b
-                .fc2
-                .forward(&fast_gelu::gelu(&b.fc1.forward(&m, false)?)?, false)?;
-            x = (x + m)?;
+            x = (&x + b.mlp.forward(&x, false)?)?;
         }
         self.ln_post.forward(&x)
     }
