@@ -187,6 +187,7 @@ fn as_root_on_a_bare_machine_it_installs_every_package_and_nextest() {
         "iproute2",
         "shellcheck",
         "chromium",
+        "haproxy",
     ] {
         assert!(pkgs.split(' ').any(|p| p == must), "{must} not installed");
     }

@@ -8,6 +8,9 @@
 //! microphone only once the server's conversation says it listens (its first `voice` event), and
 //! the file starts with [`LEAD_SILENCE_S`] of silence, so the whole sentence is heard from its
 //! first word however long the session took to start.
+//!
+//! Then the tab is reloaded and Connect pressed again: the page must resume the same session (the
+//! server's `resumed` event, the same session URL), not start a new one.
 
 mod common;
 
@@ -90,6 +93,7 @@ fn chromium_uses_the_page_end_to_end() {
         .arg(&out)
         .env("CHROMIUM", &chromium)
         .env("BROWSER_TIMEOUT_MS", (DEADLINE_S * 1000).to_string())
+        .env("RELOAD_RESUME", "1")
         .env("VOICERELAY__TRANSPORT__UDP_ADDRS", "[\"127.0.0.1:0\"]")
         .output()
         .expect("run e2e.sh");
@@ -175,5 +179,22 @@ fn chromium_uses_the_page_end_to_end() {
     assert!(
         energy > 0.01,
         "no audible assistant audio reached the browser: {inbound}"
+    );
+
+    // A reload resumes the conversation instead of starting another.
+    let resume = &result["resume"];
+    println!("after a reload: {resume}");
+    assert_eq!(
+        resume["resumed"], true,
+        "the reloaded page did not resume: {resume}"
+    );
+    assert!(
+        resume["session"].is_string() && resume["session"] == resume["before"],
+        "the reloaded page is on another session: {resume}"
+    );
+    assert_eq!(
+        resume["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{resume}"
     );
 }

@@ -1,5 +1,6 @@
-//! Session lifetime: a client process killed mid-utterance is freed within 5 s (seen in
-//! /metrics), and SIGTERM closes the remaining sessions and exits cleanly.
+//! Session lifetime: a client process killed mid-utterance has its connection freed within 5 s
+//! (seen in /metrics) while its conversation waits out the resume window, then everything is
+//! freed; SIGTERM closes the remaining sessions and exits cleanly.
 
 mod common;
 
@@ -31,7 +32,8 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
     if utterance_48k().is_none() {
         return;
     }
-    let mut server = ServerProcess::start(&[]);
+    // A short resume window, so the test sees it end.
+    let mut server = ServerProcess::start(&[("VOICERELAY__TRANSPORT__RESUME_WINDOW_MS", "3000")]);
     let url = server.url.clone();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -71,10 +73,25 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
         Duration::from_secs(10),
     )
     .await
-    .expect("session of the killed client never freed");
+    .expect("the killed client's connection never freed");
     let took = freed - killed;
-    println!("killed client's session freed after {took:?}");
+    println!("killed client's connection freed after {took:?}");
     assert!(took < Duration::from_secs(5), "freed after {took:?}");
+    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    assert_eq!(
+        metric(&m, "transport_sessions_parked"),
+        Some(1.0),
+        "the conversation should wait for a resume: {m}"
+    );
+    let expired = wait_metric(
+        &url,
+        "transport_sessions_parked",
+        0.0,
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("the resume window never ended");
+    println!("its resume window ended {:?} later", expired - freed);
     // The conversation thread ends once its recogniser returns from the chunk in progress (a
     // slow debug-build decode on a busy machine can take a while); it must not leak.
     let ended = wait_metric(

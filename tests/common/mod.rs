@@ -43,12 +43,20 @@ impl ServerProcess {
     /// Starts the server with `env` (`VOICERELAY__...` overrides) and waits for its URL.
     pub fn start(env: &[(&str, &str)]) -> ServerProcess {
         let dir = artifact_dir();
-        let log = dir.join(format!("serve-{}.log", std::process::id()));
+        // One log per server, also when a test runs several.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("serve-{}-{n}.log", std::process::id()));
         let logf = std::fs::File::create(&log).expect("server log file");
         let mut cmd = Command::new(server_bin());
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .env("VOICERELAY__TRANSPORT__UDP_ADDRS", "[\"127.0.0.1:0\"]")
-            .env("RUST_LOG", "info,voicerelay_transport=debug")
+            // VOICERELAY_TEST_SERVER_LOG: another filter for the servers' logs (debugging).
+            .env(
+                "RUST_LOG",
+                std::env::var("VOICERELAY_TEST_SERVER_LOG")
+                    .unwrap_or_else(|_| "info,voicerelay_transport=debug".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(logf));
         for (k, v) in env {
@@ -132,6 +140,8 @@ pub fn artifact_dir() -> PathBuf {
 pub struct HttpReply {
     pub status: u16,
     pub location: Option<String>,
+    /// The `VoiceRelay-Resume-Token` header of a session's creation or resume.
+    pub resume_token: Option<String>,
     pub content_type: String,
     pub body: String,
 }
@@ -166,6 +176,11 @@ pub async fn http(
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let resume_token = resp
+        .headers()
+        .get("voicerelay-resume-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let content_type = resp
         .headers()
         .get("content-type")
@@ -176,6 +191,7 @@ pub async fn http(
     HttpReply {
         status,
         location,
+        resume_token,
         content_type,
         body,
     }
@@ -368,6 +384,8 @@ pub struct Client {
     gathered: mpsc::Receiver<()>,
     state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
     pub location: Option<String>,
+    /// The session's resume token, from the answer's `VoiceRelay-Resume-Token` header.
+    pub resume_token: Option<String>,
     /// Opus in-band FEC for this expected loss (%), as a browser turns it on when the answer
     /// has `useinbandfec=1` and its receiver reports show loss; None: no FEC.
     pub fec_loss_pct: Option<u8>,
@@ -507,6 +525,7 @@ impl Client {
             gathered: grx,
             state: srx,
             location: None,
+            resume_token: None,
             fec_loss_pct: None,
         }
     }
@@ -548,23 +567,51 @@ impl Client {
 
     /// POSTs the offer; the answer SDP.
     async fn post_offer(&mut self, url: &str, token: Option<&str>) -> String {
-        let sdp = self.offer().await;
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/sdp")];
         if let Some(a) = &auth {
             headers.push(("authorization", a.as_str()));
         }
-        let r = http(
-            "POST",
-            &format!("{url}/v1/sessions"),
-            &headers,
-            Some(sdp.into_bytes()),
-        )
-        .await;
+        let r = self
+            .send_offer(&format!("{url}/v1/sessions"), &headers)
+            .await;
         assert_eq!(r.status, 201, "offer refused: {}", r.body);
         assert_eq!(r.content_type, "application/sdp");
         self.location = r.location.clone();
+        self.resume_token = r.resume_token.clone();
         r.body
+    }
+
+    async fn send_offer(&mut self, to: &str, headers: &[(&str, &str)]) -> HttpReply {
+        let sdp = self.offer().await;
+        http("POST", to, headers, Some(sdp.into_bytes())).await
+    }
+
+    /// Offers this (new) peer connection to the session at `location` with its resume token;
+    /// the reply as it came (a `201` carries the answer).
+    pub async fn offer_resume(&mut self, url: &str, location: &str, token: &str) -> HttpReply {
+        self.send_offer(
+            &format!("{url}{location}/resume"),
+            &[
+                ("content-type", "application/sdp"),
+                ("voicerelay-resume-token", token),
+            ],
+        )
+        .await
+    }
+
+    /// Resumes the session at `location`: offer, answer, connected, events channel open.
+    pub async fn resume(&mut self, url: &str, location: &str, token: &str) {
+        let r = self.offer_resume(url, location, token).await;
+        assert_eq!(r.status, 201, "resume refused: {}", r.body);
+        assert_eq!(
+            r.location.as_deref(),
+            Some(location),
+            "a resume keeps the session"
+        );
+        self.location = r.location.clone();
+        self.resume_token = r.resume_token.clone();
+        self.accept_answer(r.body).await;
     }
 
     /// Applies the answer, waits for the connection and the events channel.

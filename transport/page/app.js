@@ -1,14 +1,23 @@
 // VoiceRelay browser client: one WebRTC session (microphone up, assistant audio down, `events`
-// data channel both ways), signalled with a WHIP-style POST /v1/sessions.
+// data channel both ways, and the camera up when the `camera` box is ticked or the URL says
+// `?camera=1`), signalled with a WHIP-style POST /v1/sessions. The session's URL and resume token
+// are kept in sessionStorage: after a reload, Connect resumes the same conversation
+// (POST {session}/resume), and a connection that fails is resumed automatically.
 'use strict';
 const $ = (id) => document.getElementById(id);
 // Read by the end-to-end browser test; also handy from the console.
 // `connectedAt`/`listeningAt`/`micAt`: performance.now() when Connect was pressed, when the
 // server's conversation said it listens (its first `voice` event), when the microphone opened.
+// `scenes`: the server's `scene` events (what it labelled on the camera), with their arrival time.
+// `video`: one sample a second of the camera's outbound-rtp stats while it sends (see
+// vrOutboundVideo), the newest last.
 window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], drafts: [], events: [], errors: [],
-  voice: null, connectedAt: null, listeningAt: null, micAt: null };
+  voice: null, connectedAt: null, listeningAt: null, micAt: null, cameraAt: null, scenes: [], video: [],
+  session: null, resumed: false };
 
 let pc = null, dc = null, mic = null, sender = null, location_ = null, meterCtx = null, turn = 0, current = null;
+// The camera's stream while it is shared, and the timer sampling its send statistics.
+let camera = null, videoTimer = null;
 // Dual path: the verifier's decision on this turn's draft (it comes before the turn's latency
 // row), and the row whose seam cell a later `seam` event fills.
 let draft = null, seamCell = null;
@@ -18,6 +27,15 @@ function cell(row, text) { const td = document.createElement('td'); td.textConte
 function setStatus(s) { window.vr.state = s; $('status').textContent = s; }
 function showError(msg) { window.vr.errors.push(msg); $('error').textContent = msg; }
 function para(parent, text) { const p = document.createElement('p'); p.textContent = text; parent.appendChild(p); return p; }
+// The session to resume (its URL and token), for this tab only: a reload keeps it, a new tab
+// starts its own conversation.
+const SAVED = 'voicerelay.session';
+function savedSession() { try { return JSON.parse(sessionStorage.getItem(SAVED) || 'null'); } catch (_) { return null; } }
+function saveSession(loc, token) { try { if (loc && token) sessionStorage.setItem(SAVED, JSON.stringify({ loc, token })); } catch (_) {} }
+function forgetSession() { try { sessionStorage.removeItem(SAVED); } catch (_) {} }
+// Automatic resumes left after a failed connection (reset once connected).
+let resumesLeft = 3;
+
 function authHeaders() {
   const t = $('token').value.trim();
   return t ? { Authorization: 'Bearer ' + t } : {};
@@ -60,11 +78,20 @@ function onEvent(ev) {
       draft = null;
       $('latency').tBodies[0].appendChild(row); break;
     }
+    case 'scene':
+      window.vr.scenes.push({ description: ev.description, at: performance.now() });
+      $('scene').textContent = ev.description; break;
     case 'voice':
       window.vr.voice = ev.voice; $('voice').value = ev.voice; $('voice').disabled = false;
       // The first one means the conversation is reading our audio: only now is the microphone
       // opened, so nothing said before the server listens is lost.
       if (window.vr.listeningAt == null) { window.vr.listeningAt = performance.now(); openMic(); }
+      break;
+    case 'resumed':
+      // The same conversation on a new connection: it listens already, so no `voice` event comes
+      // first this time.
+      window.vr.resumed = true; setStatus('connected · resumed'); $('voice').disabled = false;
+      if (!mic) { window.vr.listeningAt = performance.now(); openMic(); }
       break;
     case 'error':
       showError(ev.message); break;
@@ -113,39 +140,94 @@ function waitForIce(pc, ms) {
   });
 }
 
+// The camera, opened before the offer so its track is negotiated with it (send only: the server
+// answers video recvonly). The server decodes VP8 only, so VP8 is offered first.
+async function openCamera() {
+  camera = await navigator.mediaDevices.getUserMedia({
+    audio: false, video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } },
+  });
+  const track = camera.getVideoTracks()[0];
+  const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [camera] });
+  const caps = RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('video');
+  if (caps && tr.setCodecPreferences) {
+    const vp8 = (c) => c.mimeType.toLowerCase() === 'video/vp8';
+    tr.setCodecPreferences(caps.codecs.filter(vp8).concat(caps.codecs.filter((c) => !vp8(c))));
+  }
+  $('vision').hidden = false; $('preview').srcObject = camera;
+  window.vr.cameraAt = performance.now();
+  let last = null;
+  videoTimer = setInterval(async () => {
+    const v = await window.vrOutboundVideo();
+    if (!v) return;
+    window.vr.video.push(v);
+    if (window.vr.video.length > 900) window.vr.video.shift();
+    if (last && v.timestamp > last.timestamp) {
+      const kbps = (8 * (v.bytesSent - last.bytesSent)) / (v.timestamp - last.timestamp);
+      const k = (x) => (x == null ? '–' : Math.round(x / 1000));
+      $('sendrate').textContent = `sending ${Math.round(kbps)} kbit/s (encoder target ${k(v.targetBitrate)}, ` +
+        `estimate ${k(v.availableOutgoingBitrate)}), ${v.frameWidth || '–'}×${v.frameHeight || '–'}` +
+        (v.qualityLimitationReason && v.qualityLimitationReason !== 'none' ? `, limited by ${v.qualityLimitationReason}` : '');
+    }
+    last = v;
+  }, 1000);
+}
+
 async function connect() {
   $('connect').disabled = true; $('error').textContent = '';
   if (!meterCtx) meterCtx = new AudioContext();
   try {
     setStatus('connecting');
     window.vr.connectedAt = performance.now(); window.vr.listeningAt = null; window.vr.micAt = null;
+    window.vr.cameraAt = null; window.vr.scenes = []; window.vr.video = [];
     const cfg = await (await fetch('/v1/client-config', { headers: authHeaders() })).json();
     pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     // The audio section is negotiated now; the microphone track joins it once the server's
     // conversation listens (see openMic).
     sender = pc.addTransceiver('audio', { direction: 'sendrecv' }).sender;
+    if ($('camera').checked) await openCamera();
     dc = pc.createDataChannel('events');
     dc.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (err) { showError('bad event: ' + err); } };
     pc.ontrack = (e) => { $('remote').srcObject = e.streams[0] || new MediaStream([e.track]); };
     pc.onconnectionstatechange = () => {
       const s = pc ? pc.connectionState : 'closed';
-      if (s === 'connected') { setStatus('connected'); $('interrupt').disabled = false; $('text').disabled = false; }
-      else if (s === 'failed' || s === 'closed') { showError('connection ' + s); disconnect(); }
+      if (s === 'connected') {
+        setStatus('connected'); resumesLeft = 3; $('interrupt').disabled = false; $('text').disabled = false;
+      } else if (s === 'failed' && savedSession() && resumesLeft > 0) {
+        // The network changed or dropped: the server keeps the conversation for a while.
+        resumesLeft -= 1; showError('connection failed; resuming'); reconnect();
+      } else if (s === 'failed' || s === 'closed') { showError('connection ' + s); disconnect(); }
       else setStatus(s);
     };
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc, 2000);
-    const resp = await fetch('/v1/sessions', {
-      method: 'POST',
-      headers: Object.assign({ 'Content-Type': 'application/sdp' }, authHeaders()),
-      body: pc.localDescription.sdp,
-    });
+    const offer = { 'Content-Type': 'application/sdp' };
+    let resp = null;
+    const saved = savedSession();
+    window.vr.resumed = false;
+    if (saved) {
+      resp = await fetch(saved.loc + '/resume', {
+        method: 'POST',
+        headers: Object.assign({ 'VoiceRelay-Resume-Token': saved.token }, offer, authHeaders()),
+        body: pc.localDescription.sdp,
+      });
+      // Gone (its window passed, or the server restarted): a new conversation instead.
+      if (!resp.ok) { forgetSession(); resp = null; }
+    }
+    if (!resp) {
+      resp = await fetch('/v1/sessions', {
+        method: 'POST',
+        headers: Object.assign(offer, authHeaders()),
+        body: pc.localDescription.sdp,
+      });
+    }
     if (!resp.ok) {
       let why = resp.status + ' ' + resp.statusText;
       try { const j = await resp.json(); why = j.reason || why; } catch (_) {}
       throw new Error(why);
     }
     location_ = resp.headers.get('Location');
+    window.vr.session = location_;
+    saveSession(location_, resp.headers.get('VoiceRelay-Resume-Token'));
     await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
     $('disconnect').disabled = false;
   } catch (err) {
@@ -154,12 +236,27 @@ async function connect() {
   }
 }
 
+// Disconnect: the conversation ends on the server too.
 async function disconnect() {
   const loc = location_; location_ = null;
+  forgetSession();
   if (loc) { try { await fetch(loc, { method: 'DELETE', headers: authHeaders() }); } catch (_) {} }
+  closeLocal();
+}
+
+// A failed connection: drop it here only, then offer a new one for the same session.
+async function reconnect() {
+  location_ = null;
+  closeLocal();
+  await connect();
+}
+
+function closeLocal() {
   if (pc) { pc.close(); pc = null; }
   sender = null;
   if (mic) { mic.getTracks().forEach((t) => t.stop()); mic = null; }
+  if (videoTimer) { clearInterval(videoTimer); videoTimer = null; }
+  if (camera) { camera.getTracks().forEach((t) => t.stop()); camera = null; $('preview').srcObject = null; }
   if (meterCtx) { meterCtx.close(); meterCtx = null; }
   dc = null;
   $('level').style.width = '0';
@@ -183,6 +280,37 @@ window.vrInboundAudio = async () => {
   return out;
 };
 
+// The camera's outbound video as the browser sees it: what the encoder produced and sent, the
+// rate it aims at (`targetBitrate`, which the congestion controller lowers when the server's
+// REMB says so) and the transport's send-side estimate (`availableOutgoingBitrate`, of the
+// selected candidate pair). `timestamp` is the stats' clock in ms. Used by the camera test.
+window.vrOutboundVideo = async () => {
+  if (!pc || !camera) return null;
+  const out = { timestamp: null, bytesSent: 0, packetsSent: 0, framesEncoded: 0, framesSent: 0, targetBitrate: null,
+    frameWidth: null, frameHeight: null, framesPerSecond: null, qualityLimitationReason: null, encoderImplementation: null,
+    codec: null, availableOutgoingBitrate: null };
+  const stats = await pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out.timestamp = s.timestamp;
+      out.bytesSent += s.bytesSent || 0; out.packetsSent += s.packetsSent || 0;
+      out.framesEncoded += s.framesEncoded || 0; out.framesSent += s.framesSent || 0;
+      if (s.targetBitrate != null) out.targetBitrate = (out.targetBitrate || 0) + s.targetBitrate;
+      out.frameWidth = s.frameWidth ?? out.frameWidth; out.frameHeight = s.frameHeight ?? out.frameHeight;
+      out.framesPerSecond = s.framesPerSecond ?? out.framesPerSecond;
+      out.qualityLimitationReason = s.qualityLimitationReason ?? out.qualityLimitationReason;
+      out.encoderImplementation = s.encoderImplementation ?? out.encoderImplementation;
+      const c = s.codecId && stats.get(s.codecId);
+      if (c) out.codec = c.mimeType;
+    }
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.availableOutgoingBitrate != null) {
+      out.availableOutgoingBitrate = s.availableOutgoingBitrate;
+    }
+  });
+  return out.timestamp == null ? null : out;
+};
+
+if (new URLSearchParams(window.location.search).get('camera') === '1') $('camera').checked = true;
 $('connect').onclick = connect;
 $('disconnect').onclick = disconnect;
 $('interrupt').onclick = () => send({ type: 'interrupt' });
@@ -194,4 +322,5 @@ $('text').onkeydown = (e) => {
     e.target.value = '';
   }
 };
-window.addEventListener('beforeunload', () => { if (location_) navigator.sendBeacon && fetch(location_, { method: 'DELETE', keepalive: true, headers: authHeaders() }); });
+// Leaving the page does not end the session: a reload resumes it (sessionStorage), and a closed
+// tab's session ends when the server's resume window (transport.resume_window_ms) passes.

@@ -45,6 +45,10 @@ pub struct TransportConfig {
     /// Bound to loopback, only loopback names and these are served (DNS rebinding); bound
     /// elsewhere with this empty, any host is.
     pub allowed_hosts: Vec<String>,
+    /// This worker's name behind a load balancer: session ids (and so their URLs) start with
+    /// `<worker_id>-`, so the balancer can send a session's `DELETE` and resume to the worker
+    /// that holds it. Empty (the default): plain ids.
+    pub worker_id: String,
     /// Lifetime of the TURN credentials made from an ICE server's `secret`, in seconds.
     pub turn_credential_ttl_s: u64,
     /// Concurrent sessions; one more gets HTTP 503.
@@ -74,6 +78,10 @@ pub struct TransportConfig {
     pub ice_keepalive_ms: u64,
     /// A `disconnected` session that has not reconnected after this long is freed.
     pub disconnect_grace_ms: u64,
+    /// How long a session whose client went away keeps its conversation (memory, voice, the
+    /// answer in progress) for the client to resume with its resume token; its connection is
+    /// freed at once. 0 frees everything when the connection is lost.
+    pub resume_window_ms: u64,
     /// Reordering window of the incoming jitter buffer: how long a missing packet is waited for
     /// before it is concealed (FEC from the next packet, else Opus PLC).
     pub jitter_ms: u64,
@@ -224,6 +232,7 @@ impl Default for TransportConfig {
             auth_token: String::new(),
             cors_allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            worker_id: String::new(),
             turn_credential_ttl_s: 3600,
             max_sessions: 4,
             max_offer_bytes: 64 * 1024,
@@ -237,6 +246,7 @@ impl Default for TransportConfig {
             ice_failed_timeout_ms: 4000,
             ice_keepalive_ms: 500,
             disconnect_grace_ms: 1000,
+            resume_window_ms: 30_000,
             jitter_ms: 60,
             opus_bitrate: 32_000,
             opus_complexity: 5,
@@ -324,6 +334,18 @@ impl TransportConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
+        let w = &self.worker_id;
+        if w.len() > 32
+            || !w
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ConfigError::Invalid {
+                key: "transport.worker_id".into(),
+                value: w.clone(),
+                reason: "at most 32 of a-z, 0-9 and _ (it starts every session's URL path)".into(),
+            });
+        }
         check_range("transport.udp_addrs count", self.udp_addrs.len(), 1..=16)?;
         for a in &self.udp_addrs {
             a.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
@@ -469,6 +491,11 @@ impl TransportConfig {
             self.disconnect_grace_ms,
             0..=60_000,
         )?;
+        check_range(
+            "transport.resume_window_ms",
+            self.resume_window_ms,
+            0..=600_000,
+        )?;
         check_range("transport.jitter_ms", self.jitter_ms, 0..=1000)?;
         check_range("transport.opus_bitrate", self.opus_bitrate, 6_000..=256_000)?;
         check_range("transport.opus_complexity", self.opus_complexity, 0..=10)?;
@@ -534,6 +561,9 @@ impl TransportConfig {
     }
     pub fn disconnect_grace(&self) -> Duration {
         Duration::from_millis(self.disconnect_grace_ms)
+    }
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_millis(self.resume_window_ms)
     }
     pub fn jitter(&self) -> Duration {
         Duration::from_millis(self.jitter_ms)

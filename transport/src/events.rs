@@ -167,11 +167,22 @@ pub(crate) fn handle_client_message(
     verdict
 }
 
+/// What the session's connections tell the events task about data channels.
+pub(crate) enum ChannelMsg {
+    /// A data channel the client opened (only the one labelled `events` is used; it replaces the
+    /// one before).
+    Opened(Arc<dyn DataChannel>),
+    /// The connection carrying the current channel is going: queue events for the next one.
+    Detach,
+}
+
 /// Forwards queued events to the data channel once it is open and hands client messages to the
-/// conversation, until the channel closes or the session ends (`events` yields `None`).
+/// conversation, until the session ends (`events` yields `None`). Events wait (the newest
+/// [`EVENT_QUEUE`]) while no channel is open: before the first, and while a session waits to be
+/// resumed.
 pub(crate) async fn run_events(
     mut events: mpsc::Receiver<String>,
-    mut channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    mut channels: mpsc::Receiver<ChannelMsg>,
     control: Arc<dyn PipelineControl>,
     errors: EventSender,
     limits: EventLimits,
@@ -180,8 +191,28 @@ pub(crate) async fn run_events(
     let mut pending: VecDeque<String> = VecDeque::new();
     let mut dc: Option<Arc<dyn DataChannel>> = None;
     let mut open = false;
+    let mut channels_live = true;
     loop {
         tokio::select! {
+            // Channel changes first: a `Detach` sent before an event was queued is applied before
+            // that event is sent, so nothing meant for the next connection goes to the old one.
+            biased;
+            ch = channels.recv(), if channels_live => match ch {
+                Some(ChannelMsg::Opened(ch)) => match ch.label().await {
+                    Ok(l) if l == "events" => {
+                        dc = Some(ch);
+                        open = false;
+                    }
+                    Ok(l) => tracing::debug!(label = %l, "ignoring data channel"),
+                    Err(_) => {}
+                },
+                Some(ChannelMsg::Detach) => {
+                    dc = None;
+                    open = false;
+                }
+                // The session is ending; `events` ends this task.
+                None => channels_live = false,
+            },
             ev = events.recv() => {
                 let Some(json) = ev else { break };
                 if open {
@@ -198,14 +229,6 @@ pub(crate) async fn run_events(
                     metrics::counter!("transport_events_dropped_total").increment(1);
                 }
                 pending.push_back(json);
-            }
-            ch = channels.recv(), if dc.is_none() => {
-                let Some(ch) = ch else { continue };
-                match ch.label().await {
-                    Ok(l) if l == "events" => dc = Some(ch),
-                    Ok(l) => tracing::debug!(label = %l, "ignoring data channel"),
-                    Err(_) => {}
-                }
             }
             ev = poll_channel(&dc) => {
                 match ev {
@@ -230,10 +253,10 @@ pub(crate) async fn run_events(
                         );
                     }
                     Some(DataChannelEvent::OnClose) | None => {
-                        // Keep draining events so the conversation never sees a full queue.
+                        // Keep draining events so the conversation never sees a full queue; the
+                        // newest `EVENT_QUEUE` wait for a resumed session's next channel.
                         dc = None;
                         open = false;
-                        pending.clear();
                     }
                     Some(_) => {}
                 }

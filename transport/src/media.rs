@@ -39,11 +39,12 @@ fn publish(p: &mut Published, now: JitterStats, overrun: u64) {
 }
 
 /// Incoming audio: RTP → jitter buffer → Opus decode (FEC/PLC for losses) → 48 kHz mono →
-/// resample → the 16 kHz input ring. Ends when the track ends or `stop` fires; dropping the
-/// producer on return closes the ring, which ends the conversation's input.
+/// resample → the 16 kHz input ring. Ends when the track ends or `stop` fires. The producer is
+/// borrowed: a resumed session's next connection writes into the same ring, and dropping it
+/// (the session's teardown) is what ends the conversation's input.
 pub(crate) async fn run_media_in(
     track: Arc<dyn TrackRemote>,
-    mut producer: AudioProducer,
+    producer: &mut AudioProducer,
     jitter_window: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
@@ -120,42 +121,62 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Outgoing audio: one 20 ms Opus frame per real-time tick, from the first tick after the
-/// connection is up until `stop` fires.
+/// Where the outgoing audio goes: the current connection's track.
+#[derive(Clone)]
+pub(crate) struct OutTrack {
+    pub track: Arc<TrackLocalStaticSample>,
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+/// Outgoing audio: one 20 ms Opus frame per real-time tick while `out` names a connected
+/// track, until `stop` fires. With no connection (before the first one is up, or while a session
+/// waits to be resumed) it sends nothing and takes nothing from the queue: the answer in progress
+/// waits there, and so does the conversation, whose clock is the audio sent.
 pub(crate) async fn run_pacer(
     mut pacer: Pacer,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
-    payload_type: u8,
-    mut connected: watch::Receiver<bool>,
+    mut out: watch::Receiver<Option<OutTrack>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
-    tokio::select! {
-        r = connected.wait_for(|c| *c) => { if r.is_err() { return Ok(()); } }
-        _ = stop.changed() => return Ok(()),
-    }
     let mut write_errors = 0u64;
     loop {
-        tokio::select! {
-            _ = pacer.tick() => {}
+        let current = tokio::select! {
+            r = out.wait_for(Option::is_some) => match r {
+                Ok(o) => o.clone(),
+                Err(_) => return Ok(()),
+            },
             _ = stop.changed() => return Ok(()),
-        }
-        let (packet, _speech) = pacer.next_packet()?;
-        let sample = rtc::media::Sample {
-            data: bytes::Bytes::copy_from_slice(packet),
-            duration: FRAME_PERIOD,
-            ..rtc::media::Sample::new(Instant::now())
         };
-        match track
-            .sample_writer(ssrc, payload_type)
-            .write_sample(&sample)
-            .await
-        {
-            Ok(()) => metrics::counter!("transport_rtp_packets_sent_total").increment(1),
-            Err(e) => {
-                write_errors += 1;
-                if write_errors == 1 {
-                    tracing::debug!(error = %e, "outgoing audio write failed");
+        let Some(t) = current else { continue };
+        loop {
+            tokio::select! {
+                _ = pacer.tick() => {}
+                _ = stop.changed() => return Ok(()),
+                r = out.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    break;
+                }
+            }
+            let (packet, _speech) = pacer.next_packet()?;
+            let sample = rtc::media::Sample {
+                data: bytes::Bytes::copy_from_slice(packet),
+                duration: FRAME_PERIOD,
+                ..rtc::media::Sample::new(Instant::now())
+            };
+            match t
+                .track
+                .sample_writer(t.ssrc, t.payload_type)
+                .write_sample(&sample)
+                .await
+            {
+                Ok(()) => metrics::counter!("transport_rtp_packets_sent_total").increment(1),
+                Err(e) => {
+                    write_errors += 1;
+                    if write_errors == 1 {
+                        tracing::debug!(error = %e, "outgoing audio write failed");
+                    }
                 }
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/sessions` | SDP offer in (`application/sdp`, or JSON `{type, sdp}`), `201` + answer + `Location` |
+//! | `POST /v1/sessions` | SDP offer in (`application/sdp`, or JSON `{type, sdp}`), `201` + answer + `Location` + `VoiceRelay-Resume-Token` |
+//! | `POST /v1/sessions/{id}/resume` | a new offer for a session whose client went away (or is reconnecting), with its `VoiceRelay-Resume-Token`: `201` + answer; the same conversation continues |
 //! | `DELETE /v1/sessions/{id}` | ends the session; `204` once it is freed |
 //! | `GET /v1/sessions` | live sessions (id, connection state, age) |
 //! | `GET /v1/client-config` | whether a token is needed; ICE servers (time-limited TURN credentials) only with the token |
@@ -19,7 +20,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,12 +30,15 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::TransportConfig;
 use crate::pipeline::Pipeline;
-use crate::session::{create_session, EndReason, OfferError, Registry};
+use crate::session::{answer_offer, create_session, EndReason, OfferError, Registry};
 use crate::signalling::{parse_offer, Format, Refusal};
 use crate::TransportError;
+use webrtc::peer_connection::RTCSessionDescription;
 
 const INDEX_HTML: &str = include_str!("../page/index.html");
 const APP_JS: &str = include_str!("../page/app.js");
+/// The header carrying a session's resume token: in the creation response, and in a resume.
+pub const RESUME_TOKEN_HEADER: &str = "voicerelay-resume-token";
 
 /// Renders the process's metrics as Prometheus text (the binary owns the recorder).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -57,6 +61,7 @@ impl Server {
         cfg.validate()?;
         describe_metrics();
         metrics::gauge!("transport_sessions_active").set(0.0);
+        metrics::gauge!("transport_sessions_parked").set(0.0);
         metrics::gauge!("transport_pipelines_running").set(0.0);
         Ok(Arc::new(Self {
             registry: Arc::new(Registry::new(cfg.max_sessions)),
@@ -76,6 +81,7 @@ impl Server {
             .route("/v1/client-config", get(client_config))
             .route("/v1/sessions", get(list_sessions).post(post_session))
             .route("/v1/sessions/{id}", delete(delete_session))
+            .route("/v1/sessions/{id}/resume", post(resume_session))
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -107,8 +113,15 @@ impl Server {
             CorsLayer::new()
                 .allow_origin(allow)
                 .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-                .expose_headers([header::LOCATION])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::HeaderName::from_static(RESUME_TOKEN_HEADER),
+                ])
+                .expose_headers([
+                    header::LOCATION,
+                    header::HeaderName::from_static(RESUME_TOKEN_HEADER),
+                ])
                 .max_age(Duration::from_secs(600)),
         )
     }
@@ -161,7 +174,7 @@ async fn futures_join_all<F: Future<Output = ()>>(futs: impl Iterator<Item = F>)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -202,12 +215,16 @@ fn rejected(r: Refusal) -> Response {
     r.into_response()
 }
 
-async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = srv.check_auth(&headers) {
-        return rejected(r);
-    }
+/// Authentication, shutdown, size and time limits, and parsing: the offer of a new or resumed
+/// session, or the refusal to send.
+async fn read_offer(
+    srv: &Server,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(RTCSessionDescription, Format), Refusal> {
+    srv.check_auth(headers)?;
     if srv.shutting_down.load(Ordering::SeqCst) {
-        return rejected(refusal(503, "shutting_down", "the server is shutting down"));
+        return Err(refusal(503, "shutting_down", "the server is shutting down"));
     }
     let limit = srv.cfg.max_offer_bytes;
     let declared = headers
@@ -222,15 +239,15 @@ async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: 
         )
     };
     if declared.is_some_and(|n| n > limit) {
-        return rejected(too_big());
+        return Err(too_big());
     }
     // A client that trickles its body holds a connection slot: it gets a deadline.
     let deadline = Duration::from_millis(srv.cfg.http_body_timeout_ms);
     let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return rejected(too_big()),
+        Ok(Err(_)) => return Err(too_big()),
         Err(_) => {
-            return rejected(refusal(
+            return Err(refusal(
                 408,
                 "body_timeout",
                 format!(
@@ -243,7 +260,54 @@ async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: 
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (offer, format) = match parse_offer(content_type, &bytes) {
+    parse_offer(content_type, &bytes)
+}
+
+/// The `201` answering a new or resumed session's offer.
+fn answered(id: &str, answer_sdp: String, resume_token: &str, format: Format) -> Response {
+    let location = format!("/v1/sessions/{id}");
+    let (ctype, body) = match format {
+        Format::Sdp => ("application/sdp", answer_sdp),
+        Format::Json => (
+            "application/json",
+            serde_json::json!({
+                "type": "answer",
+                "sdp": answer_sdp,
+                "session": id,
+                "resume_token": resume_token,
+            })
+            .to_string(),
+        ),
+    };
+    let mut resp = (StatusCode::CREATED, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    for (name, value) in [
+        (header::LOCATION, location.as_str()),
+        (
+            header::HeaderName::from_static(RESUME_TOKEN_HEADER),
+            resume_token,
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}
+
+fn offer_failed(e: OfferError) -> Response {
+    match e {
+        OfferError::Rejected(reason) => rejected(refusal(400, "offer_rejected", reason)),
+        OfferError::Internal(reason) => {
+            tracing::error!(%reason, "cannot answer an offer");
+            rejected(refusal(500, "internal", reason))
+        }
+    }
+}
+
+async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
+    let (offer, format) = match read_offer(&srv, &headers, body).await {
         Ok(x) => x,
         Err(r) => return rejected(r),
     };
@@ -266,28 +330,70 @@ async fn post_session(State(srv): State<Arc<Server>>, headers: HeaderMap, body: 
     )
     .await;
     match created {
-        Ok(c) => {
-            let location = format!("/v1/sessions/{}", c.id);
-            let (ctype, body) = match format {
-                Format::Sdp => ("application/sdp", c.answer_sdp),
-                Format::Json => (
-                    "application/json",
-                    serde_json::json!({"type": "answer", "sdp": c.answer_sdp, "session": c.id})
-                        .to_string(),
-                ),
-            };
-            let mut resp = (StatusCode::CREATED, body).into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            resp
+        Ok(c) => answered(&c.id, c.answer_sdp, &c.resume_token, format),
+        Err(e) => offer_failed(e),
+    }
+}
+
+/// A client back after losing its connection (or reloading): a new peer connection for the
+/// session's running conversation. Takes no new slot: the session still holds its own.
+async fn resume_session(
+    State(srv): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let (offer, format) = match read_offer(&srv, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return rejected(r),
+    };
+    let refuse = |status, code, reason: String| {
+        metrics::counter!("transport_resumes_refused_total", "reason" => code).increment(1);
+        tracing::info!(session = %id, status, code, %reason, "resume refused");
+        refusal(status, code, reason).into_response()
+    };
+    if srv.cfg.resume_window_ms == 0 {
+        return refuse(
+            403,
+            "resume_disabled",
+            "sessions cannot be resumed here (transport.resume_window_ms = 0)".into(),
+        );
+    }
+    let Some(session) = srv.registry.get(&id) else {
+        return refuse(
+            404,
+            "no_such_session",
+            format!("no live session {id:?} (it ended, or its resume window passed)"),
+        );
+    };
+    let token = headers
+        .get(RESUME_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match token {
+        Some(t) if session.resume_token_matches(t) => {}
+        Some(_) => return refuse(403, "bad_resume_token", "the resume token is wrong".into()),
+        None => {
+            return refuse(
+                403,
+                "bad_resume_token",
+                format!("a resume needs the session's {RESUME_TOKEN_HEADER} header"),
+            )
         }
-        Err(OfferError::Rejected(reason)) => rejected(refusal(400, "offer_rejected", reason)),
-        Err(OfferError::Internal(reason)) => {
-            tracing::error!(%reason, "cannot create a session");
-            rejected(refusal(500, "internal", reason))
+    }
+    let (conn, answer_sdp) = match answer_offer(&srv.cfg, offer).await {
+        Ok(x) => x,
+        Err(e) => return offer_failed(e),
+    };
+    match session.resume(conn) {
+        Ok(()) => answered(&id, answer_sdp, session.resume_token(), format),
+        Err(conn) => {
+            conn.discard().await;
+            refuse(
+                409,
+                "resume_conflict",
+                format!("session {id:?} is ending or already taking another resume; retry"),
+            )
         }
     }
 }
@@ -326,6 +432,7 @@ async fn list_sessions(State(srv): State<Arc<Server>>, headers: HeaderMap) -> Re
                 "id": s.id,
                 "state": s.state(),
                 "age_ms": s.created.elapsed().as_millis() as u64,
+                "waiting_for_resume": s.parked(),
             })
         })
         .collect();
@@ -508,7 +615,22 @@ pub async fn serve(
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("transport_sessions_active", "live WebRTC sessions");
+    describe_gauge!(
+        "transport_sessions_active",
+        "WebRTC sessions with a connection (or connecting)"
+    );
+    describe_gauge!(
+        "transport_sessions_parked",
+        "sessions whose client went away, kept (slot and conversation) for it to resume"
+    );
+    describe_counter!(
+        "transport_sessions_resumed_total",
+        "sessions a client took back on a new connection with its resume token"
+    );
+    describe_counter!(
+        "transport_resumes_refused_total",
+        "resume requests refused, by reason"
+    );
     describe_gauge!(
         "transport_pipelines_running",
         "conversation threads still running (includes sessions being torn down)"

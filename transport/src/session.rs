@@ -10,6 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -28,8 +29,8 @@ use webrtc::peer_connection::{
 };
 
 use crate::config::TransportConfig;
-use crate::events::{run_events, EventSender, EVENT_QUEUE};
-use crate::media::{run_media_in, run_pacer};
+use crate::events::{run_events, ChannelMsg, EventSender, EVENT_QUEUE};
+use crate::media::{run_media_in, run_pacer, OutTrack};
 use crate::opus::{EncoderSettings, OpusEncoder};
 use crate::output::output_queue;
 use crate::pipeline::{Pipeline, PipelineControl, SessionIo};
@@ -76,6 +77,12 @@ pub(crate) struct SessionHandle {
     state: Mutex<RTCPeerConnectionState>,
     close: watch::Sender<Option<EndReason>>,
     closed: watch::Sender<bool>,
+    /// The secret a client presents to resume this session (`VoiceRelay-Resume-Token`).
+    resume_token: String,
+    /// A resumed client's new connection, for the supervisor to take over.
+    resume: mpsc::Sender<Connection>,
+    /// The connection is gone and the conversation waits to be resumed.
+    parked: AtomicBool,
 }
 
 impl SessionHandle {
@@ -100,6 +107,27 @@ impl SessionHandle {
     pub fn state(&self) -> String {
         lock(&self.state).to_string()
     }
+
+    pub fn parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    pub fn resume_token(&self) -> &str {
+        &self.resume_token
+    }
+
+    /// Whether `token` is this session's resume token (compared in constant time).
+    pub fn resume_token_matches(&self, token: &str) -> bool {
+        crate::server::constant_time_eq(token.as_bytes(), self.resume_token.as_bytes())
+    }
+
+    /// Hands a resumed client's connection to the session. `Err` gives it back when the session
+    /// is ending or another resume is being taken over.
+    pub fn resume(&self, conn: Connection) -> Result<(), Connection> {
+        self.resume.try_send(conn).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        })
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +139,16 @@ struct RegistryInner {
     sessions: HashMap<String, Arc<SessionHandle>>,
     /// Offers being answered: they hold a slot before they are sessions.
     pending: usize,
+    /// Sessions waiting to be resumed: they hold their slot but have no connection.
+    parked: usize,
+}
+
+impl RegistryInner {
+    fn publish(&self) {
+        metrics::gauge!("transport_sessions_active")
+            .set(self.sessions.len().saturating_sub(self.parked) as f64);
+        metrics::gauge!("transport_sessions_parked").set(self.parked as f64);
+    }
 }
 
 /// All live sessions, with admission control.
@@ -162,13 +200,30 @@ impl Registry {
         let mut g = lock(&self.inner);
         g.pending -= 1;
         g.sessions.insert(s.id.clone(), s);
-        metrics::gauge!("transport_sessions_active").set(g.sessions.len() as f64);
+        g.publish();
     }
 
     fn remove(&self, id: &str) {
         let mut g = lock(&self.inner);
-        g.sessions.remove(id);
-        metrics::gauge!("transport_sessions_active").set(g.sessions.len() as f64);
+        if let Some(s) = g.sessions.remove(id) {
+            if s.parked.swap(false, Ordering::AcqRel) {
+                g.parked -= 1;
+            }
+        }
+        g.publish();
+    }
+
+    /// Marks a session as waiting to be resumed (`true`) or connected again.
+    fn set_parked(&self, s: &SessionHandle, parked: bool) {
+        let mut g = lock(&self.inner);
+        if s.parked.swap(parked, Ordering::AcqRel) != parked {
+            if parked {
+                g.parked += 1;
+            } else {
+                g.parked -= 1;
+            }
+        }
+        g.publish();
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<SessionHandle>> {
@@ -250,6 +305,23 @@ pub(crate) fn media_sections(desc: &RTCSessionDescription) -> Result<(bool, bool
 pub(crate) struct Created {
     pub id: String,
     pub answer_sdp: String,
+    pub resume_token: String,
+}
+
+/// One peer connection of a session. A session has one at a time; a resumed session gets a new
+/// one for the same conversation.
+pub(crate) struct Connection {
+    pc: Arc<dyn PeerConnection>,
+    events: mpsc::Receiver<PcEvent>,
+    out: OutTrack,
+    video: VideoParams,
+}
+
+impl Connection {
+    /// Closes a connection that no session took.
+    pub async fn discard(self) {
+        let _ = tokio::time::timeout(TEARDOWN_STEP, self.pc.close()).await;
+    }
 }
 
 /// Answers `offer`, starts the session's conversation and tasks, and registers it.
@@ -264,15 +336,8 @@ pub(crate) async fn create_session(
     let prepared = prepare(cfg, pipeline).await?;
     let conversation_ms = t0.elapsed().as_millis() as u64;
     match answer_offer(cfg, offer).await {
-        Ok((pc, ev_rx, track, ssrc, pt, answer_sdp, abs_id)) => {
-            let video = VideoParams {
-                config: cfg.video.clone(),
-                abs_send_time_id: abs_id,
-                sender_ssrc: ssrc,
-            };
-            let id = start(
-                cfg, registry, prepared, slot, pc, ev_rx, track, ssrc, pt, video,
-            );
+        Ok((conn, answer_sdp)) => {
+            let (id, resume_token) = start(cfg, registry, prepared, slot, conn);
             let ready_ms = t0.elapsed().as_millis() as u64;
             metrics::histogram!("transport_session_start_ms").record(ready_ms as f64);
             tracing::info!(
@@ -281,7 +346,11 @@ pub(crate) async fn create_session(
                 answer_ms = ready_ms - conversation_ms,
                 "session ready in {ready_ms} ms"
             );
-            Ok(Created { id, answer_sdp })
+            Ok(Created {
+                id,
+                answer_sdp,
+                resume_token,
+            })
         }
         Err(e) => {
             prepared.abandon();
@@ -290,21 +359,11 @@ pub(crate) async fn create_session(
     }
 }
 
-type Answered = (
-    Arc<dyn PeerConnection>,
-    mpsc::Receiver<PcEvent>,
-    Arc<TrackLocalStaticSample>,
-    u32,
-    u8,
-    String,
-    Option<u8>,
-);
-
 /// Builds the peer connection and answers `offer` (after ICE gathering).
-async fn answer_offer(
+pub(crate) async fn answer_offer(
     cfg: &TransportConfig,
     offer: RTCSessionDescription,
-) -> Result<Answered, OfferError> {
+) -> Result<(Connection, String), OfferError> {
     let mut media = MediaEngine::default();
     media
         .register_codec(
@@ -362,9 +421,23 @@ async fn answer_offer(
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
     match answer(cfg, &pc, offer, &mut gather_rx).await {
-        Ok((track, ssrc, pt, answer_sdp, abs_id)) => {
-            Ok((pc, ev_rx, track, ssrc, pt, answer_sdp, abs_id))
-        }
+        Ok((track, ssrc, payload_type, answer_sdp, abs_id)) => Ok((
+            Connection {
+                pc,
+                events: ev_rx,
+                out: OutTrack {
+                    track,
+                    ssrc,
+                    payload_type,
+                },
+                video: VideoParams {
+                    config: cfg.video.clone(),
+                    abs_send_time_id: abs_id,
+                    sender_ssrc: ssrc,
+                },
+            },
+            answer_sdp,
+        )),
         Err(e) => {
             let _ = tokio::time::timeout(TEARDOWN_STEP, pc.close()).await;
             Err(e)
@@ -534,7 +607,10 @@ async fn prepare(
     cfg: &TransportConfig,
     pipeline: Arc<dyn Pipeline>,
 ) -> Result<Prepared, OfferError> {
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = match cfg.worker_id.as_str() {
+        "" => format!("{:032x}", rand::random::<u128>()),
+        w => format!("{w}-{:032x}", rand::random::<u128>()),
+    };
     let ring_frames = SampleRate::PIPELINE.samples_in(Duration::from_millis(cfg.input_ring_ms));
     let (producer, consumer) = audio_ring("webrtc-in", AudioFormat::PIPELINE, ring_frames as usize)
         .map_err(TransportError::from)?;
@@ -579,19 +655,15 @@ async fn prepare(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Registers the session and starts its supervisor on its first connection; its id and resume
+/// token.
 fn start(
     cfg: &TransportConfig,
     registry: Arc<Registry>,
     prepared: Prepared,
     slot: Slot<'_>,
-    pc: Arc<dyn PeerConnection>,
-    pc_events: mpsc::Receiver<PcEvent>,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
-    payload_type: u8,
-    video: VideoParams,
-) -> String {
+    conn: Connection,
+) -> (String, String) {
     let Prepared {
         id,
         producer,
@@ -603,20 +675,25 @@ fn start(
     } = prepared;
     let (close_tx, close_rx) = watch::channel(None);
     let (closed_tx, _) = watch::channel(false);
+    let (resume_tx, resume_rx) = mpsc::channel(1);
+    let resume_token = format!("{:032x}", rand::random::<u128>());
     let handle = Arc::new(SessionHandle {
         id: id.clone(),
         created: Instant::now(),
         state: Mutex::new(RTCPeerConnectionState::New),
         close: close_tx,
         closed: closed_tx,
+        resume_token: resume_token.clone(),
+        resume: resume_tx,
+        parked: AtomicBool::new(false),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (connected_tx, connected_rx) = watch::channel(false);
+    let (out_tx, out_rx) = watch::channel(None);
     let (dc_tx, dc_rx) = mpsc::channel(4);
     tokio::spawn({
         let stop = stop_rx.clone();
         async move {
-            if let Err(e) = run_pacer(pacer, track, ssrc, payload_type, connected_rx, stop).await {
+            if let Err(e) = run_pacer(pacer, out_rx, stop).await {
                 tracing::warn!(error = %e, "outgoing audio stopped");
             }
         }
@@ -628,65 +705,115 @@ fn start(
         events.clone(),
         cfg.event_limits(),
     ));
-    drop(events);
     let sup = Supervisor {
         handle: handle.clone(),
         registry: registry.clone(),
-        pc,
         control: run.control,
         done: run.done,
         producer: Some(producer),
         jitter: cfg.jitter(),
-        video,
         video_out,
         connect_timeout: cfg.connect_timeout(),
         disconnect_grace: cfg.disconnect_grace(),
+        resume_window: cfg.resume_window(),
         stop_tx,
-        stop_rx,
-        connected_tx,
+        out_tx,
         dc_tx,
         events_task,
+        events,
+        resume_rx,
+        pipeline_result: None,
     };
     registry.commit(slot, handle);
     metrics::counter!("transport_sessions_started_total").increment(1);
-    tokio::spawn(sup.run(pc_events, close_rx));
+    tokio::spawn(sup.run(conn, close_rx));
     tracing::info!(session = %id, "session started");
-    id
+    (id, resume_token)
+}
+
+/// How one connection of a session ended.
+enum ConnectionEnd {
+    /// The session ends (deleted, shut down, its conversation ended, or never connected).
+    Session(EndReason),
+    /// The client went away: the session may wait for it to resume.
+    Lost(EndReason),
+    /// The client resumed on a new connection while this one was still up.
+    Replaced(Connection),
 }
 
 struct Supervisor {
     handle: Arc<SessionHandle>,
     registry: Arc<Registry>,
-    pc: Arc<dyn PeerConnection>,
     control: Arc<dyn PipelineControl>,
     done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    /// The input ring's writer: lent to each connection's media task and given back when the
+    /// connection ends; dropping it ends the conversation's input.
     producer: Option<vr_audio::AudioProducer>,
     jitter: Duration,
-    video: VideoParams,
-    /// Taken by the first video track: only one is decoded.
+    /// Taken by the first video track: only one is decoded, and only on the first connection
+    /// (the decoder's timeline is that stream's).
     video_out: Option<VideoOut>,
     connect_timeout: Duration,
     disconnect_grace: Duration,
+    resume_window: Duration,
+    /// Ends the session's own tasks (the pacer).
     stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
-    connected_tx: watch::Sender<bool>,
-    dc_tx: mpsc::Sender<Arc<dyn DataChannel>>,
+    /// The current connection's outgoing track, `None` while there is no connection.
+    out_tx: watch::Sender<Option<OutTrack>>,
+    dc_tx: mpsc::Sender<ChannelMsg>,
     events_task: tokio::task::JoinHandle<()>,
+    /// For the `resumed` event.
+    events: EventSender,
+    resume_rx: mpsc::Receiver<Connection>,
+    pipeline_result: Option<Result<(), String>>,
 }
 
 impl Supervisor {
-    async fn run(
-        mut self,
-        mut pc_events: mpsc::Receiver<PcEvent>,
-        mut close: watch::Receiver<Option<EndReason>>,
-    ) {
+    async fn run(mut self, first: Connection, mut close: watch::Receiver<Option<EndReason>>) {
+        let mut conn = first;
+        let mut ever_connected = false;
+        let reason = loop {
+            let (end, connected) = self.serve(conn, &mut close).await;
+            ever_connected |= connected;
+            conn = match end {
+                ConnectionEnd::Session(r) => break r,
+                ConnectionEnd::Replaced(next) => next,
+                ConnectionEnd::Lost(r) if !ever_connected || self.resume_window.is_zero() => {
+                    break r
+                }
+                ConnectionEnd::Lost(r) => match self.park(r, &mut close).await {
+                    Ok(next) => next,
+                    Err(r) => break r,
+                },
+            };
+            metrics::counter!("transport_sessions_resumed_total").increment(1);
+            tracing::info!(session = %self.handle.id, "session resumed on a new connection");
+            self.events
+                .send(&serde_json::json!({"type": "resumed", "session": self.handle.id}));
+        };
+        self.teardown(reason).await;
+    }
+
+    /// Runs one connection until it ends, then frees it (peer connection and media tasks); the
+    /// conversation, its input ring and its output queue stay. Also says whether it connected.
+    async fn serve(
+        &mut self,
+        conn: Connection,
+        close: &mut watch::Receiver<Option<EndReason>>,
+    ) -> (ConnectionEnd, bool) {
+        let Connection {
+            pc,
+            events: mut pc_events,
+            out,
+            video,
+        } = conn;
         let started = Instant::now();
         let mut connected = false;
         let mut disconnected_since: Option<Instant> = None;
-        let mut pipeline_result: Option<Result<(), String>> = None;
         let mut media_in = None;
         let mut video_in = Vec::new();
-        let reason = loop {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let end = loop {
             let deadline = match (connected, disconnected_since) {
                 (false, _) => Some(started + self.connect_timeout),
                 (true, Some(t)) => Some(t + self.disconnect_grace),
@@ -701,20 +828,20 @@ impl Supervisor {
                             RTCPeerConnectionState::Connected => {
                                 connected = true;
                                 disconnected_since = None;
-                                let _ = self.connected_tx.send(true);
+                                self.out_tx.send_replace(Some(out.clone()));
                             }
                             RTCPeerConnectionState::Disconnected => {
                                 disconnected_since.get_or_insert_with(Instant::now);
                             }
                             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                                break EndReason::Failed;
+                                break ConnectionEnd::Lost(EndReason::Failed);
                             }
                             _ => {}
                         }
                     }
                     Some(PcEvent::Track(track, true)) => {
-                        let stop = self.stop_rx.clone();
-                        let params = self.video.clone();
+                        let stop = stop_rx.clone();
+                        let params = video.clone();
                         let session = self.handle.id.clone();
                         let out = self.video_out.take();
                         tracing::info!(session = %session, decoded = out.is_some(), "incoming video track");
@@ -725,68 +852,118 @@ impl Supervisor {
                         }));
                     }
                     Some(PcEvent::Track(track, false)) => {
-                        if let Some(producer) = self.producer.take() {
-                            let stop = self.stop_rx.clone();
+                        if let Some(mut producer) = self.producer.take() {
+                            let stop = stop_rx.clone();
                             let jitter = self.jitter;
                             media_in = Some(tokio::spawn(async move {
-                                if let Err(e) = run_media_in(track, producer, jitter, stop).await {
+                                if let Err(e) = run_media_in(track, &mut producer, jitter, stop).await {
                                     tracing::warn!(error = %e, "incoming audio stopped");
                                 }
+                                producer
                             }));
                         } else {
                             tracing::debug!("ignoring a second incoming audio track");
                         }
                     }
                     Some(PcEvent::DataChannel(dc)) => {
-                        let _ = self.dc_tx.try_send(dc);
+                        let _ = self.dc_tx.try_send(ChannelMsg::Opened(dc));
                     }
-                    None => break EndReason::Failed,
+                    None => break ConnectionEnd::Lost(EndReason::Failed),
                 },
                 _ = sleep_until_opt(deadline) => {
-                    break if connected { EndReason::Disconnected } else { EndReason::ConnectTimeout };
+                    break if connected {
+                        ConnectionEnd::Lost(EndReason::Disconnected)
+                    } else {
+                        ConnectionEnd::Lost(EndReason::ConnectTimeout)
+                    };
+                }
+                next = self.resume_rx.recv() => {
+                    match next {
+                        Some(next) => break ConnectionEnd::Replaced(next),
+                        None => break ConnectionEnd::Session(EndReason::Shutdown),
+                    }
                 }
                 r = close.wait_for(|r| r.is_some()) => {
-                    break r.ok().and_then(|r| *r).unwrap_or(EndReason::Shutdown);
+                    break ConnectionEnd::Session(r.ok().and_then(|r| *r).unwrap_or(EndReason::Shutdown));
                 }
                 r = &mut self.done => {
                     let r = r.unwrap_or_else(|_| Err("conversation thread vanished".into()));
-                    pipeline_result = Some(r);
-                    break EndReason::PipelineEnded;
+                    self.pipeline_result = Some(r);
+                    break ConnectionEnd::Session(EndReason::PipelineEnded);
                 }
             }
         };
-        self.teardown(reason, media_in, video_in, pipeline_result)
-            .await;
-    }
-
-    async fn teardown(
-        mut self,
-        reason: EndReason,
-        media_in: Option<tokio::task::JoinHandle<()>>,
-        video_in: Vec<tokio::task::JoinHandle<()>>,
-        pipeline_result: Option<Result<(), String>>,
-    ) {
-        let id = self.handle.id.clone();
-        tracing::info!(session = %id, reason = reason.label(), "session ending");
-        // Out of the registry first: admission and /metrics see the slot free at once.
-        self.registry.remove(&id);
-        let _ = self.stop_tx.send(true);
-        self.control.stop();
-        // The input ring closes when its producer goes: the conversation drains it and ends.
-        drop(self.producer.take());
+        self.out_tx.send_replace(None);
+        let _ = self.dc_tx.send(ChannelMsg::Detach).await;
+        let _ = stop_tx.send(true);
         if let Some(t) = media_in {
-            let _ = tokio::time::timeout(TEARDOWN_STEP, t).await;
+            match tokio::time::timeout(TEARDOWN_STEP, t).await {
+                Ok(Ok(producer)) => self.producer = Some(producer),
+                // Its producer drops with it, which closes the input ring: the conversation ends
+                // and the session with it.
+                _ => {
+                    tracing::warn!(session = %self.handle.id, "incoming audio did not stop in time")
+                }
+            }
         }
         for t in video_in {
             let _ = tokio::time::timeout(TEARDOWN_STEP, t).await;
         }
-        if tokio::time::timeout(TEARDOWN_STEP, self.pc.close())
+        if tokio::time::timeout(TEARDOWN_STEP, pc.close())
             .await
             .is_err()
         {
-            tracing::warn!(session = %id, "peer connection did not close in time");
+            tracing::warn!(session = %self.handle.id, "peer connection did not close in time");
         }
-        let result = match pipeline_result {
+        (end, connected)
+    }
+
+    /// The client is gone: the conversation waits up to the resume window for it to come back on
+    /// a new connection (`Ok`), or the session ends (`Err` with why).
+    async fn park(
+        &mut self,
+        lost: EndReason,
+        close: &mut watch::Receiver<Option<EndReason>>,
+    ) -> Result<Connection, EndReason> {
+        self.registry.set_parked(&self.handle, true);
+        tracing::info!(
+            session = %self.handle.id,
+            reason = lost.label(),
+            window_ms = self.resume_window.as_millis() as u64,
+            "connection lost; the conversation waits to be resumed"
+        );
+        let deadline = Instant::now() + self.resume_window;
+        let r = tokio::select! {
+            next = self.resume_rx.recv() => next.ok_or(lost),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(lost),
+            r = close.wait_for(|r| r.is_some()) => {
+                Err(r.ok().and_then(|r| *r).unwrap_or(EndReason::Shutdown))
+            }
+            r = &mut self.done => {
+                let r = r.unwrap_or_else(|_| Err("conversation thread vanished".into()));
+                self.pipeline_result = Some(r);
+                Err(EndReason::PipelineEnded)
+            }
+        };
+        self.registry.set_parked(&self.handle, false);
+        r
+    }
+
+    async fn teardown(mut self, reason: EndReason) {
+        let id = self.handle.id.clone();
+        tracing::info!(session = %id, reason = reason.label(), "session ending");
+        // Out of the registry first: admission and /metrics see the slot free at once.
+        self.registry.remove(&id);
+        // A resume that arrived meanwhile gets its connection closed, not leaked.
+        self.resume_rx.close();
+        while let Ok(c) = self.resume_rx.try_recv() {
+            c.discard().await;
+        }
+        let _ = self.stop_tx.send(true);
+        self.control.stop();
+        // The input ring closes when its producer goes: the conversation drains it and ends.
+        drop(self.producer.take());
+        let result = match self.pipeline_result.take() {
             Some(r) => Some(r),
             None => tokio::time::timeout(TEARDOWN_STEP, &mut self.done)
                 .await
