@@ -1,0 +1,167 @@
+//! Load and soak: sessions come and go against one `voicerelay serve` for minutes (3 in the
+//! suite; `VOICERELAY_SOAK_S=1800` for the 30-minute run). Each cycle, two real clients (the
+//! sessions one 2-core machine holds in real time, `voicerelay bench`) speak a corpus utterance
+//! at the same time and must both get a correct transcript; then one session is deleted and the
+//! other ends another way in turn: its client goes away and the resume window expires, or it
+//! resumes on a new connection and is then deleted. Over the run the server's resident memory,
+//! threads and open file descriptors, measured idle after a warm-up and again idle at the end,
+//! must not grow: RSS by less than 5 %, threads and descriptors not at all.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// The server's footprint, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss_kb: u64,
+    threads: u64,
+    fds: u64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("server fds")
+        .count() as u64;
+    Usage {
+        rss_kb: field("VmRSS:"),
+        threads: field("Threads:"),
+        fds,
+    }
+}
+
+/// Waits until no session is left (none connected, parked or running), then for the runtime's
+/// idle blocking threads to retire (tokio keeps them 10 s), and measures.
+async fn settle(url: &str, pid: u32) -> Usage {
+    assert!(
+        wait_sessions(url, 0.0, Duration::from_secs(60))
+            .await
+            .is_some(),
+        "sessions still open a minute after the last client"
+    );
+    wait_metric(
+        url,
+        "transport_sessions_parked",
+        0.0,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("a parked session never expired");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    usage(pid)
+}
+
+fn finals_of(c: &Client) -> String {
+    let r = c.received.lock().unwrap();
+    r.of_type("final")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One cycle: two clients speak at once; both transcripts checked; both sessions ended.
+async fn cycle(url: &str, i: usize, speech: &[f32], reference: &str) {
+    let (mut a, mut b) = (Client::new(true).await, Client::new(true).await);
+    a.connect(url, None).await;
+    b.connect(url, None).await;
+    let silence = Duration::from_millis(1000);
+    tokio::join!(a.speak(speech, silence), b.speak(speech, silence));
+    for (name, c) in [("a", &a), ("b", &b)] {
+        c.wait_for(Duration::from_secs(60), "the final transcript", |r| {
+            !r.of_type("final").is_empty()
+        })
+        .await;
+        // The speaker pauses mid-sentence: wait for the rest before scoring.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let heard = finals_of(c);
+        let w = wer(reference, &heard);
+        println!("cycle {i} client {name}: WER {:.1}% {heard:?}", 100.0 * w);
+        assert!(w <= 0.15, "cycle {i} client {name}: WER {:.1}%", 100.0 * w);
+    }
+    let delete = |loc: String| async move {
+        let r = http("DELETE", &format!("{url}{loc}"), &[], None).await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    delete(a.location.clone().expect("a's Location")).await;
+    let (loc, token) = (
+        b.location.clone().expect("b's Location"),
+        b.resume_token.clone().expect("b's resume token"),
+    );
+    b.pc.close().await.expect("close b");
+    if i % 2 == 1 {
+        // Back on a new connection, then gone for good.
+        wait_metric(
+            url,
+            "transport_sessions_parked",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("b's session never waited for its resume");
+        let mut again = Client::new(true).await;
+        again.resume(url, &loc, &token).await;
+        again
+            .wait_for(Duration::from_secs(10), "the resumed event", |r| {
+                !r.of_type("resumed").is_empty()
+            })
+            .await;
+        delete(loc).await;
+    }
+    // Else b's session expires after its resume window, while the next cycle runs.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_come_and_go_for_minutes_without_growing_memory_threads_or_fds() {
+    let soak = Duration::from_secs(
+        std::env::var("VOICERELAY_SOAK_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(180),
+    );
+    let Some((speech, reference, _)) = utterance_48k() else {
+        return;
+    };
+    let server = ServerProcess::start(&[("VOICERELAY__TRANSPORT__RESUME_WINDOW_MS", "2000")]);
+    let (url, pid) = (server.url.clone(), server.child.id());
+
+    // Warm-up: both kinds of cycle once (lazily made buffers, pools and caches).
+    cycle(&url, 0, &speech, &reference).await;
+    cycle(&url, 1, &speech, &reference).await;
+    let base = settle(&url, pid).await;
+    println!("after warm-up: {base:?}");
+
+    let t0 = Instant::now();
+    let mut cycles = 2;
+    while t0.elapsed() < soak {
+        cycle(&url, cycles, &speech, &reference).await;
+        cycles += 1;
+    }
+    let end = settle(&url, pid).await;
+    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    let started = metric(&m, "transport_sessions_started_total").unwrap_or(0.0);
+    let growth = end.rss_kb as f64 / base.rss_kb as f64 - 1.0;
+    println!(
+        "{} s, {cycles} cycles, {started} sessions: {base:?} -> {end:?}, RSS {:+.2}%",
+        t0.elapsed().as_secs(),
+        100.0 * growth
+    );
+    assert!(growth < 0.05, "RSS grew {:.1}%", 100.0 * growth);
+    assert!(
+        end.threads <= base.threads,
+        "threads leaked: {base:?} -> {end:?}"
+    );
+    assert!(
+        end.fds <= base.fds,
+        "descriptors leaked: {base:?} -> {end:?}"
+    );
+}
