@@ -1,6 +1,7 @@
 //! Session lifetime: a client process killed mid-utterance has its connection freed within 5 s
 //! (seen in /metrics) while its conversation waits out the resume window, then everything is
-//! freed; SIGTERM closes the remaining sessions and exits cleanly.
+//! freed; SIGTERM closes the remaining sessions and exits cleanly. A client that only sends
+//! silence is closed after the idle timeout.
 
 mod common;
 
@@ -123,4 +124,58 @@ async fn client_killed_mid_utterance_is_freed_then_sigterm_closes_cleanly() {
         log.contains("session freed") && log.contains("shutdown"),
         "no clean session shutdown in the log:\n{log}"
     );
+}
+
+/// A connected client that sends only silence is closed `transport.idle_timeout_ms` after it
+/// last did something, with an `error` event saying why; accepted messages keep it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_and_messages_keep_it_open() {
+    let server = ServerProcess::start(&[("VOICERELAY__TRANSPORT__IDLE_TIMEOUT_MS", "3000")]);
+    let url = server.url.clone();
+    let mut c = Client::new(true).await;
+    c.connect(&url, None).await;
+    let silence = c.spawn_silence();
+
+    // Three timeouts' worth of activity: an interrupt every 1.5 s.
+    let t0 = Instant::now();
+    let mut last_sent = t0;
+    while t0.elapsed() < Duration::from_secs(9) {
+        c.send_json(serde_json::json!({"type": "interrupt"})).await;
+        last_sent = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    assert_eq!(
+        metric(&m, "transport_sessions_active"),
+        Some(1.0),
+        "an active session was closed: {m}"
+    );
+
+    // Then nothing but silence.
+    let closed = wait_metric(
+        &url,
+        "transport_sessions_active",
+        0.0,
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("the idle session was never closed");
+    let idle = closed - last_sent;
+    println!("closed {idle:?} after the last message");
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_millis(5500),
+        "closed {idle:?} after the last message (timeout 3 s)"
+    );
+    c.wait_for(Duration::from_secs(5), "the idle notice", |r| {
+        r.of_type("error")
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains("idle")))
+    })
+    .await;
+    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    assert!(
+        m.contains("transport_sessions_ended_total{reason=\"idle\"} 1"),
+        "{m}"
+    );
+    silence.abort();
 }

@@ -82,6 +82,10 @@ pub struct TransportConfig {
     /// answer in progress) for the client to resume with its resume token; its connection is
     /// freed at once. 0 frees everything when the connection is lost.
     pub resume_window_ms: u64,
+    /// A connected session whose user has done nothing this long (no speech the recogniser
+    /// heard, no answer playing, no accepted data-channel message) is closed, with an `error`
+    /// event saying so: a tab left open does not hold a slot forever. 0: never.
+    pub idle_timeout_ms: u64,
     /// Reordering window of the incoming jitter buffer: how long a missing packet is waited for
     /// before it is concealed (FEC from the next packet, else Opus PLC).
     pub jitter_ms: u64,
@@ -247,6 +251,7 @@ impl Default for TransportConfig {
             ice_keepalive_ms: 500,
             disconnect_grace_ms: 1000,
             resume_window_ms: 30_000,
+            idle_timeout_ms: 600_000,
             jitter_ms: 60,
             opus_bitrate: 32_000,
             opus_complexity: 5,
@@ -496,6 +501,11 @@ impl TransportConfig {
             self.resume_window_ms,
             0..=600_000,
         )?;
+        check_range(
+            "transport.idle_timeout_ms",
+            self.idle_timeout_ms,
+            0..=86_400_000,
+        )?;
         check_range("transport.jitter_ms", self.jitter_ms, 0..=1000)?;
         check_range("transport.opus_bitrate", self.opus_bitrate, 6_000..=256_000)?;
         check_range("transport.opus_complexity", self.opus_complexity, 0..=10)?;
@@ -564,6 +574,10 @@ impl TransportConfig {
     }
     pub fn resume_window(&self) -> Duration {
         Duration::from_millis(self.resume_window_ms)
+    }
+    /// `None`: sessions never time out.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
     pub fn jitter(&self) -> Duration {
         Duration::from_millis(self.jitter_ms)

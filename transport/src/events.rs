@@ -19,8 +19,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
@@ -66,6 +67,14 @@ impl EventSender {
                 metrics::counter!("transport_events_dropped_total").increment(1);
                 false
             }
+        }
+    }
+
+    /// Waits (at most `timeout`) until the events task has taken every queued event.
+    pub(crate) async fn drained(&self, timeout: Duration) {
+        let t0 = Instant::now();
+        while self.tx.capacity() < self.tx.max_capacity() && t0.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -167,6 +176,46 @@ pub(crate) fn handle_client_message(
     verdict
 }
 
+/// When the session last saw its user: an accepted client message, or a conversation event
+/// other than the ones that come without anyone there (`voice`, `scene`, `error`). Written by the events
+/// task, read by the supervisor for `transport.idle_timeout_ms`.
+pub(crate) struct Activity {
+    epoch: Instant,
+    /// Milliseconds after `epoch`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            epoch: now,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the event `json` says someone is there (see [`Activity`]).
+    fn is_user_event(json: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Tagged<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: &'a str,
+        }
+        match serde_json::from_str::<Tagged<'_>>(json) {
+            Ok(t) => !matches!(t.ty, "voice" | "scene" | "error"),
+            Err(_) => true,
+        }
+    }
+}
+
 /// What the session's connections tell the events task about data channels.
 pub(crate) enum ChannelMsg {
     /// A data channel the client opened (only the one labelled `events` is used; it replaces the
@@ -186,6 +235,7 @@ pub(crate) async fn run_events(
     control: Arc<dyn PipelineControl>,
     errors: EventSender,
     limits: EventLimits,
+    activity: Arc<Activity>,
 ) {
     let mut limiter = EventLimiter::new(limits);
     let mut pending: VecDeque<String> = VecDeque::new();
@@ -215,6 +265,9 @@ pub(crate) async fn run_events(
             },
             ev = events.recv() => {
                 let Some(json) = ev else { break };
+                if Activity::is_user_event(&json) {
+                    activity.touch(Instant::now());
+                }
                 if open {
                     if let Some(dc) = &dc {
                         if let Err(e) = dc.send_text(&json).await {
@@ -243,14 +296,18 @@ pub(crate) async fn run_events(
                         }
                     }
                     Some(DataChannelEvent::OnMessage(m)) => {
-                        handle_client_message(
+                        let now = Instant::now();
+                        let verdict = handle_client_message(
                             &m.data,
                             &mut limiter,
-                            Instant::now(),
+                            now,
                             control.as_ref(),
                             &errors,
                             &limits,
                         );
+                        if verdict == Verdict::Accept {
+                            activity.touch(now);
+                        }
                     }
                     Some(DataChannelEvent::OnClose) | None => {
                         // Keep draining events so the conversation never sees a full queue; the
@@ -302,6 +359,34 @@ mod tests {
             let e = ClientMessage::parse(raw).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn events_that_come_without_a_user_do_not_count_as_activity() {
+        for (json, user) in [
+            (
+                r#"{"type":"partial","text":"hel","stable_prefix_len":0}"#,
+                true,
+            ),
+            (r#"{"type":"answer_end","text":"Hi.","spoken":"Hi."}"#, true),
+            (r#"{"session":"w1-ab","type":"resumed"}"#, true),
+            (
+                r#"{"type":"voice","voice":"piper","sample_rate":22050}"#,
+                false,
+            ),
+            (r#"{"type":"scene","description":"a cat","at_ms":5}"#, false),
+            (r#"{"message":"rate limit: ...","type":"error"}"#, false),
+            ("not json", true),
+        ] {
+            assert_eq!(Activity::is_user_event(json), user, "{json}");
+        }
+        let t0 = Instant::now();
+        let a = Activity::new(t0);
+        assert_eq!(a.last(), t0);
+        a.touch(t0 + Duration::from_millis(1500));
+        // Out of order: the later touch stands.
+        a.touch(t0 + Duration::from_millis(700));
+        assert_eq!(a.last(), t0 + Duration::from_millis(1500));
     }
 
     #[derive(Default)]

@@ -29,7 +29,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::config::TransportConfig;
-use crate::events::{run_events, ChannelMsg, EventSender, EVENT_QUEUE};
+use crate::events::{run_events, Activity, ChannelMsg, EventSender, EVENT_QUEUE};
 use crate::media::{run_media_in, run_pacer, OutTrack};
 use crate::opus::{EncoderSettings, OpusEncoder};
 use crate::output::output_queue;
@@ -55,6 +55,7 @@ pub(crate) enum EndReason {
     ConnectTimeout,
     PipelineEnded,
     Shutdown,
+    Idle,
 }
 
 impl EndReason {
@@ -66,6 +67,7 @@ impl EndReason {
             EndReason::ConnectTimeout => "connect_timeout",
             EndReason::PipelineEnded => "pipeline_ended",
             EndReason::Shutdown => "shutdown",
+            EndReason::Idle => "idle",
         }
     }
 }
@@ -690,6 +692,7 @@ fn start(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (out_tx, out_rx) = watch::channel(None);
     let (dc_tx, dc_rx) = mpsc::channel(4);
+    let activity = Arc::new(Activity::new(Instant::now()));
     tokio::spawn({
         let stop = stop_rx.clone();
         async move {
@@ -704,6 +707,7 @@ fn start(
         run.control.clone(),
         events.clone(),
         cfg.event_limits(),
+        activity.clone(),
     ));
     let sup = Supervisor {
         handle: handle.clone(),
@@ -716,6 +720,8 @@ fn start(
         connect_timeout: cfg.connect_timeout(),
         disconnect_grace: cfg.disconnect_grace(),
         resume_window: cfg.resume_window(),
+        idle_timeout: cfg.idle_timeout(),
+        activity,
         stop_tx,
         out_tx,
         dc_tx,
@@ -756,6 +762,9 @@ struct Supervisor {
     connect_timeout: Duration,
     disconnect_grace: Duration,
     resume_window: Duration,
+    idle_timeout: Option<Duration>,
+    /// When the user last did something (kept by the events task).
+    activity: Arc<Activity>,
     /// Ends the session's own tasks (the pacer).
     stop_tx: watch::Sender<bool>,
     /// The current connection's outgoing track, `None` while there is no connection.
@@ -819,6 +828,12 @@ impl Supervisor {
                 (true, Some(t)) => Some(t + self.disconnect_grace),
                 (true, None) => None,
             };
+            // Counted from the later of the connection's start and the user's last activity: a
+            // resumed connection gets the whole timeout.
+            let idle_deadline = self
+                .idle_timeout
+                .filter(|_| connected)
+                .map(|t| self.activity.last().max(started) + t);
             tokio::select! {
                 ev = pc_events.recv() => match ev {
                     Some(PcEvent::State(s)) => {
@@ -877,6 +892,14 @@ impl Supervisor {
                         ConnectionEnd::Lost(EndReason::ConnectTimeout)
                     };
                 }
+                _ = sleep_until_opt(idle_deadline) => {
+                    // Activity since the deadline was set moves it on the next turn.
+                    if let Some(t) = self.idle_timeout {
+                        if self.activity.last().max(started) + t <= Instant::now() {
+                            break ConnectionEnd::Session(EndReason::Idle);
+                        }
+                    }
+                }
                 next = self.resume_rx.recv() => {
                     match next {
                         Some(next) => break ConnectionEnd::Replaced(next),
@@ -893,6 +916,16 @@ impl Supervisor {
                 }
             }
         };
+        if let (ConnectionEnd::Session(EndReason::Idle), Some(t)) = (&end, self.idle_timeout) {
+            tracing::info!(session = %self.handle.id, idle_ms = t.as_millis() as u64, "session idle");
+            self.events.error(format!(
+                "idle: nothing from you for {} s, so the session is closed \
+                 (transport.idle_timeout_ms)",
+                t.as_secs()
+            ));
+            // The notice goes out before the channel is detached below.
+            self.events.drained(TEARDOWN_STEP).await;
+        }
         self.out_tx.send_replace(None);
         let _ = self.dc_tx.send(ChannelMsg::Detach).await;
         let _ = stop_tx.send(true);
