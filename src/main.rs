@@ -2,6 +2,7 @@
 //! logging and the metrics registry, and hands over to one subcommand. Everything interesting lives
 //! in the stage crates; `anyhow` is used here and only here.
 
+mod alloc;
 mod cli;
 mod config;
 mod telemetry;
@@ -58,6 +59,7 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
 };
 
 fn main() -> ExitCode {
+    alloc::limit_arenas();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

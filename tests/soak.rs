@@ -56,6 +56,22 @@ async fn settle(url: &str, pid: u32) -> Usage {
     )
     .await
     .expect("a parked session never expired");
+    // Each peer connection's memory is freed with it (its callbacks handler is dropped).
+    if wait_metric(
+        url,
+        "transport_peer_connections_alive",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await
+    .is_none()
+    {
+        let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+        panic!(
+            "peer connections never freed: {:?} alive",
+            metric(&m, "transport_peer_connections_alive")
+        );
+    }
     tokio::time::sleep(Duration::from_secs(12)).await;
     usage(pid)
 }
@@ -144,6 +160,7 @@ async fn sessions_come_and_go_for_minutes_without_growing_memory_threads_or_fds(
     let mut cycles = 2;
     while t0.elapsed() < soak {
         cycle(&url, cycles, &speech, &reference).await;
+        println!("after cycle {cycles}: {:?}", usage(pid));
         cycles += 1;
     }
     let end = settle(&url, pid).await;

@@ -285,6 +285,7 @@ mod pipeline {
                         }
                         Err(e) => Err(e.to_string()),
                     };
+                    crate::alloc::release_free_memory();
                     let _ = tx.send(r);
                 })
                 .map_err(|e| TransportError::Pipeline(format!("cannot spawn a thread: {e}")))?;

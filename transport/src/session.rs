@@ -248,9 +248,24 @@ enum PcEvent {
     DataChannel(Arc<dyn DataChannel>),
 }
 
+/// A peer connection's callbacks. The connection owns it, so its drop says the connection's
+/// memory went too: `transport_peer_connections_alive` counts the handlers not yet dropped.
 struct Handler {
     events: mpsc::Sender<PcEvent>,
     gathered: mpsc::Sender<()>,
+}
+
+impl Handler {
+    fn new(events: mpsc::Sender<PcEvent>, gathered: mpsc::Sender<()>) -> Self {
+        metrics::gauge!("transport_peer_connections_alive").increment(1.0);
+        Self { events, gathered }
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        metrics::gauge!("transport_peer_connections_alive").decrement(1.0);
+    }
 }
 
 #[async_trait::async_trait]
@@ -412,10 +427,7 @@ pub(crate) async fn answer_offer(
         .with_media_engine(media)
         .with_setting_engine(settings)
         .with_interceptor_registry(interceptors)
-        .with_handler(Arc::new(Handler {
-            events: ev_tx,
-            gathered: gather_tx,
-        }))
+        .with_handler(Arc::new(Handler::new(ev_tx, gather_tx)))
         .with_udp_addrs(cfg.udp_addrs.clone())
         .build()
         .await
