@@ -22,8 +22,13 @@ pub fn init(log: &LogConfig) -> Result<()> {
             )
         })?,
     };
+    // Colour only on a terminal: piped into a file, journald or a test the escape codes are
+    // noise (and split `key=value` pairs that tools grep for). NO_COLOR as everywhere.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests) keeps the first subscriber.
     let _ = if log.format == "json" {

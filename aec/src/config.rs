@@ -77,6 +77,11 @@ pub struct AecConfig {
     /// The gate stays closed for at least this much far-active audio, ms: right after a reset
     /// the residual suppressor alone makes the ERLE look converged for a few hundred ms.
     pub startup_gate_min_ms: u32,
+    /// Residual echo gate once converged: a frame the filter took more than
+    /// `nlp_threshold_db` out of while the far end plays is attenuated by `nlp_db` more
+    /// (0 = off); frames where the near end talks keep their energy and pass.
+    pub nlp_db: i32,
+    pub nlp_threshold_db: f32,
     pub delay: DelayConfig,
 }
 
@@ -95,6 +100,8 @@ impl Default for AecConfig {
             converged_erle_db: 18.0,
             startup_gate_max_ms: 2000,
             startup_gate_min_ms: 1500,
+            nlp_db: -20,
+            nlp_threshold_db: 12.0,
             delay: DelayConfig::default(),
         }
     }
@@ -128,6 +135,8 @@ impl AecConfig {
         )?;
         check_range("aec.noise_suppress_db", self.noise_suppress_db, -90..=0)?;
         check_range("aec.startup_gate_db", self.startup_gate_db, -90..=0)?;
+        check_range("aec.nlp_db", self.nlp_db, -90..=0)?;
+        check_range("aec.nlp_threshold_db", self.nlp_threshold_db, 0.0..=60.0)?;
         check_range("aec.converged_erle_db", self.converged_erle_db, 0.0..=60.0)?;
         check_range(
             "aec.startup_gate_max_ms",

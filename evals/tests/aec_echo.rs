@@ -89,6 +89,11 @@ fn erle_after_convergence_is_at_least_20_db_on_every_path() {
     let far = far_end(&corpus);
     let linear = AecConfig {
         residual_suppress_db: 0,
+        nlp_db: 0,
+        ..AecConfig::default()
+    };
+    let no_gate = AecConfig {
+        nlp_db: 0,
         ..AecConfig::default()
     };
     let mut worst = f64::INFINITY;
@@ -96,8 +101,10 @@ fn erle_after_convergence_is_at_least_20_db_on_every_path() {
         let mic = microphone(&far, &path, None);
         let (out, events, stats) = cancel(&AecConfig::default(), &far, &mic, CHUNK).expect("aec");
         let (lin, _, _) = cancel(&linear, &far, &mic, CHUNK).expect("aec");
+        let (ng, _, _) = cancel(&no_gate, &far, &mic, CHUNK).expect("aec");
         let e = erle_after(&far, &path, &mic, &out, far.len());
         let el = erle_after(&far, &path, &mic, &lin, far.len());
+        let eg = erle_after(&far, &path, &mic, &ng, far.len());
         let first = erle_db(&delayed(&far, &path), &mic, &out, 0..2 * SR, FLOOR).unwrap_or(0.0);
         let delays: Vec<String> = events
             .iter()
@@ -111,7 +118,7 @@ fn erle_after_convergence_is_at_least_20_db_on_every_path() {
             })
             .collect();
         println!(
-            "delay {:>5.1} ms gain {:>5.1} dB: ERLE 0-2 s {first:5.1} dB, after 4 s {e:5.1} dB (linear only {el:5.1} dB); \
+            "delay {:>5.1} ms gain {:>5.1} dB: ERLE 0-2 s {first:5.1} dB, after 4 s {e:5.1} dB (no residual gate {eg:5.1} dB, linear only {el:5.1} dB); \
              tracked delay {delays:?}; running ERLE {:?}",
             path.delay_ms, path.gain_db, stats.erle_db
         );

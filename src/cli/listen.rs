@@ -243,7 +243,12 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         Source::Mic(m) => m.stop()?,
     }
     if let Some(t) = aec_thread {
-        t.join()?;
+        let st = t.join()?;
+        tracing::info!(
+            converged = st.converged,
+            delay_ms = st.delay.map(|d| d as f64 / 16.0),
+            "echo canceller stopped"
+        );
     }
     let summary = summary?;
     tracing::info!(

@@ -7,22 +7,31 @@
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
-use vr_aec::{clock_offset, AecConfig, AecEvent, ClockPoint, EchoCanceller};
+use vr_aec::{clock_offset, AecConfig, AecEvent, AecStats, ClockPoint, EchoCanceller};
 use vr_capture::device::ClockAnchor;
 use vr_capture::resample::StreamResampler;
 use vr_capture::{audio_ring, AudioConsumer, AudioFormat, AudioProducer};
 use vr_core::{SampleIndex, SampleRate};
 
 const RATE: SampleRate = SampleRate::PIPELINE;
-/// Re-anchor the far→near mapping only when the smoothed anchors disagree with it by more than
-/// this (the delay tracker absorbs the rest).
-const REANCHOR_SAMPLES: i64 = 32;
-/// Callback timestamps jitter (±60 samples at 16 kHz on PulseAudio with 20 ms buffers): the
-/// anchors' offset is averaged (about 50 updates a second, so a time constant near 2 s) before
-/// the mapping moves, since every move shifts the reference under the adaptive filter.
+/// The playback and capture timestamps place the far end on the microphone's clock only
+/// coarsely: on PulseAudio they come from polled latencies, jitter by ±10 ms and wander by tens
+/// of samples a second while the echo itself stays put. Every move of the mapping shifts the
+/// reference under the adaptive filter and costs it its convergence, so the mapping is set once,
+/// from the median of the first anchors, and the signal-based delay tracker
+/// ([`vr_aec::delay`]) follows the real echo from there.
+const STARTUP_ANCHORS: usize = 32;
+/// The far end is placed this much earlier than the anchors say, so that their error cannot put
+/// the reference after its own echo (the filter and the tracker model causal delays only).
+const SAFETY_SAMPLES: i64 = 320;
+/// The anchors are averaged (about 50 updates a second: a time constant near 2 s) and move the
+/// mapping again only when they disagree with it by this much, beyond what the tracker's search
+/// range can absorb slowly (a device restart, lost buffers).
 const SMOOTHING: f64 = 0.01;
-/// An anchor this far from the average is a jump (device restart, backend buffer change),
-/// followed at once.
+const REANCHOR_SAMPLES: f64 = 1600.0;
+/// Far audio the anchors place more than this before the microphone's present is misplaced.
+const PAST_SLACK_SAMPLES: i64 = 320;
+/// An anchor this far from the average is a jump, followed by the average at once.
 const JUMP_SAMPLES: f64 = 320.0;
 
 /// The far end's side of the canceller: the speaker callback's reference ring and anchor.
@@ -34,11 +43,19 @@ pub struct Reference {
 /// A running canceller thread; joined after the microphone stops (its ring closes, the thread
 /// drains it and closes the conversation's input ring).
 pub struct AecThread {
-    thread: std::thread::JoinHandle<Result<()>>,
+    thread: std::thread::JoinHandle<Result<AecStats>>,
+    placed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AecThread {
-    pub fn join(self) -> Result<()> {
+    /// Both devices have delivered audio and the far end is placed on the microphone's clock:
+    /// from now on what the speaker plays is cancelled.
+    pub fn ready(&self) -> bool {
+        self.placed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The canceller's figures at the end.
+    pub fn join(self) -> Result<AecStats> {
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("echo canceller thread panicked"))?
@@ -89,13 +106,18 @@ pub fn start(
         far16: 0,
         offset: None,
         smoothed: None,
+        startup: Vec::with_capacity(STARTUP_ANCHORS),
+        anchor_base: 0.0,
+        placed: Arc::default(),
         buf: Vec::with_capacity(8192),
         cleaned: Vec::with_capacity(8192),
+        dump: Dump::from_env()?,
     };
+    let placed = worker.placed.clone();
     let thread = std::thread::Builder::new()
         .name("aec".into())
         .spawn(move || worker.run())?;
-    Ok((AecThread { thread }, consumer))
+    Ok((AecThread { thread, placed }, consumer))
 }
 
 struct Worker {
@@ -114,20 +136,87 @@ struct Worker {
     offset: Option<i64>,
     /// The anchors' offset averaged over their jitter.
     smoothed: Option<f64>,
+    /// The first anchors' offsets, until the mapping is set.
+    startup: Vec<i64>,
+    /// The smoothed anchors when the mapping was last set from them.
+    anchor_base: f64,
+    placed: Arc<std::sync::atomic::AtomicBool>,
     buf: Vec<f32>,
     cleaned: Vec<f32>,
+    dump: Option<Dump>,
+}
+
+/// `VOICERELAY_AEC_DUMP=DIR`: the canceller's input and output as 16 kHz WAVs (`near.wav`, the
+/// microphone; `far.wav`, the reference placed where the anchors put it on the microphone's
+/// clock; `out.wav`) and `anchors.csv`, so a run on a real device can be replayed offline
+/// (`cargo run -p voicerelay-evals --example aec_replay -- DIR`). Like WebRTC's aecdump.
+struct Dump {
+    near: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    far: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    out: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    anchors: std::io::BufWriter<std::fs::File>,
+    /// Next near-clock position `far.wav` will hold.
+    far_cursor: u64,
+}
+
+impl Dump {
+    fn from_env() -> Result<Option<Dump>> {
+        let Some(dir) = std::env::var_os("VOICERELAY_AEC_DUMP") else {
+            return Ok(None);
+        };
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("VOICERELAY_AEC_DUMP: cannot create {}", dir.display()))?;
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: RATE.hz(),
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let wav = |name: &str| {
+            hound::WavWriter::create(dir.join(name), spec)
+                .with_context(|| format!("VOICERELAY_AEC_DUMP: cannot write {name}"))
+        };
+        let mut anchors = std::io::BufWriter::new(std::fs::File::create(dir.join("anchors.csv"))?);
+        use std::io::Write;
+        writeln!(anchors, "far16,measured,smoothed,applied")?;
+        tracing::warn!(dir = %dir.display(), "dumping the echo canceller's audio");
+        Ok(Some(Dump {
+            near: wav("near.wav")?,
+            far: wav("far.wav")?,
+            out: wav("out.wav")?,
+            anchors,
+            far_cursor: 0,
+        }))
+    }
+
+    /// Far samples placed at `at` on the near clock: gaps are silence, overlaps are dropped
+    /// (what [`EchoCanceller::push_far`] does).
+    fn far(&mut self, samples: &[f32], at: u64) -> Result<()> {
+        while self.far_cursor < at {
+            self.far.write_sample(0.0f32)?;
+            self.far_cursor += 1;
+        }
+        let skip = (self.far_cursor - at).min(samples.len() as u64) as usize;
+        for &s in &samples[skip..] {
+            self.far.write_sample(s)?;
+        }
+        self.far_cursor += (samples.len() - skip) as u64;
+        Ok(())
+    }
 }
 
 impl Worker {
-    fn run(&mut self) -> Result<()> {
+    fn run(&mut self) -> Result<AecStats> {
         let mut last_report = 0u64;
+        let mut last_echo = (0.0f64, 0.0f64);
         loop {
             let has_mic = self.mic.wait_for_data(Duration::from_millis(20));
             // Far first: what was played is normally known before its echo is captured.
             self.drain_far()?;
             if !has_mic {
                 if self.mic.is_producer_closed() {
-                    return Ok(());
+                    return Ok(self.aec.stats());
                 }
                 continue;
             }
@@ -154,18 +243,33 @@ impl Worker {
                 }
                 // Drop-newest if the conversation stalls (the ring counts it), like the mic.
                 self.out.push(&self.cleaned);
+                if let Some(d) = self.dump.as_mut() {
+                    for &v in &self.buf {
+                        d.near.write_sample(v)?;
+                    }
+                    for &v in &self.cleaned {
+                        d.out.write_sample(v)?;
+                    }
+                }
             }
             if self.mic16 >= last_report + u64::from(RATE.hz()) {
                 last_report = self.mic16;
                 let st = self.aec.stats();
-                // Once a second: how much echo the canceller removes (the null-sink test reads it).
+                // Once a second: how much echo the canceller removed over that second's far-active
+                // audio (the null-sink test reads it; none when nothing played).
+                let (e_in, e_out) = (
+                    st.echo_in_energy - last_echo.0,
+                    st.echo_out_energy - last_echo.1,
+                );
+                last_echo = (st.echo_in_energy, st.echo_out_energy);
+                let erle = (e_in > 0.0).then(|| (10.0 * (e_in / e_out.max(1e-20)).log10()) as f32);
                 tracing::debug!(
                     converged = st.converged,
-                    erle_db = st.erle_db,
+                    erle_db = erle,
                     delay_ms = st.delay.map(|d| d as f64 / 16.0),
                     "aec"
                 );
-                if let Some(e) = st.erle_db {
+                if let Some(e) = erle {
                     metrics::gauge!("aec_erle_db").set(f64::from(e));
                 }
                 if let Some(d) = st.delay {
@@ -184,9 +288,27 @@ impl Worker {
             self.far.consume(frames);
             self.update_offset();
             if let Some(off) = self.offset {
-                let at = self.far16 as i64 + off;
+                let mut at = self.far16 as i64 + off;
+                // The callback hands a sample over before it is played, so it cannot have been
+                // audible before the microphone's present. Anchors that say so are wrong (right
+                // after a null sink's loopback was loaded they put the far end 1.25 s in the
+                // past, where neither the filter nor the tracker ever sees it): place it at the
+                // present and let the tracker find the rest.
+                if at < self.mic16 as i64 - PAST_SLACK_SAMPLES {
+                    let placed = self.mic16 as i64 - self.far16 as i64;
+                    tracing::info!(
+                        offset = placed,
+                        anchors = off,
+                        "aec far end placed at the present"
+                    );
+                    self.offset = Some(placed);
+                    at = self.mic16 as i64;
+                }
                 if at >= 0 {
                     self.aec.push_far(&self.buf, SampleIndex(at as u64));
+                    if let Some(d) = self.dump.as_mut() {
+                        d.far(&self.buf, at as u64)?;
+                    }
                 }
             }
             self.far16 += self.buf.len() as u64;
@@ -209,18 +331,47 @@ impl Worker {
             ns: mns,
             rate: self.mic.format().rate,
         };
-        let measured = clock_offset(far, near, RATE) as f64;
+        let measured = clock_offset(far, near, RATE);
+        let m = measured as f64;
         let smoothed = match self.smoothed {
-            Some(s) if (measured - s).abs() <= JUMP_SAMPLES => s + SMOOTHING * (measured - s),
-            _ => measured,
+            Some(s) if (m - s).abs() <= JUMP_SAMPLES => s + SMOOTHING * (m - s),
+            _ => m,
         };
         self.smoothed = Some(smoothed);
-        let new = smoothed.round() as i64;
+        if let Some(d) = self.dump.as_mut() {
+            use std::io::Write;
+            let applied = self.offset.map_or(String::new(), |o| o.to_string());
+            let _ = writeln!(
+                d.anchors,
+                "{},{measured},{smoothed:.1},{applied}",
+                self.far16
+            );
+        }
         match self.offset {
-            Some(cur) if (new - cur).abs() <= REANCHOR_SAMPLES => {}
-            cur => {
-                tracing::debug!(offset = new, previous = ?cur, "aec clock anchor");
-                self.offset = Some(new);
+            None => {
+                self.startup.push(measured);
+                if self.startup.len() >= STARTUP_ANCHORS {
+                    self.startup.sort_unstable();
+                    let median = self.startup[self.startup.len() / 2];
+                    let spread = self.startup[self.startup.len() - 1] - self.startup[0];
+                    self.offset = Some(median - SAFETY_SAMPLES);
+                    self.smoothed = Some(median as f64);
+                    self.anchor_base = median as f64;
+                    self.placed
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::debug!(offset = median - SAFETY_SAMPLES, spread, "aec clock anchor");
+                }
+            }
+            Some(cur) => {
+                // A step in the anchors (not their value: the placement may have been corrected
+                // since) moves the mapping by the same amount.
+                let step = smoothed - self.anchor_base;
+                if step.abs() > REANCHOR_SAMPLES {
+                    let new = cur + step.round() as i64;
+                    tracing::info!(offset = new, previous = cur, "aec clock anchor moved");
+                    self.offset = Some(new);
+                    self.anchor_base = smoothed;
+                }
             }
         }
     }
