@@ -44,18 +44,17 @@ async fn transcribe_all(
             .await;
         c.speak(speech, Duration::from_millis(1200)).await;
         let mic = c.spawn_silence();
-        // An answer is spoken only once its turn's last final is in, and any later speech would
-        // have moved the state on: when the newest state is `speaking` (after all the audio was
-        // sent), every final is here.
+        // Collect once the turn that ends after the last speech sample is being answered. A
+        // lossy gap can end a turn mid-sentence (the assistant starts answering, the rest of the
+        // sentence barges in and makes a turn of its own): waiting only for some `speaking`
+        // state after all the audio was sent collected that premature turn's final and missed
+        // the rest. Times are on the session's input clock, which starts at the first sample
+        // sent (lost frames are concealed, so it keeps the sender's pace).
+        let speech_end_ms = (speech.len() / 48) as i64;
         c.wait_for(
             Duration::from_secs(120),
-            "the final transcript and the answer to the last turn",
-            |r| {
-                !r.of_type("final").is_empty()
-                    && r.of_type("state")
-                        .last()
-                        .is_some_and(|e| e["to"] == "speaking")
-            },
+            "the final transcript and the answer to the turn that ends the speech",
+            |r| answering_the_last_turn(&r.events, speech_end_ms),
         )
         .await;
         mic.abort();
@@ -83,6 +82,23 @@ async fn transcribe_all(
         let _ = c.pc.close().await;
     }
     (refs.join(" "), heard.join(" "), rtp, forwarded, dropped)
+}
+
+/// Whether `events` hold a turn ended at or after `speech_end_ms` (less the VAD's padding and a
+/// frame of slack) that the assistant has started answering since.
+fn answering_the_last_turn(events: &[serde_json::Value], speech_end_ms: i64) -> bool {
+    let Some(ended) = events.iter().rposition(|e| {
+        e["type"] == "turn"
+            && e["kind"] == "turn_ended"
+            && e["at_ms"]
+                .as_i64()
+                .is_some_and(|t| t + 100 >= speech_end_ms)
+    }) else {
+        return false;
+    };
+    events[ended..]
+        .iter()
+        .any(|e| e["type"] == "state" && e["to"] == "speaking")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
