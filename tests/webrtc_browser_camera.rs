@@ -482,6 +482,26 @@ fn chromium_camera_is_seen_and_remb_lowers_its_bitrate() {
         capped.describe()
     );
 
+    // The frame-rate requests the page applied (the fake camera pans, so the full rate is
+    // expected; `tests/webrtc_vision.rs` asserts the still and moving cases).
+    let rates: Vec<String> = r["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "video_rate")
+        .map(|e| format!("{}@{}", e["max_fps"], e["motion"]))
+        .collect();
+    let fps: Vec<String> = r["video"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["framesPerSecond"].as_f64())
+        .map(|f| format!("{f:.0}"))
+        .collect();
+    println!(
+        "video_rate requests (max_fps@motion): {rates:?}; Chromium's fps each second: {fps:?}"
+    );
+
     // (b) A scene event names a cat, and the page shows it.
     let scenes: Vec<&str> = r["scenes"]
         .as_array()

@@ -5,11 +5,43 @@
 //! channel. A typed "what do you see?" must then be answered with a cat, from the labels in the
 //! prompt (the LLM has nothing else to go on), and the server's decoding counters must have
 //! moved.
+//!
+//! The frame rate follows the picture: while the photo stands still the server must ask for
+//! 5 frames a second (`video_rate`), and once the client obeys, the server must decode about
+//! that many; when the picture starts moving it must ask for the full rate again within
+//! [`MOTION_DEADLINE`].
 
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The camera's own rate.
+const FPS: u32 = 15;
+/// How soon after the picture starts moving the full rate must be asked for: two motion samples
+/// (200 ms apart) and the data channel.
+const MOTION_DEADLINE: Duration = Duration::from_millis(1500);
+/// How long each decoding rate is measured (`/metrics` publishes every 500 ms).
+const RATE_WINDOW: Duration = Duration::from_secs(4);
+
+async fn decoded_frames(url: &str) -> f64 {
+    let metrics = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    metric(&metrics, "transport_video_frames_decoded_total").unwrap_or(0.0)
+}
+
+/// Frames the server decoded per second over [`RATE_WINDOW`].
+async fn decode_rate(url: &str) -> f64 {
+    let before = decoded_frames(url).await;
+    tokio::time::sleep(RATE_WINDOW).await;
+    (decoded_frames(url).await - before) / RATE_WINDOW.as_secs_f64()
+}
+
+fn rate_requests(r: &Received) -> Vec<u64> {
+    r.of_type("video_rate")
+        .iter()
+        .filter_map(|e| e["max_fps"].as_u64())
+        .collect()
+}
 
 const CATS: [&str; 5] = ["cat", "tabby", "kitten", "feline", "kitty"];
 
@@ -43,7 +75,7 @@ async fn the_assistant_names_what_the_camera_shows() {
     let mut c = Client::with_camera().await;
     c.connect(&server.url, None).await;
     let mic = c.spawn_silence();
-    let (stop_camera, camera) = c.spawn_camera(picture, w, h, 15);
+    let camera = c.spawn_camera(picture, w, h, FPS);
 
     c.wait_for(Duration::from_secs(60), "a scene event naming a cat", |r| {
         r.of_type("scene")
@@ -60,6 +92,32 @@ async fn the_assistant_names_what_the_camera_shows() {
             .expect("checked above")
     };
     println!("scene: {scene}");
+
+    // A still picture: full rate first, then the server asks for less.
+    let full = decode_rate(&server.url).await;
+    c.wait_for(
+        Duration::from_secs(20),
+        "a video_rate event asking for 5 frames a second",
+        |r| rate_requests(r).contains(&5),
+    )
+    .await;
+    camera
+        .max_fps
+        .store(5, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = decode_rate(&server.url).await;
+    println!(
+        "still picture: requests {:?}; decoded {full:.1} frames/s before, {still:.1} after",
+        rate_requests(&c.received.lock().unwrap())
+    );
+    assert!(
+        full >= 10.0,
+        "decoded {full:.1} frames/s of a {FPS} fps camera"
+    );
+    assert!(
+        still <= 7.0,
+        "asked for 5 frames/s and obeyed, the server still decoded {still:.1}"
+    );
 
     let ends_before = c.received.lock().unwrap().of_type("answer_end").len();
     c.send_json(serde_json::json!({
@@ -86,13 +144,32 @@ async fn the_assistant_names_what_the_camera_shows() {
         "the answer does not name what the camera shows ({scene}): {answer:?}"
     );
 
-    let metrics = http("GET", &format!("{}/metrics", server.url), &[], None)
-        .await
-        .body;
-    let decoded = metric(&metrics, "transport_video_frames_decoded_total").unwrap_or(0.0);
-    stop_camera.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The picture moves: the full rate is asked for again at once.
+    let asked = c.received.lock().unwrap().of_type("video_rate").len();
+    camera
+        .moving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let t0 = Instant::now();
+    c.wait_for(
+        Duration::from_secs(10),
+        "a video_rate event asking for the full rate once the picture moves",
+        |r| rate_requests(r)[asked..].contains(&30),
+    )
+    .await;
+    let reaction = t0.elapsed();
+    let motion = c.received.lock().unwrap().of_type("video_rate")[asked..]
+        .iter()
+        .find(|e| e["max_fps"] == 30)
+        .map(|e| e["motion"].clone());
+    println!("moving picture: full rate asked for after {reaction:?} (motion {motion:?})");
+    assert!(
+        reaction <= MOTION_DEADLINE,
+        "the full rate was asked for {reaction:?} after the picture started moving"
+    );
+
+    let decoded = decoded_frames(&server.url).await;
     mic.abort();
-    let sent = camera.join().expect("camera thread");
+    let sent = camera.stop();
     println!("camera sent {sent} frames; the server decoded {decoded}");
     assert!(sent > 0);
     assert!(

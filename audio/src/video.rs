@@ -91,7 +91,11 @@ pub fn video_ring(frame_bytes: usize) -> (VideoProducer, VideoConsumer) {
             shared: shared.clone(),
             write: 0,
         },
-        VideoConsumer { shared, read: 2 },
+        VideoConsumer {
+            shared,
+            read: 2,
+            holding: false,
+        },
     )
 }
 
@@ -132,6 +136,8 @@ impl VideoProducer {
 pub struct VideoConsumer {
     shared: Arc<Shared>,
     read: u8,
+    /// Whether `read` holds a frame [`VideoConsumer::latest`] handed out.
+    holding: bool,
 }
 
 impl VideoConsumer {
@@ -142,7 +148,20 @@ impl VideoConsumer {
         }
         let prev = self.shared.middle.swap(self.read, Ordering::AcqRel);
         self.read = prev & INDEX_MASK;
+        self.holding = true;
         // SAFETY: `read` now names the slot handed over by the swap; only this consumer has it.
+        Some(unsafe { &*self.shared.slots[usize::from(self.read)].get() })
+    }
+
+    /// The frame the last [`VideoConsumer::latest`] returned (still this consumer's until the
+    /// next swap), or `None` before the first. Lets one reader sample often and still use the
+    /// newest picture it saw when nothing newer has arrived.
+    pub fn current(&self) -> Option<&VideoFrame> {
+        if !self.holding {
+            return None;
+        }
+        // SAFETY: as in `latest`: `read` is this consumer's slot, and `holding` says a producer
+        // filled it before the swap that handed it over.
         Some(unsafe { &*self.shared.slots[usize::from(self.read)].get() })
     }
 
@@ -161,6 +180,20 @@ fn stats(s: &Shared) -> VideoStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn current_is_the_frame_latest_returned_until_a_newer_one_is_taken() {
+        let (mut p, mut c) = video_ring(16);
+        assert!(c.current().is_none());
+        p.publish_with(|f| f.width = 7);
+        assert_eq!(c.latest().map(|f| f.width), Some(7));
+        assert!(c.latest().is_none());
+        assert_eq!(c.current().map(|f| f.width), Some(7));
+        p.publish_with(|f| f.width = 9);
+        assert_eq!(c.current().map(|f| f.width), Some(7));
+        assert_eq!(c.latest().map(|f| f.width), Some(9));
+        assert_eq!(c.current().map(|f| f.width), Some(9));
+    }
 
     #[test]
     fn newest_frame_wins_and_replacements_are_counted() {

@@ -19,6 +19,7 @@
 mod assistant;
 mod driver;
 mod metrics;
+pub mod motion;
 pub mod vision;
 mod wav_output;
 
@@ -28,7 +29,7 @@ pub use assistant::{
 };
 pub use driver::ASR_MAX_PUSH;
 pub use metrics::describe_metrics;
-pub use vision::{SceneSampler, VisionConfig};
+pub use vision::{FrameRateRequest, FrameRateSink, SceneSampler, VisionConfig};
 
 /// Everything that can stop a conversation or keep one from starting.
 #[derive(Debug, thiserror::Error)]

@@ -28,4 +28,13 @@ pub fn describe_metrics() {
         metrics::Unit::Count,
         "16 kHz samples the recogniser never heard because its input ring stayed full"
     );
+    metrics::describe_histogram!(
+        "pipeline_vision_motion",
+        "mean absolute luma difference between the camera pictures the vision thread compared, grey levels"
+    );
+    metrics::describe_counter!(
+        "pipeline_vision_frame_rate_changes_total",
+        metrics::Unit::Count,
+        "changes of the frame rate requested from the camera (video_rate events)"
+    );
 }

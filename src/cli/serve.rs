@@ -255,6 +255,16 @@ mod pipeline {
                         frames,
                         conv.handle(),
                         self.vision.clone(),
+                        {
+                            let events = events.clone();
+                            Box::new(move |r: vr_pipeline::FrameRateRequest| {
+                                events.send(&serde_json::json!({
+                                    "type": "video_rate",
+                                    "max_fps": r.max_fps,
+                                    "motion": (f64::from(r.motion) * 100.0).round() / 100.0,
+                                }));
+                            })
+                        },
                     )
                     .map_err(|e| TransportError::Pipeline(format!("cannot spawn a thread: {e}")))?,
                 ),

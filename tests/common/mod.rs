@@ -711,38 +711,50 @@ impl Client {
 }
 
 impl Client {
-    /// Films a still `picture` (RGBx, `width`×`height`) at `fps`: GStreamer's VP8 encoder
-    /// (real-time settings, 500 kbit/s), packetised by the track, until the returned flag is set.
-    pub fn spawn_camera(
-        &self,
-        picture: Vec<u8>,
-        width: u32,
-        height: u32,
-        fps: u32,
-    ) -> (
-        Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<u64>,
-    ) {
+    /// Films `picture` (RGBx, `width`×`height`) at up to `fps`: GStreamer's VP8 encoder
+    /// (real-time settings, 500 kbit/s), packetised by the track, until [`Camera::stop`]. The
+    /// returned handle lowers the rate (`max_fps`, as a browser obeys a `video_rate` request) and
+    /// sets the picture moving (`moving`: each frame rolled 8 pixels further to the left).
+    pub fn spawn_camera(&self, picture: Vec<u8>, width: u32, height: u32, fps: u32) -> Camera {
         let (track, ssrc) = self.camera.clone().expect("a client with a camera");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let max_fps = Arc::new(std::sync::atomic::AtomicU32::new(fps));
+        let moving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rt = tokio::runtime::Handle::current();
         let thread = std::thread::spawn({
-            let stop = stop.clone();
+            let (stop, max_fps, moving) = (stop.clone(), max_fps.clone(), moving.clone());
             move || {
+                use std::sync::atomic::Ordering::Relaxed;
                 let mut enc = vr_capture::vp8::Vp8Encoder::start(width, height, fps, 500_000)
                     .expect("vp8enc");
-                let frame_time = Duration::from_micros(1_000_000 / u64::from(fps));
-                let t0 = Instant::now();
+                let row = (width * 4) as usize;
+                let mut rolled = picture.clone();
+                let mut due = Instant::now();
                 let mut sent = 0u64;
-                for n in 0u32.. {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for n in 0usize.. {
+                    if stop.load(Relaxed) {
                         break;
                     }
-                    let due = t0 + frame_time * n;
+                    let frame_time = Duration::from_micros(
+                        1_000_000 / u64::from(max_fps.load(Relaxed).clamp(1, fps)),
+                    );
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let Some(e) = enc.encode(&picture, false).expect("encode") else {
+                    due += frame_time;
+                    let shown = if moving.load(Relaxed) {
+                        let by = (n * 8 * 4) % row;
+                        for (dst, src) in
+                            rolled.chunks_exact_mut(row).zip(picture.chunks_exact(row))
+                        {
+                            dst[..row - by].copy_from_slice(&src[by..]);
+                            dst[row - by..].copy_from_slice(&src[..by]);
+                        }
+                        &rolled
+                    } else {
+                        &picture
+                    };
+                    let Some(e) = enc.encode(shown, false).expect("encode") else {
                         continue;
                     };
                     let sample = rtc::media::Sample {
@@ -760,7 +772,12 @@ impl Client {
                 sent
             }
         });
-        (stop, thread)
+        Camera {
+            stop,
+            max_fps,
+            moving,
+            thread,
+        }
     }
 
     /// Keeps the microphone "open" with 20 ms silence frames (as a real one would) until the
@@ -787,5 +804,22 @@ impl Client {
                 let _ = track.sample_writer(ssrc, 111).write_sample(&sample).await;
             }
         })
+    }
+}
+
+/// A running [`Client::spawn_camera`].
+pub struct Camera {
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Frames per second at most (the camera's own rate caps it).
+    pub max_fps: Arc<std::sync::atomic::AtomicU32>,
+    pub moving: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Camera {
+    /// Stops filming; the number of frames sent.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("camera thread")
     }
 }

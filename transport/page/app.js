@@ -10,9 +10,9 @@ const $ = (id) => document.getElementById(id);
 // server's conversation said it listens (its first `voice` event), when the microphone opened.
 // `scenes`: the server's `scene` events (what it labelled on the camera), with their arrival time.
 // `video`: one sample a second of the camera's outbound-rtp stats while it sends (see
-// vrOutboundVideo), the newest last.
+// vrOutboundVideo), the newest last. `videoRates`: the server's `video_rate` requests, applied.
 window.vr = { state: 'disconnected', finals: [], partial: '', assistant: [], latencies: [], drafts: [], events: [], errors: [],
-  voice: null, connectedAt: null, listeningAt: null, micAt: null, cameraAt: null, scenes: [], video: [],
+  voice: null, connectedAt: null, listeningAt: null, micAt: null, cameraAt: null, scenes: [], video: [], videoRates: [],
   session: null, resumed: false };
 
 let pc = null, dc = null, mic = null, sender = null, location_ = null, meterCtx = null, turn = 0, current = null;
@@ -81,6 +81,11 @@ function onEvent(ev) {
     case 'scene':
       window.vr.scenes.push({ description: ev.description, at: performance.now() });
       $('scene').textContent = ev.description; break;
+    case 'video_rate':
+      // The server asks for fewer frames while the picture stands still (and all of them once it
+      // moves): cap the camera sender's encoder, which spends the bits on quality instead.
+      window.vr.videoRates.push({ max_fps: ev.max_fps, motion: ev.motion, at: performance.now() });
+      capFrameRate(ev.max_fps); break;
     case 'voice':
       window.vr.voice = ev.voice; $('voice').value = ev.voice; $('voice').disabled = false;
       // The first one means the conversation is reading our audio: only now is the microphone
@@ -140,6 +145,17 @@ function waitForIce(pc, ms) {
   });
 }
 
+// Caps the camera sender's frame rate (RTCRtpSender encodings' maxFramerate); the track itself
+// keeps capturing, so raising the cap again takes effect at once.
+async function capFrameRate(fps) {
+  const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  if (!sender || !Number.isFinite(fps) || fps <= 0) return;
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length === 0) return;
+  for (const e of params.encodings) e.maxFramerate = fps;
+  try { await sender.setParameters(params); } catch (e) { console.warn('maxFramerate', e); }
+}
+
 // The camera, opened before the offer so its track is negotiated with it (send only: the server
 // answers video recvonly). The server decodes VP8 only, so VP8 is offered first.
 async function openCamera() {
@@ -178,7 +194,7 @@ async function connect() {
   try {
     setStatus('connecting');
     window.vr.connectedAt = performance.now(); window.vr.listeningAt = null; window.vr.micAt = null;
-    window.vr.cameraAt = null; window.vr.scenes = []; window.vr.video = [];
+    window.vr.cameraAt = null; window.vr.scenes = []; window.vr.video = []; window.vr.videoRates = [];
     const cfg = await (await fetch('/v1/client-config', { headers: authHeaders() })).json();
     pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     // The audio section is negotiated now; the microphone track joins it once the server's

@@ -177,7 +177,7 @@ pub(crate) fn handle_client_message(
 }
 
 /// When the session last saw its user: an accepted client message, or a conversation event
-/// other than the ones that come without anyone there (`voice`, `scene`, `error`). Written by the events
+/// other than the ones that come without anyone there (`voice`, `scene`, `video_rate`, `error`). Written by the events
 /// task, read by the supervisor for `transport.idle_timeout_ms`.
 pub(crate) struct Activity {
     epoch: Instant,
@@ -210,7 +210,7 @@ impl Activity {
             ty: &'a str,
         }
         match serde_json::from_str::<Tagged<'_>>(json) {
-            Ok(t) => !matches!(t.ty, "voice" | "scene" | "error"),
+            Ok(t) => !matches!(t.ty, "voice" | "scene" | "video_rate" | "error"),
             Err(_) => true,
         }
     }
@@ -375,6 +375,7 @@ mod tests {
                 false,
             ),
             (r#"{"type":"scene","description":"a cat","at_ms":5}"#, false),
+            (r#"{"type":"video_rate","max_fps":5,"motion":0.2}"#, false),
             (r#"{"message":"rate limit: ...","type":"error"}"#, false),
             ("not json", true),
         ] {
