@@ -102,7 +102,7 @@ mod tests {
                 } else {
                     (state % (2 * u32::from(noise) + 1)) as i32 - i32::from(noise)
                 };
-                let v = if ((x + y + shift) / 20) % 2 == 0 {
+                let v = if ((x + y + shift) / 20).is_multiple_of(2) {
                     60
                 } else {
                     190
