@@ -402,15 +402,13 @@ mod tests {
     fn stage_cancels_and_keeps_the_sample_count() {
         let rate = SampleRate(16_000);
         let mut aec = EchoCanceller::new(&AecConfig::default(), rate).expect("aec");
-        let mut s = 0x9e37_79b9u32;
+        let mut noise = vr_core::rng::Xorshift32::new(0x9e37_79b9);
         let far: Vec<f32> = (0..16_000 * 6)
             .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
+                let x = noise.next_centred();
                 let on = (i / 4000) % 4 != 3;
                 if on {
-                    (s as f32 / u32::MAX as f32 - 0.5) * 0.3
+                    x * 0.3
                 } else {
                     0.0
                 }

@@ -309,14 +309,11 @@ mod tests {
     /// Speech-like far end: white noise through a one-pole low-pass, gated on and off in
     /// 300 ms bursts (so windows with silence exist).
     fn far_signal(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
+        let mut noise = vr_core::rng::Xorshift32::new(seed);
         let mut y = 0.0f32;
         (0..n)
             .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                let x = s as f32 / u32::MAX as f32 - 0.5;
+                let x = noise.next_centred();
                 y = 0.9 * y + 0.1 * x;
                 if (i / 4800) % 3 == 2 {
                     0.0

@@ -330,14 +330,9 @@ mod tests {
     #[test]
     fn cancels_a_delayed_copy_of_white_noise() {
         let mut a = SpeexAec::new(settings()).expect("init");
-        let mut s = 0x1234_5678u32;
+        let mut noise = vr_core::rng::Xorshift32::new(0x1234_5678);
         let far: Vec<f32> = (0..16_000 * 4)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32 - 0.5) * 0.2
-            })
+            .map(|_| noise.next_centred() * 0.2)
             .collect();
         let near: Vec<f32> = (0..far.len())
             .map(|i| if i >= 20 { far[i - 20] * 0.5 } else { 0.0 })

@@ -16,18 +16,15 @@ use voicerelay_asr::vad::{SileroVad, VadConfig};
 /// Speech-like test signal: a few harmonics with a slow amplitude envelope plus noise, so the
 /// LSTM state moves as it would on real audio.
 fn signal(n: usize) -> Vec<f32> {
-    let mut seed = 0x9e37_79b9_u32;
+    let mut noise = vr_core::rng::Xorshift32::new(0x9e37_79b9);
     (0..n)
         .map(|i| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
             let t = i as f32 / 16_000.0;
             let env = 0.5 + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * t).sin();
             let voiced: f32 = (1..6)
                 .map(|h| (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin() / h as f32)
                 .sum();
-            0.1 * env * voiced + 0.005 * (seed as f32 / u32::MAX as f32 - 0.5)
+            0.1 * env * voiced + 0.005 * noise.next_centred()
         })
         .collect()
 }

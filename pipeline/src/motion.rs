@@ -91,16 +91,14 @@ mod tests {
     fn stripes(shift: usize, noise: u8) -> VideoFrame {
         let (w, h) = (320usize, 240usize);
         let mut data = Vec::with_capacity(w * h * 4);
-        let mut state = 0x2545_f491_u32;
+        let mut rng = vr_core::rng::Xorshift32::new(0x2545_f491);
         for y in 0..h {
             for x in 0..w {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
+                let r = rng.next_u32();
                 let n = if noise == 0 {
                     0
                 } else {
-                    (state % (2 * u32::from(noise) + 1)) as i32 - i32::from(noise)
+                    (r % (2 * u32::from(noise) + 1)) as i32 - i32::from(noise)
                 };
                 let v = if ((x + y + shift) / 20).is_multiple_of(2) {
                     60

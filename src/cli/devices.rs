@@ -57,16 +57,13 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
 /// The test signal: speech-band noise in 300 ms bursts with 150 ms gaps (what the delay tracker
 /// and the adaptive filter need: broadband, with onsets), at about −20 dBFS.
 fn test_signal(rate: u32, seconds: f32) -> Vec<f32> {
-    let mut state = 0x9e37_79b9u32;
+    let mut noise = vr_core::rng::Xorshift32::new(0x9e37_79b9);
     let mut y = 0.0f32;
     let burst = rate as usize * 3 / 10;
     let gap = rate as usize * 3 / 20;
     (0..(rate as f32 * seconds) as usize)
         .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            let x = state as f32 / u32::MAX as f32 - 0.5;
+            let x = noise.next_centred();
             y = 0.7 * y + 0.3 * x;
             if i % (burst + gap) < burst {
                 0.6 * y

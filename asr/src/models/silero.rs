@@ -537,13 +537,8 @@ pub(crate) mod tests {
         for v in [HIDDEN, HIDDEN, HIDDEN, 1] {
             put(v as i32, &mut out);
         }
-        let mut seed = 0x2545_f491_u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 0.1
-        };
+        let mut noise = vr_core::rng::Xorshift32::new(0x2545_f491);
+        let mut next = move || noise.next_centred() * 0.1;
         let mut tensor = |name: &str, shape: &[usize], f16: bool, out: &mut Vec<u8>| {
             put(shape.len() as i32, out);
             put(name.len() as i32, out);
