@@ -31,7 +31,9 @@
 
 pub mod config;
 pub mod events;
+pub mod frame;
 pub mod guard;
+pub mod h264;
 mod http;
 pub mod jitter;
 mod media;
