@@ -188,6 +188,9 @@ fn as_root_on_a_bare_machine_it_installs_every_package_and_nextest() {
         "shellcheck",
         "chromium",
         "haproxy",
+        // avdec_h264 (H.264 camera decoding) and x264enc (its test sender).
+        "gstreamer1.0-libav",
+        "gstreamer1.0-plugins-ugly",
     ] {
         assert!(pkgs.split(' ').any(|p| p == must), "{must} not installed");
     }

@@ -42,7 +42,7 @@ pub mod config;
 pub mod device;
 pub mod file;
 pub mod gst;
-pub mod vp8;
+pub mod video_codec;
 
 // The rings and the resampler live in `vr_audio` (no device code); re-exported so a source and
 // the ring it fills come from one place.

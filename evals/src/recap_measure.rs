@@ -2,7 +2,7 @@
 //! what a picture shows after the sender's encoder squeezed it into each bitrate tier.
 //!
 //! A DeViBench-style proxy, not answer accuracy: each clip is encoded at each tier with the same
-//! encoder the senders use (GStreamer `vp8enc`, real-time CBR, [`vr_capture::vp8::Vp8Encoder`]),
+//! encoder the senders use (GStreamer `vp8enc`, real-time CBR, [`vr_capture::video_codec::Encoder`]),
 //! decoded with `vp8dec`, and every `sample_every`-th picture the receiver would hold at that
 //! moment (the newest decoded one — a frame the encoder dropped leaves the previous picture in
 //! place, as in the real ring) is labelled by EfficientNet-Lite0 and compared with the label of
@@ -21,7 +21,7 @@
 use std::time::Duration;
 use vr_abr::recap::ARTIC_TIERS_KBPS;
 use vr_audio::video::{video_ring, PixelFormat, VideoConsumer};
-use vr_capture::vp8::{Pushed, Vp8Decoder, Vp8Encoder};
+use vr_capture::video_codec::{Codec, Decoder, Encoder, Pushed};
 use vr_core::rng::SplitMix64;
 use vr_vision::{Classification, Labeler};
 
@@ -232,9 +232,9 @@ pub fn measure_clip(
     );
     let mut tiers = Vec::new();
     for &kbps in &o.tiers_kbps {
-        let mut enc = Vp8Encoder::start(o.width, o.height, o.fps, kbps * 1000)?;
+        let mut enc = Encoder::start(Codec::Vp8, o.width, o.height, o.fps, kbps * 1000)?;
         let (tx, mut rx) = video_ring(PixelFormat::Rgbx.frame_bytes(o.width, o.height));
-        let mut dec = Vp8Decoder::start(tx)?;
+        let mut dec = Decoder::start(Codec::Vp8, tx)?;
         let mut last = Vec::new();
         let (mut pushed, mut bytes, mut dropped) = (0u64, 0usize, 0u32);
         let (mut agree, mut cosine, mut overlap, mut k) = (0u32, 0f64, 0f64, 0usize);

@@ -161,16 +161,16 @@ mod pipeline {
         }
     }
 
-    /// GStreamer's VP8 decoder behind the transport's decoder interface.
-    struct GstVp8(vr_capture::vp8::Vp8Decoder);
+    /// GStreamer's VP8 or H.264 decoder behind the transport's decoder interface.
+    struct GstDecoder(vr_capture::video_codec::Decoder);
 
-    impl VideoDecoder for GstVp8 {
+    impl VideoDecoder for GstDecoder {
         fn push(
             &mut self,
-            frame: &vr_transport::vp8::EncodedFrame,
+            frame: &vr_transport::frame::EncodedFrame,
             pts: std::time::Duration,
         ) -> Result<bool, String> {
-            use vr_capture::vp8::Pushed;
+            use vr_capture::video_codec::Pushed;
             match self.0.push(&frame.data, pts) {
                 Ok(Pushed::Queued) => Ok(true),
                 Ok(Pushed::Dropped | Pushed::Restarted) => Ok(false),
@@ -225,12 +225,21 @@ mod pipeline {
             self.assistant.health()
         }
 
-        fn vp8_decoder(
+        fn video_decoder(
             &self,
+            codec: vr_transport::frame::VideoCodec,
             frames: vr_capture::video::VideoProducer,
         ) -> Result<Option<Box<dyn VideoDecoder>>, String> {
-            let d = vr_capture::vp8::Vp8Decoder::start(frames).map_err(|e| e.to_string())?;
-            Ok(Some(Box::new(GstVp8(d))))
+            use vr_capture::video_codec::{Codec, Decoder};
+            use vr_transport::frame::VideoCodec;
+            let codec = match codec {
+                VideoCodec::Vp8 => Codec::Vp8,
+                VideoCodec::H264 => Codec::H264,
+                // A codec the transport learnt to assemble before this binary learnt to decode.
+                _ => return Ok(None),
+            };
+            let d = Decoder::start(codec, frames).map_err(|e| e.to_string())?;
+            Ok(Some(Box::new(GstDecoder(d))))
         }
 
         fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError> {

@@ -725,8 +725,14 @@ impl Client {
             let (stop, max_fps, moving) = (stop.clone(), max_fps.clone(), moving.clone());
             move || {
                 use std::sync::atomic::Ordering::Relaxed;
-                let mut enc = vr_capture::vp8::Vp8Encoder::start(width, height, fps, 500_000)
-                    .expect("vp8enc");
+                let mut enc = vr_capture::video_codec::Encoder::start(
+                    vr_capture::video_codec::Codec::Vp8,
+                    width,
+                    height,
+                    fps,
+                    500_000,
+                )
+                .expect("vp8enc");
                 let row = (width * 4) as usize;
                 let mut rolled = picture.clone();
                 let mut due = Instant::now();

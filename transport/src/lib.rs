@@ -18,9 +18,11 @@
 //!   [`jitter::JitterBuffer`], decodes Opus (FEC from the next packet, else PLC, for a lost one),
 //!   resamples 48 kHz → 16 kHz and pushes into the input ring ([`vr_audio::AudioProducer`]).
 //! - A **video-in** task per remote video track (VP8, H.264; `[transport.video]`) reads its RTP
-//!   packets without decoding them, feeds [`vr_abr::ReceiverEstimator`] (arrival on a monotonic
-//!   clock, abs-send-time or else the RTP timestamp as send time) and sends REMB
-//!   (`min(estimate, ReCap cap)`) back to the sender. No frame reaches the conversation yet.
+//!   packets, feeds [`vr_abr::ReceiverEstimator`] (arrival on a monotonic clock, abs-send-time
+//!   or else the RTP timestamp as send time) and sends REMB (`min(estimate, ReCap cap)`) back to
+//!   the sender. It rebuilds whole frames ([`vp8::Vp8Assembler`], [`h264::H264Assembler`]) and
+//!   hands them to the decoder [`Pipeline::video_decoder`] gives it, which writes the session's
+//!   latest-frame ring.
 //! - The **pacer** task sends one 20 ms Opus frame per real-time tick from the
 //!   [`output::OpusOutput`] queue (silence when it is empty).
 //! - The **events** task forwards the conversation's events to the `events` data channel as JSON
@@ -31,7 +33,9 @@
 
 pub mod config;
 pub mod events;
+pub mod frame;
 pub mod guard;
+pub mod h264;
 mod http;
 pub mod jitter;
 mod media;

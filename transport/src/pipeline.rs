@@ -20,11 +20,12 @@ pub struct SessionIo {
     /// JSON events for the `events` data channel.
     pub events: EventSender,
     /// The newest decoded picture of the client's camera (`None` with video disabled). Frames
-    /// arrive only if [`Pipeline::vp8_decoder`] gives the session a decoder.
+    /// arrive only if [`Pipeline::video_decoder`] gives the session a decoder.
     pub video: Option<vr_audio::video::VideoConsumer>,
 }
 
-/// Decodes one video track's complete frames into the session's latest-frame ring. The binary
+/// Decodes one video track's complete frames (VP8 frames, or H.264 access units as an Annex-B
+/// byte stream with the parameter sets before every key frame) into the session's latest-frame ring. The binary
 /// supplies it (GStreamer), so the transport stays free of codec libraries.
 pub trait VideoDecoder: Send {
     /// Queues one complete frame with its capture time on the stream's clock. Must not block.
@@ -32,7 +33,7 @@ pub trait VideoDecoder: Send {
     /// frame before it can continue.
     fn push(
         &mut self,
-        frame: &crate::vp8::EncodedFrame,
+        frame: &crate::frame::EncodedFrame,
         pts: std::time::Duration,
     ) -> Result<bool, String>;
 }
@@ -49,13 +50,16 @@ pub trait Pipeline: Send + Sync + 'static {
     /// signalling request's task.
     fn start(&self, io: SessionIo) -> Result<PipelineRun, TransportError>;
 
-    /// A VP8 decoder writing into `frames`, for a session's first video track. `Ok(None)` (the
-    /// default): video is received and its bitrate estimated, but not decoded.
-    fn vp8_decoder(
+    /// A decoder for `codec` writing into `frames`, for a session's first video track. Called
+    /// off the runtime's workers (starting a decoder may take a while). `Ok(None)` (the
+    /// default, or a codec the pipeline cannot decode): video is received and its bitrate
+    /// estimated, but not decoded.
+    fn video_decoder(
         &self,
+        codec: crate::frame::VideoCodec,
         frames: vr_audio::video::VideoProducer,
     ) -> Result<Option<Box<dyn VideoDecoder>>, String> {
-        let _ = frames;
+        let _ = (codec, frames);
         Ok(None)
     }
 

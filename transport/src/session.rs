@@ -459,9 +459,12 @@ pub(crate) async fn answer_offer(
     }
 }
 
-/// VP8 and H.264 (receive only; nothing is decoded), REMB feedback, and the abs-send-time
-/// extension the estimator needs. H.264 is the Constrained Baseline, packetization-mode 1 entry
-/// every browser offers; webrtc-rs matches H.264 on its fmtp, so other profiles are not accepted.
+/// VP8 and H.264 (receive only; decoded by the pipeline's decoder, [`crate::video`]), REMB
+/// feedback, and the abs-send-time extension the estimator needs. H.264 is the Constrained
+/// Baseline, packetization-mode 1 entry every browser offers: mode 1 is what lets the sender use
+/// FU-A and STAP-A, which [`crate::h264`] depacketises (mode 0 would allow single NAL unit
+/// packets only, so no NAL unit larger than the MTU). webrtc-rs matches H.264 on its fmtp, so
+/// other profiles are not accepted.
 /// The default interceptors registered after this add NACK, PLI and transport-wide CC feedback.
 fn register_video(media: &mut MediaEngine) -> Result<(), TransportError> {
     let feedback = vec![RTCPFeedback {

@@ -4,11 +4,13 @@
 //!
 //! What is real: packet accounting, the GCC-style delay + loss estimate, the optional ReCapABR
 //! cap (`min(estimate, cap)`, [`vr_abr::RecapTable`]), REMB on the wire, the `transport_video_*`
-//! metrics and, for VP8, decoding: the [`Vp8Assembler`] rebuilds frames without ever waiting for
-//! a retransmission, the pipeline's [`VideoDecoder`] (GStreamer in the binary) decodes them into
-//! the session's latest-frame ring, and a PLI goes out (at most every [`PLI_INTERVAL`]) only
-//! while no usable reference exists — after a loss, or when the decoder refused a frame. H.264 is
-//! received and estimated but not decoded. The project ships no measured ReCap table yet (without
+//! metrics and decoding of VP8 and H.264: the track's mime type picks the assembler
+//! ([`Vp8Assembler`], or [`H264Assembler`] for RFC 6184 packetization-mode 1), which rebuilds
+//! frames without ever waiting for a retransmission; the pipeline's [`VideoDecoder`] for that
+//! codec (GStreamer in the binary) decodes them into the session's latest-frame ring, and a PLI
+//! goes out (at most every [`PLI_INTERVAL`]) only while no usable reference exists — after a
+//! loss, or when the decoder refused a frame. Other codecs are received and estimated, not
+//! decoded. The project ships no measured ReCap table yet (without
 //! one the REMB is the congestion estimate alone, and the task logs that the cap is unmeasured).
 //!
 //! # The task's loop
@@ -48,6 +50,8 @@ use vr_abr::{AbsSendTime, Bitrate, Micros, RecapTable, ReceiverEstimator};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::config::VideoConfig;
+use crate::frame::{AssemblyStats, EncodedFrame, VideoCodec};
+use crate::h264::H264Assembler;
 use crate::pipeline::VideoDecoder;
 use crate::vp8::Vp8Assembler;
 use crate::TransportError;
@@ -84,11 +88,56 @@ pub(crate) struct VideoOut {
 /// trip and a large frame's worth of packets to arrive).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A track's frame assembler, by codec.
+enum Assembler {
+    Vp8(Vp8Assembler),
+    H264(H264Assembler),
+}
+
+impl Assembler {
+    fn new(codec: VideoCodec) -> Self {
+        match codec {
+            VideoCodec::Vp8 => Self::Vp8(Vp8Assembler::new()),
+            VideoCodec::H264 => Self::H264(H264Assembler::new()),
+        }
+    }
+
+    fn push(&mut self, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<EncodedFrame> {
+        match self {
+            Self::Vp8(a) => a.push(seq, ts, marker, payload),
+            Self::H264(a) => a.push(seq, ts, marker, payload),
+        }
+    }
+
+    fn stats(&self) -> AssemblyStats {
+        match self {
+            Self::Vp8(a) => a.stats(),
+            Self::H264(a) => a.stats(),
+        }
+    }
+
+    fn needs_key_frame(&self) -> bool {
+        match self {
+            Self::Vp8(a) => a.needs_key_frame(),
+            Self::H264(a) => a.needs_key_frame(),
+        }
+    }
+
+    fn reset_to_key_frame(&mut self) {
+        match self {
+            Self::Vp8(a) => a.reset_to_key_frame(),
+            Self::H264(a) => a.reset_to_key_frame(),
+        }
+    }
+}
+
 /// The decoding side of one track: assembler, decoder, and when the last PLI went out.
 struct Decoding {
-    assembler: Vp8Assembler,
+    /// Made with the decoder, once the track's codec is known.
+    assembler: Option<Assembler>,
     decoder: Option<Box<dyn VideoDecoder>>,
-    /// Waiting for [`Pipeline::vp8_decoder`] (the track's codec is not known before a packet).
+    /// Waiting for [`crate::pipeline::Pipeline::video_decoder`] (the track's codec is not known
+    /// before a packet).
     pending: Option<VideoOut>,
     first_ts: Option<u32>,
     /// Unwrapped RTP timestamp of the newest frame (90 kHz ticks since the first).
@@ -103,7 +152,7 @@ struct Decoding {
 impl Decoding {
     fn new(out: Option<VideoOut>) -> Self {
         Self {
-            assembler: Vp8Assembler::new(),
+            assembler: None,
             decoder: None,
             pending: out,
             first_ts: None,
@@ -116,12 +165,25 @@ impl Decoding {
         }
     }
 
+    fn start(&mut self, codec: VideoCodec, decoder: Box<dyn VideoDecoder>) {
+        self.assembler = Some(Assembler::new(codec));
+        self.decoder = Some(decoder);
+    }
+
+    fn stats(&self) -> AssemblyStats {
+        self.assembler
+            .as_ref()
+            .map(Assembler::stats)
+            .unwrap_or_default()
+    }
+
     /// Hands the packet to the assembler and any frames it completes to the decoder.
     fn on_packet(&mut self, p: &rtc::rtp::Packet) {
-        let Some(decoder) = self.decoder.as_mut() else {
+        let (Some(decoder), Some(assembler)) = (self.decoder.as_mut(), self.assembler.as_mut())
+        else {
             return;
         };
-        let frames = self.assembler.push(
+        let frames = assembler.push(
             p.header.sequence_number,
             p.header.timestamp,
             p.header.marker,
@@ -143,7 +205,7 @@ impl Decoding {
                 Ok(true) => self.pushed += 1,
                 Ok(false) => {
                     self.refused += 1;
-                    self.assembler.reset_to_key_frame();
+                    assembler.reset_to_key_frame();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "video decoder failed; video is no longer decoded");
@@ -157,7 +219,10 @@ impl Decoding {
     /// A PLI is due: decoding, no usable reference, and none asked for recently.
     fn pli_due(&mut self, now: Instant) -> bool {
         let due = self.decoder.is_some()
-            && self.assembler.needs_key_frame()
+            && self
+                .assembler
+                .as_ref()
+                .is_some_and(Assembler::needs_key_frame)
             && self
                 .last_pli
                 .is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL);
@@ -243,7 +308,7 @@ struct PublishedDecoding {
 }
 
 fn publish_decoding(p: &mut PublishedDecoding, d: &Decoding) {
-    let st = d.assembler.stats();
+    let st = d.stats();
     let dropped = st.dropped_waiting_for_key;
     metrics::counter!("transport_video_frames_decoded_total").increment(d.pushed - p.pushed);
     metrics::counter!("transport_video_frames_refused_total").increment(d.refused - p.refused);
@@ -257,31 +322,38 @@ fn publish_decoding(p: &mut PublishedDecoding, d: &Decoding) {
     };
 }
 
-/// A decoder for the track's codec (VP8 only), made off the runtime's workers.
+/// A decoder for the track's codec (VP8 or H.264, by its mime type), made off the runtime's
+/// workers.
 async fn start_decoder(
     track: &Arc<dyn TrackRemote>,
     ssrc: u32,
     out: VideoOut,
-) -> Option<Box<dyn VideoDecoder>> {
+) -> Option<(VideoCodec, Box<dyn VideoDecoder>)> {
     let mime = track
         .codec(ssrc)
         .await
-        .map(|c| c.mime_type.to_ascii_lowercase())
+        .map(|c| c.mime_type)
         .unwrap_or_default();
-    if mime != "video/vp8" {
-        tracing::info!(codec = %mime, "video is not decoded: only VP8 is (the bitrate is still estimated)");
+    let Some(codec) = VideoCodec::from_mime(&mime) else {
+        tracing::info!(codec = %mime, "video is not decoded: only VP8 and H.264 are (the bitrate is still estimated)");
         return None;
-    }
+    };
     let VideoOut { frames, decoders } = out;
-    match tokio::task::spawn_blocking(move || decoders.vp8_decoder(frames)).await {
-        Ok(Ok(Some(d))) => Some(d),
-        Ok(Ok(None)) => None,
+    match tokio::task::spawn_blocking(move || decoders.video_decoder(codec, frames)).await {
+        Ok(Ok(Some(d))) => {
+            tracing::info!(%codec, "video is decoded");
+            Some((codec, d))
+        }
+        Ok(Ok(None)) => {
+            tracing::info!(%codec, "the pipeline has no decoder for this codec; video is not decoded");
+            None
+        }
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "no VP8 decoder; video is not decoded");
+            tracing::warn!(%codec, error = %e, "no video decoder; video is not decoded");
             None
         }
         Err(e) => {
-            tracing::warn!(error = %e, "VP8 decoder start panicked");
+            tracing::warn!(%codec, error = %e, "video decoder start panicked");
             None
         }
     }
@@ -377,7 +449,9 @@ pub(crate) async fn run_video_in(
                     counts.bytes += size as u64;
                     media_ssrc.get_or_insert(p.header.ssrc);
                     if let Some(out) = decoding.pending.take() {
-                        decoding.decoder = start_decoder(&track, p.header.ssrc, out).await;
+                        if let Some((codec, d)) = start_decoder(&track, p.header.ssrc, out).await {
+                            decoding.start(codec, d);
+                        }
                     }
                     decoding.on_packet(&p);
                 }
@@ -439,7 +513,8 @@ pub(crate) async fn run_video_in(
         estimate = %est.estimate(),
         frames_decoded = decoding.pushed,
         frames_refused = decoding.refused,
-        losses = decoding.assembler.stats().losses,
+        losses = decoding.stats().losses,
+        malformed_frames = decoding.stats().malformed_frames,
         plis = decoding.plis,
         "video track ended"
     );

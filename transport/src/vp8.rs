@@ -1,77 +1,15 @@
 //! VP8 frames out of RTP packets (RFC 7741), sans-IO: packets in, whole encoded frames out.
 //!
-//! The model path never waits for a retransmission. A frame is complete when every packet from
-//! its first (S=1, partition 0) to its marker has arrived with consecutive sequence numbers;
-//! packets may arrive out of order meanwhile. A gap is declared lost as soon as a later frame
-//! has ended (its marker arrived) — about one frame interval of reordering tolerance, far less
-//! than a NACK round trip — or when the buffer holds [`MAX_BUFFERED`] packets. After a loss every
-//! inter frame may reference what was lost, so frames are dropped until the next key frame
-//! ([`Vp8Assembler::waiting_for_key_frame`] tells the shell to ask for one with a PLI). What the
-//! model sees meanwhile is the last good picture, which the latest-frame ring keeps.
+//! [`Vp8Format`] reads the payload descriptor (a frame starts at S=1, partition 0) and joins a
+//! frame's payloads without their descriptors; the frame tag's P bit tells a key frame.
+//! Reordering, loss and waiting for a key frame are [`FrameAssembler`]'s, shared with H.264.
+#![deny(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
+pub use crate::frame::{AssemblyStats, EncodedFrame};
+use crate::frame::{FrameAssembler, Joined, Parsed, PayloadFormat};
 
-/// Packets held while waiting for a gap to fill; beyond this the oldest gap is declared lost.
-pub(crate) const MAX_BUFFERED: usize = 512;
-
-/// One complete VP8 frame (the codec's own bitstream, descriptors removed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedFrame {
-    pub data: Vec<u8>,
-    /// RTP timestamp (90 kHz) of the frame's packets.
-    pub rtp_timestamp: u32,
-    pub key_frame: bool,
-}
-
-/// What the assembler has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AssemblyStats {
-    pub frames: u64,
-    pub key_frames: u64,
-    /// Gaps declared lost (each may have taken one or more frames with it).
-    pub losses: u64,
-    /// Complete inter frames dropped because a reference before them was lost.
-    pub dropped_waiting_for_key: u64,
-    /// Packets that arrived after their place was given up, or with a malformed descriptor.
-    pub discarded_packets: u64,
-}
-
-struct Pkt {
-    rtp_timestamp: u32,
-    marker: bool,
-    /// S=1 and partition index 0: the first packet of a frame.
-    frame_start: bool,
-    /// The VP8 payload after the descriptor.
-    payload: Vec<u8>,
-}
-
-/// Extends 16-bit RTP sequence numbers to a monotonic 64-bit count.
-#[derive(Default)]
-struct SeqUnwrap {
-    last: Option<u64>,
-}
-
-impl SeqUnwrap {
-    fn unwrap(&mut self, seq: u16) -> u64 {
-        let Some(last) = self.last else {
-            // Start well above zero so a reordered packet before the first one still fits.
-            let v = (1u64 << 32) + u64::from(seq);
-            self.last = Some(v);
-            return v;
-        };
-        let base = last & !0xFFFF;
-        let candidates = [base.wrapping_sub(1 << 16), base, base + (1 << 16)];
-        let v = candidates
-            .into_iter()
-            .map(|b| b + u64::from(seq))
-            .min_by_key(|v| v.abs_diff(last))
-            .unwrap_or(base + u64::from(seq));
-        if v > last {
-            self.last = Some(v);
-        }
-        v
-    }
-}
+/// Reassembles VP8 frames from one SSRC's packets.
+pub type Vp8Assembler = FrameAssembler<Vp8Format>;
 
 /// Offset of the VP8 payload after the payload descriptor, and whether the packet starts a frame.
 /// `None` for a descriptor that runs past the packet.
@@ -96,208 +34,34 @@ fn parse_descriptor(p: &[u8]) -> Option<(usize, bool)> {
     (i < p.len()).then_some((i, start))
 }
 
-/// Reassembles VP8 frames from one SSRC's packets.
-pub struct Vp8Assembler {
-    packets: BTreeMap<u64, Pkt>,
-    seq: SeqUnwrap,
-    /// The first packet of the next frame to emit (`None` until the first frame start).
-    next: Option<u64>,
-    /// Packets below this were given up on (`next` is `None` after a loss with nothing held).
-    floor: u64,
-    waiting_for_key: bool,
-    stats: AssemblyStats,
-}
+/// The VP8 payload format (RFC 7741); stateless.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Vp8Format;
 
-impl Default for Vp8Assembler {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+impl PayloadFormat for Vp8Format {
+    /// The VP8 payload after the descriptor.
+    type Unit = Vec<u8>;
 
-impl Vp8Assembler {
-    pub fn new() -> Self {
-        Self {
-            packets: BTreeMap::new(),
-            seq: SeqUnwrap::default(),
-            next: None,
-            floor: 0,
-            // Nothing decodes before a key frame.
-            waiting_for_key: true,
-            stats: AssemblyStats::default(),
-        }
+    fn parse(&mut self, payload: &[u8]) -> Option<Parsed<Vec<u8>>> {
+        let (offset, frame_start) = parse_descriptor(payload)?;
+        Some(Parsed {
+            frame_start,
+            unit: payload.get(offset..)?.to_vec(),
+        })
     }
 
-    pub fn stats(&self) -> AssemblyStats {
-        self.stats
-    }
-
-    /// No usable reference: inter frames are being dropped until a key frame arrives.
-    pub fn waiting_for_key_frame(&self) -> bool {
-        self.waiting_for_key
-    }
-
-    /// A key frame must be asked for: no usable reference, and something to decode was lost or
-    /// dropped for it. (A stream that starts with a key frame spread over several packets is
-    /// waiting too, but needs no PLI.)
-    pub fn needs_key_frame(&self) -> bool {
-        self.waiting_for_key
-            && (self.stats.frames > 0
-                || self.stats.losses > 0
-                || self.stats.dropped_waiting_for_key > 0)
-    }
-
-    /// The decoder could not continue (it refused a frame): drop inter frames until a key frame.
-    pub fn reset_to_key_frame(&mut self) {
-        self.waiting_for_key = true;
-    }
-
-    /// One RTP packet of the stream; returns the frames it completed, oldest first.
-    pub fn push(
-        &mut self,
-        seq: u16,
-        rtp_timestamp: u32,
-        marker: bool,
-        payload: &[u8],
-    ) -> Vec<EncodedFrame> {
-        let s = self.seq.unwrap(seq);
-        let Some((offset, frame_start)) = parse_descriptor(payload) else {
-            self.stats.discarded_packets += 1;
-            return Vec::new();
-        };
-        if s < self.floor || self.next.is_some_and(|n| s < n) || self.packets.contains_key(&s) {
-            self.stats.discarded_packets += 1;
-            return Vec::new();
-        }
-        self.packets.insert(
-            s,
-            Pkt {
-                rtp_timestamp,
-                marker,
-                frame_start,
-                payload: payload[offset..].to_vec(),
-            },
-        );
-        let mut out = Vec::new();
-        while self.step(&mut out) {}
-        out
-    }
-
-    /// Emits or gives up on the frame at the head; `false` when nothing more can happen yet.
-    fn step(&mut self, out: &mut Vec<EncodedFrame>) -> bool {
-        let next = match self.next {
-            Some(n) => n,
-            None => {
-                // Before the first frame start: anything earlier is the tail of a frame we
-                // joined in the middle of.
-                let Some(first) = self
-                    .packets
-                    .iter()
-                    .find_map(|(s, p)| p.frame_start.then_some(*s))
-                else {
-                    return false;
-                };
-                self.discard_before(first);
-                self.next = Some(first);
-                first
-            }
-        };
-        // Walk consecutive packets from the head.
-        let mut s = next;
-        let mut head_ts = None;
-        let gap = loop {
-            let Some(p) = self.packets.get(&s) else {
-                break s;
-            };
-            let ts = *head_ts.get_or_insert(p.rtp_timestamp);
-            if s == next && !p.frame_start || ts != p.rtp_timestamp {
-                // The head is not a frame start, or a new frame began before this one's marker:
-                // the frame is broken.
-                return self.give_up(next);
-            }
-            if p.marker {
-                self.emit(next, s, out);
-                return true;
-            }
-            s += 1;
-        };
-        // Missing packet at `gap`. Lost once a later frame has ended, or the buffer is full.
-        let later_frame_ended = self
-            .packets
-            .range(gap..)
-            .any(|(_, p)| p.marker && Some(p.rtp_timestamp) != head_ts);
-        if later_frame_ended || self.packets.len() >= MAX_BUFFERED {
-            return self.give_up(next);
-        }
-        false
-    }
-
-    /// Declares the frame at `from` lost: skips to the next frame start with another timestamp.
-    fn give_up(&mut self, from: u64) -> bool {
-        self.stats.losses += 1;
-        self.waiting_for_key = true;
-        let head_ts = self.packets.get(&from).map(|p| p.rtp_timestamp);
-        let resume = self
-            .packets
-            .range(from + 1..)
-            .find_map(|(s, p)| (p.frame_start && Some(p.rtp_timestamp) != head_ts).then_some(*s));
-        match resume {
-            Some(r) => {
-                self.discard_before(r);
-                self.next = Some(r);
-                true
-            }
-            None => {
-                // Nothing to resume from yet: drop what is held and wait for the next start.
-                let last = self.packets.keys().next_back().copied();
-                self.stats.discarded_packets += self.packets.len() as u64;
-                self.packets.clear();
-                self.next = None;
-                if let Some(l) = last {
-                    self.floor = l + 1;
-                }
-                false
-            }
-        }
-    }
-
-    fn discard_before(&mut self, s: u64) {
-        let kept = self.packets.split_off(&s);
-        self.stats.discarded_packets += self.packets.len() as u64;
-        self.packets = kept;
-    }
-
-    fn emit(&mut self, from: u64, to: u64, out: &mut Vec<EncodedFrame>) {
-        let mut data = Vec::new();
-        let mut rtp_timestamp = 0;
-        for s in from..=to {
-            if let Some(p) = self.packets.remove(&s) {
-                rtp_timestamp = p.rtp_timestamp;
-                data.extend_from_slice(&p.payload);
-            }
-        }
-        self.next = Some(to + 1);
+    fn join(&mut self, units: Vec<Vec<u8>>) -> Option<Joined> {
+        let data = units.concat();
         // The frame tag's P bit (bit 0 of the first byte) is 0 on a key frame.
         let key_frame = data.first().is_some_and(|b| b & 0x01 == 0);
-        if self.waiting_for_key && !key_frame {
-            self.stats.dropped_waiting_for_key += 1;
-            return;
-        }
-        if key_frame {
-            self.waiting_for_key = false;
-            self.stats.key_frames += 1;
-        }
-        self.stats.frames += 1;
-        out.push(EncodedFrame {
-            data,
-            rtp_timestamp,
-            key_frame,
-        });
+        Some(Joined { data, key_frame })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::MAX_BUFFERED;
 
     /// A frame's packets: descriptor with a 15-bit picture id, then `chunks` of payload.
     fn packets(
@@ -440,7 +204,7 @@ mod tests {
             p[0].3[0] &= !0x10; // continuation packets
             feed(&mut a, &p);
         }
-        assert!(a.packets.len() <= MAX_BUFFERED);
+        assert!(a.buffered() <= MAX_BUFFERED);
         assert_eq!(a.stats().losses, 1);
     }
 }

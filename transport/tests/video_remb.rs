@@ -4,7 +4,7 @@
 //!   `goog-remb` and the abs-send-time extension;
 //! - the client sends 3 s of paced video RTP at 1 Mbit/s (synthetic VP8 payload bytes: a
 //!   one-byte VP8 payload descriptor and filler, nothing decodable — these sessions' pipeline
-//!   supplies no decoder; `video_decode.rs` sends real VP8)
+//!   supplies no decoder; `video_decode.rs` sends real VP8 and H.264)
 //!   with abs-send-time from its own clock;
 //! - REMB packets reach the client for its video SSRC, with bitrates inside
 //!   `[min_bitrate_kbps, max_bitrate_kbps]`; a lower `max_bitrate_kbps` and a (synthetic,
@@ -404,7 +404,14 @@ async fn h264_offer_is_accepted_and_estimated_too() {
     let v = secs.iter().find(|s| s.0 == "video").expect("video section");
     assert_ne!(v.1, 0, "H.264 rejected:\n{answer}");
     assert!(v.2.iter().any(|a| a.contains("H264/90000")), "{answer}");
-    // Synthetic payload again: the server counts and times packets, it never parses H.264.
+    // Mode 1, so the sender may fragment (FU-A) and aggregate (STAP-A).
+    assert!(
+        v.2.iter()
+            .any(|a| a.starts_with("fmtp:102 ") && a.contains("packetization-mode=1")),
+        "{answer}"
+    );
+    // Synthetic payload again: this pipeline supplies no decoder, so the server only counts and
+    // times packets (`video_decode.rs` sends real H.264).
     let rembs = send_video_and_collect(&client, Impair::default()).await;
     let values: Vec<f64> = rembs.iter().map(|r| r.kbps).collect();
     eprintln!("REMB kbit/s (H.264): {values:?}");

@@ -421,7 +421,7 @@ impl Client {
                 },
                 RtpCodecKind::Video,
             )
-            .expect("vp8");
+            .expect("video codec");
         if abs_send_time {
             media
                 .register_header_extension(
