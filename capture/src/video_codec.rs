@@ -253,18 +253,32 @@ impl Decoder {
         if self.src.property::<u64>("current-level-buffers") >= MAX_QUEUED_FRAMES {
             return Ok(Pushed::Dropped);
         }
-        let mut buffer = gst::Buffer::from_slice(data.to_vec());
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map_err(|e| CaptureError::Video {
-                source_desc: self.desc.into(),
-                reason: format!("push refused: {e:?}"),
-            })?;
+        push_buffer(&self.src, self.desc, data, pts, None)?;
         Ok(Pushed::Queued)
     }
+}
+
+/// Copies `data` into a buffer stamped with `pts` (and `duration`) and queues it on `src`.
+fn push_buffer(
+    src: &gst_app::AppSrc,
+    desc: &str,
+    data: &[u8],
+    pts: Duration,
+    duration: Option<Duration>,
+) -> Result<(), CaptureError> {
+    let clock = |d: Duration| gst::ClockTime::from_nseconds(d.as_nanos() as u64);
+    let mut buffer = gst::Buffer::from_slice(data.to_vec());
+    if let Some(b) = buffer.get_mut() {
+        b.set_pts(clock(pts));
+        if let Some(d) = duration {
+            b.set_duration(clock(d));
+        }
+    }
+    src.push_buffer(buffer).map_err(|e| CaptureError::Video {
+        source_desc: desc.into(),
+        reason: format!("push refused: {e:?}"),
+    })?;
+    Ok(())
 }
 
 impl Drop for Decoder {
@@ -384,19 +398,8 @@ impl Encoder {
                 .build();
             self.src.send_event(ev);
         }
-        let mut buffer = gst::Buffer::from_slice(rgbx.to_vec());
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::from_nseconds(pts.as_nanos() as u64));
-            b.set_duration(gst::ClockTime::from_nseconds(
-                1_000_000_000 / u64::from(self.fps),
-            ));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map_err(|e| CaptureError::Video {
-                source_desc: self.desc.into(),
-                reason: format!("push refused: {e:?}"),
-            })?;
+        let duration = Duration::from_nanos(1_000_000_000 / u64::from(self.fps));
+        push_buffer(&self.src, self.desc, rgbx, pts, Some(duration))?;
         // Real-time settings give one output per input; rate control may drop a picture, so the
         // wait is bounded.
         let Some(sample) = self
