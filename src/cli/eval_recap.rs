@@ -21,9 +21,15 @@ pub struct RecapArgs {
     /// Bitrate tiers, kbit/s.
     #[arg(long, value_delimiter = ',', default_values_t = vr_abr::recap::ARTIC_TIERS_KBPS)]
     tiers: Vec<u32>,
-    /// Frames per clip (30 fps).
+    /// Frames per clip.
     #[arg(long, default_value_t = 150)]
     frames: u32,
+    /// Frames per second of the clips (what a sender asked for fewer frames would send).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    fps: u32,
+    /// Film a still view of each photo (centre crop, sensor noise only) instead of a pan.
+    #[arg(long)]
+    still: bool,
     /// Label every n-th picture.
     #[arg(long, default_value_t = 10)]
     sample_every: u32,
@@ -47,6 +53,8 @@ pub fn run(cfg: &Config, args: RecapArgs) -> Result<ExitCode> {
         width: args.width,
         height: args.height,
         frames: args.frames,
+        fps: args.fps,
+        pan: !args.still,
         sample_every: args.sample_every,
         tiers_kbps: args.tiers.clone(),
         ..MeasureOptions::default()
