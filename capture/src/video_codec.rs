@@ -27,6 +27,14 @@ use crate::CaptureError;
 /// Encoded frames the decoder may hold before it refuses more (about 160 ms at 30 fps).
 pub const MAX_QUEUED_FRAMES: u64 = 5;
 
+/// The bound while a decoder starts: libav sets up its threads on the first frame, which took
+/// longer than five frames' worth under load (the H.264 decode test saw the sixth refused, and a
+/// refusal costs a PLI round trip and a key frame). A decoder that has not started is not
+/// behind, so the queue may hold up to a second of a 30 fps stream for [`STARTUP_GRACE`].
+pub const STARTUP_QUEUED_FRAMES: u64 = 30;
+/// How long after [`Decoder::start`] the larger bound applies.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
+
 /// The codecs the decoder and encoder handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -207,6 +215,8 @@ pub struct Decoder {
     src: gst_app::AppSrc,
     desc: &'static str,
     restarts: u64,
+    /// When the pipeline was (re)started: the startup bound applies for a while after.
+    started: std::time::Instant,
 }
 
 impl Decoder {
@@ -233,6 +243,7 @@ impl Decoder {
             src,
             desc,
             restarts: 0,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -248,9 +259,15 @@ impl Decoder {
             let _ = self.pipeline.set_state(gst::State::Null);
             set_playing(&self.pipeline, self.desc)?;
             self.restarts += 1;
+            self.started = std::time::Instant::now();
             return Ok(Pushed::Restarted);
         }
-        if self.src.property::<u64>("current-level-buffers") >= MAX_QUEUED_FRAMES {
+        let bound = if self.started.elapsed() < STARTUP_GRACE {
+            STARTUP_QUEUED_FRAMES
+        } else {
+            MAX_QUEUED_FRAMES
+        };
+        if self.src.property::<u64>("current-level-buffers") >= bound {
             return Ok(Pushed::Dropped);
         }
         push_buffer(&self.src, self.desc, data, pts, None)?;
