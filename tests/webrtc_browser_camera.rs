@@ -499,16 +499,12 @@ fn chromium_camera_is_seen_and_remb_lowers_its_bitrate() {
         .map(|f| format!("{f:.0}"))
         .collect();
     println!(
-        "video_rate requests (max_fps@motion): {rates:?}; Chromium's fps each second: {fps:?}"
+        "codec {}; video_rate requests (max_fps@motion): {rates:?}; Chromium's fps each second: {fps:?}",
+        last_codec(&r)
     );
 
     // (b) A scene event names a cat, and the page shows it.
-    let scenes: Vec<&str> = r["scenes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["description"].as_str())
-        .collect();
+    let scenes = scene_descriptions(&r);
     println!(
         "scenes: {} events, first {:?}",
         scenes.len(),
@@ -599,5 +595,85 @@ fn chromium_camera_is_seen_and_remb_lowers_its_bitrate() {
         free.sent_bps / 1000.0,
         free.target_bps / 1000.0,
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The descriptions of the page's `scene` events, in order.
+fn scene_descriptions(result: &serde_json::Value) -> Vec<&str> {
+    result["scenes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["description"].as_str())
+        .collect()
+}
+
+/// The codec of Chromium's outbound video in its last stats sample (`video/VP8`, `video/H264`).
+fn last_codec(result: &serde_json::Value) -> String {
+    result["video"]
+        .as_array()
+        .and_then(|v| v.iter().rev().find_map(|s| s["codec"].as_str()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// How long the H.264 run films.
+const H264_MS: usize = 12_000;
+
+/// The same page asking Chromium for H.264 first (`?codec=h264`): its camera must arrive as
+/// H.264, be decoded by the server (avdec_h264) and labelled as a cat.
+#[test]
+fn chromium_h264_camera_is_decoded_and_seen() {
+    let Some((chromium, here)) = browser_prerequisites() else {
+        return;
+    };
+    let Some(store) = vr_core::prereq::models(&["efficientnet-lite0", "vision-test-images"]) else {
+        return;
+    };
+    let out = artifact_dir();
+    let y4m = out.join("camera-h264-chelsea.y4m");
+    write_y4m(&store, &y4m, 2 * FPS);
+    let silent = out.join("camera-h264-silence.wav");
+    write_mic(&silent, &[], 1, 5);
+    let (r, _log) = run_browser(
+        "camera-h264",
+        &chromium,
+        &here,
+        &silent,
+        &y4m,
+        &[
+            ("PAGE_QUERY", "&codec=h264".to_string()),
+            ("VIDEO_ONLY_MS", H264_MS.to_string()),
+            ("BROWSER_TIMEOUT_MS", (H264_MS + 30_000).to_string()),
+        ],
+        H264_MS / 1000 + 150,
+    );
+    let codec = last_codec(&r);
+    let sent = send_rate("h264", &r);
+    let decoded = server_metric("h264", &r, "transport_video_frames_decoded_total");
+    let scenes = scene_descriptions(&r);
+    println!(
+        "H.264 camera: codec {codec}; {}; server decoded {decoded} frames; scenes {:?}",
+        sent.describe(),
+        scenes.first()
+    );
+    assert_eq!(
+        codec.to_ascii_lowercase(),
+        "video/h264",
+        "Chromium did not send H.264"
+    );
+    assert!(
+        decoded >= (H264_MS / 1000) as f64 * f64::from(FPS) / 3.0,
+        "only {decoded} H.264 frames decoded; {}",
+        sent.describe()
+    );
+    assert!(
+        decoded <= sent.frames_encoded,
+        "{decoded} decoded > {}",
+        sent.describe()
+    );
+    assert!(
+        scenes.iter().any(|d| mentions_a_cat(d)),
+        "no scene names a cat: {scenes:?}"
     );
 }

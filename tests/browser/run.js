@@ -39,7 +39,8 @@ const { chromium } = require('playwright-core');
   page.on('response', async (resp) => {
     if (resp.request().method() === 'POST' && resp.url().endsWith('/v1/sessions')) answer = await resp.text().catch(() => null);
   });
-  await page.goto(y4m ? url + '?camera=1' : url);
+  // PAGE_QUERY adds page parameters to the camera run (e.g. `&codec=h264`).
+  await page.goto(y4m ? url + '?camera=1' + (process.env.PAGE_QUERY || '') : url);
   await page.click('#connect');
   const deadline = Date.now() + Number(process.env.BROWSER_TIMEOUT_MS || 150000);
   let r = null;

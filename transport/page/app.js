@@ -157,7 +157,8 @@ async function capFrameRate(fps) {
 }
 
 // The camera, opened before the offer so its track is negotiated with it (send only: the server
-// answers video recvonly). The server decodes VP8 only, so VP8 is offered first.
+// answers video recvonly). The server decodes VP8 and H.264; VP8 is offered first because the ReCap
+// table behind the bitrate cap was measured with VP8 (abr/tables/vp8-efficientnet-lite0.toml).
 async function openCamera() {
   camera = await navigator.mediaDevices.getUserMedia({
     audio: false, video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } },
@@ -166,8 +167,10 @@ async function openCamera() {
   const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [camera] });
   const caps = RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('video');
   if (caps && tr.setCodecPreferences) {
-    const vp8 = (c) => c.mimeType.toLowerCase() === 'video/vp8';
-    tr.setCodecPreferences(caps.codecs.filter(vp8).concat(caps.codecs.filter((c) => !vp8(c))));
+    // `?codec=h264` puts H.264 first instead (to try the server's H.264 path from a browser).
+    const first = new URLSearchParams(window.location.search).get('codec') === 'h264' ? 'video/h264' : 'video/vp8';
+    const pick = (c) => c.mimeType.toLowerCase() === first;
+    tr.setCodecPreferences(caps.codecs.filter(pick).concat(caps.codecs.filter((c) => !pick(c))));
   }
   $('vision').hidden = false; $('preview').srcObject = camera;
   window.vr.cameraAt = performance.now();
