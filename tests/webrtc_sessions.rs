@@ -172,7 +172,17 @@ async fn an_idle_session_is_closed_and_messages_keep_it_open() {
             .any(|e| e["message"].as_str().is_some_and(|m| m.contains("idle")))
     })
     .await;
-    let m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+    // The ended counter is recorded when the session's threads are gone, which can be after the
+    // notice and the active gauge's drop: poll for it.
+    let t0 = Instant::now();
+    let mut m = String::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        m = http("GET", &format!("{url}/metrics"), &[], None).await.body;
+        if m.contains("transport_sessions_ended_total{reason=\"idle\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         m.contains("transport_sessions_ended_total{reason=\"idle\"} 1"),
         "{m}"
