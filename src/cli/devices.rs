@@ -149,9 +149,24 @@ fn echo_check(cfg: &Config) -> Result<ExitCode> {
     }
     recording.stop()?;
     playing.stop()?;
-    let st = aec.join().context("echo check")?;
+    let summary = aec.join().context("echo check")?;
+    let st = summary.stats;
     let threshold = cfg.aec.converged_erle_db;
-    match (st.delay, st.erle_db) {
+    // The best second says whether the filter can cancel this echo; the end says whether it
+    // still did when the signal stopped (a driver or loopback glitch can move the echo late).
+    let end = format!(
+        " (best second; {:.1} dB over the last 0.5 s{})",
+        st.erle_db.unwrap_or(0.0),
+        if summary.delay_moves > 0 {
+            format!(
+                ", after the echo's delay moved {} time(s): a driver or loopback glitch",
+                summary.delay_moves
+            )
+        } else {
+            String::new()
+        }
+    );
+    match (st.delay, summary.best_second_erle_db) {
         _ if st.far_active_frames == 0 => {
             bail!(
                 "echo check: the test signal never reached the echo canceller ({} microphone \
@@ -168,7 +183,8 @@ fn echo_check(cfg: &Config) -> Result<ExitCode> {
         }
         (Some(d), Some(erle)) if erle >= threshold => {
             println!(
-                "echo check: the echo canceller converged: echo delay {:.1} ms, ERLE {erle:.1} dB",
+                "echo check: the echo canceller converged: echo delay {:.1} ms, ERLE {erle:.1} \
+                 dB{end}",
                 d as f64 / 16.0
             );
             Ok(ExitCode::SUCCESS)
@@ -176,7 +192,7 @@ fn echo_check(cfg: &Config) -> Result<ExitCode> {
         (Some(d), erle) => {
             println!(
                 "echo check: the echo canceller did NOT converge: echo delay {:.1} ms, ERLE {:.1} \
-                 dB (needs {threshold} dB). On this device use dialog.half_duplex = true, or the \
+                 dB{end}, needs {threshold} dB. On this device use dialog.half_duplex = true, or the \
                  OS's echo cancellation with aec.enabled = false",
                 d as f64 / 16.0,
                 erle.unwrap_or(0.0)

@@ -243,10 +243,13 @@ pub fn run(cfg: &Config, args: Args) -> Result<ExitCode> {
         Source::Mic(m) => m.stop()?,
     }
     if let Some(t) = aec_thread {
-        let st = t.join()?;
+        let summary = t.join()?;
+        let st = summary.stats;
         tracing::info!(
             converged = st.converged,
             delay_ms = st.delay.map(|d| d as f64 / 16.0),
+            best_second_erle_db = summary.best_second_erle_db,
+            delay_moves = summary.delay_moves,
             "echo canceller stopped"
         );
     }

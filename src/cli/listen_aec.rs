@@ -43,7 +43,7 @@ pub struct Reference {
 /// A running canceller thread; joined after the microphone stops (its ring closes, the thread
 /// drains it and closes the conversation's input ring).
 pub struct AecThread {
-    thread: std::thread::JoinHandle<Result<AecStats>>,
+    thread: std::thread::JoinHandle<Result<AecSummary>>,
     placed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -55,11 +55,24 @@ impl AecThread {
     }
 
     /// The canceller's figures at the end.
-    pub fn join(self) -> Result<AecStats> {
+    pub fn join(self) -> Result<AecSummary> {
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("echo canceller thread panicked"))?
     }
+}
+
+/// What the canceller did over its run.
+#[derive(Debug, Clone, Copy)]
+pub struct AecSummary {
+    /// The canceller's own figures at the end.
+    pub stats: AecStats,
+    /// The best one-second ERLE of the filter's output (before the startup gate): what it reached
+    /// on this device, even if the echo moved afterwards (a loopback's 2.6 ms jump late in `devices --check` under load
+    /// left 5.5 dB at the end after 39.8 dB the second before).
+    pub best_second_erle_db: Option<f32>,
+    /// How often the echo's delay moved after it was first found.
+    pub delay_moves: u32,
 }
 
 /// The reference ring for a speaker of `format` (one second: the canceller drains it every few
@@ -112,6 +125,8 @@ pub fn start(
         buf: Vec::with_capacity(8192),
         cleaned: Vec::with_capacity(8192),
         dump: Dump::from_env()?,
+        best_second_erle_db: None,
+        delay_moves: 0,
     };
     let placed = worker.placed.clone();
     let thread = std::thread::Builder::new()
@@ -144,6 +159,8 @@ struct Worker {
     buf: Vec<f32>,
     cleaned: Vec<f32>,
     dump: Option<Dump>,
+    best_second_erle_db: Option<f32>,
+    delay_moves: u32,
 }
 
 /// `VOICERELAY_AEC_DUMP=DIR`: the canceller's input and output as 16 kHz WAVs (`near.wav`, the
@@ -207,7 +224,7 @@ impl Dump {
 }
 
 impl Worker {
-    fn run(&mut self) -> Result<AecStats> {
+    fn run(&mut self) -> Result<AecSummary> {
         let mut last_report = 0u64;
         let mut last_echo = (0.0f64, 0.0f64);
         loop {
@@ -216,7 +233,11 @@ impl Worker {
             self.drain_far()?;
             if !has_mic {
                 if self.mic.is_producer_closed() {
-                    return Ok(self.aec.stats());
+                    return Ok(AecSummary {
+                        stats: self.aec.stats(),
+                        best_second_erle_db: self.best_second_erle_db,
+                        delay_moves: self.delay_moves,
+                    });
                 }
                 continue;
             }
@@ -233,6 +254,7 @@ impl Worker {
                 self.mic16 += self.buf.len() as u64;
                 for e in events {
                     if let AecEvent::DelayChanged { change, .. } = e {
+                        self.delay_moves += u32::from(change.previous.is_some());
                         tracing::info!(
                             delay_ms = change.delay as f64 / 16.0,
                             previous_ms = change.previous.map(|d| d as f64 / 16.0),
@@ -271,6 +293,8 @@ impl Worker {
                 );
                 if let Some(e) = erle {
                     metrics::gauge!("aec_erle_db").set(f64::from(e));
+                    self.best_second_erle_db =
+                        Some(self.best_second_erle_db.map_or(e, |b| b.max(e)));
                 }
                 if let Some(d) = st.delay {
                     metrics::gauge!("aec_delay_ms").set(d as f64 / 16.0);
