@@ -125,6 +125,15 @@ fn chromium_uses_the_page_end_to_end() {
         result["voice"]
     );
     assert_eq!(result["voice"].as_str(), Some("piper"), "{result}");
+    // The page prefers RED and the server accepts it: Chromium sends the microphone's packets
+    // as RED, each with a copy of the one before (its stats name only the primary codec, Opus;
+    // the server counts them). The WER below is measured through it.
+    let red = result["metrics"]
+        .as_str()
+        .and_then(|m| metric(m, "transport_red_packets_received_total"))
+        .unwrap_or(0.0);
+    println!("RED packets received by the server: {red}");
+    assert!(red > 100.0, "Chromium did not send RED: {result}");
     // The page's level meter saw the microphone's speech (RMS ≈ 0.05 for this utterance).
     let mic_peak = result["micPeak"].as_f64().unwrap_or(0.0);
     println!("page microphone meter peak RMS {mic_peak:.3}");

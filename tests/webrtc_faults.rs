@@ -1,9 +1,10 @@
 //! Network faults on the uplink: the same corpus utterances spoken by the Rust WebRTC client
 //! through a relay, once clean and once with 10 % loss and 50 ms of jitter (on top of a 20 ms
-//! delay) on every client→server datagram. The transcript's WER must stay within 8 points of
-//! the clean run's (the issue asks for 3, not met: see the assertion for the measured spread).
-//! The client encodes as a browser does on a lossy path (Opus in-band FEC for 10 % loss), and
-//! the server rebuilds lost frames from it. `tc netem` is not available in this machine's
+//! delay) on every client→server datagram. The transcript's WER must stay within 3 points of
+//! the clean run's. The client sends as Chromium does on a lossy path with the page's codec
+//! preference: RED (each packet repeats the one before) over Opus with in-band FEC for 10 %
+//! loss; the server fills a lost packet from the next one's copy, and rebuilds two in a row
+//! from FEC or concealment. `tc netem` is not available in this machine's
 //! kernel; the relay (`common::relay`) does the same to the datagrams in user space.
 
 mod common;
@@ -36,12 +37,14 @@ async fn transcribe_all(
     let (mut refs, mut heard) = (Vec::new(), Vec::new());
     let (mut rtp, mut forwarded, mut dropped) = (0, 0, 0);
     for (k, (speech, reference, _)) in utterances.iter().enumerate() {
-        let mut c = Client::new(true).await;
-        // Both runs send in-band FEC sized for 10 % loss, so only the path differs.
+        let mut c = Client::with_red().await;
+        // Both runs send in-band FEC sized for 10 % loss and RED (each packet repeats the one
+        // before), so only the path differs.
         c.fec_loss_pct = Some(10);
         let relay: Relay = c
             .connect_through_relay(url, impairment, 0x5EED + k as u64)
             .await;
+        assert_eq!(c.red_pt, Some(RED_PT), "the server's answer accepts RED");
         c.speak(speech, Duration::from_millis(1200)).await;
         let mic = c.spawn_silence();
         // Collect once the turn that ends after the last speech sample is being answered. A
@@ -156,31 +159,38 @@ async fn ten_percent_uplink_loss_with_jitter_keeps_the_transcript() {
     for (name, d) in RTP_METRICS.iter().zip(&delta) {
         println!("  {name} +{d}");
     }
+    // Most losses come back whole from the next packet's RED copy; two in a row are declared
+    // lost and rebuilt from in-band FEC or concealed.
+    assert!(
+        delta[4] > dropped as f64 / 2.0,
+        "RED recovered {} of {dropped} dropped packets",
+        delta[4]
+    );
     assert!(delta[0] > 0.0, "the server declared no packet lost");
     assert!(
         delta[2] + delta[3] > 0.0,
         "no frame was rebuilt or concealed"
     );
-    // The issue asks for 3 points, which is not met: over five run pairs of these eight
-    // utterances (113 words) the gap was +7.1, +4.4, −1.8, +7.1 points and one pass under +6
-    // (clean 5.3–8.0 %, impaired 6.2–14.2 %). The losses fall on the same words every run (seeded), and two of them
-    // decide the spread: jfk_inaugural's "ask not" (sometimes followed by a hallucinated copy of
-    // the sentence) and "ill disposed young man" (sometimes "old-s-s-y", the rest cut as a
-    // loop). 8 points is the bound that five pairs support; without FEC the gap was 16 points
-    // (19.4 % against 3.0 % on the first five utterances), so it still tells FEC from none.
+    // Within 3 points, as the issue asks. With Opus in-band FEC alone it was not met: over five
+    // run pairs the gap was +7.1, +4.4, −1.8, +7.1 points and one pass under +6, the seeded
+    // losses always hitting jfk's "ask not" and "ill disposed" (297 packets declared lost, 136
+    // of them concealed). With RED the server declares 24–37 lost (two in a row) and four run
+    // pairs gave −1.8, −1.8, −2.7, −1.8 points: what is left is the recogniser's own
+    // run-to-run spread ("ill disposed" is misheard clean too).
     assert!(
-        w_impaired <= w_clean + 0.08,
+        w_impaired <= w_clean + 0.03,
         "10 % loss + jitter: WER {:.1} % vs {:.1} % clean",
         100.0 * w_impaired,
         100.0 * w_clean
     );
 }
 
-const RTP_METRICS: [&str; 4] = [
+const RTP_METRICS: [&str; 5] = [
     "transport_rtp_packets_lost_total",
     "transport_rtp_packets_late_total",
     "transport_opus_fec_recovered_total",
     "transport_opus_plc_frames_total",
+    "transport_red_recovered_total",
 ];
 
 async fn rtp_metrics(url: &str) -> Vec<f64> {

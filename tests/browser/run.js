@@ -66,16 +66,16 @@ const { chromium } = require('playwright-core');
     if (done || r.errors.length > 0 || Date.now() > deadline) break;
     await page.waitForTimeout(250);
   }
+  // The server's counters, read from inside the namespace by the page's own origin.
+  r.metrics = await page.evaluate(async () => (await fetch('/metrics')).text()).catch((e) => 'error: ' + e);
   if (y4m) {
-    // The server's counters, read from inside the namespace by the page's own origin, then one
-    // more outbound sample: every frame the server counts was encoded before it.
-    r.metrics = await page.evaluate(async () => (await fetch('/metrics')).text()).catch((e) => 'error: ' + e);
+    // One more outbound sample: every frame the server counts was encoded before it.
     r.video = await page.evaluate(async () => {
       const last = await window.vrOutboundVideo();
       return last ? window.vr.video.concat([last]) : window.vr.video;
     });
-    r.answerSdp = answer;
   }
+  r.answerSdp = answer;
   await page.screenshot({ path: shot, fullPage: true });
   if (process.env.RELOAD_RESUME === '1' && r.errors.length === 0) {
     const before = await page.evaluate(() => window.vr.session);

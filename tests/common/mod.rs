@@ -391,7 +391,14 @@ pub struct Client {
     pub fec_loss_pct: Option<u8>,
     /// The camera track (VP8, payload type [`VP8_PT`]) and its SSRC, when offered.
     pub camera: Option<(Arc<TrackLocalStaticSample>, u32)>,
+    /// RED's payload type once the server's answer accepted the client's `audio/red` offer
+    /// ([`Client::with_red`]): `speak` then sends each frame with the one before it, as Chrome
+    /// does when RED is negotiated first.
+    pub red_pt: Option<u8>,
 }
+
+/// The payload type the client offers RED (RFC 2198) over Opus at (Chrome's).
+pub const RED_PT: u8 = 63;
 
 /// The payload type the client offers VP8 at (as Chromium does).
 pub const VP8_PT: u8 = 96;
@@ -409,16 +416,38 @@ fn vp8_codec() -> RTCRtpCodec {
 impl Client {
     /// Builds the peer and its offer; `audio = false` makes a data-channel-only offer.
     pub async fn new(audio: bool) -> Client {
-        Client::build(audio, false).await
+        Client::build(audio, false, false).await
     }
 
     /// A microphone and a camera (VP8), as a browser sharing both.
     pub async fn with_camera() -> Client {
-        Client::build(true, true).await
+        Client::build(true, true, false).await
     }
 
-    async fn build(audio: bool, camera: bool) -> Client {
+    /// A microphone that also offers redundant audio (RED over Opus, [`RED_PT`]).
+    pub async fn with_red() -> Client {
+        Client::build(true, false, true).await
+    }
+
+    async fn build(audio: bool, camera: bool, red: bool) -> Client {
         let mut media = MediaEngine::default();
+        if red {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: "audio/red".to_owned(),
+                            clock_rate: 48_000,
+                            channels: 2,
+                            sdp_fmtp_line: "111/111".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: RED_PT,
+                    },
+                    RtpCodecKind::Audio,
+                )
+                .expect("red");
+        }
         if camera {
             media
                 .register_codec(
@@ -527,6 +556,7 @@ impl Client {
             location: None,
             resume_token: None,
             fec_loss_pct: None,
+            red_pt: None,
         }
     }
 
@@ -616,6 +646,7 @@ impl Client {
 
     /// Applies the answer, waits for the connection and the events channel.
     async fn accept_answer(&mut self, answer: String) {
+        self.red_pt = vr_transport::red::payload_type_in_sdp(&answer);
         let answer = RTCSessionDescription::answer(answer).expect("answer parses");
         self.pc
             .set_remote_description(answer)
@@ -673,17 +704,32 @@ impl Client {
         let mut all = samples.to_vec();
         all.resize(samples.len().div_ceil(960) * 960 + pad, 0.0);
         let t0 = tokio::time::Instant::now();
+        let mut previous: Vec<u8> = Vec::new();
         for (i, frame) in all.chunks(960).enumerate() {
             tokio::time::sleep_until(t0 + Duration::from_millis(20 * i as u64)).await;
             let n = enc.encode_float(frame, &mut buf).expect("encode");
+            let (data, pt) = match self.red_pt {
+                None => (bytes::Bytes::copy_from_slice(&buf[..n]), 111),
+                Some(pt) => {
+                    use vr_transport::red::{build, RedundantBlock};
+                    let block = RedundantBlock {
+                        payload_type: 111,
+                        timestamp_offset: 960,
+                        payload: &previous,
+                    };
+                    let red = build(&[block], 111, &buf[..n]).expect("red payload");
+                    previous = buf[..n].to_vec();
+                    (bytes::Bytes::from(red), pt)
+                }
+            };
             let sample = rtc::media::Sample {
-                data: bytes::Bytes::copy_from_slice(&buf[..n]),
+                data,
                 duration: Duration::from_millis(20),
                 ..rtc::media::Sample::new(Instant::now())
             };
             let _ = self
                 .track
-                .sample_writer(self.ssrc, 111)
+                .sample_writer(self.ssrc, pt)
                 .write_sample(&sample)
                 .await;
         }

@@ -202,7 +202,15 @@ async function connect() {
     pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     // The audio section is negotiated now; the microphone track joins it once the server's
     // conversation listens (see openMic).
-    sender = pc.addTransceiver('audio', { direction: 'sendrecv' }).sender;
+    const audio = pc.addTransceiver('audio', { direction: 'sendrecv' });
+    sender = audio.sender;
+    // RED first (RFC 2198: each packet repeats the one before), so a lost packet comes back whole
+    // from the next one; the server accepts it (transport.red) or the answer falls back to Opus.
+    const audioCaps = RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('audio');
+    if (audioCaps && audio.setCodecPreferences) {
+      const red = (c) => c.mimeType.toLowerCase() === 'audio/red';
+      audio.setCodecPreferences(audioCaps.codecs.filter(red).concat(audioCaps.codecs.filter((c) => !red(c))));
+    }
     if ($('camera').checked) await openCamera();
     dc = pc.createDataChannel('events');
     dc.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (err) { showError('bad event: ' + err); } };

@@ -97,6 +97,10 @@ pub struct TransportConfig {
     pub opus_fec: bool,
     /// Loss percentage the outgoing encoder plans its FEC for.
     pub opus_expected_loss_percent: u8,
+    /// Offer to receive redundant audio (RED, RFC 2198: each packet repeats the frame before
+    /// it): a client that sends it loses a frame only when two packets in a row are lost, and
+    /// gets it back at full quality. It costs the client's uplink, never the server's.
+    pub red: bool,
     /// Capacity of the 16 kHz input ring between the decoder and the conversation, in ms.
     pub input_ring_ms: u64,
     /// Most answer audio the outgoing queue holds ahead of the real-time pacer, in ms.
@@ -257,6 +261,7 @@ impl Default for TransportConfig {
             opus_complexity: 5,
             opus_fec: true,
             opus_expected_loss_percent: 5,
+            red: true,
             input_ring_ms: 4000,
             output_queue_ms: 60_000,
             shutdown_grace_ms: 3000,

@@ -45,9 +45,13 @@ pub struct JitterStats {
     /// Backward sequence jumps taken as a restart of the peer's numbering.
     pub restarts: u64,
     /// Received packets of the old numbering still held when a restart re-anchored the buffer,
-    /// dropped unplayed (also counted in `skipped`). Every received packet is either played,
-    /// still held, or flushed: `received == played + held_len() + flushed`.
+    /// dropped unplayed (also counted in `skipped`). Every received or recovered packet is
+    /// either played, still held, or flushed: `received + recovered == played + held_len() +
+    /// flushed`.
     pub flushed: u64,
+    /// Missing packets filled from a later packet's redundant copy (RED) before their slot was
+    /// due.
+    pub recovered: u64,
 }
 
 pub struct JitterBuffer {
@@ -60,6 +64,9 @@ pub struct JitterBuffer {
     highest: u64,
     /// A packet far behind `next` that may start a restarted sequence: (extended seq, payload).
     restart_candidate: Option<(u64, Bytes)>,
+    /// Slots recently filled from a RED copy: their originals, if they still come, are
+    /// duplicates of what was played, not late arrivals. Pruned to the last `MAX_HELD`.
+    copied: std::collections::BTreeSet<u64>,
     stats: JitterStats,
 }
 
@@ -71,6 +78,7 @@ impl JitterBuffer {
             next: None,
             highest: 0,
             restart_candidate: None,
+            copied: std::collections::BTreeSet::new(),
             stats: JitterStats::default(),
         }
     }
@@ -121,6 +129,10 @@ impl JitterBuffer {
         } else {
             self.restart_candidate = None;
         }
+        if self.copied.remove(&ext) {
+            self.stats.duplicates += 1;
+            return;
+        }
         if self.next.is_some_and(|n| ext < n) {
             self.stats.late += 1;
             return;
@@ -133,6 +145,30 @@ impl JitterBuffer {
         self.held.insert(ext, (payload, now));
     }
 
+    /// Offers an earlier packet's payload carried again in a later one (RED, RFC 2198): it
+    /// fills the slot of `seq` if that one is still missing and not yet played or concealed;
+    /// otherwise it is the copy nobody needed and is dropped uncounted. It never moves the
+    /// sequence reference (the primary packet that carried it did).
+    pub fn push_redundant(&mut self, seq: u16, payload: Bytes, now: Instant) {
+        let Some(next) = self.next else {
+            return;
+        };
+        let delta = seq.wrapping_sub(self.highest as u16) as i16;
+        if delta > 0 {
+            return;
+        }
+        let ext = self.highest.wrapping_add_signed(i64::from(delta));
+        if ext < next || self.held.contains_key(&ext) {
+            return;
+        }
+        self.stats.recovered += 1;
+        self.held.insert(ext, (payload, now));
+        self.copied.insert(ext);
+        while self.copied.len() > MAX_HELD {
+            self.copied.pop_first();
+        }
+    }
+
     /// Re-anchors on a restarted sequence starting at `first_ext`: what was held of the old
     /// numbering is dropped (counted as skipped), and the candidate packet, counted late when it
     /// arrived, is played after all.
@@ -143,6 +179,7 @@ impl JitterBuffer {
         self.stats.late -= 1;
         self.stats.received += 1;
         self.held.clear();
+        self.copied.clear();
         self.held.insert(first_ext, (first, now));
         self.next = Some(first_ext);
     }
@@ -309,6 +346,38 @@ mod tests {
             drain(&mut jb, t0),
             vec![Playout::Packet(p(103)), Playout::Packet(p(104))]
         );
+    }
+
+    #[test]
+    fn a_redundant_copy_fills_a_gap_once_and_nothing_else() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(Duration::from_millis(60));
+        jb.push(65_534, p(1), t0);
+        assert_eq!(drain(&mut jb, t0), vec![Playout::Packet(p(1))]);
+        // 65 535 is lost; packet 0 (across the wrap) carries it again.
+        jb.push(0, p(3), t0);
+        jb.push_redundant(65_535, p(2), t0);
+        // A copy of a packet already played, one still held and one from the future: ignored.
+        jb.push_redundant(65_534, p(9), t0);
+        jb.push_redundant(0, p(9), t0);
+        jb.push_redundant(1, p(9), t0);
+        assert_eq!(
+            drain(&mut jb, t0),
+            vec![Playout::Packet(p(2)), Playout::Packet(p(3))]
+        );
+        // The original turns up after all: a duplicate of what was played, not played twice.
+        jb.push(65_535, p(2), t0);
+        assert_eq!(drain(&mut jb, t0), vec![]);
+        let s = jb.stats();
+        assert_eq!(
+            (s.received, s.recovered, s.lost, s.late, s.duplicates),
+            (2, 1, 0, 0, 1)
+        );
+        // Nothing before the first packet is ever taken from a copy.
+        let mut fresh = JitterBuffer::new(Duration::from_millis(60));
+        fresh.push_redundant(7, p(7), t0);
+        assert_eq!(fresh.stats().recovered, 0);
+        assert_eq!(drain(&mut fresh, t0), vec![]);
     }
 
     #[test]

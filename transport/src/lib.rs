@@ -43,6 +43,7 @@ pub mod opus;
 pub mod output;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod red;
 pub mod server;
 mod session;
 mod signalling;
@@ -98,6 +99,8 @@ pub mod fuzz_api {
 pub enum TransportError {
     #[error("opus {what}: {reason}")]
     Opus { what: &'static str, reason: String },
+    #[error("RED payload (RFC 2198): {reason}")]
+    Red { reason: String },
     #[error("output queue full: {queued} frames queued + {offered} offered > capacity {capacity}")]
     OutputFull {
         queued: usize,

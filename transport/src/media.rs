@@ -29,6 +29,8 @@ fn publish(p: &mut Published, now: JitterStats, overrun: u64) {
     metrics::counter!("transport_rtp_packets_lost_total")
         .increment(d(now.lost + now.skipped, p.jitter.lost + p.jitter.skipped));
     metrics::counter!("transport_rtp_packets_late_total").increment(d(now.late, p.jitter.late));
+    metrics::counter!("transport_red_recovered_total")
+        .increment(d(now.recovered, p.jitter.recovered));
     metrics::counter!("transport_rtp_packets_duplicate_total")
         .increment(d(now.duplicates, p.jitter.duplicates));
     metrics::counter!("transport_rtp_sequence_restarts_total")
@@ -38,14 +40,15 @@ fn publish(p: &mut Published, now: JitterStats, overrun: u64) {
     p.overrun = overrun;
 }
 
-/// Incoming audio: RTP → jitter buffer → Opus decode (FEC/PLC for losses) → 48 kHz mono →
-/// resample → the 16 kHz input ring. Ends when the track ends or `stop` fires. The producer is
+/// Incoming audio: RTP (Opus, or RED carrying Opus when `red_pt` is negotiated) → jitter buffer
+/// → Opus decode (FEC/PLC for losses) → 48 kHz mono → resample → the 16 kHz input ring. Ends when the track ends or `stop` fires. The producer is
 /// borrowed: a resumed session's next connection writes into the same ring, and dropping it
 /// (the session's teardown) is what ends the conversation's input.
 pub(crate) async fn run_media_in(
     track: Arc<dyn TrackRemote>,
     producer: &mut AudioProducer,
     jitter_window: Duration,
+    red_pt: Option<u8>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let mut jb = JitterBuffer::new(jitter_window);
@@ -61,12 +64,37 @@ pub(crate) async fn run_media_in(
     let mut published = Published::default();
     let mut last_publish = Instant::now();
     let mut decode_errors = 0u64;
+    let mut red_errors = 0u64;
     loop {
         let deadline = jb.poll_timeout();
         tokio::select! {
             ev = track.poll() => match ev {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
-                    jb.push(p.header.sequence_number, p.payload, Instant::now());
+                    let now = Instant::now();
+                    let seq = p.header.sequence_number;
+                    match (red_pt == Some(p.header.payload_type))
+                        .then(|| crate::red::parse(&p.payload))
+                    {
+                        None => jb.push(seq, p.payload.clone(), now),
+                        Some(Ok(red)) => {
+                            metrics::counter!("transport_red_packets_received_total").increment(1);
+                            jb.push(seq, p.payload.slice_ref(red.primary), now);
+                            for block in &red.redundant {
+                                if let Some(k) = crate::red::packets_back(block) {
+                                    let at = seq.wrapping_sub(k as u16);
+                                    jb.push_redundant(at, p.payload.slice_ref(block.payload), now);
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            // A malformed packet is one lost frame, not the end of the session.
+                            red_errors += 1;
+                            if red_errors == 1 {
+                                tracing::warn!(error = %e, "malformed RED packet");
+                            }
+                            metrics::counter!("transport_red_errors_total").increment(1);
+                        }
+                    }
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}

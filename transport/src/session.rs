@@ -40,6 +40,8 @@ use crate::TransportError;
 /// Dynamic payload type Opus is registered with (what browsers use; the answer follows the
 /// offer's number anyway).
 const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Payload type RED (RFC 2198) over Opus is registered with: Chrome's number.
+const RED_PAYLOAD_TYPE: u8 = 63;
 /// Payload types VP8 and H.264 are registered with (the answer follows the offer's numbers).
 const VP8_PAYLOAD_TYPE: u8 = 96;
 const H264_PAYLOAD_TYPE: u8 = 102;
@@ -332,6 +334,8 @@ pub(crate) struct Connection {
     events: mpsc::Receiver<PcEvent>,
     out: OutTrack,
     video: VideoParams,
+    /// RED's payload type when the answer accepted it (the incoming audio may then be RED).
+    red_pt: Option<u8>,
 }
 
 impl Connection {
@@ -391,6 +395,23 @@ pub(crate) async fn answer_offer(
             RtpCodecKind::Audio,
         )
         .map_err(TransportError::webrtc("register opus"))?;
+    if cfg.red {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "audio/red".to_owned(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: RED_PAYLOAD_TYPE,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(TransportError::webrtc("register red"))?;
+    }
     if cfg.video.enabled {
         register_video(&mut media)?;
     }
@@ -439,6 +460,7 @@ pub(crate) async fn answer_offer(
             Connection {
                 pc,
                 events: ev_rx,
+                red_pt: crate::red::payload_type_in_sdp(&answer_sdp),
                 out: OutTrack {
                     track,
                     ssrc,
@@ -830,6 +852,7 @@ impl Supervisor {
             events: mut pc_events,
             out,
             video,
+            red_pt,
         } = conn;
         let started = Instant::now();
         let mut connected = false;
@@ -886,7 +909,7 @@ impl Supervisor {
                             let stop = stop_rx.clone();
                             let jitter = self.jitter;
                             media_in = Some(tokio::spawn(async move {
-                                if let Err(e) = run_media_in(track, &mut producer, jitter, stop).await {
+                                if let Err(e) = run_media_in(track, &mut producer, jitter, red_pt, stop).await {
                                     tracing::warn!(error = %e, "incoming audio stopped");
                                 }
                                 producer

@@ -275,6 +275,8 @@ fn fuzz_client_message_json() {
 enum JbOp {
     /// Push this sequence number (its payload is the push's index) at the current time.
     Push(u16),
+    /// Offer a RED copy of this sequence number (payload: the push's index).
+    Redundant(u16),
     /// Advance the clock (ms; negative = a clock stepping back) and drain.
     Tick(i64),
 }
@@ -308,6 +310,15 @@ fn jitter_ops(rng: &mut Rng) -> (u64, Vec<JbOp>) {
         };
         seq = seq.wrapping_add(step as u16);
         ops.push(JbOp::Push(seq));
+        if rng.chance(30) {
+            // The copies a RED packet carries: one to three packets back, or anywhere.
+            let back = if rng.chance(90) {
+                rng.range(1, 3)
+            } else {
+                rng.range(-40_000, 40_000)
+            };
+            ops.push(JbOp::Redundant(seq.wrapping_sub(back as u16)));
+        }
         if rng.chance(60) {
             let dt = match rng.below(20) {
                 0 => -rng.range(1, 100),
@@ -327,6 +338,10 @@ enum Fate {
     Received,
     Duplicate,
     Late,
+    /// A RED copy that filled a missing slot.
+    Recovered,
+    /// A RED copy nobody needed.
+    Ignored,
 }
 
 fn check_jitter(window_ms: u64, ops: &[JbOp]) {
@@ -346,9 +361,8 @@ fn check_jitter(window_ms: u64, ops: &[JbOp]) {
                         assert_eq!(b, want, "Lost{{next}} was not the packet played next");
                     }
                     let id = u32::from_le_bytes(b[..4].try_into().expect("4-byte id")) as usize;
-                    assert_eq!(
-                        fates[id],
-                        Fate::Received,
+                    assert!(
+                        matches!(fates[id], Fate::Received | Fate::Recovered),
                         "push {id} played but counted {:?}",
                         fates[id]
                     );
@@ -392,7 +406,12 @@ fn check_jitter(window_ms: u64, ops: &[JbOp]) {
                 if after.restarts > before.restarts {
                     // The previous push, counted late as a candidate, became the new start.
                     assert_eq!((dr, dd, dl), (2, 0, -1));
-                    let prev = fates.last_mut().expect("a restart needs a candidate");
+                    // (RED copies offered in between are no pushes of the sequence.)
+                    let prev = fates
+                        .iter_mut()
+                        .rev()
+                        .find(|f| !matches!(f, Fate::Recovered | Fate::Ignored))
+                        .expect("a restart needs a candidate");
                     assert_eq!(*prev, Fate::Late);
                     *prev = Fate::Received;
                     fates.push(Fate::Received);
@@ -404,6 +423,30 @@ fn check_jitter(window_ms: u64, ops: &[JbOp]) {
                         other => panic!("push of {seq} counted {other:?}"),
                     });
                 }
+                drain(&mut jb, now, &fates);
+            }
+            JbOp::Redundant(seq) => {
+                let id = fates.len() as u32;
+                let before = jb.stats();
+                jb.push_redundant(seq, Bytes::copy_from_slice(&id.to_le_bytes()), now);
+                let after = jb.stats();
+                let recovered = after.recovered - before.recovered;
+                assert!(recovered <= 1, "one copy recovered {recovered}");
+                assert_eq!(
+                    (after.received, after.duplicates, after.late, after.restarts),
+                    (
+                        before.received,
+                        before.duplicates,
+                        before.late,
+                        before.restarts
+                    ),
+                    "a RED copy of {seq} moved the packet counters"
+                );
+                fates.push(if recovered == 1 {
+                    Fate::Recovered
+                } else {
+                    Fate::Ignored
+                });
                 drain(&mut jb, now, &fates);
             }
             JbOp::Tick(dt) => {
@@ -418,16 +461,18 @@ fn check_jitter(window_ms: u64, ops: &[JbOp]) {
     }
     let s = jb.stats();
     let received = fates.iter().filter(|f| **f == Fate::Received).count() as u64;
+    let count = |f: Fate| fates.iter().filter(|x| **x == f).count() as u64;
     assert_eq!(s.received, received);
+    assert_eq!(s.recovered, count(Fate::Recovered));
     assert_eq!(
-        s.received,
+        s.received + s.recovered,
         played_n + jb.held_len() as u64 + s.flushed,
-        "received = played + held + flushed ({s:?}, played {played_n}, held {})",
+        "received + recovered = played + held + flushed ({s:?}, played {played_n}, held {})",
         jb.held_len()
     );
     assert_eq!(
         fates.len() as u64,
-        s.received + s.duplicates + s.late,
+        s.received + s.duplicates + s.late + s.recovered + count(Fate::Ignored),
         "every push counted once"
     );
 }
@@ -854,6 +899,15 @@ fn check_rtp(case: &RtpCase) {
 
 fn check_payload(payload: &[u8]) {
     let _ = fuzz_api::packet_has_fec(payload);
+    // The same bytes as a RED payload: blocks and primary lie inside it, in order.
+    if let Ok(red) = vr_transport::red::parse(payload) {
+        let blocks: usize = red.redundant.iter().map(|b| b.payload.len()).sum();
+        let headers = 4 * red.redundant.len() + 1;
+        assert_eq!(headers + blocks + red.primary.len(), payload.len());
+        for b in &red.redundant {
+            let _ = vr_transport::red::packets_back(b);
+        }
+    }
     let mut dec = OpusDecoder::new().expect("decoder");
     if let Ok(s) = dec.decode(payload) {
         check_decoded(s);
