@@ -40,6 +40,17 @@ impl Ct2DType {
         })
     }
 
+    fn id(self) -> u8 {
+        match self {
+            Self::F32 => 0,
+            Self::I8 => 1,
+            Self::I16 => 2,
+            Self::I32 => 3,
+            Self::F16 => 4,
+            Self::BF16 => 5,
+        }
+    }
+
     pub fn size(self) -> usize {
         match self {
             Self::I8 => 1,
@@ -156,12 +167,16 @@ impl Ct2Model {
                 Ct2DType::F32
             };
             let nbytes = r.u32("byte count")? as usize;
-            let elems: usize = shape.iter().product();
-            if elems.checked_mul(dtype.size()) != Some(nbytes) {
+            // Checked: dimensions whose product wraps around (found by `asr/tests/fuzz.rs`)
+            // would otherwise "fit" a small byte count.
+            let need = shape
+                .iter()
+                .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+            if need != Some(nbytes) {
                 return Err(format!(
                     "variable #{i} {name:?}: shape {shape:?} of {dtype:?} needs {} bytes but the \
                      file says {nbytes}",
-                    elems.saturating_mul(dtype.size())
+                    need.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
                 ));
             }
             let data = r.take(nbytes, &name)?.to_vec();
@@ -198,6 +213,38 @@ impl Ct2Model {
             variables,
             aliases,
         })
+    }
+
+    /// The file image of this model in binary version 6 (what `parse` reads back byte for
+    /// byte). For tests and tools that make small checkpoints; names and the spec must fit a
+    /// 16-bit length.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        fn s(out: &mut Vec<u8>, v: &str) {
+            out.extend_from_slice(&((v.len() + 1) as u16).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&6u32.to_le_bytes());
+        s(&mut b, &self.spec);
+        b.extend_from_slice(&self.revision.to_le_bytes());
+        b.extend_from_slice(&(self.variables.len() as u32).to_le_bytes());
+        for (name, v) in &self.variables {
+            s(&mut b, name);
+            b.push(v.shape.len() as u8);
+            for &d in &v.shape {
+                b.extend_from_slice(&(d as u32).to_le_bytes());
+            }
+            b.push(v.dtype.id());
+            b.extend_from_slice(&(v.data.len() as u32).to_le_bytes());
+            b.extend_from_slice(&v.data);
+        }
+        b.extend_from_slice(&(self.aliases.len() as u32).to_le_bytes());
+        for (alias, target) in &self.aliases {
+            s(&mut b, alias);
+            s(&mut b, target);
+        }
+        b
     }
 
     /// A variable by name or alias.
@@ -315,6 +362,33 @@ mod tests {
             vec![vec![1.0, -2.0, 0.5], vec![3.0, 0.0, -0.25]]
         );
         assert_eq!(m.get("heads").unwrap().scalar_i64(), Some(6));
+    }
+
+    #[test]
+    fn to_bytes_writes_back_what_was_read() {
+        let file = tiny_file();
+        let m = Ct2Model::parse(&file).unwrap();
+        let bytes = m.to_bytes();
+        // Same size (variables written in name order, the hand-built file has them the other
+        // way round), and read again it is the same model, byte for byte.
+        assert_eq!(bytes.len(), file.len());
+        let again = Ct2Model::parse(&bytes).unwrap();
+        assert_eq!(again.to_bytes(), bytes);
+        assert_eq!(again.get("w_alias").unwrap().data, m.get("w").unwrap().data);
+        assert_eq!(again.get("heads").unwrap().scalar_i64(), Some(6));
+    }
+
+    /// Found by `asr/tests/fuzz.rs`: dimensions whose product overflows (2^32 · 2^32 = 2^64 wraps
+    /// to 0) panicked in a debug build and "fit" an empty variable in a release one.
+    #[test]
+    fn regression_dimensions_whose_product_overflows_are_refused() {
+        let mut m = Ct2Model::parse(&tiny_file()).unwrap();
+        let v = m.variables.get_mut("heads").unwrap();
+        v.shape = vec![1 << 31, 1 << 31, 4];
+        v.dtype = Ct2DType::I8;
+        v.data.clear();
+        let e = Ct2Model::parse(&m.to_bytes()).unwrap_err();
+        assert!(e.contains("needs more than 2^64 bytes"), "{e}");
     }
 
     #[test]

@@ -185,8 +185,16 @@ impl FileSource {
     /// Decodes the whole file into interleaved f32 (for tests and offline tools).
     pub fn read_all(mut self) -> Result<(AudioFormat, Vec<f32>), CaptureError> {
         let ch = usize::from(self.format.channels);
-        let mut out = Vec::with_capacity(self.frames.unwrap_or(0) as usize * ch);
+        // The header's length is a hint, not a promise: a corrupt FLAC header asked for 467 GB
+        // (the loader fuzz). Reserve at most 10 minutes up front; the rest grows as decoded.
+        let hint = self
+            .frames
+            .unwrap_or(0)
+            .min(u64::from(self.format.rate.hz()) * 600);
+        let mut out = Vec::with_capacity(hint as usize * ch);
         while self.decode(&mut out, 1 << 16)? > 0 {}
+        // A file cut inside its last frame: keep whole frames only.
+        out.truncate(out.len() / ch * ch);
         Ok((self.format, out))
     }
 
@@ -207,6 +215,11 @@ impl FileSource {
         while !stop.load(Ordering::Acquire) && !producer.is_abandoned() {
             buf.clear();
             if self.decode(&mut buf, chunk_frames * ch)? == 0 {
+                break;
+            }
+            // Whole frames only (a file cut inside its last frame).
+            buf.truncate(buf.len() / ch * ch);
+            if buf.is_empty() {
                 break;
             }
             let frames = (buf.len() / ch) as u64;
@@ -246,7 +259,15 @@ impl FileSource {
             } => {
                 if *float {
                     for s in reader.samples::<f32>().take(max) {
-                        out.push(s.map_err(|e| bad(e.to_string()))?);
+                        let s = s.map_err(|e| bad(e.to_string()))?;
+                        // NaN or infinity would poison every filter and model downstream.
+                        if !s.is_finite() {
+                            return Err(bad(format!(
+                                "a non-finite float sample ({s}) after {} samples",
+                                out.len()
+                            )));
+                        }
+                        out.push(s);
                     }
                 } else {
                     for s in reader.samples::<i32>().take(max) {

@@ -13,6 +13,7 @@
 
 pub mod clause;
 pub mod config;
+pub mod fuzz;
 pub mod models;
 pub mod paths;
 pub mod prereq;
@@ -24,3 +25,18 @@ pub use config::{check_range, ConfigError};
 pub use models::{FileStatus, ModelEntry, ModelError, ModelFile, ModelStore};
 pub use units::{SampleIndex, SampleRate};
 pub use voice::VoiceKind;
+
+/// Runs a third-party parser whose handling of malformed input may panic, turning the panic into
+/// an error message: `tokenizers` 0.21 unwraps inside its JSON deserialiser (found by
+/// `asr/tests/fuzz.rs`), and a bad file must be a clear error, never a crash of the server.
+///
+/// # Errors
+/// The panic's message.
+pub fn catch_parser_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "the parser panicked".to_string())
+    })
+}

@@ -16,164 +16,16 @@
 //! `VOICERELAY_FUZZ_ITERS=2000000 VOICERELAY_FUZZ_SEED=$RANDOM cargo nextest run -p
 //! voicerelay-transport --test fuzz --release --no-capture`.
 
-use std::fmt::Debug;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::shared::marshal::Unmarshal;
 use voicerelay_transport as vr_transport;
+use vr_core::fuzz::{mutate_bytes, run, Input, Rng};
 use vr_transport::fuzz_api;
 use vr_transport::jitter::{JitterBuffer, Playout, MAX_HELD};
 use vr_transport::opus::{EncoderSettings, OpusDecoder, OpusEncoder, FRAME_SAMPLES};
 use vr_transport::ClientMessage;
-
-// ---------------------------------------------------------------------------------------------
-// The generator and the driver.
-
-struct Rng(vr_core::rng::SplitMix64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    /// Uniform in `0..n` (`0` for `n == 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn usize(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    fn bytes(&mut self, max_len: usize) -> Vec<u8> {
-        let n = self.usize(max_len + 1);
-        (0..n).map(|_| self.byte()).collect()
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.usize(xs.len())]
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
-
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
-    })
-}
-
-/// Runs `check` on `iterations` inputs from `gen`; a panic is re-raised with the case's seed and
-/// input. Returns the iterations per second.
-fn run<I: Debug>(name: &str, gen: impl Fn(&mut Rng) -> I, check: impl Fn(&I)) -> f64 {
-    let iterations = env_u64("VOICERELAY_FUZZ_ITERS").unwrap_or(20_000);
-    let base = env_u64("VOICERELAY_FUZZ_SEED").unwrap_or(0x5EED_2026);
-    let mut seeds = vr_core::rng::SplitMix64::new(base ^ name_hash(name));
-    let only = env_u64("VOICERELAY_FUZZ_CASE");
-    let t0 = Instant::now();
-    let mut done = 0u64;
-    for i in 0..iterations {
-        let case = match only {
-            Some(c) => c,
-            None => seeds.next_u64(),
-        };
-        let input = gen(&mut Rng(vr_core::rng::SplitMix64::new(case)));
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&input))) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!(
-                "fuzz {name}: iteration {i} failed (replay: VOICERELAY_FUZZ_CASE={case:#x}): \
-                 {msg}\ninput: {input:#?}"
-            );
-        }
-        done += 1;
-        if only.is_some() {
-            break;
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let rate = done as f64 / secs.max(1e-9);
-    eprintln!("fuzz {name}: {done} iterations in {secs:.2} s = {rate:.0}/s (seed {base:#x})");
-    rate
-}
-
-/// Bytes shown as text when they are UTF-8, else as hex.
-struct Input(Vec<u8>);
-
-impl Debug for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match std::str::from_utf8(&self.0) {
-            Ok(s) => write!(f, "{s:?}"),
-            Err(_) => {
-                write!(f, "hex:")?;
-                for b in &self.0 {
-                    write!(f, "{b:02x}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Generic byte-level mutations: flip, insert, delete a range, duplicate a range, truncate,
-/// splice in a token from `dict`.
-fn mutate_bytes(rng: &mut Rng, data: &mut Vec<u8>, dict: &[&[u8]]) {
-    let n = 1 + rng.usize(4);
-    for _ in 0..n {
-        let len = data.len();
-        match rng.below(7) {
-            0 if len > 0 => {
-                let i = rng.usize(len);
-                data[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let i = rng.usize(len + 1);
-                data.insert(i, rng.byte());
-            }
-            2 if len > 0 => {
-                let a = rng.usize(len);
-                let b = (a + 1 + rng.usize(16)).min(len);
-                data.drain(a..b);
-            }
-            3 if len > 0 => {
-                let a = rng.usize(len);
-                let b = (a + 1 + rng.usize(32)).min(len);
-                let chunk = data[a..b].to_vec();
-                let at = rng.usize(data.len() + 1);
-                data.splice(at..at, chunk);
-            }
-            4 => data.truncate(rng.usize(len + 1)),
-            _ if !dict.is_empty() => {
-                let tok = rng.pick(dict);
-                let at = rng.usize(len + 1);
-                data.splice(at..at, tok.iter().copied());
-            }
-            _ => {}
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data-channel JSON.
@@ -808,11 +660,11 @@ fn rtp_case(rng: &mut Rng, opus: &[Vec<u8>]) -> RtpCase {
         0x80 | (u8::from(padding) << 5) | (u8::from(has_ext) << 4) | csrc as u8,
         (u8::from(rng.chance(50)) << 7) | 111,
     ];
-    p.extend_from_slice(&(rng.next() as u16).to_be_bytes());
-    p.extend_from_slice(&(rng.next() as u32).to_be_bytes());
-    p.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+    p.extend_from_slice(&(rng.next_u64() as u16).to_be_bytes());
+    p.extend_from_slice(&(rng.next_u64() as u32).to_be_bytes());
+    p.extend_from_slice(&(rng.next_u64() as u32).to_be_bytes());
     for _ in 0..csrc {
-        p.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+        p.extend_from_slice(&(rng.next_u64() as u32).to_be_bytes());
     }
     if has_ext {
         let two_byte = rng.chance(30);
@@ -842,7 +694,7 @@ fn rtp_case(rng: &mut Rng, opus: &[Vec<u8>]) -> RtpCase {
         let words = if rng.chance(5) {
             // A length that lies: the payload is then wherever the parser says.
             padding_or_lie = true;
-            rng.next() as u16
+            rng.next_u64() as u16
         } else {
             (body.len() / 4) as u16
         };

@@ -1024,7 +1024,9 @@ impl MoonshineStreaming {
         let tok = dir.join("tokenizer.json");
         if tok.exists() {
             model.tokenizer = Some(
-                tokenizers::Tokenizer::from_file(&tok)
+                vr_core::catch_parser_panic(|| tokenizers::Tokenizer::from_file(&tok))
+                    .map_err(|e| e.into())
+                    .and_then(|r| r)
                     .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tok.display())))?,
             );
         }

@@ -486,7 +486,9 @@ impl WhisperModel {
             .map_err(|e| misfit("decoder weights", e))?;
         let encoder = WhisperEncoder::load(&config, vb.pp("model.encoder"))
             .map_err(|e| misfit("encoder weights", e))?;
-        let tokenizer = Tokenizer::from_file(tokenizer_path)
+        let tokenizer = vr_core::catch_parser_panic(|| Tokenizer::from_file(tokenizer_path))
+            .map_err(|e| e.into())
+            .and_then(|r| r)
             .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
         let id = |s: &str| {
             tokenizer

@@ -165,7 +165,9 @@ impl LlamaCppModel {
         if !gguf.is_file() {
             return Err(gguf_err("no such file".into()));
         }
-        let tokenizer = Tokenizer::from_file(tokenizer)
+        let tokenizer = vr_core::catch_parser_panic(|| Tokenizer::from_file(tokenizer))
+            .map_err(|e| e.into())
+            .and_then(|r| r)
             .map_err(|e| DialogError::Tokenizer(format!("{}: {e}", tokenizer.display())))?;
         let model = LlamaModel::load_from_file(backend()?, gguf, &LlamaModelParams::default())
             .map_err(|e| gguf_err(format!("llama.cpp cannot load it: {e}")))?;

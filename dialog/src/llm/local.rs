@@ -21,7 +21,6 @@ use super::{
 };
 use crate::models::{gemma3, qwen2};
 use crate::DialogError;
-use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use std::path::Path;
 use std::time::Instant;
@@ -136,7 +135,8 @@ impl LocalLlm {
             reason,
         };
         let mut file = std::fs::File::open(gguf).map_err(|e| gguf_err(e.to_string()))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| gguf_err(e.to_string()))?;
+        let len = file.metadata().map_err(|e| gguf_err(e.to_string()))?.len();
+        let content = crate::models::gguf::read_header(&mut file, len).map_err(gguf_err)?;
         let meta_str = |k: &str| {
             content
                 .metadata
@@ -146,7 +146,9 @@ impl LocalLlm {
         };
         let arch_name = meta_str("general.architecture")
             .ok_or_else(|| gguf_err("no general.architecture".into()))?;
-        let tokenizer = Tokenizer::from_file(tokenizer)
+        let tokenizer = vr_core::catch_parser_panic(|| Tokenizer::from_file(tokenizer))
+            .map_err(|e| e.into())
+            .and_then(|r| r)
             .map_err(|e| DialogError::Tokenizer(format!("{}: {e}", tokenizer.display())))?;
         let template = ChatTemplate::detect(meta_str("tokenizer.chat_template").as_deref(), |t| {
             tokenizer.token_to_id(t).is_some()

@@ -3,4 +3,5 @@
 //! KV cache that can be cut back to a prefix.
 
 pub mod gemma3;
+pub mod gguf;
 pub mod qwen2;
