@@ -219,11 +219,7 @@ impl Ct2Model {
     /// byte). For tests and tools that make small checkpoints; names and the spec must fit a
     /// 16-bit length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        fn s(out: &mut Vec<u8>, v: &str) {
-            out.extend_from_slice(&((v.len() + 1) as u16).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-            out.push(0);
-        }
+        let s = write_string;
         let mut b = Vec::new();
         b.extend_from_slice(&6u32.to_le_bytes());
         s(&mut b, &self.spec);
@@ -253,6 +249,13 @@ impl Ct2Model {
             .get(name)
             .or_else(|| self.aliases.get(name).and_then(|t| self.variables.get(t)))
     }
+}
+
+/// A CTranslate2 string: u16 length including the terminating NUL, the bytes, the NUL.
+fn write_string(out: &mut Vec<u8>, v: &str) {
+    out.extend_from_slice(&((v.len() + 1) as u16).to_le_bytes());
+    out.extend_from_slice(v.as_bytes());
+    out.push(0);
 }
 
 struct Reader<'a> {
@@ -308,11 +311,7 @@ mod tests {
 
     /// A small valid v6 file built by hand: one f16 matrix, one i16 scalar, one alias.
     fn tiny_file() -> Vec<u8> {
-        fn s(out: &mut Vec<u8>, v: &str) {
-            out.extend_from_slice(&((v.len() + 1) as u16).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-            out.push(0);
-        }
+        let s = write_string;
         let mut b = Vec::new();
         b.extend_from_slice(&6u32.to_le_bytes());
         s(&mut b, "TestSpec");

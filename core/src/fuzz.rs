@@ -167,3 +167,38 @@ pub fn mutate_bytes(rng: &mut Rng, data: &mut Vec<u8>, dict: &[&[u8]]) {
         }
     }
 }
+
+/// JSON syntax and edge values for [`mutate_bytes`] on JSON inputs; targets add their own keys.
+pub const JSON_TOKENS: &[&[u8]] = &[
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\"",
+    b"\\",
+    b",",
+    b":",
+    b"null",
+    b"true",
+    b"-0",
+    b"-1",
+    b"1e999",
+    b"18446744073709551616",
+    b"\\u0000",
+    b"\\ud800",
+    b"\\udfff\\ud800",
+    b"\"type\"",
+    b"\xff",
+    b"\xe2\x82",
+    "\u{e9}\u{20ac}\u{1f600}".as_bytes(),
+    b" \t\r\n",
+];
+
+/// `JSON_TOKENS` and a target's own tokens, as one dictionary.
+pub fn json_dict<'a>(extra: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    JSON_TOKENS
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
+}

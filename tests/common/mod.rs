@@ -435,13 +435,7 @@ impl Client {
             media
                 .register_codec(
                     RTCRtpCodecParameters {
-                        rtp_codec: RTCRtpCodec {
-                            mime_type: "audio/red".to_owned(),
-                            clock_rate: 48_000,
-                            channels: 2,
-                            sdp_fmtp_line: "111/111".to_owned(),
-                            rtcp_feedback: vec![],
-                        },
+                        rtp_codec: vr_transport::red::rtp_codec(111),
                         payload_type: RED_PT,
                     },
                     RtpCodecKind::Audio,

@@ -7,7 +7,21 @@
 //! offset back from the packet's timestamp, 10-bit block length), a 1-byte header for the primary
 //! (F=0, payload type), then the blocks' data in header order, the primary last.
 
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+
 use crate::TransportError;
+
+/// The `audio/red` codec carrying Opus at `opus_pt` (both blocks), as registered in a media
+/// engine (`fmtp` `111/111` for Opus at 111, as browsers offer it).
+pub fn rtp_codec(opus_pt: u8) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/red".to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: format!("{opus_pt}/{opus_pt}"),
+        rtcp_feedback: vec![],
+    }
+}
 
 /// Redundant blocks taken from one packet at most; browsers send one or two. A packet claiming
 /// more is refused rather than walked (each block is a frame to place).

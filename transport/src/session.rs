@@ -399,13 +399,7 @@ pub(crate) async fn answer_offer(
         media
             .register_codec(
                 RTCRtpCodecParameters {
-                    rtp_codec: RTCRtpCodec {
-                        mime_type: "audio/red".to_owned(),
-                        clock_rate: 48_000,
-                        channels: 2,
-                        sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
-                        rtcp_feedback: vec![],
-                    },
+                    rtp_codec: crate::red::rtp_codec(OPUS_PAYLOAD_TYPE),
                     payload_type: RED_PAYLOAD_TYPE,
                 },
                 RtpCodecKind::Audio,
